@@ -1,0 +1,1 @@
+"""Benchmarks (``fieldhub bench ...``): load generators and raw-limit measurements."""

@@ -1,0 +1,315 @@
+"""Payload codecs of the contract: fix, status, event, command (SPEC section 2).
+
+Validation lives here once and is shared by the hub and the simulators. Decoding
+never trusts the input: every failure becomes a :class:`PayloadError` with a
+stable ``reason`` code (used as a metric label and stored with the reject).
+
+Reason codes: ``oversized``, ``invalid_json``, ``not_object``, ``empty_batch``,
+``batch_too_large``, ``missing_field``, ``wrong_type``, ``out_of_range``,
+``non_finite``, ``attrs_too_large``, ``ts_out_of_window``, ``bad_value``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from devices.errors import PayloadError
+from devices.topics import is_valid_id
+
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+MAX_BATCH: Final = 1000
+MAX_ATTRS_BYTES: Final = 4096
+# Device clocks drift; a fix from further in the future than this is refused.
+MAX_FUTURE_SKEW_MS: Final = 24 * 3600 * 1000
+# Nothing older than 2000-01-01 is a real fix (a device with no clock sends 0 or 1970).
+MIN_TS_MS: Final = 946_684_800_000
+MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
+
+DEVICE_KINDS: Final = frozenset({"bodycam", "radio", "vehicle", "drone", "phone"})
+COMMAND_TYPES: Final = frozenset({"dispatch", "cancel", "video_start", "video_stop", "ping"})
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+class Fix(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One GPS fix of one device. ``ts`` is device time in epoch milliseconds."""
+
+    ts: int
+    lat: float
+    lon: float
+    alt: float | None = None
+    acc: float | None = None
+    speed: float | None = None
+    heading: float | None = None
+    battery: float | None = None
+    sats: int | None = None
+    seq: int | None = None
+    attrs: dict[str, Any] | None = None
+
+
+class Status(msgspec.Struct, frozen=True, omit_defaults=True):
+    ts: int
+    state: str
+    kind: str | None = None
+    unit_id: str | None = None
+    recording: bool | None = None
+    battery: float | None = None
+    fw: str | None = None
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A device event. ``data`` holds every field but ``ts`` and ``type``."""
+
+    ts: int
+    type: str
+    data: dict[str, Any] = {}
+
+
+class Command(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A hub -> device command. ``body`` holds the type-specific fields."""
+
+    cmd_id: str
+    ts: int
+    type: str
+    body: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------- field checks
+# (name, kind, low, high); kind "num" accepts int or float, "int" only int.
+_FIX_FIELDS: Final[tuple[tuple[str, str, float | None, float | None], ...]] = (
+    ("alt", "num", -1000.0, 100_000.0),
+    ("acc", "num", 0.0, 1_000_000.0),
+    ("speed", "num", 0.0, 1000.0),
+    ("heading", "num", 0.0, 360.0),
+    ("battery", "num", 0.0, 100.0),
+    ("sats", "int", 0, 1000),
+    ("seq", "int", 0, 2**63 - 1),
+)
+_FIX_KNOWN: Final = frozenset({"ts", "lat", "lon"} | {f[0] for f in _FIX_FIELDS})
+
+
+def _number(obj: Mapping[str, Any], name: str, low: float | None, high: float | None) -> float:
+    value = obj[name]
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise PayloadError("non_finite", f"{name} is {value}")
+    elif type(value) is not int:  # bool is an int subclass and is refused here
+        raise PayloadError("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise PayloadError("out_of_range", f"{name}={value} outside {low}..{high}")
+    return float(value)
+
+
+def _integer(obj: Mapping[str, Any], name: str, low: int | None, high: int | None) -> int:
+    value = obj[name]
+    if type(value) is not int:
+        if type(value) is float and not math.isfinite(value):
+            raise PayloadError("non_finite", f"{name} is {value}")
+        raise PayloadError("wrong_type", f"{name} must be an integer, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise PayloadError("out_of_range", f"{name}={value} outside {low}..{high}")
+    return value
+
+
+def _require(obj: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        if name not in obj or obj[name] is None:
+            raise PayloadError("missing_field", name)
+
+
+def _check_ts(obj: Mapping[str, Any], now_ms: int | None) -> int:
+    ts = _integer(obj, "ts", 0, MAX_TS_MS)
+    if now_ms is not None and not MIN_TS_MS <= ts <= now_ms + MAX_FUTURE_SKEW_MS:
+        raise PayloadError("ts_out_of_window", f"ts={ts} not between 2000-01-01 and now+24h")
+    return ts
+
+
+def _extras(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    extra = {k: v for k, v in obj.items() if k not in known}
+    if not extra:
+        return None
+    if len(_encoder.encode(extra)) > MAX_ATTRS_BYTES:
+        raise PayloadError("attrs_too_large", f"unknown keys take more than {MAX_ATTRS_BYTES} bytes")
+    return extra
+
+
+def _string(obj: Mapping[str, Any], name: str, max_len: int = 64) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise PayloadError("wrong_type", f"{name} must be a string")
+    if not 0 < len(value) <= max_len:
+        raise PayloadError("out_of_range", f"{name} must have 1..{max_len} characters")
+    return value
+
+
+# ------------------------------------------------------------------- decoding
+def decode_json(raw: bytes) -> Any:
+    """Parse ``raw`` as JSON with the size limit of the contract."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        # The fast decoder refuses NaN/Infinity tokens and numbers beyond float
+        # range; the standard library accepts them, which lets us say why.
+        try:
+            json.loads(raw)
+        except (ValueError, RecursionError):
+            raise PayloadError("invalid_json", str(exc)[:200]) from None
+        raise PayloadError("non_finite", "NaN, Infinity or an out-of-range number") from None
+
+
+def fix_from_obj(obj: Any, now_ms: int | None = None) -> Fix:
+    """Validate one decoded fix object. ``now_ms`` (hub time) enables the ts window check."""
+    if not isinstance(obj, dict):
+        raise PayloadError("not_object", f"a fix must be a JSON object, got {type(obj).__name__}")
+    _require(obj, "ts", "lat", "lon")
+    ts = _check_ts(obj, now_ms)
+    lat = _number(obj, "lat", -90.0, 90.0)
+    lon = _number(obj, "lon", -180.0, 180.0)
+    optional: dict[str, Any] = {}
+    for name, kind, low, high in _FIX_FIELDS:
+        if obj.get(name) is not None:
+            if kind == "int":
+                optional[name] = _integer(obj, name, int(low or 0), None if high is None else int(high))
+            else:
+                optional[name] = _number(obj, name, low, high)
+    attrs = _extras(obj, _FIX_KNOWN) if len(obj) > 3 else None
+    return Fix(ts, lat, lon, attrs=attrs, **optional)
+
+
+def decode_fixes(raw: bytes, now_ms: int | None = None) -> tuple[list[Fix], list[tuple[int, PayloadError]]]:
+    """Decode a telemetry payload: one fix or a batch of up to 1000.
+
+    Returns the good fixes and, for a batch, the index and error of every bad
+    element: one bad fix never costs the good ones beside it. A payload that is
+    bad as a whole raises :class:`PayloadError`.
+    """
+    doc = decode_json(raw)
+    if isinstance(doc, list):
+        if not doc:
+            raise PayloadError("empty_batch", "a batch must hold at least one fix")
+        if len(doc) > MAX_BATCH:
+            raise PayloadError("batch_too_large", f"{len(doc)} fixes > {MAX_BATCH}")
+        fixes: list[Fix] = []
+        bad: list[tuple[int, PayloadError]] = []
+        for index, item in enumerate(doc):
+            try:
+                fixes.append(fix_from_obj(item, now_ms))
+            except PayloadError as exc:
+                bad.append((index, exc))
+        return fixes, bad
+    return [fix_from_obj(doc, now_ms)], []
+
+
+_STATUS_KNOWN: Final = frozenset({"ts", "state", "kind", "unit_id", "recording", "battery", "fw"})
+
+
+def decode_status(raw: bytes, now_ms: int | None = None) -> Status:
+    obj = decode_json(raw)
+    if not isinstance(obj, dict):
+        raise PayloadError("not_object", "a status must be a JSON object")
+    _require(obj, "ts", "state")
+    ts = _check_ts(obj, now_ms)
+    state = obj["state"]
+    if state not in ("online", "offline"):
+        raise PayloadError("bad_value", f"state must be online or offline, got {state!r}")
+    kind = obj.get("kind")
+    if kind is not None and kind not in DEVICE_KINDS:
+        raise PayloadError("bad_value", f"unknown device kind {kind!r}")
+    unit_id = obj.get("unit_id")
+    if unit_id is not None and not (isinstance(unit_id, str) and is_valid_id(unit_id)):
+        raise PayloadError("bad_value", "unit_id is not a valid id")
+    recording = obj.get("recording")
+    if recording is not None and not isinstance(recording, bool):
+        raise PayloadError("wrong_type", "recording must be a boolean")
+    battery = _number(obj, "battery", 0.0, 100.0) if obj.get("battery") is not None else None
+    fw = _string(obj, "fw") if obj.get("fw") is not None else None
+    return Status(ts, state, kind, unit_id, recording, battery, fw)
+
+
+# Event types with required fields and their Python types.
+_EVENT_FIELDS: Final[dict[str, tuple[tuple[str, type], ...]]] = {
+    "ack": (("cmd_id", str),),
+    "contact": (("incident_id", str),),
+    "ptt": (("on", bool),),
+    "video": (("state", str), ("stream_id", str)),
+    "sos": (),
+}
+
+
+def decode_event(raw: bytes, now_ms: int | None = None) -> Event:
+    obj = decode_json(raw)
+    if not isinstance(obj, dict):
+        raise PayloadError("not_object", "an event must be a JSON object")
+    _require(obj, "ts", "type")
+    ts = _check_ts(obj, now_ms)
+    etype = _string(obj, "type", 32)
+    for name, ftype in _EVENT_FIELDS.get(etype, ()):
+        _require(obj, name)
+        if not isinstance(obj[name], ftype):
+            raise PayloadError("wrong_type", f"{etype}.{name} must be {ftype.__name__}")
+    if etype == "video" and obj["state"] not in ("started", "stopped"):
+        raise PayloadError("bad_value", "video.state must be started or stopped")
+    data = {k: v for k, v in obj.items() if k not in ("ts", "type")}
+    if data and len(_encoder.encode(data)) > MAX_ATTRS_BYTES:
+        raise PayloadError("attrs_too_large", f"event fields take more than {MAX_ATTRS_BYTES} bytes")
+    return Event(ts, etype, data)
+
+
+def decode_command(raw: bytes) -> Command:
+    obj = decode_json(raw)
+    if not isinstance(obj, dict):
+        raise PayloadError("not_object", "a command must be a JSON object")
+    _require(obj, "cmd_id", "ts", "type")
+    cmd_id = _string(obj, "cmd_id", 128)
+    ts = _integer(obj, "ts", 0, MAX_TS_MS)
+    ctype = _string(obj, "type", 32)
+    if ctype not in COMMAND_TYPES:
+        raise PayloadError("bad_value", f"unknown command type {ctype!r}")
+    body = {k: v for k, v in obj.items() if k not in ("cmd_id", "ts", "type")}
+    return Command(cmd_id, ts, ctype, body)
+
+
+# ------------------------------------------------------------------- encoding
+def fix_to_obj(fix: Fix) -> dict[str, Any]:
+    """The wire object of a fix: known fields flat, attributes merged back in."""
+    obj: dict[str, Any] = dict(fix.attrs) if fix.attrs else {}
+    obj.update(msgspec.structs.asdict(fix))
+    obj.pop("attrs", None)
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def encode_fixes(fixes: list[Fix]) -> bytes:
+    """One fix as an object, several as a batch array."""
+    if len(fixes) == 1:
+        return _encoder.encode(fix_to_obj(fixes[0]))
+    return _encoder.encode([fix_to_obj(f) for f in fixes])
+
+
+def encode_status(status: Status) -> bytes:
+    return _encoder.encode(status)
+
+
+def encode_event(event: Event) -> bytes:
+    obj: dict[str, Any] = dict(event.data)
+    obj["ts"] = event.ts
+    obj["type"] = event.type
+    return _encoder.encode(obj)
+
+
+def encode_command(command: Command) -> bytes:
+    obj: dict[str, Any] = dict(command.body)
+    obj.update(cmd_id=command.cmd_id, ts=command.ts, type=command.type)
+    return _encoder.encode(obj)
+
+
+def encode_json(value: Any) -> bytes:
+    """Shared JSON encoder for everything else the project sends."""
+    return _encoder.encode(value)

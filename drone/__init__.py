@@ -1,0 +1,1 @@
+"""Reserved for the drone issue; empty until then."""

@@ -1,0 +1,1 @@
+"""The fieldhub service: ingest, live picture, storage, API."""

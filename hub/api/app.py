@@ -1,0 +1,24 @@
+"""The FastAPI application: routers, error handlers, static files."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from hub.api import errors
+from hub.api.routes import health, live, units
+from hub.server import Hub
+
+
+def create_app(hub: Hub) -> FastAPI:
+    app = FastAPI(title="fieldhub", version="0.1.0")
+    app.state.hub = hub
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(units.router)
+    app.include_router(live.router)
+    static = resources.files("hub") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app

@@ -1,0 +1,41 @@
+"""Liveness, metrics, the map base layer and the live page."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, Response
+
+from hub.api.deps import HubDep
+from hub.metrics import render
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(hub: HubDep) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "mqtt": hub.bridge is not None and hub.bridge.connected.is_set(),
+        "database": hub.writer.available,
+        "storage_mode": hub.db.mode,
+    }
+
+
+@router.get("/metrics")
+async def metrics(hub: HubDep) -> Response:
+    return Response(render(hub.registry), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/api/v1/map")
+async def base_map(hub: HubDep) -> dict[str, Any]:
+    """The base layer: the road network of the (simulated) city, as GeoJSON."""
+    return hub.base_map()
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> HTMLResponse:
+    page = resources.files("hub") / "static" / "index.html"
+    return HTMLResponse(page.read_text(encoding="utf-8"))

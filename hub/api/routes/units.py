@@ -1,0 +1,72 @@
+"""Units: the dispatchable resources and their devices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from hub.api.deps import Dispatcher, HubDep, Reader, now_ms
+from hub.api.errors import ApiError
+
+router = APIRouter(prefix="/api/v1/units", tags=["units"])
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+UnitId = Annotated[str, Path(pattern=ID)]
+
+
+class Point(BaseModel):
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+
+
+class UnitIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    kind: str = Field(default="patrol", pattern=r"^[a-z_]{1,32}$")
+    devices: list[Annotated[str, Field(pattern=ID)]] = Field(default_factory=list, max_length=32)
+    home: Point | None = None
+    capabilities: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list,
+                                                                                   max_length=64)
+
+
+@router.put("/{unit_id}")
+async def put_unit(unit_id: UnitId, body: UnitIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    if len(set(body.devices)) != len(body.devices):
+        raise ApiError(422, "invalid", "devices: the same device is listed twice")
+    await hub.put_unit(unit_id, body.model_dump())
+    return hub.live.unit_view(unit_id, now_ms(), full=True)
+
+
+@router.get("")
+async def list_units(hub: HubDep, who: Reader) -> dict[str, Any]:
+    now = now_ms()
+    return {"units": [hub.live.unit_view(u, now, full=True) for u in hub.live.units]}
+
+
+@router.get("/{unit_id}")
+async def get_unit(unit_id: UnitId, hub: HubDep, who: Reader) -> dict[str, Any]:
+    if unit_id not in hub.live.units:
+        raise ApiError(404, "not_found", f"unit {unit_id} does not exist")
+    return hub.live.unit_view(unit_id, now_ms(), full=True)
+
+
+MAX_TS = 4_102_444_800_000
+
+
+@router.get("/{unit_id}/track")
+async def track(
+    unit_id: UnitId, hub: HubDep, who: Reader,
+    from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
+    to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> dict[str, Any]:
+    unit = hub.live.units.get(unit_id)
+    if unit is None:
+        raise ApiError(404, "not_found", f"unit {unit_id} does not exist")
+    to_ms = to_ms if to_ms is not None else now_ms()
+    from_ms = from_ms if from_ms is not None else to_ms - 3_600_000
+    if from_ms > to_ms:
+        raise ApiError(400, "bad_request", "from must not be after to")
+    fixes = await hub.db.track(unit.devices, from_ms, to_ms, limit)
+    return {"unit_id": unit_id, "from": from_ms, "to": to_ms, "fixes": fixes}

@@ -1,0 +1,47 @@
+"""Every option of the hub, read from ``FIELDHUB_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIELDHUB_", extra="ignore")
+
+    # External services; unset means "start the embedded default".
+    mqtt_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path(".fieldhub")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # MQTT bridge. The client id names the broker-side persistent session.
+    mqtt_client_id: str = "fieldhub-hub"
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    # Unacknowledged QoS 1 messages the broker may have in flight to the hub:
+    # the hub acknowledges a message only once it is committed.
+    mqtt_receive_maximum: int = 65535
+
+    # Batched writer: flush when this many rows wait or this much time passed.
+    write_batch_rows: int = 5000
+    write_interval_s: float = 0.1
+    write_retry_s: float = 1.0
+
+    # Storage of fixes.
+    partition_days: int = 1
+    partitions_ahead: int = 3
+    retention_days: int = 90
+    compress_after_days: int = 7
+
+    # Live picture.
+    live_frame_interval_s: float = 0.2
+    stale_after_s: float = 120.0
+    live_client_queue: int = 32
+
+    rejects_raw_bytes: int = 1024
+    token_pepper: str = "fieldhub"
+    # Demo/test convenience: a dispatcher token created on start-up (printed by the demo).
+    bootstrap_token: str | None = None

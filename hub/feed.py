@@ -1,0 +1,108 @@
+"""The live feed behind ``/api/v1/live``: a snapshot, then coalesced deltas.
+
+Every ``interval_s`` the feed takes the units changed since the last frame,
+encodes ONE frame and hands the same bytes to every client (a client sees at
+most 1/interval_s frames per second and only what changed). Each client has a
+small bounded queue; a client too slow to keep up is not allowed to hold the
+others back: its queue is cleared and it gets a fresh snapshot instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from devices.payloads import encode_json
+from hub.live import LiveState
+
+log = logging.getLogger(__name__)
+
+
+class FeedClient:
+    def __init__(self, limit: int) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=limit)
+        self.resyncs = 0
+
+
+class LiveFeed:
+    def __init__(self, live: LiveState, clock: Callable[[], int], *, interval_s: float = 0.2,
+                 client_queue: int = 32, sweep_every_s: float = 5.0) -> None:
+        self.live = live
+        self.clock = clock
+        self.interval_s = interval_s
+        self.client_queue = client_queue
+        self.sweep_every = max(1, round(sweep_every_s / interval_s))
+        self.clients: set[FeedClient] = set()
+        self.frames = 0
+        self.bytes_sent = 0
+        self._extra: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    async def __aenter__(self) -> LiveFeed:
+        self._task = asyncio.create_task(self._run(), name="live-feed")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def snapshot_frame(self) -> bytes:
+        now = self.clock()
+        return encode_json({"type": "snapshot", "ts": now, "units": self.live.snapshot(now)})
+
+    def subscribe(self) -> FeedClient:
+        client = FeedClient(self.client_queue)
+        client.queue.put_nowait(self.snapshot_frame())
+        self.clients.add(client)
+        return client
+
+    def unsubscribe(self, client: FeedClient) -> None:
+        self.clients.discard(client)
+
+    def post(self, message: dict[str, Any]) -> None:
+        """Queue a non-unit message (incident, alert, ...) for the next frame."""
+        self._extra.append(message)
+
+    async def _run(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(self.interval_s)
+            tick += 1
+            if tick % self.sweep_every == 0:
+                self.live.sweep(self.clock())
+            try:
+                self.broadcast()
+            except Exception:
+                log.exception("live feed frame failed")
+
+    def broadcast(self) -> None:
+        now = self.clock()
+        changes = self.live.take_changes(now)
+        frames = []
+        if changes:
+            frames.append(encode_json({"type": "unit", "ts": now, "units": changes}))
+        for extra in self._extra:
+            frames.append(encode_json(extra))
+        self._extra.clear()
+        if not frames or not self.clients:
+            return
+        for client in list(self.clients):
+            for frame in frames:
+                if client.queue.full():
+                    # Too slow: drop its backlog and start it over from a snapshot.
+                    while not client.queue.empty():
+                        client.queue.get_nowait()
+                    client.queue.put_nowait(self.snapshot_frame())
+                    client.resyncs += 1
+                    break
+                client.queue.put_nowait(frame)
+        self.frames += len(frames)

@@ -1,0 +1,176 @@
+"""The ``fieldhub`` command line. Only argument parsing and wiring live here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from hub.config import Settings
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        pass
+    try:
+        return asyncio.run(coro) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _until_signal(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Run ``aws`` until one ends or SIGINT/SIGTERM arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(a) for a in aws]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in [*tasks, stopper]:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception():
+            raise task.exception()  # type: ignore[misc]
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from hub.server import Hub
+
+    settings = Settings()
+    async with Hub(settings) as hub:
+        print(f"fieldhub serving on http://{args.host or settings.host}:{args.port or settings.port}", flush=True)
+        await _until_signal(hub.serve(args.host, args.port))
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from hub.server import Hub
+    from sim.runner import CitySim
+
+    token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
+    settings = Settings(bootstrap_token=token)
+    host, port = args.host or settings.host, args.port or settings.port
+    async with Hub(settings) as hub:
+        started = asyncio.Event()
+        server = asyncio.create_task(hub.serve(host, port, started))
+        await started.wait()
+        assert hub.mqtt_url is not None
+        url = f"http://{host}:{port}"
+        print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
+              f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
+        try:
+            async with CitySim(url, hub.mqtt_url, token, units=args.units, seed=args.seed):
+                await _until_signal(server)
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+    return 0
+
+
+async def cmd_sim(args: argparse.Namespace) -> int:
+    from sim.runner import run_sim
+
+    await run_sim(args.hub, args.mqtt, args.token, units=args.units, duration_s=args.duration)
+    return 0
+
+
+async def cmd_token(args: argparse.Namespace) -> int:
+    from hub import auth
+    from hub.embedded import EmbeddedPostgres
+    from hub.storage import Database
+
+    if args.role not in auth.ROLES:
+        print(f"unknown role {args.role!r}; one of: {', '.join(auth.ROLES)}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    url = settings.database_url
+    pg = None
+    if url is None:
+        pg = EmbeddedPostgres(settings.data_dir / "pg")
+        url = pg.start()
+    try:
+        async with Database(url) as db:
+            secret = auth.new_secret()
+            await db.insert_token(args.name, args.role, auth.digest(secret, settings.token_pepper))
+    finally:
+        if pg is not None:
+            pg.close()
+    print(secret)
+    return 0
+
+
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from bench import ingest
+
+    return await ingest.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fieldhub", description="Field-unit device and telemetry hub")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the hub against the configured broker and database")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="everything on one machine with a simulated city")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--units", type=int, default=60)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="run the city simulator against a hub")
+    p.add_argument("--hub", default="http://127.0.0.1:8000")
+    p.add_argument("--mqtt", default=os.environ.get("FIELDHUB_MQTT_URL", "mqtt://127.0.0.1:1883"))
+    p.add_argument("--token", required=True)
+    p.add_argument("--units", type=int, default=50)
+    p.add_argument("--duration", type=float)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("token", help="manage API tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="create a token and print it")
+    t.add_argument("--role", required=True)
+    t.add_argument("--name", required=True)
+    t.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    b = bsub.add_parser("ingest", help="sustained ingest: rate, loss, latency, raw limits")
+    from bench.ingest import add_arguments
+
+    add_arguments(b)
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+    return _run(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

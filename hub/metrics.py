@@ -1,0 +1,88 @@
+"""Prometheus metrics, read from the hub's own counters at scrape time.
+
+Counting stays plain integer arithmetic on the hot path; this collector turns
+the counters into Prometheus families only when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hub.server import Hub
+
+
+class RateMeter:
+    """Events per second over a sliding window of samples of a monotonic counter."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def rate(self, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+        first_t, first_n = self._samples[0]
+        return (total - first_n) / (now - first_t) if now > first_t else 0.0
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.ingest_rate = RateMeter()
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        pipe, writer = hub.pipeline, hub.writer
+        messages = CounterMetricFamily("fieldhub_messages", "MQTT messages received", labels=["channel"])
+        for channel, count in pipe.messages.items():
+            messages.add_metric([channel], count)
+        yield messages
+        yield CounterMetricFamily("fieldhub_fixes_accepted", "Fixes that passed validation",
+                                  value=pipe.fixes_accepted)
+        yield CounterMetricFamily("fieldhub_fixes_stored", "Fixes committed to the database",
+                                  value=writer.fixes_written)
+        duplicates = CounterMetricFamily("fieldhub_duplicates", "Duplicate fixes dropped", labels=["where"])
+        duplicates.add_metric(["memory"], pipe.duplicates_dropped)
+        duplicates.add_metric(["database"], writer.fixes_duplicate)
+        yield duplicates
+        rejects = CounterMetricFamily("fieldhub_rejects", "Rejected payloads by reason", labels=["reason"])
+        for reason, count in sorted(pipe.rejects.items()):
+            rejects.add_metric([reason], count)
+        yield rejects
+        yield GaugeMetricFamily("fieldhub_ingest_rate", "Fixes stored per second (10 s window)",
+                                value=self.ingest_rate.rate(writer.fixes_written))
+        yield GaugeMetricFamily("fieldhub_write_lag_seconds",
+                                "Age of the oldest row of the last committed batch at commit",
+                                value=writer.last_lag_s)
+        depth = GaugeMetricFamily("fieldhub_queue_depth", "Items waiting", labels=["queue"])
+        depth.add_metric(["inbox"], pipe.inbox_depth)
+        depth.add_metric(["writer"], writer.pending_rows)
+        yield depth
+        yield GaugeMetricFamily("fieldhub_database_up", "1 when the last write succeeded",
+                                value=1 if writer.available else 0)
+        yield GaugeMetricFamily("fieldhub_mqtt_connected", "1 when the MQTT session is up",
+                                value=1 if hub.bridge is not None and hub.bridge.connected.is_set() else 0)
+        yield GaugeMetricFamily("fieldhub_live_clients", "Connected live (WebSocket) clients",
+                                value=hub.feed.client_count)
+        yield GaugeMetricFamily("fieldhub_devices_tracked", "Devices in the live picture",
+                                value=len(hub.live.devices))
+        yield GaugeMetricFamily("fieldhub_units_tracked", "Units in the live picture", value=len(hub.live.units))
+        stages = CounterMetricFamily("fieldhub_stage_seconds", "CPU time spent per pipeline stage",
+                                     labels=["stage"])
+        for stage, seconds in pipe.stage_seconds.items():
+            stages.add_metric([stage], seconds)
+        yield stages
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

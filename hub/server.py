@@ -1,0 +1,187 @@
+"""The hub's lifecycle: compose the adapters, run, shut down in order.
+
+Start-up: embedded services (when no URL is configured) -> database (migrations,
+partitions) -> live picture loaded from the database -> writer -> pipeline ->
+live feed -> MQTT session. Shutdown runs the same list backwards: stop taking
+MQTT messages, drain the pipeline, flush the writer, close the database, stop
+the embedded services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from hub import auth
+from hub.bridge import MqttBridge
+from hub.config import Settings
+from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
+from hub.feed import LiveFeed
+from hub.live import LiveState
+from hub.metrics import HubCollector
+from hub.pipeline import Pipeline
+from hub.storage import Database
+from hub.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+TOKEN_CACHE_S = 30.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Hub:
+    """One running hub. Use as ``async with Hub(settings) as hub: await hub.serve()``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.live = LiveState(stale_after_ms=int(self.settings.stale_after_s * 1000))
+        self.feed = LiveFeed(self.live, now_ms, interval_s=self.settings.live_frame_interval_s,
+                             client_queue=self.settings.live_client_queue)
+        self.bridge: MqttBridge | None = None
+        self.mqtt_url = self.settings.mqtt_url
+        self.database_url = self.settings.database_url
+        self.registry = CollectorRegistry()
+        self._stack = AsyncExitStack()
+        self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._base_map: dict[str, Any] | None = None
+        self.bootstrap_secret: str | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Hub:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        s = self.settings
+        stack = self._stack
+        if self.database_url is None:
+            pg = EmbeddedPostgres(s.data_dir / "pg")
+            self.database_url = await asyncio.to_thread(pg.start)
+            stack.callback(pg.close)
+        if self.mqtt_url is None:
+            if MosquittoBroker.available():
+                broker = MosquittoBroker(s.data_dir / "mosquitto")
+                self.mqtt_url = await asyncio.to_thread(broker.start)
+                stack.callback(broker.stop)
+            else:
+                fallback = AmqttBroker()
+                self.mqtt_url = await fallback.start()
+                stack.push_async_callback(fallback.stop)
+        self.db = await stack.enter_async_context(Database(
+            self.database_url, partition_days=s.partition_days, partitions_ahead=s.partitions_ahead,
+            retention_days=s.retention_days, compress_after_days=s.compress_after_days))
+        for row in await self.db.load_units():
+            home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
+            self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
+                                    list(row["capabilities"]))
+        self.writer = await stack.enter_async_context(BatchWriter(
+            self.db.write, batch_rows=s.write_batch_rows, interval_s=s.write_interval_s, retry_s=s.write_retry_s))
+        self.pipeline = await stack.enter_async_context(Pipeline(
+            self.live, self.writer, retention_days=s.retention_days, raw_limit=s.rejects_raw_bytes))
+        await stack.enter_async_context(self.feed)
+        self.bridge = await stack.enter_async_context(MqttBridge(
+            self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
+            receive_maximum=s.mqtt_receive_maximum))
+        self.registry.register(HubCollector(self))
+        self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
+        stack.push_async_callback(self._cancel_tasks)
+        if s.bootstrap_token:
+            self.bootstrap_secret = s.bootstrap_token
+            if await self.lookup_token(s.bootstrap_token) is None:
+                await self.db.insert_token("bootstrap", "dispatcher", auth.digest(s.bootstrap_token, s.token_pepper))
+                self._tokens.clear()
+        log.info("hub up: mqtt %s, database %s (%s)", self.mqtt_url, _redact(self.database_url), self.db.mode)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                dropped = await self.db.maintain()
+                if dropped:
+                    log.info("retention dropped %s", ", ".join(dropped))
+            except Exception:
+                log.exception("partition maintenance failed; will retry")
+
+    async def serve(self, host: str | None = None, port: int | None = None,
+                    started: asyncio.Event | None = None) -> None:
+        """Serve HTTP until cancelled or interrupted."""
+        import uvicorn
+
+        from hub.api.app import create_app
+
+        config = uvicorn.Config(create_app(self), host=host or self.settings.host, port=port or self.settings.port,
+                                log_level="warning", lifespan="off", ws_max_size=1 << 20)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if started is not None:
+            started.set()
+        try:
+            await task
+        finally:
+            server.should_exit = True
+
+    # ------------------------------------------------------------ operations
+    async def put_unit(self, unit_id: str, body: dict[str, Any]) -> None:
+        unit = dict(body, unit_id=unit_id)
+        await self.db.upsert_unit(unit)
+        self.live.register_unit(unit_id, body["name"], body["kind"], body["devices"], body.get("home"),
+                                body.get("capabilities"))
+
+    async def create_token(self, role: str, name: str) -> str:
+        if role not in auth.ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(auth.ROLES)}")
+        secret = auth.new_secret()
+        await self.db.insert_token(name, role, auth.digest(secret, self.settings.token_pepper))
+        return secret
+
+    async def lookup_token(self, secret: str) -> dict[str, Any] | None:
+        digest = auth.digest(secret, self.settings.token_pepper)
+        cached = self._tokens.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
+        row = await self.db.find_token(digest)
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[digest] = (now, row)
+        return row
+
+    def base_map(self) -> dict[str, Any]:
+        if self._base_map is None:
+            from sim.city import build_city
+
+            self._base_map = build_city().to_geojson()
+        return self._base_map
+
+
+def _redact(url: str | None) -> str:
+    if not url or "@" not in url:
+        return url or ""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

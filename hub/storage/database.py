@@ -1,0 +1,238 @@
+"""The PostgreSQL adapter: every SQL statement of the hub lives in this package."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from hub.errors import StorageUnavailable
+from hub.storage import partitions
+
+log = logging.getLogger(__name__)
+
+FIX_COLUMNS = ("device_id", "ts", "lat", "lon", "alt", "acc", "speed", "heading", "battery", "sats", "seq",
+               "attrs", "received_at")
+FIX_TYPES = ("text", "int8", "float8", "float8", "float4", "float4", "float4", "float4", "float4", "int2", "int8",
+             "jsonb", "int8")
+REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "size", "raw")
+REJECT_TYPES = ("int8", "text", "text", "text", "text", "int4", "bytea")
+EVENT_COLUMNS = ("device_id", "ts", "type", "data", "received_at")
+EVENT_TYPES = ("text", "int8", "text", "jsonb", "int8")
+_MIGRATION_LOCK = 0x66686231  # pg_advisory_lock key: "fhb1"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows of one write transaction."""
+
+    fixes: list[tuple[Any, ...]] = field(default_factory=list)
+    rejects: list[tuple[Any, ...]] = field(default_factory=list)
+    statuses: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.fixes) + len(self.rejects) + len(self.statuses) + len(self.events)
+
+    def extend(self, other: Batch) -> None:
+        self.fixes += other.fixes
+        self.rejects += other.rejects
+        self.statuses += other.statuses
+        self.events += other.events
+
+
+class Database:
+    """Connection pool, migrations, partitions and queries."""
+
+    def __init__(self, url: str, *, partition_days: int = 1, partitions_ahead: int = 3,
+                 retention_days: int = 90, compress_after_days: int = 7, pool_size: int = 4) -> None:
+        self.url = url
+        self.partition_days = partition_days
+        self.partitions_ahead = partitions_ahead
+        self.retention_days = retention_days
+        self.compress_after_days = compress_after_days
+        self.mode = "unknown"
+        self._partitions: set[int] = set()
+        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                        kwargs={"autocommit": True}, reconnect_timeout=0)
+
+    async def __aenter__(self) -> Database:
+        await self.pool.open(wait=True, timeout=30)
+        await self.migrate()
+        await self.maintain()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
+
+    # ------------------------------------------------------------ migrations
+    async def migrate(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT name FROM schema_migrations")
+                done = {row[0] for row in await cur.fetchall()}
+                folder = resources.files("hub.storage") / "migrations"
+                for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+                    if not entry.name.endswith(".sql") or entry.name in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(entry.read_text())  # type: ignore[arg-type]
+                        await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (entry.name,))
+                    log.info("applied migration %s", entry.name)
+                if "fixes" not in done:
+                    async with conn.transaction():
+                        self.mode = await partitions.create_fixes_table(
+                            conn, use_timescale=await partitions.timescale_available(conn),
+                            partition_days=self.partition_days, compress_after_days=self.compress_after_days,
+                            retention_days=self.retention_days)
+                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ('fixes'), (%s)",
+                                           (f"fixes:{self.mode}",))
+                else:
+                    mode = next((n for n in done if n.startswith("fixes:")), "fixes:native")
+                    self.mode = mode.split(":", 1)[1]
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+    async def maintain(self, now_ms: int | None = None) -> list[str]:
+        """Create the coming partitions and drop expired ones (native mode only)."""
+        if self.mode != "native":
+            return []
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        async with self.pool.connection() as conn:
+            for day in range(-1, self.partitions_ahead + 1):
+                await self._ensure_partition(conn, now_ms + day * self.partition_days * partitions.DAY_MS)
+            dropped = await partitions.drop_partitions_before(
+                conn, now_ms - self.retention_days * partitions.DAY_MS, self.partition_days)
+            self._partitions = await partitions.existing_partitions(conn)
+        return dropped
+
+    async def _ensure_partition(self, conn: AsyncConnection, ts_ms: int) -> None:
+        start = partitions.partition_start(ts_ms, self.partition_days)
+        if start not in self._partitions:
+            await partitions.create_partition(conn, start, self.partition_days)
+            self._partitions.add(start)
+
+    # ----------------------------------------------------------------- writes
+    async def write(self, batch: Batch) -> int:
+        """Write one batch in one transaction; returns the number of new fixes.
+
+        Fixes go through a binary COPY into a temporary table and then an
+        ``INSERT ... ON CONFLICT DO NOTHING``, which makes re-delivery idempotent.
+        """
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                if self.mode == "native" and batch.fixes:
+                    for start in {partitions.partition_start(r[1], self.partition_days) for r in batch.fixes}:
+                        await self._ensure_partition(conn, start)
+                async with conn.transaction():
+                    inserted = 0
+                    if batch.fixes:
+                        inserted = await self._copy_fixes(conn, batch.fixes)
+                    if batch.rejects:
+                        await _copy(conn, "rejects", REJECT_COLUMNS, REJECT_TYPES, batch.rejects)
+                    if batch.events:
+                        await _copy(conn, "device_events", EVENT_COLUMNS, EVENT_TYPES, batch.events)
+                    if batch.statuses:
+                        async with conn.cursor() as cur:
+                            await cur.executemany(
+                                "INSERT INTO device_status (device_id, ts, state, payload, received_at) "
+                                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                                [(d, ts, st, Jsonb(p), r) for d, ts, st, p, r in batch.statuses])
+                    return inserted
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown, psycopg.InterfaceError) as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def _copy_fixes(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS fixes_in (LIKE fixes INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        await _copy(conn, "fixes_in", FIX_COLUMNS, FIX_TYPES, rows)
+        cur = await conn.execute("INSERT INTO fixes SELECT * FROM fixes_in ON CONFLICT DO NOTHING")
+        return cur.rowcount
+
+    # ------------------------------------------------------- units & devices
+    async def upsert_unit(self, unit: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            home = unit.get("home") or {}
+            await conn.execute(
+                "INSERT INTO units (unit_id, name, kind, home_lat, home_lon, capabilities) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (unit_id) DO UPDATE SET name = EXCLUDED.name, "
+                "kind = EXCLUDED.kind, home_lat = EXCLUDED.home_lat, home_lon = EXCLUDED.home_lon, "
+                "capabilities = EXCLUDED.capabilities, updated_at = now()",
+                (unit["unit_id"], unit["name"], unit["kind"], home.get("lat"), home.get("lon"),
+                 Jsonb(unit.get("capabilities", []))),
+            )
+            await conn.execute("UPDATE devices SET unit_id = NULL WHERE unit_id = %s AND NOT device_id = ANY(%s)",
+                               (unit["unit_id"], unit["devices"]))
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO devices (device_id, unit_id) VALUES (%s, %s) "
+                    "ON CONFLICT (device_id) DO UPDATE SET unit_id = EXCLUDED.unit_id",
+                    [(d, unit["unit_id"]) for d in unit["devices"]])
+
+    async def load_units(self) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT u.unit_id, u.name, u.kind, u.home_lat, u.home_lon, u.capabilities, "
+                "coalesce(array_agg(d.device_id ORDER BY d.device_id) FILTER (WHERE d.device_id IS NOT NULL), "
+                "'{}') AS devices FROM units u LEFT JOIN devices d ON d.unit_id = u.unit_id GROUP BY u.unit_id")
+            return await cur.fetchall()
+
+    async def track(self, device_ids: list[str], from_ms: int, to_ms: int, limit: int) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT device_id, ts, lat, lon, alt, acc, speed, heading, battery FROM fixes "
+                "WHERE device_id = ANY(%s) AND ts >= %s AND ts <= %s ORDER BY ts LIMIT %s",
+                (device_ids, from_ms, to_ms, limit))
+            return await cur.fetchall()
+
+    # ------------------------------------------------------------------ tokens
+    async def insert_token(self, name: str, role: str, digest: str, device_id: str | None = None) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO tokens (name, role, hash, device_id) VALUES (%s, %s, %s, %s) RETURNING token_id",
+                (name, role, digest, device_id))
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def find_token(self, digest: str) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT token_id, name, role, device_id FROM tokens WHERE hash = %s AND revoked_at IS NULL",
+                (digest,))
+            return await cur.fetchone()
+
+    # ------------------------------------------------------------- inspection
+    async def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        """One value from a read-only query (used by tests, benchmarks and health)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+
+async def _copy(conn: AsyncConnection, table: str, columns: tuple[str, ...], types: tuple[str, ...],
+                rows: list[tuple[Any, ...]]) -> None:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            await copy.write_row(row)
