@@ -155,12 +155,14 @@ def decode_json(raw: bytes) -> Any:
         raise PayloadError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         return _decoder.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise PayloadError("invalid_json", f"not UTF-8: {exc}"[:200]) from None
     except msgspec.DecodeError as exc:
         # The fast decoder refuses NaN/Infinity tokens and numbers beyond float
         # range; the standard library accepts them, which lets us say why.
         try:
             json.loads(raw)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise PayloadError("invalid_json", str(exc)[:200]) from None
         raise PayloadError("non_finite", "NaN, Infinity or an out-of-range number") from None
 

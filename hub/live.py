@@ -76,6 +76,8 @@ class LiveState:
                 if dev.unit_id and dev.unit_id != unit_id and dev.unit_id in self.units:
                     other = self.units[dev.unit_id]
                     other.devices = [d for d in other.devices if d != device_id]
+                    dev.unit_id = unit_id
+                    self._refold(other)
                     self._dirty.add(other.unit_id)
                 dev.unit_id = unit_id
         self.units[unit_id] = unit
@@ -103,11 +105,11 @@ class LiveState:
         return True
 
     def apply_status(self, device_id: str, status: Status, now_ms: int) -> bool:
-        """Take a status; an older status than the one held is ignored."""
+        """Take a status. Statuses apply in arrival order, not by ``ts``: the Last
+        Will is composed when the device connects, so its ``offline`` carries an
+        older ``ts`` than the ``online`` it ends, yet it is the newer news."""
         dev = self.devices[device_id]
         dev.last_seen_ms = now_ms
-        if status.ts < dev.status_ts:
-            return False
         dev.status_ts = status.ts
         dev.state = status.state
         if status.kind:
