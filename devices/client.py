@@ -116,7 +116,7 @@ class DeviceClient:
             try:
                 await self._client.connect(self.address.host, self.address.port, version=self.protocol, keepalive=30)
                 return  # from here on gmqtt reconnects by itself
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.debug("%s: broker not reachable (%s), retrying", self.device_id, exc)
             except Exception as exc:  # gmqtt raises its own errors for refused CONNACKs
                 log.warning("%s: connect refused: %s", self.device_id, exc)
@@ -144,9 +144,9 @@ class DeviceClient:
         self._stopping = True
         self._client.stop_reconnect()
         self._connected.clear()
-        conn = self._client._connection  # noqa: SLF001 - gmqtt has no public abort
-        if conn is not None and conn._transport is not None:  # noqa: SLF001
-            conn._transport.abort()  # noqa: SLF001
+        conn = self._client._connection
+        if conn is not None and conn._transport is not None:
+            conn._transport.abort()
 
     async def __aenter__(self) -> DeviceClient:
         await self.start()
@@ -209,7 +209,7 @@ class DeviceClient:
         status = Status(ts=now_ms(), state=state, kind=self.kind, unit_id=self.unit_id, **fields)
         self._client.publish(self._topic_status, payloads.encode_status(status), qos=1, retain=True)
 
-    def send_event(self, type: str, ts: int | None = None, **fields: Any) -> None:  # noqa: A002 - contract name
+    def send_event(self, type: str, ts: int | None = None, **fields: Any) -> None:
         event = Event(ts=ts if ts is not None else now_ms(), type=type, data=fields)
         if self.connected:
             self._client.publish(self._topic_event, payloads.encode_event(event), qos=1)

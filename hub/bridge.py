@@ -47,7 +47,7 @@ class MqttBridge:
             try:
                 await self._client.connect(self.address.host, self.address.port, version=MQTTv50, keepalive=30)
                 break
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise HubError(f"MQTT broker {self.address.url()} not reachable: {exc}") from exc
                 await asyncio.sleep(0.5)

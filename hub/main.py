@@ -29,14 +29,14 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
         return 130
 
 
-async def _until_signal(*aws: Coroutine[Any, Any, Any]) -> None:
+async def _until_signal(*aws: Coroutine[Any, Any, Any] | asyncio.Future[Any]) -> None:
     """Run ``aws`` until one ends or SIGINT/SIGTERM arrives."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(a) for a in aws]
+    tasks = [asyncio.ensure_future(a) for a in aws]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     for task in [*tasks, stopper]:

@@ -22,6 +22,7 @@ from hub import auth
 from hub.bridge import MqttBridge
 from hub.config import Settings
 from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
+from hub.errors import StorageUnavailable
 from hub.feed import LiveFeed
 from hub.live import LiveState
 from hub.metrics import HubCollector
@@ -166,7 +167,12 @@ class Hub:
         now = time.monotonic()
         if cached is not None and now - cached[0] < TOKEN_CACHE_S:
             return cached[1]
-        row = await self.db.find_token(digest)
+        try:
+            row = await self.db.find_token(digest)
+        except StorageUnavailable:
+            if cached is not None:  # database away: a known token keeps working
+                return cached[1]
+            raise
         if len(self._tokens) > 10_000:
             self._tokens.clear()
         self._tokens[digest] = (now, row)

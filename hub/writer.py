@@ -10,6 +10,7 @@ batches are kept and retried, so nothing acknowledged is ever lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -73,17 +74,15 @@ class BatchWriter:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("writer closed with %d rows unwritten (database down); they were not acknowledged",
                           len(self._pending))
 
     async def _run(self) -> None:
         while True:
             if not self._closing:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
-                except asyncio.TimeoutError:
-                    pass
             self._wake.clear()
             if not self._pending and not self._futures:
                 if self._closing:
@@ -100,7 +99,7 @@ class BatchWriter:
             try:
                 inserted = await self._write(batch) if len(batch) else 0
                 break
-            except Exception as exc:  # noqa: BLE001 - nothing unacknowledged may be dropped
+            except Exception as exc:
                 self.failures += 1
                 if not isinstance(exc, StorageUnavailable):
                     log.exception("write failed unexpectedly; holding %d rows and retrying", len(batch))

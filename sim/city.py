@@ -10,6 +10,7 @@ so that thousands of calls per second stay cheap.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -196,10 +197,10 @@ class City:
         return path
 
     def path_time_s(self, path: list[int]) -> float:
-        return sum(self.edge(u, v).travel_s for u, v in zip(path, path[1:], strict=False))
+        return sum(self.edge(u, v).travel_s for u, v in itertools.pairwise(path))
 
     def path_length_m(self, path: list[int]) -> float:
-        return sum(self.edge(u, v).length_m for u, v in zip(path, path[1:], strict=False))
+        return sum(self.edge(u, v).length_m for u, v in itertools.pairwise(path))
 
     def _dijkstra(self, source: int, target: int | None) -> tuple[dict[int, float], dict[int, int]]:
         done: dict[int, float] = {}

@@ -20,7 +20,8 @@ __all__ = ["Battery", "GpsModel", "SimVehicle", "VehicleState"]
 VehicleState = Literal["driving", "parked", "on_scene"]
 
 ACCEL_MPS2: Final = 2.0
-BRAKE_MPS2: Final = 3.0
+BRAKE_MPS2: Final = 2.5  # comfortable braking starts here
+HARD_BRAKE_MPS2: Final = 5.0
 TURN_MPS: Final = 5.5  # a right-angle turn at about 20 km/h
 U_TURN_MPS: Final = 2.5
 MAX_STEP_S: Final = 0.5  # integration step; turns and stops need finer steps than the fix rate
@@ -97,12 +98,14 @@ class SimVehicle:
     # ------------------------------------------------------------- orders
     def drive_to(self, node: int) -> None:
         """Drive to ``node`` by the fastest route and stay there (``on_scene``)."""
+        self._settle()
         self._plan(self.city.shortest_path(self._to, node), None)
         self.destination = node
         self._depart(on_scene=True)
 
     def drive_to_point(self, lat: float, lon: float) -> None:
         """Drive to the road point nearest ``(lat, lon)`` (an address mid-block) and stay there."""
+        self._settle()
         target = self.city.nearest_road_point(lat, lon)
         if {self._from, self._to} == {target.a, target.b} and self._length > 0.0:
             ahead = target.along_m if self._from == target.a else self._length - target.along_m
@@ -116,10 +119,10 @@ class SimVehicle:
         via_a = times[target.a] + target.along_m / edge.speed_mps
         via_b = times[target.b] + (edge.length_m - target.along_m) / edge.speed_mps
         if via_a <= via_b:
-            path = self.city.shortest_path(self._to, target.a) + [target.b]
+            path = [*self.city.shortest_path(self._to, target.a), target.b]
             stop = target.along_m
         else:
-            path = self.city.shortest_path(self._to, target.b) + [target.a]
+            path = [*self.city.shortest_path(self._to, target.b), target.a]
             stop = edge.length_m - target.along_m
         self._plan(path, stop)
         self.destination = path[-1]
@@ -147,14 +150,22 @@ class SimVehicle:
             self._hold_until = None
         stop_at = self._stop_m if not self._route and self._stop_m is not None else self._length
         remaining = max(0.0, stop_at - self._pos)
-        # Brake in time for the next corner (or the stop): v^2 = v_end^2 + 2 a d.
-        allowed = math.sqrt(self._end_speed**2 + 2 * BRAKE_MPS2 * remaining)
-        target = min(self._limit * self._pace, allowed)
-        if self.speed < target:
-            new_speed = min(target, self.speed + ACCEL_MPS2 * dt)
+        v, v_end = self.speed, self._end_speed
+        cruise = self._limit * self._pace
+        # The deceleration that reaches the end of the edge at exactly v_end (from v^2 = v_end^2 + 2 a d).
+        need = (v * v - v_end * v_end) / (2 * remaining) if remaining > 0.0 else math.inf
+        if v > v_end and need >= BRAKE_MPS2:
+            decel = min(need, HARD_BRAKE_MPS2)
+            t_end = (v - v_end) / decel
+            if decel == need and t_end <= dt:
+                new_speed = v_end
+                step = remaining + v_end * (dt - t_end)
+            else:
+                new_speed = max(v_end, v - decel * dt)
+                step = (v + new_speed) / 2 * dt
         else:
-            new_speed = max(target, self.speed - BRAKE_MPS2 * dt)
-        step = (self.speed + new_speed) / 2 * dt
+            new_speed = min(cruise, v + ACCEL_MPS2 * dt) if v < cruise else max(cruise, v - BRAKE_MPS2 * dt)
+            step = (v + new_speed) / 2 * dt
         self.speed = new_speed
         while step >= remaining:
             step -= remaining
@@ -241,7 +252,14 @@ class SimVehicle:
                 return
             self._enter(self._route.pop(0))
 
+    def _settle(self) -> None:
+        """A car standing at the start of a road is at its first node: plan from there, not from the far end."""
+        if self._pos == 0.0 and self.speed == 0.0 and self._length > 0.0 and self._hold_until is None:
+            self._to = self._from
+            self._length = self._limit = 0.0
+
     def _new_patrol_route(self) -> None:
+        self._settle()
         here = self._to
         dest = here
         while dest == here:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -12,7 +14,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hub.errors import StorageUnavailable
 from hub.storage import partitions
@@ -62,7 +64,16 @@ class Database:
         self.mode = "unknown"
         self._partitions: set[int] = set()
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                        kwargs={"autocommit": True}, reconnect_timeout=0)
+                                        kwargs={"autocommit": True})
+
+    @asynccontextmanager
+    async def connection(self, timeout: float = 5.0) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection; an unreachable database becomes :class:`StorageUnavailable`."""
+        try:
+            async with self.pool.connection(timeout=timeout) as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def __aenter__(self) -> Database:
         await self.pool.open(wait=True, timeout=30)
@@ -75,7 +86,7 @@ class Database:
 
     # ------------------------------------------------------------ migrations
     async def migrate(self) -> None:
-        async with self.pool.connection() as conn:
+        async with self.connection(timeout=30.0) as conn:
             await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
                 await conn.execute(
@@ -89,7 +100,7 @@ class Database:
                     if not entry.name.endswith(".sql") or entry.name in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(entry.read_text())  # type: ignore[arg-type]
+                        await conn.execute(entry.read_text())
                         await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (entry.name,))
                     log.info("applied migration %s", entry.name)
                 if "fixes" not in done:
@@ -111,7 +122,7 @@ class Database:
         if self.mode != "native":
             return []
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        async with self.pool.connection() as conn:
+        async with self.connection(timeout=30.0) as conn:
             for day in range(-1, self.partitions_ahead + 1):
                 await self._ensure_partition(conn, now_ms + day * self.partition_days * partitions.DAY_MS)
             dropped = await partitions.drop_partitions_before(
@@ -132,30 +143,25 @@ class Database:
         Fixes go through a binary COPY into a temporary table and then an
         ``INSERT ... ON CONFLICT DO NOTHING``, which makes re-delivery idempotent.
         """
-        try:
-            async with self.pool.connection(timeout=5) as conn:
-                if self.mode == "native" and batch.fixes:
-                    for start in {partitions.partition_start(r[1], self.partition_days) for r in batch.fixes}:
-                        await self._ensure_partition(conn, start)
-                async with conn.transaction():
-                    inserted = 0
-                    if batch.fixes:
-                        inserted = await self._copy_fixes(conn, batch.fixes)
-                    if batch.rejects:
-                        await _copy(conn, "rejects", REJECT_COLUMNS, REJECT_TYPES, batch.rejects)
-                    if batch.events:
-                        await _copy(conn, "device_events", EVENT_COLUMNS, EVENT_TYPES, batch.events)
-                    if batch.statuses:
-                        async with conn.cursor() as cur:
-                            await cur.executemany(
-                                "INSERT INTO device_status (device_id, ts, state, payload, received_at) "
-                                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                                [(d, ts, st, Jsonb(p), r) for d, ts, st, p, r in batch.statuses])
-                    return inserted
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown, psycopg.InterfaceError) as exc:
-            raise StorageUnavailable(str(exc)) from exc
-        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
-            raise StorageUnavailable(str(exc)) from exc
+        async with self.connection() as conn:
+            if self.mode == "native" and batch.fixes:
+                for start in {partitions.partition_start(r[1], self.partition_days) for r in batch.fixes}:
+                    await self._ensure_partition(conn, start)
+            async with conn.transaction():
+                inserted = 0
+                if batch.fixes:
+                    inserted = await self._copy_fixes(conn, batch.fixes)
+                if batch.rejects:
+                    await _copy(conn, "rejects", REJECT_COLUMNS, REJECT_TYPES, batch.rejects)
+                if batch.events:
+                    await _copy(conn, "device_events", EVENT_COLUMNS, EVENT_TYPES, batch.events)
+                if batch.statuses:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(
+                            "INSERT INTO device_status (device_id, ts, state, payload, received_at) "
+                            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            [(d, ts, st, Jsonb(p), r) for d, ts, st, p, r in batch.statuses])
+                return inserted
 
     async def _copy_fixes(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
         await conn.execute(
@@ -166,7 +172,7 @@ class Database:
 
     # ------------------------------------------------------- units & devices
     async def upsert_unit(self, unit: dict[str, Any]) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             home = unit.get("home") or {}
             await conn.execute(
                 "INSERT INTO units (unit_id, name, kind, home_lat, home_lon, capabilities) "
@@ -185,7 +191,7 @@ class Database:
                     [(d, unit["unit_id"]) for d in unit["devices"]])
 
     async def load_units(self) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
+        async with self.connection(timeout=30.0) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT u.unit_id, u.name, u.kind, u.home_lat, u.home_lon, u.capabilities, "
@@ -194,7 +200,7 @@ class Database:
             return await cur.fetchall()
 
     async def track(self, device_ids: list[str], from_ms: int, to_ms: int, limit: int) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
+        async with self.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT device_id, ts, lat, lon, alt, acc, speed, heading, battery FROM fixes "
@@ -204,7 +210,7 @@ class Database:
 
     # ------------------------------------------------------------------ tokens
     async def insert_token(self, name: str, role: str, digest: str, device_id: str | None = None) -> int:
-        async with self.pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO tokens (name, role, hash, device_id) VALUES (%s, %s, %s, %s) RETURNING token_id",
                 (name, role, digest, device_id))
@@ -213,7 +219,7 @@ class Database:
             return int(row[0])
 
     async def find_token(self, digest: str) -> dict[str, Any] | None:
-        async with self.pool.connection() as conn:
+        async with self.connection(timeout=2.0) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT token_id, name, role, device_id FROM tokens WHERE hash = %s AND revoked_at IS NULL",
@@ -223,8 +229,8 @@ class Database:
     # ------------------------------------------------------------- inspection
     async def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
         """One value from a read-only query (used by tests, benchmarks and health)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+        async with self.connection(timeout=30.0) as conn:
+            cur = await conn.execute(query, params)
             row = await cur.fetchone()
             return None if row is None else row[0]
 

@@ -12,7 +12,6 @@ from devices.client import DeviceClient
 from devices.payloads import Fix
 from tests.conftest import RunningHub, wait_for
 
-
 TELEMETRY_REJECTS = "SELECT count(*) FROM rejects WHERE right(topic, 10) = '/telemetry'"
 
 
@@ -132,7 +131,8 @@ async def test_bad_payloads_are_rejected_with_reasons_while_good_traffic_flows(h
 
 async def _rejects(hub: RunningHub) -> list[tuple[str, str]]:
     async with hub.hub.db.pool.connection() as conn:
-        cur = await conn.execute("SELECT reason, detail FROM rejects WHERE right(topic, 10) = '/telemetry' ORDER BY reject_id")
+        cur = await conn.execute(
+            "SELECT reason, detail FROM rejects WHERE right(topic, 10) = '/telemetry' ORDER BY reject_id")
         return [(r[0], r[1]) for r in await cur.fetchall()]
 
 

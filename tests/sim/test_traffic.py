@@ -156,6 +156,19 @@ def test_drive_to_reaches_the_target_and_stays(city: City, seed: int) -> None:
     assert vehicle.odometer_m > 0 and vehicle.state in ("driving", "parked")
 
 
+def test_a_standing_car_leaves_from_where_it_stands(city: City) -> None:
+    vehicle = SimVehicle(city, random.Random(1), 24, T0)
+    neighbour, road = city.neighbours(24)[0]
+    vehicle.drive_to(neighbour)
+    now = run_until(vehicle, 600, stop=lambda: vehicle.state == "on_scene")
+    assert vehicle.odometer_m == pytest.approx(road.length_m, abs=0.5)  # straight there, no detour
+    # ... and back again: a U-turn at the node, the same road once more
+    vehicle.drive_to(24)
+    run_until(vehicle, 600, start=now, stop=lambda: vehicle.state == "on_scene")
+    assert vehicle.odometer_m == pytest.approx(2 * road.length_m, abs=0.5)
+    assert haversine_m(*vehicle.position, *city.nodes[24]) < 0.01
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_drive_to_point_stops_at_the_nearest_road_point(city: City, seed: int) -> None:
     rng = random.Random(100 + seed)

