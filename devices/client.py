@@ -66,6 +66,7 @@ class DeviceClient:
         self.protocol = MQTTv50 if protocol == 5 else MQTTv311
         self.on_command = on_command
         self.buffer: deque[Fix] = deque(maxlen=buffer_size)
+        self.pending_events: deque[Event] = deque(maxlen=1000)
         self.dropped = 0
         self.sent = 0
         self.commands: list[Command] = []
@@ -196,7 +197,9 @@ class DeviceClient:
         self.sent += 1
 
     def flush(self) -> int:
-        """Upload buffered fixes as batches of up to 1000; returns how many were sent."""
+        """Upload held events, then buffered fixes as batches of up to 1000; returns the fixes sent."""
+        while self.pending_events and self.connected:
+            self._client.publish(self._topic_event, payloads.encode_event(self.pending_events.popleft()), qos=1)
         count = 0
         while self.buffer and self.connected:
             batch = [self.buffer.popleft() for _ in range(min(payloads.MAX_BATCH, len(self.buffer)))]
@@ -213,5 +216,5 @@ class DeviceClient:
         event = Event(ts=ts if ts is not None else now_ms(), type=type, data=fields)
         if self.connected:
             self._client.publish(self._topic_event, payloads.encode_event(event), qos=1)
-        else:
-            log.info("%s: event %s not sent, link down", self.device_id, type)
+        else:  # kept with its own device time, sent on reconnect
+            self.pending_events.append(event)

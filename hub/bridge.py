@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from gmqtt import Client as MqttClient
-from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
 from devices.broker import BrokerAddress
 from devices.topics import HUB_SUBSCRIPTIONS
@@ -27,13 +27,16 @@ log = logging.getLogger(__name__)
 
 class MqttBridge:
     def __init__(self, url: str, pipeline: Pipeline, *, client_id: str = "fieldhub-hub",
-                 session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535) -> None:
+                 session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535, protocol: int = 5) -> None:
         self.address = BrokerAddress.parse(url)
         self.pipeline = pipeline
         self.connected = asyncio.Event()
         self.connects = 0
-        self._client = MqttClient(client_id, clean_session=False, optimistic_acknowledgement=False,
-                                  session_expiry_interval=session_expiry_s, receive_maximum=receive_maximum)
+        self.version = MQTTv50 if protocol == 5 else MQTTv311
+        # MQTT 3.1.1 has no properties: its session lives until the broker drops it.
+        props: dict[str, int] = ({"session_expiry_interval": session_expiry_s, "receive_maximum": receive_maximum}
+                                 if protocol == 5 else {})
+        self._client = MqttClient(client_id, clean_session=False, optimistic_acknowledgement=False, **props)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         if self.address.username:
             self._client.set_auth_credentials(self.address.username, self.address.password)
@@ -45,7 +48,8 @@ class MqttBridge:
         deadline = asyncio.get_running_loop().time() + 30
         while True:
             try:
-                await self._client.connect(self.address.host, self.address.port, version=MQTTv50, keepalive=30)
+                await asyncio.wait_for(
+                    self._client.connect(self.address.host, self.address.port, version=self.version, keepalive=30), 10)
                 break
             except (TimeoutError, OSError) as exc:
                 if asyncio.get_running_loop().time() > deadline:

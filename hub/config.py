@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # Unacknowledged QoS 1 messages the broker may have in flight to the hub:
     # the hub acknowledges a message only once it is committed.
     mqtt_receive_maximum: int = 65535
+    # 5 or 4 (3.1.1). The in-process fallback broker (amqtt) speaks only 3.1.1.
+    mqtt_protocol: int = 5
 
     # Batched writer: flush when this many rows wait or this much time passed.
     write_batch_rows: int = 5000
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     live_frame_interval_s: float = 0.2
     stale_after_s: float = 120.0
     live_client_queue: int = 32
+
+    # The base map (and road-network ETA later) is the simulated city of this seed.
+    city_seed: int = 7
 
     rejects_raw_bytes: int = 1024
     token_pepper: str = "fieldhub"

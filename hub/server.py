@@ -50,6 +50,7 @@ class Hub:
         self.bridge: MqttBridge | None = None
         self.mqtt_url = self.settings.mqtt_url
         self.database_url = self.settings.database_url
+        self.mqtt_protocol = self.settings.mqtt_protocol
         self.registry = CollectorRegistry()
         self._stack = AsyncExitStack()
         self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
@@ -81,6 +82,7 @@ class Hub:
             else:
                 fallback = AmqttBroker()
                 self.mqtt_url = await fallback.start()
+                self.mqtt_protocol = 4
                 stack.push_async_callback(fallback.stop)
         self.db = await stack.enter_async_context(Database(
             self.database_url, partition_days=s.partition_days, partitions_ahead=s.partitions_ahead,
@@ -96,7 +98,7 @@ class Hub:
         await stack.enter_async_context(self.feed)
         self.bridge = await stack.enter_async_context(MqttBridge(
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
-            receive_maximum=s.mqtt_receive_maximum))
+            receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol))
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)
@@ -182,7 +184,7 @@ class Hub:
         if self._base_map is None:
             from sim.city import build_city
 
-            self._base_map = build_city().to_geojson()
+            self._base_map = build_city(seed=self.settings.city_seed).to_geojson()
         return self._base_map
 
 

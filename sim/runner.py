@@ -268,15 +268,17 @@ class CitySim:
         while True:
             now = _now_ms()
             if now >= next_sweep:
-                self._sweep(now)
+                self.step(now)
                 next_sweep = now + 1000
             count = 0
             while heap and heap[0][0] <= now:
                 due, k = heapq.heappop(heap)
                 device = self.devices[k]
                 self._report(device)
-                # A late loop skips reports instead of bursting to catch up.
-                heapq.heappush(heap, (max(due + device.interval_ms, now), k))
+                nxt = due + device.interval_ms
+                if nxt <= now:
+                    nxt = now + device.interval_ms  # a late loop skips reports instead of bursting to catch up
+                heapq.heappush(heap, (nxt, k))
                 count += 1
                 if count % 200 == 0:
                     await asyncio.sleep(0)  # let the transports write
@@ -306,22 +308,33 @@ class CitySim:
             self.errors += 1
             log.exception("%s: report failed", device.device_id)
 
-    def _sweep(self, now: int) -> None:
-        """Once a second: move every car and play the officers' part of open incidents."""
+    def step(self, now_ms: int) -> None:
+        """The once-a-second work: move every car, play the officers' part of open incidents.
+
+        The loop calls it with the wall clock; a test may call it with its own.
+        """
         for unit in self.units:
-            unit.vehicle.advance(now)
-            if unit.incident_id is None:
-                continue
-            rng = unit.vehicle.rng
-            if unit.arrived_ms is None and unit.vehicle.state == "on_scene":
-                unit.arrived_ms = now
-                unit.contact_ms = now + int(rng.uniform(*CONTACT_AFTER_S) * 1000)
-                unit.clear_ms = now + int(rng.uniform(*ON_SCENE_S) * 1000)
-            if unit.contact_ms is not None and now >= unit.contact_ms:
-                unit.contact_ms = None
-                unit.devices[-1].client.send_event("contact", incident_id=unit.incident_id)
-            if unit.clear_ms is not None and now >= unit.clear_ms:
-                self._clear(unit)
+            try:
+                self._play(unit, now_ms)
+            except Exception:
+                self.errors += 1
+                log.exception("%s: simulation step failed", unit.unit_id)
+
+    def _play(self, unit: SimUnit, now: int) -> None:
+        """Move the car; on scene, the officer reports contact and later clears."""
+        unit.vehicle.advance(now)
+        if unit.incident_id is None:
+            return
+        rng = unit.vehicle.rng
+        if unit.arrived_ms is None and unit.vehicle.state == "on_scene":
+            unit.arrived_ms = now
+            unit.contact_ms = now + int(rng.uniform(*CONTACT_AFTER_S) * 1000)
+            unit.clear_ms = now + int(rng.uniform(*ON_SCENE_S) * 1000)
+        if unit.contact_ms is not None and now >= unit.contact_ms:
+            unit.contact_ms = None
+            unit.devices[-1].client.send_event("contact", incident_id=unit.incident_id)  # from the radio
+        if unit.clear_ms is not None and now >= unit.clear_ms:
+            self._clear(unit)
 
     def _clear(self, unit: SimUnit) -> None:
         self._forget_incident(unit)

@@ -93,6 +93,7 @@ class SimVehicle:
 
     @property
     def speed_limit(self) -> float:
+        """The limit of the road being driven; 0 while standing at a node off any road."""
         return self._limit
 
     # ------------------------------------------------------------- orders

@@ -27,8 +27,6 @@ FIX_TYPES = ("text", "int8", "float8", "float8", "float4", "float4", "float4", "
              "jsonb", "int8")
 REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "size", "raw")
 REJECT_TYPES = ("int8", "text", "text", "text", "text", "int4", "bytea")
-EVENT_COLUMNS = ("device_id", "ts", "type", "data", "received_at")
-EVENT_TYPES = ("text", "int8", "text", "jsonb", "int8")
 _MIGRATION_LOCK = 0x66686231  # pg_advisory_lock key: "fhb1"
 
 
@@ -154,7 +152,11 @@ class Database:
                 if batch.rejects:
                     await _copy(conn, "rejects", REJECT_COLUMNS, REJECT_TYPES, batch.rejects)
                 if batch.events:
-                    await _copy(conn, "device_events", EVENT_COLUMNS, EVENT_TYPES, batch.events)
+                    async with conn.cursor() as cur:
+                        await cur.executemany(
+                            "INSERT INTO device_events (device_id, ts, type, data, received_at) "
+                            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            [(d, ts, t, Jsonb(data), r) for d, ts, t, data, r in batch.events])
                 if batch.statuses:
                     async with conn.cursor() as cur:
                         await cur.executemany(

@@ -163,12 +163,15 @@ async def test_device_offline_uploads_its_backlog_on_reconnect(hub: RunningHub) 
     await dev.kill()  # into a dead zone
     for i in range(1, 2501):  # ~40 minutes of 1 Hz fixes held on the device
         dev.send_fix(Fix(t0 + i * 200, 34.2 + i * 1e-6, 117.2))
+    dev.send_event("sos", ts=t0 + 100_000)  # pressed in the dead zone: arrives late, with its own time
     assert len(dev.buffer) == 2500 and dev.dropped == 0
     await asyncio.sleep(0.5)
     assert await hub.count() == 1
     await dev.start()  # back in coverage: the backlog goes up as batches of <= 1000
     await wait_for(lambda: _equals(hub.count(), 2501), timeout=20)
     assert not dev.buffer
+    open("/tmp/dbg.txt","w").write(repr((t0, await hub.hub.db.scalar("SELECT json_agg(r) FROM (SELECT ts, type, data FROM device_events) r"), await hub.count("SELECT count(*) FROM device_events"))))
+    await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM device_events WHERE ts = %s", t0 + 100_000), 1))
     unit = (await hub.api.get("/api/v1/units/P5")).json()
     assert unit["position"]["ts"] == t0 + 2500 * 200
     await dev.stop()

@@ -45,9 +45,10 @@ CREATE TABLE device_events (
     ts           bigint NOT NULL,
     type         text NOT NULL,
     data         jsonb NOT NULL,
-    received_at  bigint NOT NULL
+    received_at  bigint NOT NULL,
+    -- QoS 1 delivers at least once: a re-delivered event is stored once.
+    PRIMARY KEY (device_id, ts, type)
 );
-CREATE INDEX device_events_idx ON device_events (device_id, ts);
 
 CREATE TABLE rejects (
     reject_id    bigserial PRIMARY KEY,
