@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
-DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py hub/live.py \
+DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
           sim/city.py sim/geo.py sim/traffic.py
 
 .PHONY: setup demo test lint bench-ingest

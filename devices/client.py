@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +22,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
 from devices import payloads, topics
 from devices.broker import BrokerAddress
+from devices.clock import now_ms
 from devices.errors import PayloadError
 from devices.payloads import Command, Event, Fix, Status
 
@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[Command], Awaitable[None] | None]
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class DeviceClient:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devices import payloads, topics
+from devices.clock import now_ms
 from devices.errors import PayloadError
 from devices.payloads import Event, Fix, Status
 from hub.live import LiveState
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

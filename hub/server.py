@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from devices.clock import now_ms
 from hub import auth
 from hub.bridge import MqttBridge
 from hub.config import Settings
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_CACHE_S = 30.0
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Hub:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -63,6 +62,3 @@ def require(*roles: str) -> object:
 Reader = Annotated[Principal, require("dispatcher", "viewer", "drone_operator")]
 Dispatcher = Annotated[Principal, require("dispatcher")]
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

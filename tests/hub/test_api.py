@@ -12,12 +12,9 @@ import pytest
 import websockets
 
 from devices.client import DeviceClient
+from devices.clock import now_ms
 from devices.payloads import Fix
 from tests.conftest import TOKEN, RunningHub, wait_for
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def test_put_and_get_units(hub: RunningHub) -> None:

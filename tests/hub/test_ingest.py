@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from gmqtt import Client as MqttClient
 
 from devices.client import DeviceClient
+from devices.clock import now_ms
 from devices.payloads import Fix
 from tests.conftest import RunningHub, wait_for
 
 TELEMETRY_REJECTS = "SELECT count(*) FROM rejects WHERE right(topic, 10) = '/telemetry'"
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def raw_publisher(url: str, client_id: str) -> MqttClient:
@@ -170,7 +167,6 @@ async def test_device_offline_uploads_its_backlog_on_reconnect(hub: RunningHub) 
     await dev.start()  # back in coverage: the backlog goes up as batches of <= 1000
     await wait_for(lambda: _equals(hub.count(), 2501), timeout=20)
     assert not dev.buffer
-    open("/tmp/dbg.txt","w").write(repr((t0, await hub.hub.db.scalar("SELECT json_agg(r) FROM (SELECT ts, type, data FROM device_events) r"), await hub.count("SELECT count(*) FROM device_events"))))
     await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM device_events WHERE ts = %s", t0 + 100_000), 1))
     unit = (await hub.api.get("/api/v1/units/P5")).json()
     assert unit["position"]["ts"] == t0 + 2500 * 200

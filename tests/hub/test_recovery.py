@@ -14,14 +14,11 @@ import httpx
 import psycopg
 
 from devices.client import DeviceClient
+from devices.clock import now_ms
 from devices.payloads import Fix
 from hub.config import Settings
 from hub.embedded import EmbeddedPostgres, free_port
 from tests.conftest import TOKEN, hub_env, running_hub, wait_for
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def count_fixes(url: str) -> int:

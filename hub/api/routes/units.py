@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from hub.api.deps import Dispatcher, HubDep, Reader, now_ms
+from devices.clock import now_ms
+from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
