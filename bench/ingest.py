@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.exceptions import WebSocketException
 
 from bench import raw
 from bench.latency import LiveWatcher
@@ -82,6 +83,9 @@ async def main(args: argparse.Namespace) -> int:
     except BenchError as exc:
         results["error"] = str(exc)
         log.error("benchmark failed: %s", exc)
+    except Exception as exc:  # still clean up, still write what was measured
+        results["error"] = repr(exc)
+        log.exception("benchmark failed")
     except asyncio.CancelledError:
         results["error"] = "interrupted"
         if not terminated.is_set():
@@ -91,7 +95,7 @@ async def main(args: argparse.Namespace) -> int:
         await asyncio.to_thread(stack.close)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-        if failed:
+        if failed and results.get("error") != "interrupted":
             log.warning("kept %s for inspection (hub.log, mosquitto/, pg/log)", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -115,11 +119,17 @@ async def _run(stack: BenchStack, args: argparse.Namespace, results: dict[str, A
         results["ingest"] = await run_load(stack, http, load)
         log.info("ingest run: %s fixes/s stored", results["ingest"]["sustained_rate"])
         if args.latency_rate > 0:
-            watcher = LiveWatcher(stack.hub_url, stack.token)
-            await watcher.start()
             latency = Load(rate=args.latency_rate, duration=args.latency_duration, devices=args.devices,
                            connections=args.connections, qos=args.qos, client_prefix="bench-latency")
-            run = await run_load(stack, http, latency, watcher)
+            watcher = LiveWatcher(stack.hub_url, stack.token)
+            try:
+                try:
+                    await watcher.start()
+                except (OSError, TimeoutError, WebSocketException) as exc:
+                    raise BenchError(f"live feed client did not connect: {exc!r}") from exc
+                run = await run_load(stack, http, latency, watcher)
+            finally:
+                await watcher.close()
             results["latency"] = {"rate": latency.rate, "duration": latency.duration,
                                   "generator": run["generator"], "loss": run["stored"]["loss"],
                                   "stored": run["stored"], "watcher": run["watcher"]}

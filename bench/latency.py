@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.report import distribution
+
 _decoder = msgspec.json.Decoder()
 
 
@@ -25,7 +27,7 @@ def now_ms() -> int:
 
 
 class LiveWatcher:
-    """Connect with :meth:`start`; :meth:`begin` opens the measuring window; :meth:`stop` closes it."""
+    """:meth:`start` connects, :meth:`begin` opens the measuring window, :meth:`end` sums it up, :meth:`close`."""
 
     def __init__(self, hub_url: str, token: str) -> None:
         self.url = hub_url.replace("http://", "ws://", 1) + f"/api/v1/live?token={token}"
@@ -54,8 +56,12 @@ class LiveWatcher:
         self.bytes = self.frames = self.snapshots = 0
         self._window_start = time.monotonic()
 
-    async def stop(self) -> dict[str, Any]:
+    def end(self) -> dict[str, Any]:
+        """Close the measuring window and sum it up."""
         self._window_end = time.monotonic()
+        return self.summary()
+
+    async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -63,7 +69,6 @@ class LiveWatcher:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 5)
-        return self.summary()
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -92,8 +97,6 @@ class LiveWatcher:
                     self.latencies_ms.append(received - ts)
 
     def summary(self) -> dict[str, Any]:
-        from bench.report import distribution
-
         seconds = max(1e-9, self._window_end - self._window_start)
         return {"positions": len(self.latencies_ms), "latency_ms": distribution(self.latencies_ms),
                 "frame_to_client_ms": distribution(self.frame_delays_ms), "frames": self.frames,

@@ -3,7 +3,8 @@
 Two samplers run as tasks in the benchmark's own process (the load generator
 lives in another one): the hub's Prometheus counters every ``METRICS_S`` (the
 stored-count curve for the publish->commit lag), and psutil every second (CPU
-seconds of hub, broker, PostgreSQL with its backends, generator; the hub's RSS).
+seconds of hub, broker, PostgreSQL with its backends, generator, the benchmark
+itself and the whole machine, so what else ran shows up; the hub's RSS).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def cpu_seconds(proc: psutil.Process | None) -> float | None:
             ct = child.cpu_times()
             total += ct.user + ct.system
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, everything but idle and I/O wait)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def find_process(pid: int | None) -> psutil.Process | None:

@@ -14,9 +14,9 @@ import psycopg
 
 from bench.latency import LiveWatcher
 from bench.loadgen import GeneratorProcess, GeneratorRun
-from bench.probes import CpuMeter, Sampler, Timeline, find_process, metric_sum
+from bench.probes import CpuMeter, Sampler, Timeline, find_process, machine_busy_seconds, metric_sum
 from bench.publisher import MqttProtocolError
-from bench.report import commit_lags, distribution, rate_between, time_reaching
+from bench.report import commit_lags, distribution, rate_between, time_reaching, value_at
 from bench.stack import BenchError, BenchStack
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,11 @@ async def run_load(stack: BenchStack, http: httpx.AsyncClient, load: Load,
         sampler = Sampler(http, {
             "hub": CpuMeter(stack.hub_process), "broker": CpuMeter(stack.broker_process),
             "postgres": CpuMeter(stack.postgres_process), "generator": CpuMeter(lambda: find_process(gen.pid)),
-            "bench": time.process_time,
+            "bench": time.process_time, "machine": machine_busy_seconds,
         }, stack.hub_process)
         await sampler.sample_once()
+        if not sampler.timeline.metrics:
+            raise BenchError(f"the hub's /metrics did not answer:\n{stack.hub_log_tail()}")
         sampler.start()
         try:
             if watcher is not None:
@@ -73,7 +75,7 @@ async def run_load(stack: BenchStack, http: httpx.AsyncClient, load: Load,
             if run.summary.get("error"):
                 raise BenchError(f"load generator: {run.summary['error']}")
             await _drain(sampler, stack, int(run.summary["acked"] if load.qos else run.summary["published"]))
-            latency = await watcher.stop() if watcher is not None else None
+            latency = watcher.end() if watcher is not None else None
         finally:
             timeline = await sampler.stop()
     finally:
@@ -123,13 +125,12 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
         return metric_sum(last, name) - metric_sum(base, name)
 
     count = stored[0]
-    cpu = _cpu_cores(timeline)
-    first_p, last_p = timeline.processes[0], timeline.processes[-1]
-    hub_cpu = (last_p[1].get("hub") or 0.0) - (first_p[1].get("hub") or 0.0)
+    (t0, first_cpu, _), (t1, last_cpu, _) = timeline.processes[0], timeline.processes[-1]
+    cpu_s = {k: (last_cpu.get(k) or 0.0) - (first_cpu.get(k) or 0.0) for k in last_cpu}
+    # Whatever else ran on the machine meanwhile (other users' processes, the kernel's own threads).
+    cpu_s["others"] = max(0.0, cpu_s.pop("machine", 0.0) - sum(cpu_s.values()))
     stages = {s: delta(f"fieldhub_stage_seconds_total{{stage={s}}}") for s in STAGES}
-    per_fix = {s: 1e6 * v / max(1, count) for s, v in stages.items()}
-    per_fix["other (MQTT client, writer, loop)"] = 1e6 * (hub_cpu - sum(stages.values())) / max(1, count)
-    per_fix["hub total"] = 1e6 * hub_cpu / max(1, count)
+    outside = cpu_s.get("hub", 0.0) - sum(stages.values())
     rss = [r for _, _, r in timeline.processes if r]
     return {
         "load": {"rate": load.rate, "duration": load.duration, "devices": load.devices,
@@ -147,27 +148,26 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
         "hub_rss_mib": {"idle": _mib(rss[0]) if rss else None, "peak": _mib(max(rss)) if rss else None,
                         "end": _mib(rss[-1]) if rss else None},
         "devices_tracked": round(last.get("fieldhub_devices_tracked", 0)),
-        "cpu_cores": cpu,
-        "cpu_seconds": {k: round((last_p[1].get(k) or 0.0) - (first_p[1].get(k) or 0.0), 2) for k in last_p[1]},
-        "stage_seconds": {s: round(v, 3) for s, v in stages.items()},
-        "hub_us_per_fix": {k: round(v, 1) for k, v in per_fix.items()},
+        "cpu": {"wall_s": round(t1 - t0, 2), "seconds": {k: round(v, 2) for k, v in cpu_s.items()},
+                "cores": {k: round(v / (t1 - t0), 2) if t1 > t0 else None for k, v in cpu_s.items()}},
+        "hub_time": {"stage_seconds": {s: round(v, 3) for s, v in stages.items()},
+                     "stages_s": round(sum(stages.values()), 2), "outside_stages_s": round(outside, 2),
+                     "us_per_fix": {"stages": _per(sum(stages.values()), count), "outside_stages": _per(outside, count),
+                                    "total": _per(cpu_s.get("hub", 0.0), count)}},
         "max_queue_depth": {q: max((m.get(f"fieldhub_queue_depth{{queue={q}}}", 0) for _, m in timeline.metrics),
                                    default=0) for q in ("inbox", "writer")},
         "series": _series(published, stored_curve, timeline, t_first),
     }
 
 
-def _cpu_cores(timeline: Timeline) -> dict[str, float]:
-    """Average cores used by each process between the first and the last process sample."""
-    (t0, first, _), (t1, last, _) = timeline.processes[0], timeline.processes[-1]
-    return {k: round(((last.get(k) or 0.0) - (first.get(k) or 0.0)) / (t1 - t0), 2) for k in last} if t1 > t0 else {}
+def _per(seconds: float, fixes: int) -> float:
+    """Microseconds per fix."""
+    return round(1e6 * seconds / max(1, fixes), 1)
 
 
 def _series(published: list[tuple[float, float]], stored: list[tuple[float, float]], timeline: Timeline,
             t_first: float) -> list[dict[str, Any]]:
     """Per second: published and stored counts, the hub's CPU % and RSS."""
-    from bench.report import value_at
-
     rows = []
     procs = timeline.processes
     for (t0, c0, _), (t1, c1, rss) in itertools.pairwise(procs):

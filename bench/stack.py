@@ -45,8 +45,8 @@ class BenchError(Exception):
 def python_env(**extra: str) -> dict[str, str]:
     """Environment of a Python child of the benchmark.
 
-    The project root goes on PYTHONPATH because the ``bench`` package is not in
-    pyproject's package list, and ``hub.main`` imports it to build its parser.
+    The project root goes first on PYTHONPATH so the hub and the generator run
+    this checkout's code, installed or not (``hub.main`` imports ``bench``).
     """
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)

@@ -5,17 +5,26 @@ publish while the hub is down waits in the broker. A QoS 1 message is
 acknowledged (PUBACK) only once the pipeline has committed it to the database:
 if the hub dies first, the broker delivers it again and the database's
 idempotent insert keeps one copy.
+
+gmqtt can defer a PUBACK only by running one asyncio Task per message (an async
+``on_message``), which cost more than half of the hub's CPU at 8,000 fixes/s.
+:class:`_DeferredAckClient` is a small adapter over two gmqtt internals instead:
+it takes over the QoS 1 publish handler (hand the message over, no Task) and
+sends the PUBACKs of a whole committed cut at once. gmqtt is pinned to a minor
+range and :func:`_check_internals` fails loudly at start-up if they move.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
 from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MqttPackageHandler
 
 from devices.broker import BrokerAddress
 from devices.topics import HUB_SUBSCRIPTIONS
@@ -25,6 +34,18 @@ from hub.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 
+def _check_internals() -> None:
+    """The gmqtt internals this module relies on; a gmqtt upgrade that moves them must fail here."""
+    for name in ("_handle_qos_1_publish_packet", "_send_puback"):
+        if not callable(getattr(MqttPackageHandler, name, None)):
+            raise HubError(f"gmqtt internals changed: MqttPackageHandler.{name} is gone; see hub/bridge.py")
+    if "_package_handler" not in MqttClient.__init__.__code__.co_names:
+        raise HubError("gmqtt internals changed: Client._package_handler is gone; see hub/bridge.py")
+
+
+_check_internals()
+
+
 class MqttBridge:
     def __init__(self, url: str, pipeline: Pipeline, *, client_id: str = "fieldhub-hub",
                  session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535, protocol: int = 5) -> None:
@@ -32,6 +53,7 @@ class MqttBridge:
         self.pipeline = pipeline
         self.connected = asyncio.Event()
         self.connects = 0
+        self.acks_sent = 0
         self.version = MQTTv50 if protocol == 5 else MQTTv311
         # MQTT 3.1.1 has no properties: its session lives until the broker drops it.
         props: dict[str, int] = ({"session_expiry_interval": session_expiry_s, "receive_maximum": receive_maximum}
@@ -42,7 +64,12 @@ class MqttBridge:
             self._client.set_auth_credentials(self.address.username, self.address.password)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client.on_message = self._on_message  # QoS 0: a plain call, nothing to acknowledge
+        handler = self._client._package_handler
+        handler._handle_qos_1_publish_packet = self._on_qos1
+        self._send_puback = handler._send_puback
+        self._cut_future: asyncio.Future[None] | None = None
+        self._cut_mids: list[int] = []
 
     async def __aenter__(self) -> MqttBridge:
         deadline = asyncio.get_running_loop().time() + 30
@@ -74,12 +101,25 @@ class MqttBridge:
         self.connected.clear()
         log.warning("MQTT connection lost; reconnecting")
 
-    async def _on_message(self, client: MqttClient, topic: str, payload: bytes, qos: int,
-                          properties: Any) -> int:
-        future = self.pipeline.submit(topic, payload, qos)
-        if future is not None:
-            await asyncio.shield(future)
-        return 0  # PUBACK reason: success
+    def _on_message(self, client: MqttClient, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        self.pipeline.submit(topic, payload, 0)
+        return 0
+
+    def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
+        future = self.pipeline.submit(topic, payload, 1)
+        if future is not self._cut_future:
+            # A new commit future: acknowledge its messages, in order, once it resolves.
+            self._cut_future, self._cut_mids = future, []
+            if future is not None:
+                future.add_done_callback(functools.partial(self._ack, mids=self._cut_mids, generation=self.connects))
+        self._cut_mids.append(mid)
+
+    def _ack(self, future: asyncio.Future[None], mids: list[int], generation: int) -> None:
+        if future.cancelled() or generation != self.connects or not self.connected.is_set():
+            return  # the broker re-sends these on the new connection; they are acknowledged then
+        for mid in mids:
+            self._send_puback(mid)
+        self.acks_sent += len(mids)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Send a command to a device."""

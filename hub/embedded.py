@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
 allow_anonymous true
-# The hub acknowledges after commit, so many messages are in flight to it.
-max_inflight_messages 0
+# The hub acknowledges after commit, so many messages are in flight to it
+# (MQTT 3.1.1 clients; a v5 client's Receive Maximum is honoured too).
+max_inflight_messages 20000
 # Messages kept for a persistent session while its client is away (the hub
 # restarting, a device in a dead zone); 0 = no count limit, bounded by bytes.
 max_queued_messages 0

@@ -86,6 +86,10 @@ class LiveFeed:
 
     def broadcast(self) -> None:
         now = self.clock()
+        if not self.clients:  # nobody watching: forget the changes without building views
+            self.live.take_changes(now, views=False)
+            self._extra.clear()
+            return
         changes = self.live.take_changes(now)
         frames = []
         if changes:

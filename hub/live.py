@@ -173,9 +173,11 @@ class LiveState:
                 changed += 1
         return changed
 
-    def take_changes(self, now_ms: int) -> list[dict[str, Any]]:
+    def take_changes(self, now_ms: int, *, views: bool = True) -> list[dict[str, Any]]:
         """Views of the units changed since the last call (each unit once)."""
         dirty, self._dirty = self._dirty, set()
+        if not views:
+            return []
         return [self.unit_view(u, now_ms) for u in dirty if u in self.units]
 
 

@@ -193,19 +193,22 @@ class Pipeline:
 
     def dedupe(self, cut: list[Message]) -> None:
         """Drop fixes this hub has just seen (QoS 1 re-delivery); the database catches the rest."""
+        recent_by_device = self._recent
         for m in cut:
             if not m.fixes:
                 continue
-            recent = self._recent.get(m.device_id)
+            recent = recent_by_device.get(m.device_id)
             if recent is None:
-                recent = self._recent[m.device_id] = deque(maxlen=64)
+                recent = recent_by_device[m.device_id] = deque(maxlen=64)
             kept = []
             for fix in m.fixes:
-                if fix.ts in recent:
+                # Fast path: fixes mostly come in order, newer than anything seen.
+                if recent and fix.ts <= recent[-1] and fix.ts in recent:
                     self.duplicates_dropped += 1
-                else:
+                    continue
+                if not recent or fix.ts > recent[-1]:
                     recent.append(fix.ts)
-                    kept.append(fix)
+                kept.append(fix)
             m.fixes = kept
 
     def apply_state(self, cut: list[Message]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -105,6 +106,10 @@ class Hub:
             if await self.lookup_token(s.bootstrap_token) is None:
                 await self.db.insert_token("bootstrap", "dispatcher", auth.digest(s.bootstrap_token, s.token_pepper))
                 self._tokens.clear()
+        # Long-lived start-up objects leave the collector's view; young ones are collected less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(s.gc_threshold, 50, 100)
         log.info("hub up: mqtt %s, database %s (%s)", self.mqtt_url, _redact(self.database_url), self.db.mode)
 
     async def __aexit__(self, *exc: object) -> None:

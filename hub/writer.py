@@ -1,10 +1,11 @@
 """Batched, ordered writes to the database with commit futures.
 
-Rows arrive with the future of the MQTT messages they came from. A batch is
-flushed when it holds ``batch_rows`` rows or ``interval_s`` has passed; only
-after its transaction commits are the futures resolved, which is when the hub
-acknowledges those QoS 1 messages to the broker. While the database is down
-batches are kept and retried, so nothing acknowledged is ever lost.
+Rows arrive per pipeline cut, with the future of the MQTT messages they came
+from. A transaction takes whole cuts, in order, up to about ``batch_rows`` rows;
+it runs when that many rows wait or ``interval_s`` has passed. Only after it
+commits are the cuts' futures resolved, which is when the hub acknowledges
+those QoS 1 messages to the broker. While the database is down the rows are
+kept and retried, so nothing acknowledged is ever lost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from hub.errors import StorageUnavailable
@@ -21,6 +23,7 @@ from hub.storage import Batch
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[Batch], Awaitable[int]]
+Entry = tuple[Batch, "asyncio.Future[None] | None", float]
 
 
 class BatchWriter:
@@ -30,9 +33,8 @@ class BatchWriter:
         self.batch_rows = batch_rows
         self.interval_s = interval_s
         self.retry_s = retry_s
-        self._pending = Batch()
-        self._futures: list[asyncio.Future[None]] = []
-        self._oldest: float | None = None
+        self._queue: deque[Entry] = deque()
+        self._rows = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -46,18 +48,15 @@ class BatchWriter:
 
     @property
     def pending_rows(self) -> int:
-        return len(self._pending)
+        return self._rows
 
     def add(self, batch: Batch, future: asyncio.Future[None] | None) -> None:
-        """Queue rows; ``future`` resolves once they are committed."""
+        """Queue the rows of one cut; ``future`` resolves once they are committed."""
         if len(batch) == 0 and future is None:
             return
-        self._pending.extend(batch)
-        if future is not None:
-            self._futures.append(future)
-        if self._oldest is None:
-            self._oldest = time.monotonic()
-        if len(self._pending) >= self.batch_rows:
+        self._queue.append((batch, future, time.monotonic()))
+        self._rows += len(batch)
+        if self._rows >= self.batch_rows:
             self._wake.set()
 
     async def __aenter__(self) -> BatchWriter:
@@ -76,25 +75,33 @@ class BatchWriter:
                 await asyncio.wait_for(self._task, timeout)
             except TimeoutError:
                 log.error("writer closed with %d rows unwritten (database down); they were not acknowledged",
-                          len(self._pending))
+                          self._rows)
 
     async def _run(self) -> None:
         while True:
-            if not self._closing:
+            if not self._closing and self._rows < self.batch_rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
-            if not self._pending and not self._futures:
+            if not self._queue:
                 if self._closing:
                     return
                 continue
             await self._flush()
-            if self._closing and not self._pending:
-                return
+
+    def _take(self) -> tuple[Batch, list[asyncio.Future[None]], float]:
+        """Whole cuts from the head of the queue, up to about ``batch_rows`` rows."""
+        batch, futures = Batch(), []
+        oldest = self._queue[0][2]
+        while self._queue and (len(batch) == 0 or len(batch) + len(self._queue[0][0]) <= self.batch_rows):
+            rows, future, _ = self._queue.popleft()
+            batch.extend(rows)
+            if future is not None:
+                futures.append(future)
+        return batch, futures, oldest
 
     async def _flush(self) -> None:
-        batch, futures, oldest = self._pending, self._futures, self._oldest
-        self._pending, self._futures, self._oldest = Batch(), [], None
+        batch, futures, oldest = self._take()
         while True:
             try:
                 inserted = await self._write(batch) if len(batch) else 0
@@ -104,21 +111,17 @@ class BatchWriter:
                 if not isinstance(exc, StorageUnavailable):
                     log.exception("write failed unexpectedly; holding %d rows and retrying", len(batch))
                 elif self.available:
-                    log.warning("database unavailable, holding %d rows: %s", len(batch), exc)
+                    log.warning("database unavailable, holding %d rows: %s", len(batch) + self._rows, exc)
                 self.available = False
                 await asyncio.sleep(self.retry_s)
-                # Merge what came in meanwhile so the next attempt writes it too, in order.
-                batch.extend(self._pending)
-                futures += self._futures
-                self._pending, self._futures, self._oldest = Batch(), [], None
         if not self.available:
-            log.info("database back, wrote %d held rows", len(batch))
+            log.info("database back; writing the held rows")
         self.available = True
+        self._rows -= len(batch)
         self.batches += 1
         self.fixes_written += inserted
         self.fixes_duplicate += len(batch.fixes) - inserted
-        if oldest is not None:
-            self.last_lag_s = time.monotonic() - oldest
+        self.last_lag_s = time.monotonic() - oldest
         for future in futures:
             if not future.done():
                 future.set_result(None)

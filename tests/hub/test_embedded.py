@@ -34,6 +34,6 @@ async def test_embedded_mosquitto_is_started_and_stopped(tmp_path: Path) -> None
     broker = MosquittoBroker(tmp_path)
     broker.start()
     assert broker.process is not None and broker.process.poll() is None
-    assert "max_inflight_messages 0" in (tmp_path / "mosquitto.conf").read_text()
+    assert "max_inflight_messages 20000" in (tmp_path / "mosquitto.conf").read_text()
     broker.stop()
     assert broker.process is None
