@@ -1,6 +1,6 @@
 """Simulators: a synthetic city, patrol units driving it, and their devices reporting to a hub.
 
-The pure parts (:mod:`sim.city`, :mod:`sim.traffic`, :mod:`sim.geo`) import no I/O
+The pure parts (:mod:`sim.city`, :mod:`sim.traffic`; geodesy is :mod:`devices.geo`) import no I/O
 libraries, so the hub can serve the city map without loading MQTT or HTTP clients;
 the fleet itself is :class:`sim.runner.CitySim` (and :func:`sim.runner.run_sim`).
 """

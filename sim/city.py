@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sim.geo import EARTH_RADIUS_M, haversine_m, offset
+from devices.geo import EARTH_RADIUS_M, haversine_m, offset
 
 __all__ = ["CENTRE", "City", "Edge", "RoadKind", "RoadPoint", "build_city"]
 

@@ -11,9 +11,9 @@ import math
 import random
 from typing import Final, Literal
 
+from devices.geo import bearing_deg, offset
 from devices.payloads import Fix
 from sim.city import City
-from sim.geo import bearing_deg, offset
 
 __all__ = ["Battery", "GpsModel", "SimVehicle", "VehicleState"]
 

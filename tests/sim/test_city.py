@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from devices.geo import bearing_deg, haversine_m, offset, segment_distance_m
 from sim.city import ARTERIAL_MPS, CENTRE, STREET_MPS, City, build_city
-from sim.geo import bearing_deg, haversine_m, offset, segment_distance_m
 
 
 @pytest.fixture(scope="module")

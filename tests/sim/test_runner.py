@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from devices.geo import haversine_m
 from devices.payloads import Command
 from hub.embedded import free_port
-from sim.geo import haversine_m
 from sim.runner import CitySim, SimError
 from tests.conftest import TOKEN, RunningHub, wait_for
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from devices.geo import bearing_deg, haversine_m, offset, segment_distance_m
 from devices.payloads import fix_from_obj, fix_to_obj
 from sim.city import City, build_city
-from sim.geo import bearing_deg, haversine_m, offset, segment_distance_m
 from sim.traffic import ACCEL_MPS2, HARD_BRAKE_MPS2, Battery, GpsModel, SimVehicle
 
 T0 = 1_795_000_000_000  # epoch ms, a plausible "now" for the payload window checks

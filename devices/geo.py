@@ -1,4 +1,4 @@
-"""Geodesy for the simulators: distances, offsets and bearings on a spherical Earth.
+"""Geodesy of the contract's WGS-84 coordinates: distances, offsets and bearings on a spherical Earth.
 
 A sphere is exact enough at city scale (the error against WGS-84 is below 0.5 %),
 and it keeps the code free of iterative ellipsoid formulas.
