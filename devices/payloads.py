@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -37,20 +37,34 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 
-class Fix(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """One GPS fix of one device. ``ts`` is device time in epoch milliseconds."""
+def _range(low: float, high: float) -> msgspec.Meta:
+    return msgspec.Meta(ge=low, le=high)
 
-    ts: int
-    lat: float
-    lon: float
-    alt: float | None = None
-    acc: float | None = None
-    speed: float | None = None
-    heading: float | None = None
-    battery: float | None = None
-    sats: int | None = None
-    seq: int | None = None
+
+class Fix(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, forbid_unknown_fields=True):
+    """One GPS fix of one device. ``ts`` is device time in epoch milliseconds.
+
+    The constraints mirror :data:`_FIX_FIELDS` and apply only when the fast
+    decoder builds a Fix straight from JSON (see :func:`decode_fixes`).
+    """
+
+    ts: Annotated[int, _range(0, MAX_TS_MS)]
+    lat: Annotated[float, _range(-90.0, 90.0)]
+    lon: Annotated[float, _range(-180.0, 180.0)]
+    alt: Annotated[float, _range(-1000.0, 100_000.0)] | None = None
+    acc: Annotated[float, _range(0.0, 1_000_000.0)] | None = None
+    speed: Annotated[float, _range(0.0, 1000.0)] | None = None
+    heading: Annotated[float, _range(0.0, 360.0)] | None = None
+    battery: Annotated[float, _range(0.0, 100.0)] | None = None
+    sats: Annotated[int, _range(0, 1000)] | None = None
+    seq: Annotated[int, _range(0, 2**63 - 1)] | None = None
     attrs: dict[str, Any] | None = None
+
+
+# Fast path: typed decoding straight into Fix structs. Anything it refuses (a bad
+# value, an unknown key to keep as an attribute, NaN...) goes to the slow path,
+# which finds the exact reason or keeps the attributes.
+_fast_fix_decoder = msgspec.json.Decoder(Fix | Annotated[list[Fix], msgspec.Meta(min_length=1, max_length=1000)])
 
 
 class Status(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -193,6 +207,21 @@ def decode_fixes(raw: bytes, now_ms: int | None = None) -> tuple[list[Fix], list
     element: one bad fix never costs the good ones beside it. A payload that is
     bad as a whole raises :class:`PayloadError`.
     """
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        decoded = _fast_fix_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _decode_fixes_checked(raw, now_ms)
+    fixes = decoded if isinstance(decoded, list) else [decoded]
+    for fix in fixes:
+        if fix.attrs is not None or (now_ms is not None and not MIN_TS_MS <= fix.ts <= now_ms + MAX_FUTURE_SKEW_MS):
+            return _decode_fixes_checked(raw, now_ms)
+    return fixes, []
+
+
+def _decode_fixes_checked(raw: bytes, now_ms: int | None) -> tuple[list[Fix], list[tuple[int, PayloadError]]]:
+    """The slow path: field by field, with a reason for every refusal."""
     doc = decode_json(raw)
     if isinstance(doc, list):
         if not doc:

@@ -156,7 +156,7 @@ class Pipeline:
                 continue
             m.device_id, m.channel = parsed
             self.messages[m.channel if m.channel in self.messages else "other"] += 1
-            if not topics.is_valid_id(m.device_id):
+            if m.device_id not in self.live.devices and not topics.is_valid_id(m.device_id):
                 m.reject = PayloadError("invalid_id", f"device id {m.device_id[:80]!r}")
                 continue
             try:

@@ -99,3 +99,21 @@ def test_command_round_trip_and_refusals() -> None:
 def test_event_round_trip() -> None:
     event = payloads.Event(NOW, "ack", {"cmd_id": "c-9"})
     assert payloads.decode_event(payloads.encode_event(event), NOW) == event
+
+
+@pytest.mark.parametrize("case", FIXTURES["good_fixes"] + FIXTURES["bad_fixes"], ids=lambda c: c["name"])
+def test_fast_path_agrees_with_the_checked_path(case: dict[str, Any]) -> None:
+    raw = _raw(case)
+    try:
+        checked = payloads._decode_fixes_checked(raw, NOW)
+    except PayloadError as exc:
+        with pytest.raises(PayloadError) as info:
+            payloads.decode_fixes(raw, NOW)
+        assert info.value.reason == exc.reason
+    else:
+        assert payloads.decode_fixes(raw, NOW) == checked
+
+
+def test_fast_path_is_taken_for_plain_fixes() -> None:
+    raw = json.dumps({"ts": NOW, "lat": 34.26, "lon": 117.18, "acc": 4, "speed": 8.3}).encode()
+    assert payloads._fast_fix_decoder.decode(raw) == payloads.decode_fixes(raw, NOW)[0][0]
