@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
 DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
-          devices/geo.py sim/city.py sim/traffic.py
+          devices/geo.py sim/city.py sim/traffic.py hub/domain
 
 .PHONY: setup demo test lint bench-ingest
 
