@@ -1,0 +1,291 @@
+"""Arrival on scene (到场): the first fix inside the incident's arrival zone that starts a stay.
+
+The zone is a circle around the incident. A fix is *inside* when its distance
+from the centre, read at its time off a robust line through it and its neighbours
+(:meth:`Track.trend_distance`), is at most the radius: the noise of a driving
+unit's fixes about halves, and a jumped fix the vote let through cannot flip it.
+Inside fixes form a *visit*; outside fixes for up to ``exit_ms`` after the last
+inside one (edge jitter, an officer stepping out) do not end it, and neither does
+a gap in the data across which the unit stood still, as far as the fixes on both
+sides show. A visit becomes a *stay*, and its first inside fix the arrival, once
+it holds
+
+- a **stop**: fixes that stay within ``stop_radius_m`` (plus 3 sigma of each fix)
+  of where the stop began, with reported speed at most ``stop_speed_mps``, for
+  ``stop_ms``; or
+- a **dwell**: ``dwell_ms`` in total between consecutive inside fixes;
+
+and the mean position of those fixes lies inside the circle by at least
+``max(edge_margin_m, edge_sigmas * standard error)``, the standard error coming
+from the fixes' ``acc``. That last test is how accuracy decides the boundary: a
+unit parked at the edge has fixes on both sides, but its mean position is
+outside (or too close to call), so it never arrives.
+
+Accuracy counts three times: a fix whose ``acc`` exceeds the radius cannot tell
+inside from outside and is dropped; the jump test allows each fix its error
+(:mod:`hub.domain.track`); and the margin above.
+
+The answer is a pure function of the *set* of fixes, whatever their order and
+chunking: each change recomputes it (from a checkpoint, so a live fix costs a
+short rescan). A stay is confirmed only once the fixes that could still re-decide
+its confirming fix (its voters and neighbours) are in, so while fixes come
+in device-time order a confirmed arrival never changes: edge jitter yields one
+arrival. Late fixes from before the confirmation re-decide it: a store-and-forward
+batch from a dead zone normally reveals an earlier start of the same stay and moves
+the time back. Only late fixes that contradict the stay (it was a drive-by after
+all) move it later or withdraw it; a caller keeps the earliest time it was told.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from devices.payloads import Fix
+from hub.domain.track import FixFilter, Point, Track
+
+__all__ = ["ArrivalDetector", "ArrivalParams", "ArrivalResult", "detect_arrival"]
+
+# Fixes farther than this beyond the circle are outside whatever their neighbours say (skipped cheaply).
+_FAR_M = 250.0
+# The detector keeps the scan's state every so many points, so a new fix rescans only the last stretch.
+_CHECKPOINT_EVERY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalParams:
+    """What makes a visit to the zone a stay. Defaults are for vehicles and officers on foot."""
+
+    # A stop must outlast a red light (the simulator holds up to 45 s; with braking and pulling away
+    # a drive-by stands still for under 50 s), or a drive-by held at a light inside the zone would arrive.
+    stop_ms: int = 60_000
+    # Time inside in total that makes a stay without a clean stop (creeping, pacing about the scene).
+    # A drive-by through a 200 m circle, red light included, stays inside for at most about 75 s.
+    dwell_ms: int = 90_000
+    # Outside for up to this long after the last inside fix does not end the visit.
+    exit_ms: int = 20_000
+    # A gap in the data counts at most this much towards a stop or a dwell; a longer gap ends a
+    # visit unless the unit stood still before it and stands on the same spot after it.
+    max_gap_ms: int = 30_000
+    # A stopped unit's fixes stay within this of where it stopped, plus 3 sigma of each fix's error.
+    stop_radius_m: float = 10.0
+    # Reported (Doppler) speed of a stopped unit: noise is about 0.3 m/s, a walk 1.4 m/s.
+    stop_speed_mps: float = 1.0
+    # The stay's mean position must be inside by max(edge_margin_m, edge_sigmas * its standard error).
+    edge_margin_m: float = 5.0
+    edge_sigmas: float = 2.0
+    # GPS errors are correlated over seconds (multipath, urban canyons): for the standard error,
+    # fixes closer together than this count as one.
+    error_correlation_ms: int = 10_000
+    # Fewest fixes that make a stop or a dwell (one or two fixes prove nothing at any rate).
+    min_fixes: int = 3
+    # Fixes with a larger acc cannot tell inside from outside and are dropped; None means the radius.
+    max_acc_m: float | None = None
+    fix_filter: FixFilter = field(default_factory=FixFilter)
+
+    def __post_init__(self) -> None:
+        if min(self.stop_ms, self.dwell_ms, self.exit_ms, self.max_gap_ms, self.error_correlation_ms) <= 0:
+            raise ValueError("stop_ms, dwell_ms, exit_ms, max_gap_ms and error_correlation_ms must be > 0")
+        if self.stop_radius_m < 0 or self.stop_speed_mps < 0 or self.edge_margin_m < 0 or self.edge_sigmas < 0:
+            raise ValueError("radii, speeds and margins must be >= 0")
+        if self.min_fixes < 1 or (self.max_acc_m is not None and self.max_acc_m <= 0):
+            raise ValueError("min_fixes must be >= 1 and max_acc_m > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalResult:
+    """The arrival: ``ts``/``lat``/``lon`` of the first fix of the stay; ``confirmed_at_ts`` the fix that proved it."""
+
+    ts: int
+    lat: float
+    lon: float
+    confirmed_at_ts: int
+
+
+class _Mean:
+    """Running mean position of some points and the standard error of that mean."""
+
+    __slots__ = ("first_ts", "last_ts", "n", "sx", "sy", "var")
+
+    def __init__(self) -> None:
+        self.n = self.first_ts = self.last_ts = 0
+        self.sx = self.sy = self.var = 0.0
+
+    def add(self, p: Point) -> None:
+        if not self.n:
+            self.first_ts = p.ts
+        self.last_ts = p.ts
+        self.n += 1
+        self.sx += p.x
+        self.sy += p.y
+        self.var += p.sigma * p.sigma
+
+    def inside(self, radius_m: float, params: ArrivalParams) -> bool:
+        independent = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
+        standard_error = math.sqrt(self.var / self.n / independent)
+        margin = max(params.edge_margin_m, params.edge_sigmas * standard_error)
+        return math.hypot(self.sx / self.n, self.sy / self.n) <= radius_m - margin
+
+
+class _Visit:
+    """One visit to the zone while the scan walks the track."""
+
+    def __init__(self, first: Point) -> None:
+        self.first = first
+        self.last_inside = first
+        self.prev = first  # the last kept point of the visit, inside or not
+        self.dwell_ms = 0
+        self.mean = _Mean()  # of every kept point of the visit, so that picking inside ones cannot bias it
+        self.mean.add(first)
+        self.anchor: tuple[float, float] | None = None  # where the current stop began
+        self.stop_ms = 0
+        self.stop = _Mean()
+
+    def copy(self) -> _Visit:
+        twin = copy.copy(self)
+        twin.mean, twin.stop = copy.copy(self.mean), copy.copy(self.stop)
+        return twin
+
+
+def _still(p: Point, anchor: tuple[float, float], params: ArrivalParams) -> bool:
+    if p.speed is not None and p.speed > params.stop_speed_mps:
+        return False
+    return p.distance_to(*anchor) <= params.stop_radius_m + 3.0 * p.sigma
+
+
+def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, params: ArrivalParams) -> None:
+    p = track.points[i]
+    if visit.anchor is not None and _still(p, visit.anchor, params):
+        visit.stop_ms += step_ms
+        visit.stop.add(p)
+        return
+    visit.stop_ms, visit.stop = 0, _Mean()
+    visit.anchor = None
+    if p.speed is None or p.speed <= params.stop_speed_mps:
+        visit.anchor = track.median_xy(i)
+        visit.stop.add(p)
+
+
+def _step(
+    visit: _Visit | None, track: Track, i: int, radius_m: float, params: ArrivalParams
+) -> tuple[_Visit | None, bool]:
+    """Walk the scan over point ``i``: the visit after it, and whether it confirmed a stay."""
+    p = track.points[i]
+    if visit is None and math.hypot(p.x, p.y) > radius_m + _FAR_M:
+        return None, False
+    if not track.kept(i):
+        return visit, False
+    inside = track.trend_distance(i, 0.0, 0.0) <= radius_m
+    if visit is None and not inside:
+        return None, False
+    if visit is not None:
+        step_ms = p.ts - visit.prev.ts
+        if inside:
+            exited = visit.prev is not visit.last_inside and p.ts - visit.last_inside.ts > params.exit_ms
+            # Across a gap in the data the visit goes on only if the unit stood, and stands where it stood.
+            moved_unseen = step_ms > params.max_gap_ms and not (
+                _still(p, (visit.prev.x, visit.prev.y), params)
+                and (visit.prev.speed is None or visit.prev.speed <= params.stop_speed_mps)
+            )
+            if not (exited or moved_unseen):
+                if visit.prev is visit.last_inside:
+                    visit.dwell_ms += min(step_ms, params.max_gap_ms)
+                visit.last_inside = p
+                return visit, _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
+        elif p.ts - visit.last_inside.ts > params.exit_ms:
+            return None, False
+        else:
+            return visit, _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
+    visit = _Visit(p)
+    _follow_stop(visit, track, i, 0, params)
+    return visit, False
+
+
+def _extend(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, params: ArrivalParams) -> bool:
+    """Add kept point ``i`` to the visit; whether the visit is a stay now."""
+    p = track.points[i]
+    visit.mean.add(p)
+    visit.prev = p
+    _follow_stop(visit, track, i, step_ms, params)
+    stopped = visit.stop_ms >= params.stop_ms and visit.stop.n >= params.min_fixes
+    if stopped and visit.stop.inside(radius_m, params):
+        return True
+    dwelt = visit.dwell_ms >= params.dwell_ms and visit.mean.n >= params.min_fixes
+    return dwelt and visit.mean.inside(radius_m, params)
+
+
+def detect_arrival(track: Track, radius_m: float, params: ArrivalParams) -> tuple[ArrivalResult, int] | None:
+    """The first stay in the circle of ``radius_m`` around the track's reference, and the index that confirmed it."""
+    return _scan(track, radius_m, params, 0, None, None)
+
+
+def _scan(
+    track: Track,
+    radius_m: float,
+    params: ArrivalParams,
+    start: int,
+    visit: _Visit | None,
+    checkpoints: list[tuple[int, _Visit | None]] | None,
+) -> tuple[ArrivalResult, int] | None:
+    """Scan from point ``start`` with the visit the scan had there; record checkpoints on the way."""
+    for i in range(start, len(track)):
+        if checkpoints is not None and i % _CHECKPOINT_EVERY == 0 and (not checkpoints or checkpoints[-1][0] < i):
+            checkpoints.append((i, visit and visit.copy()))
+        visit, confirmed = _step(visit, track, i, radius_m, params)
+        if confirmed and visit is not None:
+            if i + track.reach >= len(track):
+                return None  # the next fixes can still re-decide this one: wait for them
+            first = visit.first
+            return ArrivalResult(first.ts, first.fix.lat, first.fix.lon, track.points[i].ts), i
+    return None
+
+
+class ArrivalDetector:
+    """Arrival of one unit at one incident, fed with the unit's fixes in any order and chunking.
+
+    ``since_ms`` is the dispatch time: earlier fixes are ignored.
+    """
+
+    def __init__(
+        self,
+        zone_lat: float,
+        zone_lon: float,
+        radius_m: float = 100.0,
+        params: ArrivalParams | None = None,
+        since_ms: int | None = None,
+    ) -> None:
+        if not radius_m > 0:
+            raise ValueError("radius_m must be > 0")
+        self.params = params = params or ArrivalParams()
+        self.radius_m = radius_m
+        max_acc = radius_m if params.max_acc_m is None else params.max_acc_m
+        self._track = Track(zone_lat, zone_lon, since_ms=since_ms, max_acc_m=max_acc, fix_filter=params.fix_filter)
+        self._result: ArrivalResult | None = None
+        # Once confirmed, fixes after this device time cannot change the answer.
+        self._horizon_ts: int | None = None
+        # (index, the scan's visit before that point): a change rescans from the last one it cannot reach.
+        self._checkpoints: list[tuple[int, _Visit | None]] = []
+
+    @property
+    def result(self) -> ArrivalResult | None:
+        return self._result
+
+    def add(self, fixes: Iterable[Fix]) -> ArrivalResult | None:
+        """Take fixes; return the arrival if this call confirmed it or moved its time, else None."""
+        track = self._track
+        earliest = track.add(fixes)
+        if earliest is None or (self._horizon_ts is not None and earliest > self._horizon_ts):
+            return None
+        unchanged = track.index_at(earliest) - track.reach
+        while self._checkpoints and self._checkpoints[-1][0] > unchanged:
+            self._checkpoints.pop()
+        start, visit = self._checkpoints[-1] if self._checkpoints else (0, None)
+        found = _scan(track, self.radius_m, self.params, start, visit and visit.copy(), self._checkpoints)
+        previous, self._result = self._result, None if found is None else found[0]
+        # The decision at the confirming point read ``reach`` points further; nothing later can change it.
+        self._horizon_ts = None if found is None else track.points[found[1] + track.reach].ts
+        if self._result is None or (previous is not None and previous.ts == self._result.ts):
+            return None
+        return self._result
