@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/mypy devices hub sim bench
 
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp
 
 bench-ingest: setup
 	$(BIN)/fieldhub bench ingest
