@@ -16,7 +16,6 @@ from hub.domain.events import (
     Cleared,
     Closed,
     Contacted,
-    Created,
     Departed,
     Dispatched,
     Diverted,
@@ -27,20 +26,7 @@ from hub.domain.events import (
     Supported,
     event_from_dict,
 )
-
-T0 = 1_795_000_000_000
-
-
-def at(seconds: float) -> int:
-    return T0 + round(seconds * 1000)
-
-
-def created(**kw: Any) -> Created:
-    fields: dict[str, Any] = {"ts": T0, "source": "api", "category": "robbery", "priority": 1, "lat": 34.261,
-                              "lon": 117.186, "address": "1 Huaihai Rd", "summary": "shop robbed",
-                              "policy": "rapid_12358"}
-    return Created(**(fields | kw))
-
+from tests.hub.domain.builders import T0, at, created
 
 # --- malformed events ----------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 
@@ -29,19 +28,7 @@ from hub.domain.events import (
 )
 from hub.domain.incident import Incident, Milestone
 from hub.domain.unit_status import UnitStatus
-
-T0 = 1_795_000_000_000
-
-
-def at(seconds: float) -> int:
-    return T0 + round(seconds * 1000)
-
-
-def created(**kw: Any) -> Created:
-    fields: dict[str, Any] = {"ts": T0, "source": "api", "category": "robbery", "priority": 1, "lat": 34.261,
-                              "lon": 117.186, "address": "1 Huaihai Rd", "summary": "shop robbed",
-                              "policy": "rapid_12358"}
-    return Created(**(fields | kw))
+from tests.hub.domain.builders import T0, at, created
 
 
 def dispatched(s: float, unit: str, cmd: str | None = None) -> Dispatched:
