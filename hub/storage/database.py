@@ -151,18 +151,13 @@ class Database:
                     inserted = await self._copy_fixes(conn, batch.fixes)
                 if batch.rejects:
                     await _copy(conn, "rejects", REJECT_COLUMNS, REJECT_TYPES, batch.rejects)
+                # Events and statuses are few; a re-delivered one is stored once.
                 if batch.events:
-                    async with conn.cursor() as cur:
-                        await cur.executemany(
-                            "INSERT INTO device_events (device_id, ts, type, data, received_at) "
-                            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(d, ts, t, Jsonb(data), r) for d, ts, t, data, r in batch.events])
+                    await _insert_new(conn, "device_events", ("device_id", "ts", "type", "data", "received_at"),
+                                      batch.events)
                 if batch.statuses:
-                    async with conn.cursor() as cur:
-                        await cur.executemany(
-                            "INSERT INTO device_status (device_id, ts, state, payload, received_at) "
-                            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(d, ts, st, Jsonb(p), r) for d, ts, st, p, r in batch.statuses])
+                    await _insert_new(conn, "device_status", ("device_id", "ts", "state", "payload", "received_at"),
+                                      batch.statuses)
                 return inserted
 
     async def _copy_fixes(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
@@ -244,3 +239,12 @@ async def _copy(conn: AsyncConnection, table: str, columns: tuple[str, ...], typ
         copy.set_types(list(types))
         for row in rows:
             await copy.write_row(row)
+
+
+async def _insert_new(conn: AsyncConnection, table: str, columns: tuple[str, ...],
+                      rows: list[tuple[Any, ...]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of rows shaped (device_id, ts, kind, json document, received_at)."""
+    statement = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+                 "ON CONFLICT DO NOTHING")
+    async with conn.cursor() as cur:
+        await cur.executemany(statement, [(d, ts, kind, Jsonb(doc), r) for d, ts, kind, doc, r in rows])
