@@ -26,10 +26,12 @@ from hub.config import Settings
 from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
 from hub.errors import StorageUnavailable
 from hub.feed import LiveFeed
+from hub.incidents import IncidentService
 from hub.live import LiveState
 from hub.metrics import HubCollector
 from hub.pipeline import Pipeline
 from hub.storage import Database
+from hub.storage.incidents import IncidentStore
 from hub.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._base_map: dict[str, Any] | None = None
         self.bootstrap_secret: str | None = None
+        self.incidents: IncidentService | None = None
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
@@ -92,12 +95,19 @@ class Hub:
                                     list(row["capabilities"]))
         self.writer = await stack.enter_async_context(BatchWriter(
             self.db.write, batch_rows=s.write_batch_rows, interval_s=s.write_interval_s, retry_s=s.write_retry_s))
+        # Stopped after the pipeline has drained (the stack unwinds backwards), before the writer and database.
+        stack.push_async_callback(self._stop_incidents)
         self.pipeline = await stack.enter_async_context(Pipeline(
             self.live, self.writer, retention_days=s.retention_days, raw_limit=s.rejects_raw_bytes))
         await stack.enter_async_context(self.feed)
         self.bridge = await stack.enter_async_context(MqttBridge(
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol))
+        bridge = self.bridge
+        self.incidents = IncidentService(IncidentStore(self.db), self.live, self.feed,
+                                         lambda topic, payload: bridge.publish(topic, payload, qos=1), now_ms)
+        await self.incidents.start()
+        self.pipeline.listeners.append(self.incidents.on_message)
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)
@@ -114,6 +124,10 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def _stop_incidents(self) -> None:
+        if self.incidents is not None:
+            await self.incidents.stop()
 
     async def _cancel_tasks(self) -> None:
         for task in self._tasks:

@@ -1,0 +1,148 @@
+"""Incidents: create, dispatch, milestones, close; response-time reports. Rules live in `hub.incidents`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field, model_validator
+
+from devices.clock import now_ms
+from hub.api.deps import Dispatcher, HubDep, Reader
+from hub.api.errors import ApiError
+from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, IncidentService
+
+router = APIRouter(tags=["incidents"])
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IncidentId = Annotated[str, Path(pattern=ID)]
+MAX_TS = 4_102_444_800_000
+DAY_MS = 86_400_000
+
+
+class IncidentIn(BaseModel):
+    category: str = Field(min_length=1, max_length=64)
+    priority: int = Field(ge=1, le=4, strict=True)
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    address: str = Field(default="", max_length=500)
+    summary: str = Field(default="", max_length=4000)
+    received_at: int | None = Field(default=None, ge=0, le=MAX_TS)
+    policy: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class DispatchIn(BaseModel):
+    unit_ids: list[Annotated[str, Field(pattern=ID)]] | None = Field(default=None, min_length=1, max_length=50)
+    auto: bool = False
+    count: int = Field(default=1, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DispatchIn:
+        if self.auto == (self.unit_ids is not None):
+            raise ValueError('give either "unit_ids" or "auto": true')
+        return self
+
+
+class EventIn(BaseModel):
+    type: Literal["contacted", "supported", "arrived", "note"]
+    ts: int | None = Field(default=None, ge=0, le=MAX_TS)
+    unit_id: str | None = Field(default=None, pattern=ID)
+    text: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _note_text(self) -> EventIn:
+        if self.type == "note" and not self.text:
+            raise ValueError("a note needs a text")
+        return self
+
+
+class CloseIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+def _service(hub: Any) -> IncidentService:
+    service: IncidentService | None = getattr(hub, "incidents", None)
+    if service is None:
+        raise ApiError(503, "unavailable", "the incident service is not running")
+    return service
+
+
+def _api_error(exc: IncidentError) -> ApiError:
+    if isinstance(exc, IncidentNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, IncidentInvalid):
+        return ApiError(422, "invalid", str(exc))
+    if isinstance(exc, IncidentConflict):
+        return ApiError(409, "conflict", str(exc))
+    return ApiError(400, "bad_request", str(exc))
+
+
+@router.post("/api/v1/incidents", status_code=201)
+async def create_incident(body: IncidentIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    if body.received_at is not None and body.received_at > now_ms():
+        raise ApiError(422, "invalid", "received_at: must not be in the future")
+    try:
+        return await _service(hub).create(body.model_dump())
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.get("/api/v1/incidents")
+async def list_incidents(
+    hub: HubDep, who: Reader,
+    status: Annotated[Literal["open", "closed", "diverted"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    return {"incidents": await _service(hub).list_incidents(status, limit)}
+
+
+@router.get("/api/v1/incidents/{incident_id}")
+async def get_incident(incident_id: IncidentId, hub: HubDep, who: Reader) -> dict[str, Any]:
+    try:
+        return await _service(hub).get(incident_id)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/dispatch")
+async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    service = _service(hub)
+    try:
+        if body.auto:
+            return await service.auto_dispatch(incident_id, body.count)
+        assert body.unit_ids is not None
+        return await service.dispatch(incident_id, body.unit_ids)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/events")
+async def add_event(incident_id: IncidentId, body: EventIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    if body.ts is not None and body.ts > now_ms() + 60_000:
+        raise ApiError(422, "invalid", "ts: must not be in the future")
+    try:
+        return await _service(hub).add_event(incident_id, body.model_dump())
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/close")
+async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: CloseIn | None = None) -> dict[str, Any]:
+    try:
+        return await _service(hub).close(incident_id, body.reason if body else "")
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.get("/api/v1/reports/response-times")
+async def response_times(
+    hub: HubDep, who: Reader,
+    from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
+    to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
+    group_by: Annotated[Literal["category", "unit", "policy"], Query()] = "category",
+) -> dict[str, Any]:
+    to_ms = to_ms if to_ms is not None else now_ms() + 1
+    from_ms = from_ms if from_ms is not None else to_ms - 7 * DAY_MS
+    if from_ms > to_ms:
+        raise ApiError(400, "bad_request", "from must not be after to")
+    return await _service(hub).report(from_ms, to_ms, group_by)
