@@ -1,14 +1,27 @@
 """Arrival on scene (到场): the first fix inside the incident's arrival zone that starts a stay.
 
 The zone is a circle around the incident. A fix is *inside* when its distance
-from the centre, read at its time off a robust line through it and its neighbours
-(:meth:`Track.trend_distance`), is at most the radius: the noise of a driving
-unit's fixes about halves, and a jumped fix the vote let through cannot flip it.
-Inside fixes form a *visit*; outside fixes for up to ``exit_ms`` after the last
-inside one (edge jitter, an officer stepping out) do not end it, and neither does
-a gap in the data across which the unit stood still, as far as the fixes on both
-sides show. A visit becomes a *stay*, and its first inside fix the arrival, once
-it holds
+from the centre at its time is at most the radius, read off its neighbours carried
+to that time by the velocity the fixes report (:meth:`Track.aided_distance`; without
+speed and heading, a robust line through them, :meth:`Track.trend_distance`): the
+noise of several fixes averages out, a jumped fix the vote let through cannot flip
+it, and a unit that grazes the edge for a few seconds shows it.
+
+Inside fixes form a *visit*. Outside fixes do not end it while they are edge noise
+(an officer stepping out, a parked unit's jitter): for up to ``exit_ms`` after the
+last inside fix, nearer the edge than ``max(edge_margin_m, exit_sigmas * sigma)``,
+and fewer than ``exit_fixes`` in a row that report driving. An exit beyond that
+(farther out, or driving out and on) ends the visit, so a unit that grazed the zone
+shortly before its final entry arrives with that entry. Neither does a gap in the
+data end it across which the unit stood still, as far as the fixes on both sides
+show. A visit also ends when the unit drives off from a stop of ``split_stop_ms`` or
+more (counted from when it began to stand, before the visit too) whose mean position
+is not inside by ``edge_sigmas`` standard errors: a red light or a parking spot just
+outside the edge. What follows is a visit of its own, so waiting at the edge cannot
+start the stay early, and a unit parked just outside a zone whose way out crosses it
+cannot make parked jitter plus drive-through one stay (the drive-through fixes would
+pull the mean inside). A visit becomes a *stay*, and its first inside fix the arrival,
+once it holds
 
 - a **stop**: fixes that stay within ``stop_radius_m`` (plus 3 sigma of each fix)
   of where the stop began, with reported speed at most ``stop_speed_mps``, for
@@ -64,8 +77,19 @@ class ArrivalParams:
     # Time inside in total that makes a stay without a clean stop (creeping, pacing about the scene).
     # A drive-by through a 200 m circle, red light included, stays inside for at most about 75 s.
     dwell_ms: int = 90_000
-    # Outside for up to this long after the last inside fix does not end the visit.
+    # Outside near the edge (within noise, see exit_sigmas) for up to this long after the last inside
+    # fix does not end the visit.
     exit_ms: int = 20_000
+    # A visit ends when the unit drives off from a stop of at least this long whose mean position may be
+    # outside (a red light or a parking spot just short of the edge): what follows is a visit of its own.
+    # Shorter, and a slow approach without reported speed would look like a stop.
+    split_stop_ms: int = 10_000
+    # An outside fix (on its robust line) farther out than max(edge_margin_m, exit_sigmas * sigma)
+    # went clearly out, not edge noise: it ends the visit even within exit_ms.
+    exit_sigmas: float = 3.0
+    # This many outside fixes in a row that report driving (speed above stop_speed_mps) end the visit:
+    # the unit grazed the edge; noise about a spot inside it stands still.
+    exit_fixes: int = 2
     # A gap in the data counts at most this much towards a stop or a dwell; a longer gap ends a
     # visit unless the unit stood still before it and stands on the same spot after it.
     max_gap_ms: int = 30_000
@@ -86,11 +110,15 @@ class ArrivalParams:
     fix_filter: FixFilter = field(default_factory=FixFilter)
 
     def __post_init__(self) -> None:
-        if min(self.stop_ms, self.dwell_ms, self.exit_ms, self.max_gap_ms, self.error_correlation_ms) <= 0:
-            raise ValueError("stop_ms, dwell_ms, exit_ms, max_gap_ms and error_correlation_ms must be > 0")
-        if self.stop_radius_m < 0 or self.stop_speed_mps < 0 or self.edge_margin_m < 0 or self.edge_sigmas < 0:
+        durations = (self.stop_ms, self.dwell_ms, self.exit_ms, self.split_stop_ms, self.max_gap_ms)
+        if min(*durations, self.error_correlation_ms) <= 0:
+            raise ValueError(
+                "stop_ms, dwell_ms, exit_ms, split_stop_ms, max_gap_ms and error_correlation_ms must be > 0"
+            )
+        limits = (self.stop_radius_m, self.stop_speed_mps, self.edge_margin_m, self.edge_sigmas, self.exit_sigmas)
+        if min(limits) < 0:
             raise ValueError("radii, speeds and margins must be >= 0")
-        if self.min_fixes < 1 or (self.max_acc_m is not None and self.max_acc_m <= 0):
+        if self.min_fixes < 1 or self.exit_fixes < 1 or (self.max_acc_m is not None and self.max_acc_m <= 0):
             raise ValueError("min_fixes must be >= 1 and max_acc_m > 0")
 
 
@@ -122,11 +150,20 @@ class _Mean:
         self.sy += p.y
         self.var += p.sigma * p.sigma
 
-    def inside(self, radius_m: float, params: ArrivalParams) -> bool:
+    def standard_error(self, params: ArrivalParams) -> float:
         independent = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
-        standard_error = math.sqrt(self.var / self.n / independent)
-        margin = max(params.edge_margin_m, params.edge_sigmas * standard_error)
-        return math.hypot(self.sx / self.n, self.sy / self.n) <= radius_m - margin
+        return math.sqrt(self.var / self.n / independent)
+
+    def distance(self) -> float:
+        return math.hypot(self.sx / self.n, self.sy / self.n)
+
+    def inside(self, radius_m: float, params: ArrivalParams) -> bool:
+        margin = max(params.edge_margin_m, params.edge_sigmas * self.standard_error(params))
+        return self.distance() <= radius_m - margin
+
+    def maybe_outside(self, radius_m: float, params: ArrivalParams) -> bool:
+        """Whether these points may stand outside: their mean is not inside by ``edge_sigmas`` standard errors."""
+        return self.distance() > radius_m - params.edge_sigmas * self.standard_error(params)
 
 
 class _Visit:
@@ -142,6 +179,8 @@ class _Visit:
         self.anchor: tuple[float, float] | None = None  # where the current stop began
         self.stop_ms = 0
         self.stop = _Mean()
+        self.driven_out = 0  # outside fixes in a row since the last inside one, driving
+        self.stood_from = first.ts  # since when the unit stood where the current stop is, before the visit too
 
     def copy(self) -> _Visit:
         twin = copy.copy(self)
@@ -155,17 +194,39 @@ def _still(p: Point, anchor: tuple[float, float], params: ArrivalParams) -> bool
     return p.distance_to(*anchor) <= params.stop_radius_m + 3.0 * p.sigma
 
 
-def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, params: ArrivalParams) -> None:
+def _standing_outside(visit: _Visit, radius_m: float, params: ArrivalParams) -> bool:
+    """Whether the unit has stood for ``split_stop_ms`` where it stands now, and that may be outside."""
+    return (
+        visit.anchor is not None
+        and visit.stop.n >= params.min_fixes
+        and visit.stop.last_ts - visit.stood_from >= params.split_stop_ms
+        and visit.stop.maybe_outside(radius_m, params)
+    )
+
+
+def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, params: ArrivalParams) -> bool:
+    """Follow the current stop over point ``i``; whether it ended a stop that may have stood outside."""
     p = track.points[i]
     if visit.anchor is not None and _still(p, visit.anchor, params):
         visit.stop_ms += step_ms
         visit.stop.add(p)
-        return
+        return False
+    ended_outside = _standing_outside(visit, radius_m, params)
     visit.stop_ms, visit.stop = 0, _Mean()
     visit.anchor = None
     if p.speed is None or p.speed <= params.stop_speed_mps:
-        visit.anchor = track.median_xy(i)
+        visit.anchor = anchor = track.median_xy(i)
         visit.stop.add(p)
+        visit.stood_from = p.ts
+        for j in range(i - 1, -1, -1):  # back to where the unit began to stand, as far as a split needs
+            q = track.points[j]
+            if p.ts - q.ts > params.split_stop_ms:
+                break
+            if track.kept(j):
+                if not _still(q, anchor, params):
+                    break
+                visit.stood_from = q.ts
+    return ended_outside
 
 
 def _step(
@@ -177,7 +238,7 @@ def _step(
         return None, False
     if not track.kept(i):
         return visit, False
-    inside = track.trend_distance(i, 0.0, 0.0) <= radius_m
+    inside = track.aided_distance(i, 0.0, 0.0) <= radius_m
     if visit is None and not inside:
         return None, False
     if visit is not None:
@@ -193,27 +254,51 @@ def _step(
                 if visit.prev is visit.last_inside:
                     visit.dwell_ms += min(step_ms, params.max_gap_ms)
                 visit.last_inside = p
-                return visit, _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
-        elif p.ts - visit.last_inside.ts > params.exit_ms:
+                visit.driven_out = 0
+                stay = _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
+                return visit if stay is not None else _restart(track, i, radius_m, params), bool(stay)
+        elif p.ts - visit.last_inside.ts > params.exit_ms or _clearly_outside(track, i, radius_m, params):
             return None, False
+        elif p.speed is not None and p.speed > params.stop_speed_mps and visit.driven_out + 1 >= params.exit_fixes:
+            return None, False  # it drove out and on: grazing the edge, not noise about a spot inside
         else:
-            return visit, _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
-    visit = _Visit(p)
-    _follow_stop(visit, track, i, 0, params)
-    return visit, False
+            visit.driven_out = visit.driven_out + 1 if p.speed is not None and p.speed > params.stop_speed_mps else 0
+            stay = _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
+            return visit if stay is not None else None, bool(stay)
+    return _restart(track, i, radius_m, params), False
 
 
-def _extend(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, params: ArrivalParams) -> bool:
-    """Add kept point ``i`` to the visit; whether the visit is a stay now."""
+def _clearly_outside(track: Track, i: int, radius_m: float, params: ArrivalParams) -> bool:
+    """Whether point ``i`` is outside beyond its noise: an exit that far ends the visit however short."""
+    p = track.points[i]
+    return track.aided_distance(i, 0.0, 0.0) > radius_m + max(params.edge_margin_m, params.exit_sigmas * p.sigma)
+
+
+def _restart(track: Track, i: int, radius_m: float, params: ArrivalParams) -> _Visit:
+    """A new visit from inside point ``i``."""
+    visit = _Visit(track.points[i])
+    _follow_stop(visit, track, i, 0, radius_m, params)
+    return visit
+
+
+def _extend(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, params: ArrivalParams) -> bool | None:
+    """Add kept point ``i`` to the visit; whether the visit is a stay now, None if the visit is over.
+
+    A visit ends when the unit drives off from a stop that may have stood outside (at a red light
+    just short of the edge, parked just outside it): what follows is a visit of its own, so neither
+    an early start nor parked jitter plus a drive-through on the way out can make it a stay.
+    """
     p = track.points[i]
     visit.mean.add(p)
     visit.prev = p
-    _follow_stop(visit, track, i, step_ms, params)
+    if _follow_stop(visit, track, i, step_ms, radius_m, params):
+        return None
     stopped = visit.stop_ms >= params.stop_ms and visit.stop.n >= params.min_fixes
     if stopped and visit.stop.inside(radius_m, params):
         return True
     dwelt = visit.dwell_ms >= params.dwell_ms and visit.mean.n >= params.min_fixes
-    return dwelt and visit.mean.inside(radius_m, params)
+    # The stationary part decides: fixes driven in on the way cannot pull a unit parked outside inside.
+    return dwelt and visit.mean.inside(radius_m, params) and not _standing_outside(visit, radius_m, params)
 
 
 def detect_arrival(track: Track, radius_m: float, params: ArrivalParams) -> tuple[ArrivalResult, int] | None:

@@ -15,6 +15,15 @@ also moves when the median of its neighbourhood is out along the way the unit
 left by ``along_sigmas`` of that median's error. A run that reaches back to the
 first fix after dispatch means the unit was already moving (on patrol).
 
+A unit already **moving at dispatch** (its first fix after dispatch reports at least
+``2 * move_speed_mps``, which parked Doppler noise does not reach) that stops
+briefly right after it, at a red light or in traffic, and then moves on away from
+there departed with that first fix: it never stood where it was at dispatch, and
+the stop was part of the movement away, not a wait to leave. This holds when the
+run that confirms departure starts within ``hold_ms`` of the first fix; after a
+longer stop (it pulled over) the departure is when it moves again. A unit that
+was *standing* at dispatch (waiting at a light) departs when it moves on, as before.
+
 A run counts only if it is *sustained movement*. Where fixes report speed, it must
 hold moving ones and it starts at the first two in a row: parked fixes pushed out
 of the cluster by drift report no speed and are trimmed. Where none do, the run
@@ -57,13 +66,16 @@ class DepartureParams:
     # Without reported speed, a fix also moves when it is this many sigma out along the way the
     # unit left (one axis of noise: 2 sigma leaves about 2 % of parked fixes out).
     along_sigmas: float = 2.0
+    # A unit moving at dispatch that stops for at most this long (a red light: the simulator holds
+    # up to 45 s) and then moves on away departed with its first fix after dispatch.
+    hold_ms: int = 60_000
     # Fixes with a larger acc cannot show a move of away_m and are dropped.
     max_acc_m: float = 50.0
     fix_filter: FixFilter = field(default_factory=FixFilter)
 
     def __post_init__(self) -> None:
-        if self.away_m <= 0 or self.max_acc_m <= 0:
-            raise ValueError("away_m and max_acc_m must be > 0")
+        if self.away_m <= 0 or self.max_acc_m <= 0 or self.hold_ms < 0:
+            raise ValueError("away_m and max_acc_m must be > 0, hold_ms >= 0")
         if min(self.move_speed_mps, self.leave_m, self.leave_sigmas, self.along_sigmas) < 0:
             raise ValueError("move_speed_mps, leave_m, leave_sigmas and along_sigmas must be >= 0")
 
@@ -173,6 +185,11 @@ def _run_back(track: Track, first: int, confirm: int, leaving: _Leaving) -> list
     return run
 
 
+def _moving_at_dispatch(first: Point, params: DepartureParams) -> bool:
+    """Whether the first kept fix after dispatch shows the unit driving (twice the speed parked noise reaches)."""
+    return first.speed is not None and first.speed >= 2.0 * params.move_speed_mps
+
+
 def first_kept(track: Track) -> int | None:
     """Index of the first fix after dispatch that survives the outlier vote: the origin when none is given."""
     return next((i for i in range(len(track)) if track.kept(i)), None)
@@ -204,6 +221,8 @@ def detect_departure(
         run = _sustained(_run_back(track, first, k, _Leaving(centre, p, params)), centre, params)
         if run is not None:
             start = run[0]
+            if _moving_at_dispatch(points[first], params) and start.ts - points[first].ts <= params.hold_ms:
+                start = points[first]  # a stop on the way, right after dispatch: the movement away went on
             return DepartureResult(start.ts, start.fix.lat, start.fix.lon, p.ts), k
     return None
 

@@ -19,13 +19,14 @@ Outliers are decided locally, so a late fix only re-decides its neighbours:
 
 Noise that is physically possible (a jump of 150 m between fixes 5 s apart) is
 left to the robust estimates over a fix's neighbourhood (:meth:`Track.median_distance`,
-:meth:`Track.trend_distance`), on which the detectors decide inside/outside and
+:meth:`Track.trend_distance`, :meth:`Track.aided_distance`), on which the detectors decide inside/outside and
 away/not away.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,6 +91,17 @@ class Point:
 def _rank(fix: Fix) -> tuple[float, float, float]:
     """Which of two different fixes with the same ``ts`` is kept: the more accurate, then any fixed order."""
     return (math.inf if fix.acc is None else fix.acc, fix.lat, fix.lon)
+
+
+def _velocity(p: Point) -> tuple[float, float] | None:
+    """East and north velocity the fix reports; a standing fix without heading stands still; None if unknown."""
+    if p.speed is None:
+        return None
+    heading = p.fix.heading
+    if heading is None:
+        return (0.0, 0.0) if p.speed < 1.0 else None
+    rad = math.radians(heading)
+    return p.speed * math.sin(rad), p.speed * math.cos(rad)
 
 
 def median(values: list[float]) -> float:
@@ -227,6 +239,36 @@ class Track:
             return median([q.distance_to(x, y) for q in around])
         slope = median([(d2 - d1) / (t2 - t1) for k, (t1, d1) in enumerate(near) for t2, d2 in near[k + 1 :]])
         return median([d - slope * t for t, d in near])
+
+    def aided_distance(self, i: int, x: float, y: float) -> float:
+        """Distance from ``(x, y)`` at point ``i``'s time, its neighbours carried there by their reported velocity.
+
+        Each neighbour within ``trend_ms`` is moved to point ``i``'s time along the velocity the fixes
+        report (speed and heading, integrated between consecutive fixes), and the per-axis median of
+        those positions is taken: the noise of several fixes averages out without the bend a line
+        through a turn or a braking unit has, and a jumped fix is outvoted. Doppler velocity is far
+        more precise than position, so a unit that grazes the edge for a few seconds shows it.
+        Without speed or heading, :meth:`trend_distance`.
+        """
+        t0 = self.points[i].ts
+        near = [q for q in self.neighbourhood(i) if abs(q.ts - t0) <= self.filter.trend_ms]
+        velocities = [_velocity(q) for q in near]
+        if len(near) < 3 or not self.kept(i) or any(v is None for v in velocities):
+            return self.trend_distance(i, x, y)
+        # Displacement of each neighbour from the first, by the trapezoid rule over the reported velocities.
+        east = north = 0.0
+        shifted: list[tuple[float, float]] = [(0.0, 0.0)]
+        for (q1, v1), (q2, v2) in itertools.pairwise(zip(near, velocities, strict=True)):
+            assert v1 is not None and v2 is not None
+            dt = (q2.ts - q1.ts) / 1000.0
+            east += (v1[0] + v2[0]) / 2.0 * dt
+            north += (v1[1] + v2[1]) / 2.0 * dt
+            shifted.append((east, north))
+        at = next(k for k, q in enumerate(near) if q.ts == t0)
+        ex, ey = shifted[at]
+        xs = [q.x + ex - sx for q, (sx, sy) in zip(near, shifted, strict=True)]
+        ys = [q.y + ey - sy for q, (sx, sy) in zip(near, shifted, strict=True)]
+        return math.hypot(median(xs) - x, median(ys) - y)
 
     def median_xy(self, i: int) -> tuple[float, float]:
         """Per-axis median position of point ``i``'s neighbourhood."""

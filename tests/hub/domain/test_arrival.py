@@ -64,7 +64,8 @@ def test_arrival_time_is_the_true_entry(
     assert max(abs(e) for e in errors) <= tolerance, errors
 
 
-def test_accuracy_over_many_random_approaches() -> None:
+@pytest.mark.parametrize("report_heading", [False, True])
+def test_accuracy_over_many_random_approaches(report_heading: bool) -> None:
     """The benchmark's target: at 1 Hz with acc 3-10 m, every arrival within 2 s of the true entry."""
     rng = random.Random(2024)
     errors = []
@@ -74,10 +75,36 @@ def test_accuracy_over_many_random_approaches() -> None:
         start = (1500 * math.cos(bearing), 1500 * math.sin(bearing))
         route = Route(*start).drive(stop_r * math.cos(stop_b), stop_r * math.sin(stop_b), rng.uniform(8, 17))
         route.hold(rng.uniform(90, 300))
-        result = detect(observe(route, seed, report_speed=rng.random() < 0.8))
+        result = detect(observe(route, seed, report_speed=rng.random() < 0.8, report_heading=report_heading))
         assert result is not None, f"seed {seed}: no arrival"
         errors.append(seconds(result.ts) - entry(route))
     assert max(abs(e) for e in errors) <= 2.0, sorted(errors)[:3] + sorted(errors)[-3:]
+
+
+@pytest.mark.parametrize("report_heading", [False, True])
+def test_a_wait_at_a_light_just_outside_does_not_start_the_stay(report_heading: bool) -> None:
+    # Held 40 s at a red light 2 m short of the edge (fixes on both sides), then in to the scene.
+    route = Route(-1200, 0).drive(-102, 0, 11.1).hold(40).drive(0, 0, 11.1).hold(200)
+    for seed in SEEDS:
+        result = detect(observe(route, seed, report_heading=report_heading))
+        assert result is not None
+        assert abs(seconds(result.ts) - entry(route)) <= 2.0, seed
+
+
+def test_a_clear_exit_before_the_final_entry_splits_the_visits() -> None:
+    # In across a chord, 40 m out beyond the edge for a few seconds, then back in to stop.
+    route = (
+        Route(-1200, 60)
+        .drive(0, 60, 11.1, stop=False)
+        .drive(50, 130, 11.1)
+        .drive(30, 40, 8.0, stop=False)
+        .drive(0, 0, 8.0)
+        .hold(200)
+    )
+    for seed in SEEDS:
+        result = detect(observe(route, seed, report_heading=True))
+        assert result is not None
+        assert abs(seconds(result.ts) - entry(route)) <= 2.0, seed
 
 
 def test_dwell_without_a_stop_arrives_at_the_entry() -> None:
@@ -132,6 +159,14 @@ NO_ARRIVALS: list[tuple[str, Callable[[], Route], dict[str, Any], list[tuple[flo
     ("red light, then a turn", lambda: _red_light((0, 0), 45, (0, 1200)), {}, []),
     ("traffic crawl at 2.5 m/s on a chord", lambda: _drive_by(2.5, 70.0), {}, []),
     ("parked 5 m outside the edge", lambda: _parked_at(105), {}, []),
+    ("parked 1 m outside, leaves through the zone", lambda: _parked_at(101, 300).drive(1200, 0, 11.1), {}, []),
+    (
+        "parked 1 m outside, leaves through the zone, heading reported",
+        lambda: _parked_at(101, 300).drive(1200, 0, 11.1),
+        {"report_heading": True},
+        [],
+    ),
+    ("drive-by with heading reported", lambda: _drive_by(11.1), {"report_heading": True}, []),
     ("parked 10 m outside, no speed", lambda: _parked_at(110), {"report_speed": False}, []),
     ("parked on the edge itself", lambda: _parked_at(100), {}, []),
     ("parked 5 m outside at 0.2 Hz", lambda: _parked_at(105, 1800), {"interval_s": 5.0}, []),

@@ -115,6 +115,26 @@ def test_a_patrol_waiting_at_a_light_at_dispatch_departs_when_it_moves_on() -> N
         assert result is not None and abs(seconds(result.ts) - route.starts()[1]) <= 3.0
 
 
+def test_a_patrol_stopping_at_a_light_just_after_dispatch_departed_with_its_first_fix() -> None:
+    # Driving at dispatch (30 s), it brakes for a light 2-3 s later, waits 35 s and drives on.
+    route = Route(-600, 0).drive(-280, 0, 11.1).hold(35).drive(1000, 0, 11.1)
+    assert route.at(DISPATCH_S)[2] > 5.0
+    for seed in SEEDS:
+        fixes = observe(route, seed)
+        north, east, _ = route.at(DISPATCH_S)
+        result = detect(fixes, (north, east))
+        assert result is not None and result.ts == min(f.ts for f in fixes if f.ts >= ms(DISPATCH_S))
+
+
+def test_a_patrol_that_pulls_over_after_dispatch_departs_when_it_moves_again() -> None:
+    route = Route(-600, 0).drive(-280, 0, 11.1).hold(120).drive(1000, 0, 11.1)
+    for seed in SEEDS:
+        fixes = observe(route, seed)
+        north, east, _ = route.at(DISPATCH_S)
+        result = detect(fixes, (north, east))
+        assert result is not None and abs(seconds(result.ts) - route.starts()[-1]) <= 3.0
+
+
 def test_a_stale_origin_is_replaced_by_the_first_fix() -> None:
     # The hub thought the unit was 600 m away; it is parked here, and leaves at 90 s.
     route = _parked(90)

@@ -106,6 +106,7 @@ def observe(
     acc_m: tuple[float, float] = (3.0, 10.0),
     report_acc: bool = True,
     report_speed: bool = True,
+    report_heading: bool = False,
     drift_m: float = 0.0,
     from_s: float = 0.0,
 ) -> list[Fix]:
@@ -129,10 +130,20 @@ def observe(
                 lon=round(lon, 7),
                 acc=round(acc, 1) if report_acc else None,
                 speed=round(max(0.0, speed + rng.gauss(0.0, 0.3)), 2) if report_speed else None,
+                heading=_heading(route, t, rng) if report_speed and report_heading else None,
             )
         )
         t += interval_s
     return fixes
+
+
+def _heading(route: Route, t: float, rng: random.Random) -> float | None:
+    """The reported heading at route time ``t``: the way the unit moves, with 3 degrees of noise; None standing."""
+    n0, e0, _ = route.at(t - 0.5)
+    n1, e1, speed = route.at(t + 0.5)
+    if speed < 1.0 or (n0, e0) == (n1, e1):
+        return None
+    return round((math.degrees(math.atan2(e1 - e0, n1 - n0)) + rng.gauss(0.0, 3.0)) % 360.0, 1)
 
 
 def jump(fixes: list[Fix], at_s: float, north: float, east: float, *, acc: float = 5.0) -> list[Fix]:
