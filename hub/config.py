@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     # The base map (and road-network ETA later) is the simulated city of this seed.
     city_seed: int = 7
 
+    # Incidents: a command not acknowledged within ack_timeout_s is re-sent (same cmd_id) up to
+    # ack_resends times, then escalated (a dispatch goes to the next recommended unit).
+    ack_timeout_s: float = 15.0
+    ack_resends: int = 1
+    # An incident created with priority <= this (1 highest) is dispatched at once to the best unit; 0: never.
+    auto_dispatch_priority: int = 1
+    # Base of the WHIP URL sent in video_start (f"{public_base_url}/whip/{device_id}") and its token's lifetime.
+    public_base_url: str = "http://127.0.0.1:8000"
+    video_token_ttl_s: float = 300.0
+
     rejects_raw_bytes: int = 1024
     # Ingest allocates many short-lived objects; the default first-generation
     # threshold (700) made the collector take half the hub's CPU at 10k fixes/s.

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from devices import topics
-from devices.payloads import Command, Fix, encode_command
+from devices.payloads import Fix, encode_command
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.compliance import response_times
 from hub.domain.departure import DepartureDetector
@@ -42,6 +41,7 @@ from hub.domain.events import (
 from hub.domain.incident import Incident
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
 from hub.errors import HubError
+from hub.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
 from hub.feed import LiveFeed
 from hub.live import LiveState
 from hub.pipeline import Message
@@ -84,7 +84,9 @@ class _Tracking:
 class IncidentService:
     def __init__(self, store: IncidentStore, live: LiveState, feed: LiveFeed, publish: Callable[[str, bytes], None],
                  clock: Callable[[], int], *, rules: PolicyRules = DEFAULT_RULES,
-                 policies: Mapping[str, Policy] = BUILTIN_POLICIES, recommender: Recommender | None = None) -> None:
+                 policies: Mapping[str, Policy] = BUILTIN_POLICIES, recommender: Recommender | None = None,
+                 ack_timeout_s: float = 15.0, ack_resends: int = 1, auto_dispatch_priority: int = 1,
+                 public_base_url: str = "http://127.0.0.1:8000", video_token_ttl_s: float = 300.0) -> None:
         self.store = store
         self.live = live
         self.feed = feed
@@ -100,6 +102,17 @@ class IncidentService:
         self._tracking: dict[str, _Tracking] = {}  # unit_id -> detectors
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
         self._task: asyncio.Task[None] | None = None
+        # Commands waiting for an ack: re-sent, then escalated (dispatch) or noted (video_start).
+        self.ack_timeout_s = ack_timeout_s
+        self.ack_resends = ack_resends
+        self._watch = AckWatch(int(ack_timeout_s * 1000), ack_resends)
+        self._check_interval_s = max(0.05, min(1.0, ack_timeout_s / 4))
+        self._checker: asyncio.Task[None] | None = None
+        self.auto_dispatch_priority = auto_dispatch_priority
+        self.public_base_url = public_base_url
+        self.video_token_ttl_ms = int(video_token_ttl_s * 1000)
+        self._video: dict[str, tuple[str, str, str]] = {}  # video_start cmd_id -> (incident_id, unit_id, device)
+        self.follow_up = AckFollowUp(self)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -111,9 +124,15 @@ class IncidentService:
         for unit_id, tracking in self._tracking.items():
             await self._catch_up(unit_id, tracking)
         self._task = asyncio.create_task(self._work(), name="incident-service")
+        self._checker = asyncio.create_task(self.follow_up.run(self._check_interval_s), name="incident-ack-check")
 
     async def stop(self) -> None:
         """Process what the listener queued (the pipeline has drained before), then stop."""
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
         if self._task is None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
@@ -129,6 +148,10 @@ class IncidentService:
         for a in incident.active_assignments():
             if a.cmd_id and "acknowledged" not in a.marks:
                 self._pending[a.cmd_id] = (incident.id, a.unit_id)
+                unit = self.live.units.get(a.unit_id)
+                raw = encode_command(dispatch_command(incident, a.cmd_id, a.marks["dispatched"].ts))
+                self._watch.add(a.cmd_id, "dispatch", incident.id, a.unit_id, unit.devices if unit else [], raw,
+                                self.clock())
             since = a.marks["dispatched"].ts
             if a.unit_id in self.live.units:
                 self.live.set_unit_status(a.unit_id, a.unit_status.value)
@@ -189,9 +212,17 @@ class IncidentService:
             incident.apply(created)
             version = await self.store.append(incident_id, 0, [created], summary_of(incident))
             self._incidents[incident_id] = (incident, version)
-        return self._changed(incident)
+        view = self._changed(incident)
+        if created.priority <= self.auto_dispatch_priority:
+            try:
+                await self.auto_dispatch(incident_id, 1)
+            except IncidentConflict as exc:
+                await self._try(incident_id, Noted(ts=self.clock(), source="system",
+                                                   text=f"auto-dispatch (priority {created.priority}): {exc}"))
+            view = (await self._incident(incident_id)).view(self.clock(), self.policies)
+        return view
 
-    async def dispatch(self, incident_id: str, unit_ids: Sequence[str]) -> dict[str, Any]:
+    async def dispatch(self, incident_id: str, unit_ids: Sequence[str], *, source: str = "api") -> dict[str, Any]:
         if not unit_ids:
             raise IncidentInvalid("unit_ids: at least one unit is needed")
         if len(set(unit_ids)) != len(unit_ids):
@@ -204,13 +235,11 @@ class IncidentService:
             if busy is not None and busy.incident_id != incident_id:
                 raise IncidentConflict(f"unit {unit_id} is {unit.status} on incident {busy.incident_id}")
         now = self.clock()
-        events: list[Event] = [Dispatched(ts=now, source="api", unit_id=u, cmd_id="d-" + uuid.uuid4().hex[:20])
+        events: list[Event] = [Dispatched(ts=now, source=source, unit_id=u, cmd_id=new_cmd_id("d"))
                                for u in unit_ids]
         incident = await self._commit(incident_id, events)
         c = incident.created
         assert c is not None
-        payload_incident = {"id": incident.id, "category": c.category, "priority": c.priority, "lat": c.lat,
-                            "lon": c.lon, "address": c.address, "summary": c.summary}
         for event in events:
             assert isinstance(event, Dispatched) and event.unit_id is not None and event.cmd_id is not None
             unit = self.live.units[event.unit_id]
@@ -220,12 +249,9 @@ class IncidentService:
                 incident_id, event.ts,
                 DepartureDetector(origin.lat if origin else None, origin.lon if origin else None, event.ts),
                 ArrivalDetector(c.lat, c.lon, ARRIVAL_RADIUS_M, since_ms=event.ts))
-            raw = encode_command(Command(event.cmd_id, event.ts, "dispatch", {"incident": payload_incident}))
-            for device_id in unit.devices:
-                try:
-                    self.publish(topics.device_topic(device_id, "cmd"), raw)
-                except Exception:  # the dispatch is recorded; the device gets it on a re-send (next slice)
-                    log.exception("dispatch %s to device %s not published", event.cmd_id, device_id)
+            raw = encode_command(dispatch_command(incident, event.cmd_id, event.ts))
+            self._watch.add(event.cmd_id, "dispatch", incident_id, event.unit_id, unit.devices, raw, event.ts)
+            self._send(event.cmd_id, unit.devices, raw)  # a failed publish is retried by the re-send
             self.live.set_unit_status(event.unit_id, "dispatched")
             if event.unit_id in self.recommender:
                 self.recommender.set_status(event.unit_id, "dispatched")
@@ -272,6 +298,7 @@ class IncidentService:
                 del self._tracking[a.unit_id]
             if a.cmd_id:
                 self._pending.pop(a.cmd_id, None)
+                self._watch.discard(a.cmd_id)
             self._set_status(a.unit_id, "available")
         return incident.view(self.clock(), self.policies)
 
@@ -280,7 +307,8 @@ class IncidentService:
         """Pipeline listener: cheap look-ups only; the work goes to the queue."""
         try:
             if m.event is not None:
-                if m.event.type == "ack" and m.event.data.get("cmd_id") in self._pending:
+                if m.event.type == "ack" and (m.event.data.get("cmd_id") in self._pending
+                                              or m.event.data.get("cmd_id") in self._video):
                     self._queue.put_nowait(("ack", (m.device_id, m.event)))
                 elif m.event.type == "contact":
                     self._queue.put_nowait(("contact", (m.device_id, m.event)))
@@ -313,6 +341,12 @@ class IncidentService:
 
     async def _on_ack(self, device_id: str, event: Any) -> None:
         cmd_id = event.data.get("cmd_id")
+        video = self._video.pop(cmd_id, None)
+        if video is not None:
+            self._watch.discard(cmd_id)
+            await self._try(video[0], Noted(ts=self.clock(), source="device", unit_id=video[1],
+                                            text=f"video_start acknowledged by {device_id}"))
+            return
         found = self._pending.get(cmd_id)
         if found is None:
             return
@@ -348,6 +382,7 @@ class IncidentService:
                                                                      unit_id=unit_id))
             if incident is not None:
                 self._follow_status(incident, unit_id)
+                await self.follow_up.video_start(tracking.incident_id, unit_id)
 
     async def _try(self, incident_id: str, event: Event) -> Incident | None:
         """Commit a device/detector event; a refused one is logged and dropped."""
@@ -357,6 +392,14 @@ class IncidentService:
             self.refused += 1
             log.info("incident %s: %s (%s) refused: %s", incident_id, event.type, event.source, exc)
             return None
+
+    # ------------------------------------------------ acks, escalation, video
+    def _send(self, cmd_id: str, devices: Sequence[str], raw: bytes) -> None:
+        for device_id in devices:
+            try:
+                self.publish(topics.device_topic(device_id, "cmd"), raw)
+            except Exception:
+                log.exception("command %s to device %s not published", cmd_id, device_id)
 
     # -------------------------------------------------------------- helpers
     def _lock(self, incident_id: str) -> asyncio.Lock:
@@ -406,6 +449,7 @@ class IncidentService:
             self._set_status(unit_id, a.unit_status.value)
             if "acknowledged" in a.marks and a.cmd_id:
                 self._pending.pop(a.cmd_id, None)
+                self._watch.discard(a.cmd_id)
 
     def _set_status(self, unit_id: str, status: str) -> None:
         if unit_id in self.live.units:

@@ -105,7 +105,10 @@ class Hub:
             receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol))
         bridge = self.bridge
         self.incidents = IncidentService(IncidentStore(self.db), self.live, self.feed,
-                                         lambda topic, payload: bridge.publish(topic, payload, qos=1), now_ms)
+                                         lambda topic, payload: bridge.publish(topic, payload, qos=1), now_ms,
+                                         ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends,
+                                         auto_dispatch_priority=s.auto_dispatch_priority,
+                                         public_base_url=s.public_base_url, video_token_ttl_s=s.video_token_ttl_s)
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.on_message)
         self.registry.register(HubCollector(self))

@@ -20,6 +20,12 @@ INCIDENT = {"category": "robbery", "priority": 1, "lat": LAT, "lon": LON, "addre
             "summary": "shop robbed"}
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These tests dispatch explicitly: no auto-dispatch on creation (tests/hub/test_incident_escalation.py has it)."""
+    return settings.model_copy(update={"auto_dispatch_priority": 0})
+
+
 def parked(lat: float, lon: float, t: int, seconds: int) -> list[Fix]:
     return [Fix(ts=t + i * 1000, lat=lat, lon=lon, acc=5.0, speed=0.0) for i in range(seconds)]
 

@@ -1,0 +1,204 @@
+"""Commands waiting for their `ack`, and the commands the incident service builds.
+
+`AckWatch` holds each command sent to a device until the device signs for it (SPEC 2): when its
+deadline passes the command is due for a re-send (the same cmd_id), and once the re-sends are used
+up it has expired; what an expired command means (escalate a dispatch, note a video_start) is the
+incident service's business. Time is passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from devices.payloads import Command, encode_command
+from hub.domain.errors import DomainError
+from hub.domain.events import Cancelled, Event, Noted, Reassigned
+from hub.domain.incident import Incident
+from hub.errors import HubError
+from hub.live import LiveState
+
+if TYPE_CHECKING:
+    from hub.incidents import IncidentService
+
+__all__ = ["AckFollowUp", "AckWatch", "Outstanding", "camera_devices", "dispatch_command", "new_cmd_id",
+           "video_start_command"]
+
+log = logging.getLogger(__name__)
+
+CAMERA_KIND = "bodycam"
+
+
+def new_cmd_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class Outstanding:
+    """A command sent to `devices` and not acknowledged yet."""
+
+    cmd_id: str
+    kind: str  # the command type: "dispatch" or "video_start"
+    incident_id: str
+    unit_id: str
+    devices: list[str]
+    raw: bytes
+    deadline: int
+    resends: int = 0
+
+
+@dataclass
+class AckWatch:
+    timeout_ms: int
+    max_resends: int
+    commands: dict[str, Outstanding] = field(default_factory=dict)
+
+    def add(self, cmd_id: str, kind: str, incident_id: str, unit_id: str, devices: list[str], raw: bytes,
+            now_ms: int) -> None:
+        self.commands[cmd_id] = Outstanding(cmd_id, kind, incident_id, unit_id, list(devices), raw,
+                                            now_ms + self.timeout_ms)
+
+    def discard(self, cmd_id: str | None) -> None:
+        if cmd_id is not None:
+            self.commands.pop(cmd_id, None)
+
+    def __contains__(self, cmd_id: object) -> bool:
+        return cmd_id in self.commands
+
+    def due(self, now_ms: int) -> tuple[list[Outstanding], list[Outstanding]]:
+        """Commands to re-send now (their deadline is moved on) and expired ones (dropped from the watch)."""
+        resend: list[Outstanding] = []
+        expired: list[Outstanding] = []
+        for c in list(self.commands.values()):
+            if c.deadline > now_ms:
+                continue
+            if c.resends < self.max_resends:
+                c.resends += 1
+                c.deadline = now_ms + self.timeout_ms
+                resend.append(c)
+            else:
+                del self.commands[c.cmd_id]
+                expired.append(c)
+        return resend, expired
+
+
+def dispatch_command(incident: Incident, cmd_id: str, ts: int) -> Command:
+    c = incident.created
+    assert c is not None
+    return Command(cmd_id, ts, "dispatch", {"incident": {
+        "id": incident.id, "category": c.category, "priority": c.priority, "lat": c.lat, "lon": c.lon,
+        "address": c.address, "summary": c.summary}})
+
+
+def camera_devices(live: LiveState, unit_id: str) -> list[str]:
+    """The unit's body cameras: live `kind` "bodycam", or (kind unknown) an id ending in "-cam"."""
+    unit = live.units.get(unit_id)
+    if unit is None:
+        return []
+    found = []
+    for device_id in unit.devices:
+        dev = live.devices.get(device_id)
+        kind = dev.kind if dev is not None else None
+        if kind == CAMERA_KIND or (kind is None and device_id.endswith("-cam")):
+            found.append(device_id)
+    return found
+
+
+def video_start_command(device_id: str, incident_id: str, base_url: str, now_ms: int, token_ttl_ms: int) -> Command:
+    """SPEC `video_start`: where to publish (WHIP) and a short-lived random token."""
+    return Command(new_cmd_id("v"), now_ms, "video_start", {
+        "whip_url": f"{base_url.rstrip('/')}/whip/{device_id}", "token": secrets.token_urlsafe(24),
+        "token_expires": now_ms + token_ttl_ms, "incident_id": incident_id})
+
+
+class AckFollowUp:
+    """The incident service's periodic ack check (re-send, escalate) and its video_start on arrival."""
+
+    def __init__(self, service: IncidentService) -> None:
+        self.service = service
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.check_acks()
+            except Exception:
+                log.exception("incident ack check failed")
+
+    async def check_acks(self) -> None:
+        """Re-send commands whose ack is overdue; escalate dispatches (or note video_starts) past their re-sends."""
+        svc = self.service
+        resend, expired = svc._watch.due(svc.clock())
+        for c in resend:
+            log.info("incident %s: no ack of %s %s from unit %s: re-sent (%d)", c.incident_id, c.kind, c.cmd_id,
+                     c.unit_id, c.resends)
+            svc._send(c.cmd_id, c.devices, c.raw)
+        for c in expired:
+            if c.kind == "dispatch":
+                await self.escalate(c)
+            else:
+                svc._video.pop(c.cmd_id, None)
+                await svc._try(c.incident_id, Noted(ts=svc.clock(), source="system", unit_id=c.unit_id,
+                                                    text=f"{c.kind} not acknowledged by {', '.join(c.devices)} "
+                                                         f"(cmd {c.cmd_id})"))
+
+    async def escalate(self, c: Outstanding) -> None:
+        """No ack after the re-sends: cancel the assignment and dispatch the next recommended unit."""
+        svc = self.service
+        svc._pending.pop(c.cmd_id, None)
+        held = svc._incidents.get(c.incident_id)
+        a = held[0].assignment(c.unit_id) if held is not None else None
+        if held is None or a is None or not a.active or a.cmd_id != c.cmd_id or "acknowledged" in a.marks:
+            return
+        created = held[0].created
+        assert created is not None
+        now = svc.clock()
+        svc._sync_recommender(now)
+        best = [r.unit_id for r in svc.recommender.recommend(created.lat, created.lon, now, count=2)
+                if r.unit_id != c.unit_id][:1]
+        to_unit = best[0] if best else None
+        waited = f"{svc.ack_timeout_s:g} s and {c.resends} re-send(s)"
+        events: list[Event] = [
+            Cancelled(ts=now, source="system", unit_id=c.unit_id, reason="no acknowledgment"),
+            Reassigned(ts=now, source="system", unit_id=c.unit_id, escalated=True, to_unit_id=to_unit,
+                       reason=f"no acknowledgment of dispatch {c.cmd_id} after {waited}")]
+        if to_unit is None:
+            events.append(Noted(ts=now, source="system", unit_id=c.unit_id,
+                                text=f"escalation: no available unit to take over from {c.unit_id}"))
+        try:
+            incident = await svc._commit(c.incident_id, events)
+        except (HubError, DomainError) as exc:
+            svc.refused += 1
+            log.info("incident %s: escalation from %s refused: %s", c.incident_id, c.unit_id, exc)
+            return
+        tracking = svc._tracking.get(c.unit_id)
+        if tracking is not None and tracking.incident_id == c.incident_id:
+            del svc._tracking[c.unit_id]
+        svc._follow_status(incident, c.unit_id)
+        svc._set_status(c.unit_id, "available")
+        svc._send(c.cmd_id, c.devices, encode_command(
+            Command(new_cmd_id("c"), now, "cancel", {"incident_id": c.incident_id, "dispatch_cmd_id": c.cmd_id})))
+        log.warning("incident %s: unit %s did not acknowledge; escalated to %s", c.incident_id, c.unit_id, to_unit)
+        if to_unit is not None:
+            try:
+                await svc.dispatch(c.incident_id, [to_unit], source="system")
+            except HubError as exc:
+                await svc._try(c.incident_id, Noted(ts=svc.clock(), source="system", unit_id=to_unit,
+                                                    text=f"escalation: dispatch of {to_unit} failed: {exc}"))
+
+    async def video_start(self, incident_id: str, unit_id: str) -> None:
+        """On arrival: the unit's body cameras get `video_start` (SPEC 2); the command and its ack are noted."""
+        svc = self.service
+        for device_id in camera_devices(svc.live, unit_id):
+            now = svc.clock()
+            command = video_start_command(device_id, incident_id, svc.public_base_url, now, svc.video_token_ttl_ms)
+            raw = encode_command(command)
+            svc._video[command.cmd_id] = (incident_id, unit_id, device_id)
+            svc._watch.add(command.cmd_id, "video_start", incident_id, unit_id, [device_id], raw, now)
+            await svc._try(incident_id, Noted(ts=now, source="system", unit_id=unit_id,
+                                              text=f"video_start sent to {device_id} (cmd {command.cmd_id})"))
+            svc._send(command.cmd_id, [device_id], raw)
