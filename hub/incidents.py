@@ -43,7 +43,7 @@ from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
 from hub.errors import HubError
 from hub.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
 from hub.feed import LiveFeed
-from hub.live import LiveState
+from hub.live import LiveState, UnitLive
 from hub.pipeline import Message
 from hub.storage.incidents import IncidentStore, summary_of
 
@@ -113,6 +113,11 @@ class IncidentService:
         self.video_token_ttl_ms = int(video_token_ttl_s * 1000)
         self._video: dict[str, tuple[str, str, str]] = {}  # video_start cmd_id -> (incident_id, unit_id, device)
         self.follow_up = AckFollowUp(self)
+        # The recommender is kept in sync incrementally (see `_sync_recommender`): the UnitLive object and status
+        # each unit was last synced from, units whose online flag may have changed, units synced as offline.
+        self._synced: dict[str, tuple[UnitLive, str]] = {}
+        self._resync: set[str] = set()
+        self._synced_offline: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -312,10 +317,14 @@ class IncidentService:
                     self._queue.put_nowait(("ack", (m.device_id, m.event)))
                 elif m.event.type == "contact":
                     self._queue.put_nowait(("contact", (m.device_id, m.event)))
-            if m.fixes:
+            if m.fixes or m.status is not None:
                 dev = self.live.devices.get(m.device_id)
                 unit_id = dev.unit_id if dev is not None else None
                 if unit_id is None:
+                    return
+                if m.status is not None or unit_id in self._synced_offline:
+                    self._resync.add(unit_id)  # its online flag may have changed
+                if not m.fixes:
                     return
                 if unit_id in self.recommender:
                     self.recommender.move_unit(unit_id, max(m.fixes, key=lambda f: f.ts))
@@ -458,15 +467,40 @@ class IncidentService:
             self.recommender.set_status(unit_id, status)
 
     def _sync_recommender(self, now: int) -> None:
-        """Bring units registered or changed since the last call into the recommender."""
-        live = self.live
+        """Bring units registered, re-registered or changed since the last call into the recommender.
+
+        Incremental: a pass over the registry compares object identity and status only (cheap; a
+        re-registration makes a new UnitLive); fixes reach the recommender from `on_message`; the online check runs
+        only for units that got a status message or a fix while synced as offline. Online turns false by
+        time alone only when no device has a fix younger than ``stale_after_ms``, and a unit is only
+        recommended with a fix younger than ``max_fix_age_ms`` (60 s), so with ``stale_after_ms`` at least
+        that, a flag left stale this way cannot make a unit wrongly eligible; below it, every unit is
+        re-checked each call.
+        """
+        live, synced, resync = self.live, self._synced, self._resync
+        full = live.stale_after_ms < 60_000
         for unit_id, unit in live.units.items():
-            known = self.recommender.get(unit_id)
-            online = live.unit_online(unit, now)
-            caps = frozenset(unit.capabilities)
-            if known is None or known.kind != unit.kind or known.capabilities != caps:
-                self.recommender.update_unit(Candidate(unit_id, unit.kind, caps, unit.status, online, unit.fix))
-            else:
-                self.recommender.set_status(unit_id, unit.status, online=online)
-                if unit.fix is not None:
-                    self.recommender.move_unit(unit_id, unit.fix)
+            seen = synced.get(unit_id)
+            if full or seen is None or seen[0] is not unit or seen[1] != unit.status:
+                resync.add(unit_id)
+        self._resync = set()
+        for unit_id in resync:
+            changed = live.units.get(unit_id)
+            if changed is not None:
+                self._sync_unit(unit_id, changed, now)
+
+    def _sync_unit(self, unit_id: str, unit: UnitLive, now: int) -> None:
+        online = self.live.unit_online(unit, now)
+        caps = frozenset(unit.capabilities)
+        seen = self._synced.get(unit_id)
+        if unit_id not in self.recommender or seen is None or seen[0] is not unit:  # kind, capabilities, devices
+            self.recommender.update_unit(Candidate(unit_id, unit.kind, caps, unit.status, online, unit.fix))
+        else:
+            self.recommender.set_status(unit_id, unit.status, online=online)
+            if unit.fix is not None:
+                self.recommender.move_unit(unit_id, unit.fix)
+        self._synced[unit_id] = (unit, unit.status)
+        if online:
+            self._synced_offline.discard(unit_id)
+        else:
+            self._synced_offline.add(unit_id)
