@@ -7,6 +7,7 @@ and it keeps the code free of iterative ellipsoid formulas.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Final
 
 __all__ = ["EARTH_RADIUS_M", "bearing_deg", "haversine_m", "offset", "segment_distance_m"]
@@ -62,3 +63,16 @@ def segment_distance_m(
     t = 0.0 if length_sq == 0.0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length_sq))
     fx, fy = ax + t * dx, ay + t * dy
     return math.hypot(fx, fy), t * math.sqrt(length_sq)
+
+
+def grid_ring(ci: int, cj: int, r: int) -> Iterator[tuple[int, int]]:
+    """The cells of a square grid at Chebyshev distance exactly ``r`` from ``(ci, cj)`` (for bucket indexes)."""
+    if r == 0:
+        yield ci, cj
+        return
+    for d in range(-r, r + 1):
+        yield ci + d, cj - r
+        yield ci + d, cj + r
+    for d in range(-r + 1, r):
+        yield ci - r, cj + d
+        yield ci + r, cj + d

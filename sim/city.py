@@ -13,11 +13,11 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from devices.geo import EARTH_RADIUS_M, haversine_m, offset
+from devices.geo import EARTH_RADIUS_M, grid_ring, haversine_m, offset
 
 __all__ = ["CENTRE", "City", "Edge", "RoadKind", "RoadPoint", "build_city"]
 
@@ -90,7 +90,7 @@ class _BucketIndex:
             return best, distance(best)
         best_item, best_d = -1, math.inf
         for r in range(reach + 1):
-            for cell in _ring(ci, cj, r):
+            for cell in grid_ring(ci, cj, r):
                 for item in self.cells.get(cell, ()):
                     d = distance(item)
                     if d < best_d:
@@ -101,16 +101,6 @@ class _BucketIndex:
         return best_item, best_d
 
 
-def _ring(ci: int, cj: int, r: int) -> Iterator[tuple[int, int]]:
-    if r == 0:
-        yield ci, cj
-        return
-    for d in range(-r, r + 1):
-        yield ci + d, cj - r
-        yield ci + d, cj + r
-    for d in range(-r + 1, r):
-        yield ci - r, cj + d
-        yield ci + r, cj + d
 
 
 class City:

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from devices.geo import EARTH_RADIUS_M, haversine_m
+from devices.geo import EARTH_RADIUS_M, grid_ring, haversine_m
 
 __all__ = ["DEFAULT_CELL_M", "Neighbour", "SpatialIndex"]
 
@@ -190,7 +190,7 @@ class SpatialIndex:
                     if max(abs(i - ci), abs(j - cj)) >= a:
                         self._push_cell(heap, lat, lon, cos_q, i, j, limit)
             else:
-                for i, j in _ring(ci, cj, a):
+                for i, j in grid_ring(ci, cj, a):
                     if (i, j) in self._cells:
                         self._push_cell(heap, lat, lon, cos_q, i, j, limit)
                 self._push_ring(heap, lat, lon, cos_q, ci, cj, a + 1, limit)
@@ -247,11 +247,3 @@ class SpatialIndex:
         return min(_sin2_half(min(gap, 180.0)), _sin2_half(180.0 + abs(lon)))
 
 
-def _ring(ci: int, cj: int, r: int) -> Iterator[Cell]:
-    """The cells at Chebyshev distance exactly ``r`` from ``(ci, cj)``."""
-    for d in range(-r, r + 1):
-        yield ci + d, cj - r
-        yield ci + d, cj + r
-    for d in range(-r + 1, r):
-        yield ci - r, cj + d
-        yield ci + r, cj + d
