@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,8 +45,10 @@ class Settings(BaseSettings):
     stale_after_s: float = 120.0
     live_client_queue: int = 32
 
-    # The base map (and road-network ETA later) is the simulated city of this seed.
+    # The base map, and the road network for dispatch ETAs, is the simulated city of this seed.
     city_seed: int = 7
+    # "city": recommend units by road-network ETA on that city's graph; "none": straight-line ETA.
+    road_graph: Literal["city", "none"] = "city"
 
     # Incidents: a command not acknowledged within ack_timeout_s is re-sent (same cmd_id) up to
     # ack_resends times, then escalated (a dispatch goes to the next recommended unit).
@@ -56,6 +59,15 @@ class Settings(BaseSettings):
     # Base of the WHIP URL sent in video_start (f"{public_base_url}/whip/{device_id}") and its token's lifetime.
     public_base_url: str = "http://127.0.0.1:8000"
     video_token_ttl_s: float = 300.0
+
+    # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
+    # hub/incident_config.py); unset: the built-in ones.
+    incident_config: Path | None = None
+    # An `sos` event raises an alert and (True) a priority-1 incident at the device's position.
+    sos_incident: bool = True
+    # The 12345 government hotline's hand-over webhook for diverted (non-police) incidents.
+    hotline_url: str | None = None
+    hotline_token: str | None = None
 
     rejects_raw_bytes: int = 1024
     # Ingest allocates many short-lived objects; the default first-generation

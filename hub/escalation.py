@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devices.payloads import Command, encode_command
+from devices.tasks import cancel_and_wait
 from hub.domain.errors import DomainError
-from hub.domain.events import Cancelled, Event, Noted, Reassigned
+from hub.domain.events import Noted
 from hub.domain.incident import Incident
 from hub.errors import HubError
 from hub.live import LiveState
@@ -120,6 +121,14 @@ class AckFollowUp:
 
     def __init__(self, service: IncidentService) -> None:
         self.service = service
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, interval_s: float) -> None:
+        self._task = asyncio.create_task(self.run(interval_s), name="incident-ack-check")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self, interval_s: float) -> None:
         while True:
@@ -136,15 +145,15 @@ class AckFollowUp:
         for c in resend:
             log.info("incident %s: no ack of %s %s from unit %s: re-sent (%d)", c.incident_id, c.kind, c.cmd_id,
                      c.unit_id, c.resends)
-            svc._send(c.cmd_id, c.devices, c.raw)
+            svc.send(c.cmd_id, c.devices, c.raw)
         for c in expired:
             if c.kind == "dispatch":
                 await self.escalate(c)
             else:
                 svc._video.pop(c.cmd_id, None)
-                await svc._try(c.incident_id, Noted(ts=svc.clock(), source="system", unit_id=c.unit_id,
-                                                    text=f"{c.kind} not acknowledged by {', '.join(c.devices)} "
-                                                         f"(cmd {c.cmd_id})"))
+                await svc.record(c.incident_id, Noted(ts=svc.clock(), source="system", unit_id=c.unit_id,
+                                                      text=f"{c.kind} not acknowledged by {', '.join(c.devices)} "
+                                                           f"(cmd {c.cmd_id})"))
 
     async def escalate(self, c: Outstanding) -> None:
         """No ack after the re-sends: cancel the assignment and dispatch the next recommended unit."""
@@ -154,41 +163,21 @@ class AckFollowUp:
         a = held[0].assignment(c.unit_id) if held is not None else None
         if held is None or a is None or not a.active or a.cmd_id != c.cmd_id or "acknowledged" in a.marks:
             return
-        created = held[0].created
-        assert created is not None
-        now = svc.clock()
-        svc._sync_recommender(now)
-        best = [r.unit_id for r in svc.recommender.recommend(created.lat, created.lon, now, count=2)
-                if r.unit_id != c.unit_id][:1]
-        to_unit = best[0] if best else None
         waited = f"{svc.ack_timeout_s:g} s and {c.resends} re-send(s)"
-        events: list[Event] = [
-            Cancelled(ts=now, source="system", unit_id=c.unit_id, reason="no acknowledgment"),
-            Reassigned(ts=now, source="system", unit_id=c.unit_id, escalated=True, to_unit_id=to_unit,
-                       reason=f"no acknowledgment of dispatch {c.cmd_id} after {waited}")]
-        if to_unit is None:
-            events.append(Noted(ts=now, source="system", unit_id=c.unit_id,
-                                text=f"escalation: no available unit to take over from {c.unit_id}"))
         try:
-            incident = await svc._commit(c.incident_id, events)
+            view = await svc.reassign(c.incident_id, c.unit_id, None,
+                                      f"no acknowledgment of dispatch {c.cmd_id} after {waited}",
+                                      source="system", escalated=True)
         except (HubError, DomainError) as exc:
             svc.refused += 1
             log.info("incident %s: escalation from %s refused: %s", c.incident_id, c.unit_id, exc)
             return
-        tracking = svc._tracking.get(c.unit_id)
-        if tracking is not None and tracking.incident_id == c.incident_id:
-            del svc._tracking[c.unit_id]
-        svc._follow_status(incident, c.unit_id)
-        svc._set_status(c.unit_id, "available")
-        svc._send(c.cmd_id, c.devices, encode_command(
-            Command(new_cmd_id("c"), now, "cancel", {"incident_id": c.incident_id, "dispatch_cmd_id": c.cmd_id})))
+        to_unit = next((e["to_unit_id"] for e in reversed(view["log"]) if e["type"] == "reassigned"), None)
+        svc.alerts.raise_alert("unacknowledged", svc.clock(),
+                               f"unit {c.unit_id} did not acknowledge incident {c.incident_id}; "
+                               + (f"escalated to {to_unit}" if to_unit else "no unit available to take over"),
+                               unit_id=c.unit_id, incident_id=c.incident_id, to_unit_id=to_unit)
         log.warning("incident %s: unit %s did not acknowledge; escalated to %s", c.incident_id, c.unit_id, to_unit)
-        if to_unit is not None:
-            try:
-                await svc.dispatch(c.incident_id, [to_unit], source="system")
-            except HubError as exc:
-                await svc._try(c.incident_id, Noted(ts=svc.clock(), source="system", unit_id=to_unit,
-                                                    text=f"escalation: dispatch of {to_unit} failed: {exc}"))
 
     async def video_start(self, incident_id: str, unit_id: str) -> None:
         """On arrival: the unit's body cameras get `video_start` (SPEC 2); the command and its ack are noted."""
@@ -199,6 +188,6 @@ class AckFollowUp:
             raw = encode_command(command)
             svc._video[command.cmd_id] = (incident_id, unit_id, device_id)
             svc._watch.add(command.cmd_id, "video_start", incident_id, unit_id, [device_id], raw, now)
-            await svc._try(incident_id, Noted(ts=now, source="system", unit_id=unit_id,
-                                              text=f"video_start sent to {device_id} (cmd {command.cmd_id})"))
-            svc._send(command.cmd_id, [device_id], raw)
+            await svc.record(incident_id, Noted(ts=now, source="system", unit_id=unit_id,
+                                                text=f"video_start sent to {device_id} (cmd {command.cmd_id})"))
+            svc.send(command.cmd_id, [device_id], raw)

@@ -10,12 +10,12 @@ others back: its queue is cleared and it gets a fresh snapshot instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from devices.payloads import encode_json
+from devices.tasks import cancel_and_wait
 from hub.live import LiveState
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class LiveFeed:
         self.frames = 0
         self.bytes_sent = 0
         self._extra: list[dict[str, Any]] = []
+        # Other parts of the snapshot (open incidents, recent alerts): each returns {key: value} to merge in.
+        self.snapshot_parts: list[Callable[[int], dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -50,14 +52,14 @@ class LiveFeed:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def snapshot_frame(self) -> bytes:
         now = self.clock()
-        return encode_json({"type": "snapshot", "ts": now, "units": self.live.snapshot(now)})
+        frame: dict[str, Any] = {"type": "snapshot", "ts": now, "units": self.live.snapshot(now)}
+        for part in self.snapshot_parts:
+            frame.update(part(now))
+        return encode_json(frame)
 
     def subscribe(self) -> FeedClient:
         client = FeedClient(self.client_queue)

@@ -82,6 +82,36 @@ class HubCollector(Collector):
         for stage, seconds in pipe.stage_seconds.items():
             stages.add_metric([stage], seconds)
         yield stages
+        if hub.incidents is not None:
+            yield from _incident_metrics(hub)
+
+
+def _incident_metrics(hub: Hub) -> Iterator[Metric]:
+    svc = hub.incidents
+    assert svc is not None
+    yield GaugeMetricFamily("fieldhub_incidents_open", "Open incidents held by the service",
+                            value=sum(1 for _ in svc.open_incidents()))
+    yield CounterMetricFamily("fieldhub_incident_events_refused",
+                              "Device/detector events the incident state machine refused", value=svc.refused)
+    yield GaugeMetricFamily("fieldhub_response_queue_depth", "Dispatch-related messages waiting",
+                            value=svc.tracker.backlog)
+    yield CounterMetricFamily("fieldhub_response_queue_dropped", "Dispatch-related messages lost to a full queue",
+                              value=svc.tracker.dropped)
+    alerts = CounterMetricFamily("fieldhub_alerts", "Alerts raised", labels=["kind"])
+    for kind, count in sorted(svc.alerts.counts.items()):
+        alerts.add_metric([kind], count)
+    yield alerts
+    if svc.hotline is not None:
+        hl = svc.hotline
+        yield CounterMetricFamily("fieldhub_hotline_accepted", "Hand-overs the 12345 hotline accepted",
+                                  value=hl.accepted)
+        yield CounterMetricFamily("fieldhub_hotline_attempts", "Hand-over POSTs made", value=hl.attempts)
+        failures = CounterMetricFamily("fieldhub_hotline_failures", "Failed hand-over attempts", labels=["reason"])
+        for reason, count in sorted(hl.failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
+        yield GaugeMetricFamily("fieldhub_hotline_pending", "Diverted incidents not handed over yet",
+                                value=len(hl.pending))
 
 
 def render(registry: CollectorRegistry) -> bytes:

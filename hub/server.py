@@ -10,7 +10,6 @@ the embedded services.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -20,12 +19,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from devices.clock import now_ms
+from devices.tasks import cancel_and_wait
 from hub import auth
 from hub.bridge import MqttBridge
 from hub.config import Settings
+from hub.domain.dispatch import Recommender
 from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
 from hub.errors import StorageUnavailable
 from hub.feed import LiveFeed
+from hub.hotline import HotlineHandOver
+from hub.incident_config import load_incident_config
 from hub.incidents import IncidentService
 from hub.live import LiveState
 from hub.metrics import HubCollector
@@ -33,6 +36,7 @@ from hub.pipeline import Pipeline
 from hub.storage import Database
 from hub.storage.incidents import IncidentStore
 from hub.writer import BatchWriter
+from sim.city import City, build_city
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class Hub:
         self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._base_map: dict[str, Any] | None = None
+        self._city: City | None = None
         self.bootstrap_secret: str | None = None
         self.incidents: IncidentService | None = None
 
@@ -72,6 +77,7 @@ class Hub:
     async def _start(self) -> None:
         s = self.settings
         stack = self._stack
+        config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
             self.database_url = await asyncio.to_thread(pg.start)
@@ -104,13 +110,19 @@ class Hub:
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol))
         bridge = self.bridge
+        # Without a URL the hand-overs of diverted incidents wait, visible as `not_configured`.
+        hotline = await stack.enter_async_context(HotlineHandOver(
+            s.hotline_url, token=s.hotline_token, on_accepted=self._handed_over, clock=now_ms))
         self.incidents = IncidentService(IncidentStore(self.db), self.live, self.feed,
                                          lambda topic, payload: bridge.publish(topic, payload, qos=1), now_ms,
+                                         policies=config.policies, rules=config.rules, categories=config.categories,
+                                         recommender=Recommender(self.city() if s.road_graph == "city" else None),
                                          ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends,
                                          auto_dispatch_priority=s.auto_dispatch_priority,
-                                         public_base_url=s.public_base_url, video_token_ttl_s=s.video_token_ttl_s)
+                                         public_base_url=s.public_base_url, video_token_ttl_s=s.video_token_ttl_s,
+                                         sos_incident=s.sos_incident, hotline=hotline)
         await self.incidents.start()
-        self.pipeline.listeners.append(self.incidents.on_message)
+        self.pipeline.listeners.append(self.incidents.tracker.on_message)
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)
@@ -128,16 +140,17 @@ class Hub:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
+    async def _handed_over(self, incident_id: str, accepted_at: int, ref: str) -> None:
+        if self.incidents is None:
+            raise RuntimeError("the incident service is not running yet")
+        await self.incidents.handed_over(incident_id, accepted_at, ref)
+
     async def _stop_incidents(self) -> None:
         if self.incidents is not None:
             await self.incidents.stop()
 
     async def _cancel_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     async def _maintain(self) -> None:
         while True:
@@ -200,11 +213,15 @@ class Hub:
         self._tokens[digest] = (now, row)
         return row
 
+    def city(self) -> City:
+        """The simulated city of `city_seed`: the base map and the road graph for dispatch ETAs."""
+        if self._city is None:
+            self._city = build_city(seed=self.settings.city_seed)
+        return self._city
+
     def base_map(self) -> dict[str, Any]:
         if self._base_map is None:
-            from sim.city import build_city
-
-            self._base_map = build_city(seed=self.settings.city_seed).to_geojson()
+            self._base_map = self.city().to_geojson()
         return self._base_map
 
 

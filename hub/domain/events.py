@@ -16,11 +16,14 @@ from typing import Any, ClassVar, Self, TypeAlias
 from hub.domain.errors import InvalidEvent
 
 __all__ = [
-    "EVENT_TYPES", "SOURCES", "Acknowledged", "Arrived", "Cancelled", "Cleared", "Closed", "Contacted", "Created",
+    "DEFAULT_RADIUS_M", "EVENT_TYPES", "MAX_RADIUS_M", "MIN_RADIUS_M", "SOURCES", "Acknowledged", "Arrived",
+    "Cancelled", "Cleared", "Closed", "Contacted", "Created",
     "Departed", "Dispatched", "Diverted", "Event", "HandedOver", "Noted", "Reassigned", "Supported",
     "event_from_dict",
 ]
 
+DEFAULT_RADIUS_M = 100.0  # SPEC 4: the default arrival zone
+MIN_RADIUS_M, MAX_RADIUS_M = 10.0, 5000.0
 SOURCES = ("device", "geofence", "motion", "manual", "api", "system")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -94,6 +97,7 @@ class Created(_Event):
     summary: str = ""
     received_at: int | None = None
     policy: str | None = None  # the resolved policy name (explicit or by rule), so replay never re-selects
+    arrival_radius_m: float | None = None  # the arrival zone as resolved at creation (None: the 100 m default)
 
     def _validate(self) -> None:
         if not self.category:
@@ -106,6 +110,9 @@ class Created(_Event):
             raise InvalidEvent(f"created: received_at {self.received_at} must not be after creation at {self.ts}")
         if self.policy == "":
             raise InvalidEvent("created: policy must be a name or null")
+        if self.arrival_radius_m is not None and not MIN_RADIUS_M <= self.arrival_radius_m <= MAX_RADIUS_M:
+            raise InvalidEvent(f"created: arrival_radius_m must be {MIN_RADIUS_M:g}..{MAX_RADIUS_M:g} m, "
+                               f"got {self.arrival_radius_m}")
 
 
 @dataclass(frozen=True, kw_only=True)

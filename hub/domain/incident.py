@@ -19,6 +19,7 @@ from typing import Any
 
 from hub.domain.errors import IllegalTransition
 from hub.domain.events import (
+    DEFAULT_RADIUS_M,
     Acknowledged,
     Arrived,
     Cancelled,
@@ -135,6 +136,11 @@ class Incident:
     def received(self) -> int:
         c = self._require_created()
         return c.ts if c.received_at is None else c.received_at
+
+    @property
+    def arrival_radius_m(self) -> float:
+        c = self._require_created()
+        return DEFAULT_RADIUS_M if c.arrival_radius_m is None else c.arrival_radius_m
 
     def assignment(self, unit_id: str) -> Assignment | None:
         """The unit's latest assignment on this incident (a unit may be re-dispatched after a cancel)."""
@@ -284,6 +290,7 @@ class Incident:
             "summary": c.summary,
             "status": self.status,
             "policy": c.policy,
+            "arrival_radius_m": self.arrival_radius_m,
             "received_at": self.received,
             "created_at": c.ts,
             "closed_at": None if self.closed is None else self.closed.ts,

@@ -57,7 +57,7 @@ async def test_unacknowledged_dispatch_is_resent_then_escalated_to_the_next_unit
         assert mute["acknowledged"] is None
         assert second["unit_id"] == "BACKUP" and second["status"] == "acknowledged"
         [cancelled] = log_of(view, "cancelled")
-        assert cancelled["unit_id"] == "MUTE" and cancelled["reason"] == "no acknowledgment"
+        assert cancelled["unit_id"] == "MUTE" and cancelled["reason"].startswith("no acknowledgment of dispatch")
         [reassigned] = log_of(view, "reassigned")
         assert reassigned["unit_id"] == "MUTE" and reassigned["to_unit_id"] == "BACKUP" and reassigned["escalated"]
         assert "no acknowledgment" in reassigned["reason"]
@@ -80,7 +80,7 @@ async def test_unacknowledged_dispatch_is_resent_then_escalated_to_the_next_unit
             return [n["text"] for n in log_of(view, "note")]
 
         notes = await wait_for(noted, timeout=15)
-        assert notes == ["escalation: no available unit to take over from MUTE"]
+        assert notes == ["no available unit to take over from MUTE"]
         view = await incident(hub, other)
         assert log_of(view, "reassigned")[0]["to_unit_id"] is None
         assert [a["status"] for a in view["assignments"]] == ["cancelled"]

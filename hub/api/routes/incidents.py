@@ -29,6 +29,10 @@ class IncidentIn(BaseModel):
     summary: str = Field(default="", max_length=4000)
     received_at: int | None = Field(default=None, ge=0, le=MAX_TS)
     policy: str | None = Field(default=None, min_length=1, max_length=64)
+    # Overrides the arrival zone radius the category rules give (SPEC default 100 m).
+    arrival_radius_m: float | None = Field(default=None, ge=10, le=5000, allow_inf_nan=False)
+    # True: divert to the 12345 hotline at once; False: never by rule; null: by the category rules.
+    divert: bool | None = None
 
 
 class DispatchIn(BaseModel):
@@ -54,6 +58,21 @@ class EventIn(BaseModel):
         if self.type == "note" and not self.text:
             raise ValueError("a note needs a text")
         return self
+
+
+class CancelIn(BaseModel):
+    unit_id: str = Field(pattern=ID)
+    reason: str = Field(default="cancelled by the dispatcher", min_length=1, max_length=500)
+
+
+class ReassignIn(BaseModel):
+    from_unit_id: str = Field(pattern=ID)
+    to_unit_id: str | None = Field(default=None, pattern=ID)  # null: the best available unit
+    reason: str = Field(default="reassigned by the dispatcher", min_length=1, max_length=500)
+
+
+class DivertIn(BaseModel):
+    reason: str = Field(default="non-emergency/non-police (dispatcher)", min_length=1, max_length=500)
 
 
 class CloseIn(BaseModel):
@@ -116,6 +135,43 @@ async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: 
         raise _api_error(exc) from exc
 
 
+@router.get("/api/v1/incidents/{incident_id}/recommendations")
+async def recommendations(incident_id: IncidentId, hub: HubDep, who: Reader,
+                          count: Annotated[int, Query(ge=1, le=20)] = 3) -> dict[str, Any]:
+    """The available units that would reach the incident first, with their ETA (nothing is dispatched)."""
+    try:
+        return await _service(hub).recommendations(incident_id, count)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/cancel")
+async def cancel(incident_id: IncidentId, body: CancelIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    """Withdraw one unit from the incident; the incident stays open."""
+    try:
+        return await _service(hub).cancel(incident_id, body.unit_id, body.reason)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/reassign")
+async def reassign(incident_id: IncidentId, body: ReassignIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+    try:
+        return await _service(hub).reassign(incident_id, body.from_unit_id, body.to_unit_id, body.reason)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.post("/api/v1/incidents/{incident_id}/divert")
+async def divert(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: DivertIn | None = None
+                 ) -> dict[str, Any]:
+    """Non-emergency/non-police (双非): hand the incident to the 12345 hotline."""
+    try:
+        return await _service(hub).divert(incident_id, body.reason if body else DivertIn().reason)
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
 @router.post("/api/v1/incidents/{incident_id}/events")
 async def add_event(incident_id: IncidentId, body: EventIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
     if body.ts is not None and body.ts > now_ms() + 60_000:
@@ -132,6 +188,21 @@ async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: Clo
         return await _service(hub).close(incident_id, body.reason if body else "")
     except IncidentError as exc:
         raise _api_error(exc) from exc
+
+
+@router.get("/api/v1/alerts")
+async def alerts(hub: HubDep, who: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    """Recent alerts (SOS, unacknowledged dispatches), newest first."""
+    return {"alerts": _service(hub).alerts.list(limit)}
+
+
+@router.get("/api/v1/handovers")
+async def handovers(hub: HubDep, who: Reader) -> dict[str, Any]:
+    """The 12345 hand-overs of diverted incidents not accepted yet, with their attempts and last error."""
+    hotline = _service(hub).hotline
+    if hotline is None:
+        raise ApiError(503, "unavailable", "the 12345 hand-over is not running")
+    return hotline.snapshot()
 
 
 @router.get("/api/v1/reports/response-times")

@@ -1,0 +1,99 @@
+"""Alerts for the command centre: SOS buttons, unacknowledged dispatches, escalations.
+
+An alert goes out on `/api/v1/live` at once (`{"type": "alert", "alert": {...}}`), is part of
+every snapshot while recent, and is listed by `GET /api/v1/alerts`. An `sos` event (SPEC 2) from
+a device raises an alert and, by policy (`sos_incident`), an incident at the device's position:
+priority 1 with category `sos`, so it is measured against `rapid_12358` and auto-dispatched to
+the nearest available unit other than the one in trouble (backup). A second SOS from the same
+unit while its SOS incident is open adds a note to that incident instead of a new one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from hub.domain.events import Noted
+
+if TYPE_CHECKING:
+    from hub.incidents import IncidentService
+
+__all__ = ["Alerts"]
+
+log = logging.getLogger(__name__)
+
+KEEP = 500  # alerts kept for the API
+IN_SNAPSHOT = 100  # of which the newest go into a live snapshot
+
+
+def _coordinate(data: dict[str, Any], key: str, limit: float) -> float | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value) if -limit <= value <= limit else None
+
+
+class Alerts:
+    def __init__(self, service: IncidentService, *, sos_incident: bool = True, sos_category: str = "sos",
+                 sos_priority: int = 1) -> None:
+        self.svc = service
+        self.sos_incident = sos_incident
+        self.sos_category = sos_category
+        self.sos_priority = sos_priority
+        self.recent: deque[dict[str, Any]] = deque(maxlen=KEEP)
+        self.counts: Counter[str] = Counter()
+        self._sos_incidents: dict[str, str] = {}  # unit_id -> its open SOS incident
+        self._ids = itertools.count(1)
+
+    def raise_alert(self, kind: str, ts: int, text: str, **about: Any) -> dict[str, Any]:
+        """Record and broadcast one alert; `about` names what it concerns (unit_id, incident_id, lat, ...)."""
+        alert = {"id": f"A{self.svc.clock()}-{next(self._ids)}", "kind": kind, "ts": ts, "text": text,
+                 **{k: v for k, v in about.items() if v is not None}}
+        self.recent.append(alert)
+        self.counts[kind] += 1
+        self.svc.feed.post({"type": "alert", "alert": alert})
+        return alert
+
+    def snapshot_part(self, now_ms: int) -> dict[str, Any]:
+        return {"alerts": list(self.recent)[-IN_SNAPSHOT:]}
+
+    def list(self, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(itertools.islice(reversed(self.recent), limit))
+
+    async def sos(self, device_id: str, event: Any) -> None:
+        svc = self.svc
+        dev = svc.live.devices.get(device_id)
+        unit_id = dev.unit_id if dev is not None else None
+        lat, lon = _coordinate(event.data, "lat", 90), _coordinate(event.data, "lon", 180)
+        if lat is None or lon is None:
+            fix = dev.fix if dev is not None else None
+            unit = svc.live.units.get(unit_id) if unit_id else None
+            fix = fix or (unit.fix if unit is not None else None)
+            lat, lon = (fix.lat, fix.lon) if fix is not None else (None, None)
+        who = f"{device_id}" + (f" ({unit_id})" if unit_id else "")
+        open_sos = self._sos_incidents.get(unit_id or device_id)
+        if open_sos is not None and svc.is_open(open_sos):
+            self.raise_alert("sos", event.ts, f"SOS again from {who}", device_id=device_id, unit_id=unit_id,
+                             incident_id=open_sos, lat=lat, lon=lon)
+            await svc.record(open_sos, Noted(ts=svc.clock(), source="device", unit_id=None,
+                                             text=f"SOS pressed again on {who} at {event.ts}"))
+            return
+        alert = self.raise_alert("sos", event.ts, f"SOS from {who}", device_id=device_id, unit_id=unit_id,
+                                 lat=lat, lon=lon)
+        if not self.sos_incident:
+            return
+        if lat is None or lon is None:
+            log.warning("SOS from %s: no position known, so no incident was created (alert %s)", who, alert["id"])
+            return
+        now = svc.clock()
+        body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
+                "summary": f"SOS emergency button on {who}", "address": "",
+                "received_at": event.ts if 0 <= event.ts <= now else None}
+        view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
+        self._sos_incidents[unit_id or device_id] = view["id"]
+        alert["incident_id"] = view["id"]
+        log.warning("SOS from %s: incident %s", who, view["id"])

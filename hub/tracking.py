@@ -1,0 +1,167 @@
+"""Following dispatched units: the ingest listener, the detectors, and the worker that records milestones.
+
+The listener runs inside the pipeline's synchronous stage, so it only looks up whether a message
+concerns a response (an ack of a pending command, a contact, an SOS, fixes of a tracked unit) and
+queues it; one worker task turns the queue into incident events through the incident service.
+Detectors run on device time (SPEC 1), so a store-and-forward batch that arrives late gives the
+same milestones as live data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devices.payloads import Fix
+from devices.tasks import cancel_and_wait
+from hub.domain.arrival import ArrivalDetector
+from hub.domain.departure import DepartureDetector
+from hub.domain.events import Arrived, Contacted, Departed
+from hub.pipeline import Message
+
+if TYPE_CHECKING:
+    from hub.incidents import IncidentService
+
+__all__ = ["QUEUE_LIMIT", "ResponseTracker", "Tracking"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 100_000
+CATCH_UP_ROWS = 200_000
+
+
+@dataclass
+class Tracking:
+    """Detectors following one dispatched unit towards one incident."""
+
+    incident_id: str
+    since: int  # dispatch time
+    departure: DepartureDetector
+    arrival: ArrivalDetector
+
+
+class ResponseTracker:
+    def __init__(self, service: IncidentService) -> None:
+        self.svc = service
+        self.units: dict[str, Tracking] = {}  # unit_id -> its detectors, while it responds
+        self.dropped = 0  # messages lost to a full queue (logged and counted, never silent)
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name="response-tracker")
+
+    async def stop(self) -> None:
+        """Process what the listener queued (the pipeline has drained before), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 10)
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    # ------------------------------------------------------------- tracking
+    def track(self, unit_id: str, incident_id: str, since: int, origin: Fix | None, lat: float, lon: float,
+              radius_m: float) -> None:
+        """Follow the unit from its dispatch at `since`; `origin` is where it was then (None: not known)."""
+        self.units[unit_id] = Tracking(
+            incident_id, since,
+            DepartureDetector(origin.lat if origin else None, origin.lon if origin else None, since),
+            ArrivalDetector(lat, lon, radius_m, since_ms=since))
+
+    def untrack(self, unit_id: str, incident_id: str) -> None:
+        t = self.units.get(unit_id)
+        if t is not None and t.incident_id == incident_id:
+            del self.units[unit_id]
+
+    def busy_with(self, unit_id: str) -> str | None:
+        t = self.units.get(unit_id)
+        return t.incident_id if t is not None else None
+
+    async def catch_up(self) -> None:
+        """Feed every tracked unit the fixes stored since its dispatch (the hub was down meanwhile)."""
+        for unit_id, tracking in list(self.units.items()):
+            unit = self.svc.live.units.get(unit_id)
+            if unit is None or not unit.devices:
+                continue
+            rows = await self.svc.store.db.track(unit.devices, tracking.since, self.svc.clock() + 60_000,
+                                                 CATCH_UP_ROWS)
+            fixes = [Fix(ts=r["ts"], lat=r["lat"], lon=r["lon"], acc=r["acc"], speed=r["speed"],
+                         heading=r["heading"]) for r in rows]
+            if fixes:
+                await self._detect(unit_id, fixes)
+
+    # ------------------------------------------------------------- listener
+    def on_message(self, m: Message) -> None:
+        """Pipeline listener: cheap look-ups only; the work goes to the queue."""
+        svc = self.svc
+        try:
+            if m.event is not None:
+                kind = m.event.type
+                if kind == "ack" and svc.awaits_ack(m.event.data.get("cmd_id")):
+                    self._queue.put_nowait(("ack", (m.device_id, m.event)))
+                elif kind == "contact" or kind == "sos":
+                    self._queue.put_nowait((kind, (m.device_id, m.event)))
+            if m.fixes or m.status is not None:
+                dev = svc.live.devices.get(m.device_id)
+                unit_id = dev.unit_id if dev is not None else None
+                if unit_id is None:
+                    return
+                svc.fleet.observe(unit_id, m.fixes, m.status is not None)
+                if m.fixes and unit_id in self.units:
+                    self._queue.put_nowait(("fixes", (unit_id, m.fixes)))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("response queue full (%d): a dispatch-related message was dropped", self._queue.qsize())
+
+    async def _work(self) -> None:
+        while True:
+            kind, item = await self._queue.get()
+            try:
+                if kind == "ack":
+                    await self.svc.on_ack(*item)
+                elif kind == "contact":
+                    await self._on_contact(*item)
+                elif kind == "sos":
+                    await self.svc.alerts.sos(*item)
+                else:
+                    await self._detect(*item)
+            except Exception:
+                log.exception("response worker failed on a %s message", kind)
+            finally:
+                self._queue.task_done()
+
+    async def _on_contact(self, device_id: str, event: Any) -> None:
+        svc = self.svc
+        incident_id = event.data.get("incident_id")
+        dev = svc.live.devices.get(device_id)
+        if not isinstance(incident_id, str) or dev is None or dev.unit_id is None:
+            return
+        if not svc.is_open(incident_id):
+            log.info("contact from %s for incident %s, which is not open here: dropped", device_id, incident_id)
+            return
+        await svc.record(incident_id, Contacted(ts=event.ts, source="device", unit_id=dev.unit_id))
+
+    async def _detect(self, unit_id: str, fixes: list[Fix]) -> None:
+        tracking = self.units.get(unit_id)
+        if tracking is None:
+            return
+        departed = tracking.departure.add(fixes)
+        arrived = tracking.arrival.add(fixes)
+        svc = self.svc
+        if departed is not None:
+            await svc.record(tracking.incident_id, Departed(ts=departed.ts, source="motion", unit_id=unit_id))
+        if arrived is not None:
+            first = not svc.has_mark(tracking.incident_id, unit_id, "arrived")  # a late batch may move it earlier
+            incident = await svc.record(tracking.incident_id, Arrived(ts=arrived.ts, source="geofence",
+                                                                      unit_id=unit_id))
+            if incident is not None and first:
+                await svc.follow_up.video_start(tracking.incident_id, unit_id)
