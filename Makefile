@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
           devices/geo.py sim/city.py sim/traffic.py hub/domain
 
-.PHONY: setup demo test lint bench-ingest
+.PHONY: setup setup-test demo test lint bench-ingest
 
 setup:
 	@scripts/setup.sh
@@ -16,7 +16,10 @@ setup:
 demo: setup
 	$(BIN)/fieldhub demo
 
-lint: setup
+setup-test:
+	@scripts/setup.sh test
+
+lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
 	$(BIN)/mypy devices hub sim bench

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
 
     # The base map, and the road network for dispatch ETAs, is the simulated city of this seed.
     city_seed: int = 7
+    # The one-map: a tile URL template ({z}/{x}/{y}) replaces the vector base layer of the city when set;
+    # overlays (duty posts, patrol lines) from a GeoJSON file, else laid out on the simulated city.
+    map_tile_url: str | None = None
+    map_tile_attribution: str = ""
+    map_center: tuple[float, float] | None = None
+    map_zoom: int = 14
+    map_overlays: Path | None = None
     # "city": recommend units by road-network ETA on that city's graph; "none": straight-line ETA.
     road_graph: Literal["city", "none"] = "city"
 

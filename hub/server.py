@@ -32,6 +32,7 @@ from hub.incident_config import load_incident_config
 from hub.incidents import IncidentService
 from hub.live import LiveState
 from hub.metrics import HubCollector
+from hub.overlays import city_overlays, load_overlays
 from hub.pipeline import Pipeline
 from hub.storage import Database
 from hub.storage.incidents import IncidentStore
@@ -62,6 +63,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._base_map: dict[str, Any] | None = None
         self._city: City | None = None
+        self._overlays: dict[str, Any] | None = None
         self.bootstrap_secret: str | None = None
         self.incidents: IncidentService | None = None
 
@@ -78,6 +80,7 @@ class Hub:
         s = self.settings
         stack = self._stack
         config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
+        self.overlays()  # likewise a bad overlays file
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
             self.database_url = await asyncio.to_thread(pg.start)
@@ -218,6 +221,12 @@ class Hub:
         if self._city is None:
             self._city = build_city(seed=self.settings.city_seed)
         return self._city
+
+    def overlays(self) -> dict[str, Any]:
+        if self._overlays is None:
+            path = self.settings.map_overlays
+            self._overlays = load_overlays(path) if path is not None else city_overlays(self.city())
+        return self._overlays
 
     def base_map(self) -> dict[str, Any]:
         if self._base_map is None:

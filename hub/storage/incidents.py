@@ -155,6 +155,21 @@ class IncidentStore:
                 {"status": status, "limit": limit})
             return await cur.fetchall()
 
+    async def heatmap(self, from_ms: int, to_ms: int, cell_m: float) -> builtins.list[dict[str, Any]]:
+        """Incidents received in [from_ms, to_ms) counted per grid cell of about `cell_m` metres (diverted
+        ones too: a hotspot of calls is a hotspot), each cell at the mean position of its incidents."""
+        lat_step = cell_m / 111_320.0
+        async with self.db.connection(timeout=30.0) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            # Longitude cells shrink with latitude: the step is scaled by the cosine of the window's mean latitude.
+            await cur.execute(
+                "WITH w AS (SELECT lat, lon FROM incidents WHERE received_at >= %(f)s AND received_at < %(t)s), "
+                "s AS (SELECT %(d)s::float8 / greatest(cos(radians(coalesce(avg(lat), 0))), 0.01) AS lon_step FROM w) "
+                "SELECT avg(lat) AS lat, avg(lon) AS lon, count(*) AS count FROM w, s "
+                "GROUP BY floor(lat / %(d)s::float8), floor(lon / s.lon_step) ORDER BY count DESC LIMIT 5000",
+                {"f": from_ms, "t": to_ms, "d": lat_step})
+            return await cur.fetchall()
+
     async def _logs(self, query: str, params: tuple[Any, ...]) -> dict[str, builtins.list[Event]]:
         logs: dict[str, builtins.list[Event]] = {}
         async with self.db.connection(timeout=30.0) as conn:

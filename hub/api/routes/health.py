@@ -1,4 +1,4 @@
-"""Liveness, metrics, the map base layer and the live page."""
+"""Liveness, metrics and the one-map page."""
 
 from __future__ import annotations
 
@@ -27,12 +27,6 @@ async def healthz(hub: HubDep) -> dict[str, Any]:
 @router.get("/metrics")
 async def metrics(hub: HubDep) -> Response:
     return Response(render(hub.registry), media_type="text/plain; version=0.0.4")
-
-
-@router.get("/api/v1/map")
-async def base_map(hub: HubDep) -> dict[str, Any]:
-    """The base layer: the road network of the (simulated) city, as GeoJSON."""
-    return hub.base_map()
 
 
 @router.get("/", include_in_schema=False)

@@ -196,6 +196,29 @@ async def alerts(hub: HubDep, who: Reader, limit: Annotated[int, Query(ge=1, le=
     return {"alerts": _service(hub).alerts.list(limit)}
 
 
+@router.get("/api/v1/reports/heatmap")
+async def heatmap(
+    hub: HubDep, who: Reader,
+    from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
+    to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
+    cell_m: Annotated[float, Query(ge=50, le=5000)] = 250.0,
+) -> dict[str, Any]:
+    """Incidents per grid cell over a period (热力图), for the one-map's heatmap layer."""
+    from_ms, to_ms = _period(from_ms, to_ms)
+    cells = await _service(hub).store.heatmap(from_ms, to_ms, cell_m)
+    return {"from": from_ms, "to": to_ms, "cell_m": cell_m, "max": max((c["count"] for c in cells), default=0),
+            "cells": [{"lat": round(c["lat"], 6), "lon": round(c["lon"], 6), "count": c["count"]} for c in cells]}
+
+
+def _period(from_ms: int | None, to_ms: int | None) -> tuple[int, int]:
+    """Default: the 7 days up to now; a reversed period is a 400."""
+    to_ms = to_ms if to_ms is not None else now_ms() + 1
+    from_ms = from_ms if from_ms is not None else to_ms - 7 * DAY_MS
+    if from_ms > to_ms:
+        raise ApiError(400, "bad_request", "from must not be after to")
+    return from_ms, to_ms
+
+
 @router.get("/api/v1/handovers")
 async def handovers(hub: HubDep, who: Reader) -> dict[str, Any]:
     """The 12345 hand-overs of diverted incidents not accepted yet, with their attempts and last error."""
@@ -212,8 +235,5 @@ async def response_times(
     to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
     group_by: Annotated[Literal["category", "unit", "policy"], Query()] = "category",
 ) -> dict[str, Any]:
-    to_ms = to_ms if to_ms is not None else now_ms() + 1
-    from_ms = from_ms if from_ms is not None else to_ms - 7 * DAY_MS
-    if from_ms > to_ms:
-        raise ApiError(400, "bad_request", "from must not be after to")
+    from_ms, to_ms = _period(from_ms, to_ms)
     return await _service(hub).report(from_ms, to_ms, group_by)
