@@ -1,4 +1,4 @@
-"""Alerts for the command centre: SOS buttons, unacknowledged dispatches, escalations.
+"""Alerts for the command centre: SOS buttons, unacknowledged dispatches, escalations, SLA breaches.
 
 An alert goes out on `/api/v1/live` at once (`{"type": "alert", "alert": {...}}`), is part of
 every snapshot while recent, and is listed by `GET /api/v1/alerts`. An `sos` event (SPEC 2) from
@@ -6,6 +6,10 @@ a device raises an alert and, by policy (`sos_incident`), an incident at the dev
 priority 1 with category `sos`, so it is measured against `rapid_12358` and auto-dispatched to
 the nearest available unit other than the one in trouble (backup). A second SOS from the same
 unit while its SOS incident is open adds a note to that incident instead of a new one.
+
+An SLA breach (a response target of an open incident missed: its deadline passed without the
+milestone, or the milestone came late) raises one alert per incident and target, when it happens;
+after a restart only breaches of the last `BREACH_RECENT_MS` are raised again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from hub.domain.events import Noted
+from hub.domain.sla import evaluate
 
 if TYPE_CHECKING:
     from hub.incidents import IncidentService
@@ -26,6 +31,7 @@ __all__ = ["Alerts"]
 log = logging.getLogger(__name__)
 
 KEEP = 500  # alerts kept for the API
+BREACH_RECENT_MS = 300_000
 IN_SNAPSHOT = 100  # of which the newest go into a live snapshot
 
 
@@ -46,6 +52,7 @@ class Alerts:
         self.recent: deque[dict[str, Any]] = deque(maxlen=KEEP)
         self.counts: Counter[str] = Counter()
         self._sos_incidents: dict[str, str] = {}  # unit_id -> its open SOS incident
+        self._breached: set[tuple[str, str]] = set()  # (incident_id, milestone) already alerted
         self._ids = itertools.count(1)
 
     def raise_alert(self, kind: str, ts: int, text: str, **about: Any) -> dict[str, Any]:
@@ -63,6 +70,32 @@ class Alerts:
     def list(self, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
         return list(itertools.islice(reversed(self.recent), limit))
+
+    def check_sla(self, now_ms: int) -> int:
+        """Raise an alert for each response target newly missed by an open incident; returns how many."""
+        svc, raised = self.svc, 0
+        open_ids = set()
+        for incident in svc.open_incidents():
+            open_ids.add(incident.id)
+            c = incident.created
+            policy = svc.policies.get(c.policy) if c is not None and c.policy else None
+            if c is None or policy is None or incident.diversion is not None:
+                continue
+            times = {name: None if m is None else m.ts for name, m in incident.milestones().items()}
+            for t in evaluate(policy, times, incident.received, now_ms):
+                key = (incident.id, t.milestone)
+                if t.met is not False or key in self._breached:
+                    continue
+                self._breached.add(key)
+                if now_ms - t.deadline > BREACH_RECENT_MS and t.actual is None:
+                    continue  # an old breach found again after a restart: already told
+                late = "reached late" if t.actual is not None else "not reached"
+                self.raise_alert("sla_breach", now_ms, f"incident {incident.id}: {t.milestone} {late}, target "
+                                 f"{t.seconds} s ({c.policy})", incident_id=incident.id, milestone=t.milestone,
+                                 lat=c.lat, lon=c.lon)
+                raised += 1
+        self._breached = {k for k in self._breached if k[0] in open_ids}
+        return raised
 
     async def sos(self, device_id: str, event: Any) -> None:
         svc = self.svc
@@ -96,4 +129,5 @@ class Alerts:
         view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
         self._sos_incidents[unit_id or device_id] = view["id"]
         alert["incident_id"] = view["id"]
+        self.svc.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
         log.warning("SOS from %s: incident %s", who, view["id"])

@@ -135,8 +135,9 @@ class AckFollowUp:
             await asyncio.sleep(interval_s)
             try:
                 await self.check_acks()
+                self.service.alerts.check_sla(self.service.clock())
             except Exception:
-                log.exception("incident ack check failed")
+                log.exception("incident ack/SLA check failed")
 
     async def check_acks(self) -> None:
         """Re-send commands whose ack is overdue; escalate dispatches (or note video_starts) past their re-sends."""
@@ -146,6 +147,10 @@ class AckFollowUp:
             log.info("incident %s: no ack of %s %s from unit %s: re-sent (%d)", c.incident_id, c.kind, c.cmd_id,
                      c.unit_id, c.resends)
             svc.send(c.cmd_id, c.devices, c.raw)
+            if c.kind == "dispatch" and c.resends == 1:
+                svc.alerts.raise_alert("unacknowledged", svc.clock(), f"unit {c.unit_id} has not acknowledged "
+                                       f"incident {c.incident_id} within {svc.ack_timeout_s:g} s: re-sent",
+                                       unit_id=c.unit_id, incident_id=c.incident_id)
         for c in expired:
             if c.kind == "dispatch":
                 await self.escalate(c)

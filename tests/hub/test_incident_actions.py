@@ -281,3 +281,24 @@ async def test_handovers_and_metrics_show_what_waits(hub: RunningHub) -> None:
     assert "fieldhub_hotline_pending 1.0" in metrics
     assert 'fieldhub_hotline_failures_total{reason="not_configured"} 1.0' in metrics
     assert "fieldhub_incidents_open 1.0" in metrics
+
+
+async def test_a_missed_target_raises_one_sla_breach_alert(settings: Settings, tmp_path: Any) -> None:
+    config = tmp_path / "incidents.json"
+    config.write_text(json.dumps({"policies": {"drill": {"dispatched": 1, "arrived": 3600}},
+                                  "rules": [{"policy": "drill", "categories": ["drill"]}]}), encoding="utf-8")
+    async with running_hub(settings.model_copy(update={"incident_config": config, "ack_timeout_s": 1.0})) as hub:
+        iid = (await hub.api.post("/api/v1/incidents", json={**INCIDENT, "category": "drill",
+                                                             "priority": 3})).json()["id"]
+
+        async def breaches() -> Any:
+            alerts = (await hub.api.get("/api/v1/alerts")).json()["alerts"]
+            return [a for a in alerts if a["kind"] == "sla_breach"]
+
+        [alert] = await wait_for(breaches, timeout=10)
+        assert alert["incident_id"] == iid and alert["milestone"] == "dispatched"
+        assert "not reached" in alert["text"] and abs(alert["lat"] - LAT) < 1e-9
+        await asyncio.sleep(1.5)  # the check keeps running: still one alert for this target
+        assert len(await breaches()) == 1
+        metrics = (await hub.api.get("/metrics")).text
+        assert 'fieldhub_alerts_total{kind="sla_breach"} 1.0' in metrics

@@ -68,6 +68,12 @@ async def test_unacknowledged_dispatch_is_resent_then_escalated_to_the_next_unit
         assert [c.type for c in backup.commands] == ["dispatch"]
         assert backup.commands[0].cmd_id == second["cmd_id"] != mute_cmd
         assert hub.hub.live.units["BACKUP"].status == "acknowledged"
+        # The command centre was told twice: at the re-send, and at the escalation.
+        alerts = (await hub.api.get("/api/v1/alerts")).json()["alerts"]
+        unacked = [a for a in reversed(alerts) if a["kind"] == "unacknowledged"]
+        assert [a["unit_id"] for a in unacked] == ["MUTE", "MUTE"]
+        assert "re-sent" in unacked[0]["text"] and "escalated to BACKUP" in unacked[1]["text"]
+        assert unacked[1]["to_unit_id"] == "BACKUP" and unacked[1]["incident_id"] == iid
         assert hub.hub.live.units["MUTE"].status == "available"
 
         # Nobody left to take over: the escalation says so in the log.
