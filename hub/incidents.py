@@ -167,6 +167,10 @@ class IncidentService:
         a = held[0].assignment(unit_id) if held is not None else None
         return a is not None and milestone in a.marks
 
+    def assigned_to(self, unit_id: str) -> str | None:
+        """The incident the unit is actively assigned to, if any."""
+        return self._assigned.get(unit_id)
+
     def awaits_ack(self, cmd_id: object) -> bool:
         return cmd_id in self._pending or cmd_id in self._video
 

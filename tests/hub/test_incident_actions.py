@@ -65,6 +65,8 @@ async def test_cancel_withdraws_one_unit_and_tells_its_devices(hub: RunningHub) 
         assert cancel.body["dispatch_cmd_id"] == by_unit["C2"]["cmd_id"]
         assert await unit_status(hub, "C2") == "available"
         assert await unit_status(hub, "C1") in ("dispatched", "acknowledged")
+        assert (await hub.api.get("/api/v1/units/C1")).json()["incident_id"] == iid
+        assert (await hub.api.get("/api/v1/units/C2")).json()["incident_id"] is None
         assert [c.type for c in c1.commands] == ["dispatch"]
 
         # C2 is free again: another incident may have it. Cancelling it twice, or an unknown unit, is refused.

@@ -49,7 +49,9 @@ async def list_units(hub: HubDep, who: Reader) -> dict[str, Any]:
 async def get_unit(unit_id: UnitId, hub: HubDep, who: Reader) -> dict[str, Any]:
     if unit_id not in hub.live.units:
         raise ApiError(404, "not_found", f"unit {unit_id} does not exist")
-    return hub.live.unit_view(unit_id, now_ms(), full=True)
+    view = hub.live.unit_view(unit_id, now_ms(), full=True)
+    view["incident_id"] = hub.incidents.assigned_to(unit_id) if hub.incidents is not None else None
+    return view
 
 
 MAX_TS = 4_102_444_800_000
