@@ -4,7 +4,8 @@ It connects with a retained ``offline`` Last Will, announces itself ``online``,
 publishes fixes at QoS 1, keeps fixes in a bounded buffer while the link is
 down and uploads them as batches when it comes back (store-and-forward), and
 signs for every command automatically with an ``ack`` event before handing it
-to the application.
+to the application. ``hold_uplink`` keeps fixes and events on the device without dropping the
+link, as in a dead zone where commands still get through, and uploads them on release.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class DeviceClient:
         self.dropped = 0
         self.sent = 0
         self.commands: list[Command] = []
+        self.acks: dict[str, int] = {}  # cmd_id -> device time of the first ack sent for it
+        self._held = False
         self._connected = asyncio.Event()
         self._stopping = False
         self._reconnect_delay = reconnect_delay
@@ -170,7 +173,9 @@ class DeviceClient:
             log.warning("%s: bad command refused: %s", self.device_id, exc)
             return 0
         # Sign for it first (签收): the hub times acknowledgment from this event.
-        self.send_event("ack", cmd_id=command.cmd_id)
+        ts = now_ms()
+        self.acks.setdefault(command.cmd_id, ts)
+        self.send_event("ack", ts=ts, cmd_id=command.cmd_id)
         self.commands.append(command)
         if self.on_command is not None:
             result = self.on_command(command)
@@ -181,20 +186,31 @@ class DeviceClient:
         return 0
 
     # ------------------------------------------------------------ publishing
+    def hold_uplink(self, on: bool) -> None:
+        """Hold fixes and events on the device (``True``) without disconnecting; ``False`` uploads what was held."""
+        self._held = on
+        if not on:
+            self.flush()
+
+    @property
+    def uplink_held(self) -> bool:
+        return self._held
+
     def send_fix(self, fix: Fix) -> None:
-        """Publish one fix (QoS 1), or keep it for later while offline."""
-        if not self.connected or self.buffer:
+        """Publish one fix (QoS 1), or keep it for later while offline or held."""
+        if not self.connected or self._held or self.buffer:
             if len(self.buffer) == self.buffer.maxlen:
                 self.dropped += 1
             self.buffer.append(fix)
-            if self.connected:
-                self.flush()
+            self.flush()
             return
         self._client.publish(self._topic_fix, payloads.encode_fixes([fix]), qos=1)
         self.sent += 1
 
     def flush(self) -> int:
         """Upload held events, then buffered fixes as batches of up to 1000; returns the fixes sent."""
+        if self._held:
+            return 0
         while self.pending_events and self.connected:
             self._client.publish(self._topic_event, payloads.encode_event(self.pending_events.popleft()), qos=1)
         count = 0
@@ -211,7 +227,7 @@ class DeviceClient:
 
     def send_event(self, type: str, ts: int | None = None, **fields: Any) -> None:
         event = Event(ts=ts if ts is not None else now_ms(), type=type, data=fields)
-        if self.connected:
+        if self.connected and not self._held:
             self._client.publish(self._topic_event, payloads.encode_event(event), qos=1)
-        else:  # kept with its own device time, sent on reconnect
+        else:  # kept with its own device time, sent on reconnect or release
             self.pending_events.append(event)

@@ -61,7 +61,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     from hub.server import Hub
-    from sim.runner import CitySim
+    from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
     settings = Settings(bootstrap_token=token, city_seed=args.seed)
@@ -75,8 +75,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
               f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
         try:
-            async with CitySim(url, hub.mqtt_url, token, units=args.units, seed=args.seed):
-                await _until_signal(server)
+            await _until_signal(server, run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
+                                                incidents_per_min=args.incidents_per_min,
+                                                hard_cases=args.hard_cases))
         finally:
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,8 +88,31 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 async def cmd_sim(args: argparse.Namespace) -> int:
     from sim.runner import run_sim
 
-    await run_sim(args.hub, args.mqtt, args.token, units=args.units, duration_s=args.duration)
+    await run_sim(args.hub, args.mqtt, args.token, units=args.units, duration_s=args.duration, seed=args.seed,
+                  interval_s=(args.interval[0], args.interval[1]), incidents_per_min=args.incidents_per_min,
+                  hard_cases=args.hard_cases, truth_path=args.truth)
     return 0
+
+
+def _shares(text: str) -> dict[str, float]:
+    """``outliers=0.05,dead_zone=0.02`` -> {case: share of dispatches}; "" -> none."""
+    shares: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected case=share, e.g. dead_zone=0.05") from None
+    return shares
+
+
+def _add_sim_options(p: argparse.ArgumentParser, *, rate: float, hard: str) -> None:
+    p.add_argument("--incidents-per-min", type=float, default=rate,
+                   help=f"simulated calls per minute (Poisson), dispatched and closed by a simulated dispatcher "
+                        f"(default {rate:g}; 0: none)")
+    p.add_argument("--hard-cases", type=_shares, default=_shares(hard),
+                   help=f"share of dispatches carried out as a hard case: outliers, dead_zone, drive_by "
+                        f"(default {hard!r})")
 
 
 async def cmd_token(args: argparse.Namespace) -> int:
@@ -122,6 +146,12 @@ async def cmd_bench(args: argparse.Namespace) -> int:
     return await ingest.main(args)
 
 
+async def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from bench import e2e_accuracy
+
+    return await e2e_accuracy.main_async(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldhub", description="Field-unit device and telemetry hub")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -137,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--units", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
+    _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sim", help="run the city simulator against a hub")
@@ -144,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", default=os.environ.get("FIELDHUB_MQTT_URL", "mqtt://127.0.0.1:1883"))
     p.add_argument("--token", required=True)
     p.add_argument("--units", type=int, default=50)
-    p.add_argument("--duration", type=float)
+    p.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--interval", type=float, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"),
+                   help="seconds between a device's fixes, drawn per device (default 1 5)")
+    p.add_argument("--truth", help="append the ground truth of every finished response to this file (JSON lines)")
+    _add_sim_options(p, rate=0.0, hard="")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("token", help="manage API tokens")
@@ -161,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("accuracy", help="end-to-end arrival/departure accuracy against the simulator's truth")
+    from bench.e2e_accuracy import add_arguments as add_accuracy_arguments
+
+    add_accuracy_arguments(b)
+    b.set_defaults(func=cmd_bench_accuracy)
     return parser
 
 

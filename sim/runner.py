@@ -1,105 +1,70 @@
 """The city simulator's I/O: patrol units registered over HTTP, their devices speaking MQTT.
 
 One asyncio task drives the whole fleet: a heap orders the devices by their next
-report, so a thousand devices cost one task and one timer, not a thousand. Each
-unit is a car with a vehicle tracker, a body camera and a radio; a dispatch
-command sends the car to the incident, the officer makes contact a little after
-arrival, and the unit clears and resumes patrol after a while on scene.
+report, so a thousand devices cost one task and one timer, not a thousand. A
+dispatch command starts a :class:`~sim.response.Response`: the unit leaves after a
+turnout delay (at once when already driving), drives the road graph, rests on
+scene, the officer makes contact, and the unit clears. How, and with which hard
+case, is a :class:`~sim.scenarios.Plan`: given per incident by whoever drives the
+simulation (:meth:`CitySim.expect`), else drawn at random. Every finished response
+leaves its ground truth (:mod:`sim.truth`) in :attr:`CitySim.truth`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, Self
 
-import httpx
-
-from devices.client import DeviceClient
 from devices.payloads import Command
+from sim import fleet
 from sim.city import City, build_city
-from sim.traffic import Battery, GpsModel, SimVehicle
+from sim.fleet import SimDevice, SimError, SimUnit
+from sim.response import DEFAULT_TIMING, Action, Response, Timing
+from sim.scenarios import OUTLIER_PROBABILITY, DeadZone, Plan, overshoot_stop
+from sim.truth import Sample, TruthLog
 
 __all__ = ["CitySim", "SimError", "run_sim"]
 
 log = logging.getLogger(__name__)
 
-# (device id suffix, device kind, GPS accuracy range in m, battery drain in %/h)
-DEVICE_PLAN: Final = (
-    ("trk", "vehicle", (3.0, 6.0), 1.0),  # roof antenna, runs on the car's power
-    ("cam", "bodycam", (4.0, 10.0), 9.0),
-    ("radio", "radio", (4.0, 10.0), 5.0),
-)
-CONTACT_AFTER_S: Final = (20.0, 90.0)  # from arrival to the officer's contact event
-ON_SCENE_S: Final = (600.0, 1200.0)  # then the unit clears on its own
-CONNECT_BATCH: Final = 50
-
-
-class SimError(Exception):
-    """Base of the errors of :mod:`sim`: the simulator cannot run against this hub."""
+DEFAULT_RADIUS_M: Final = 100.0  # SPEC 4's arrival zone when neither the command nor the driver says otherwise
+HARD_CASES: Final = ("outliers", "dead_zone", "drive_by")  # those a plan drawn at dispatch time can have
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(eq=False)
-class SimDevice:
-    device_id: str
-    kind: str
-    unit: SimUnit
-    client: DeviceClient
-    gps: GpsModel
-    battery: Battery
-    interval_ms: int
-    seq: int = 0
-    last_ts: int = 0
-
-
-@dataclass(eq=False)
-class SimUnit:
-    unit_id: str
-    name: str
-    home: int
-    vehicle: SimVehicle
-    devices: list[SimDevice] = field(default_factory=list)
-    incident_id: str | None = None
-    arrived_ms: int | None = None
-    contact_ms: int | None = None  # when the officer will report contact
-    clear_ms: int | None = None  # when the unit leaves the scene
-
-
 class CitySim:
     """A fleet of simulated patrol units against a running hub.
 
-    ``async with CitySim(...) as sim:`` registers the units, connects their
-    devices and starts reporting; leaving the block says ``offline`` and
-    disconnects. ``fixes_sent`` counts the fixes handed to each device's client.
+    ``async with CitySim(...) as sim:`` registers the units, connects their devices and starts
+    reporting; leaving the block says ``offline`` and disconnects. ``fixes_sent`` counts the fixes
+    handed to each device's client. ``hard_cases`` maps case names of ``HARD_CASES`` to the share of
+    dispatches without a plan that get it. ``start_parked`` keeps every car standing until its first
+    dispatch. ``on_clear`` callbacks get ``(unit_id, incident_id)`` when a unit clears: the hub learns
+    it from whoever closes the incident.
     """
 
-    def __init__(
-        self,
-        hub_url: str,
-        mqtt_url: str,
-        token: str,
-        *,
-        units: int = 50,
-        seed: int = 7,
-        interval_s: tuple[float, float] = (1.0, 5.0),
-        protocol: int = 5,
-        city: City | None = None,
-        register_attempts: int = 10,
-    ) -> None:
+    def __init__(self, hub_url: str, mqtt_url: str, token: str, *, units: int = 50, seed: int = 7,
+                 interval_s: tuple[float, float] = (1.0, 5.0), protocol: int = 5, city: City | None = None,
+                 register_attempts: int = 10, timing: Timing = DEFAULT_TIMING,
+                 hard_cases: Mapping[str, float] | None = None, truth_path: Path | str | None = None,
+                 start_parked: bool = False) -> None:
         if units < 1:
             raise ValueError("units must be at least 1")
         if not 0 < interval_s[0] <= interval_s[1]:
             raise ValueError("interval_s must be (low, high) with 0 < low <= high")
+        unknown = set(hard_cases or {}) - set(HARD_CASES)
+        if unknown:
+            raise ValueError(f"unknown hard cases {sorted(unknown)}; known: {', '.join(HARD_CASES)}")
         self.hub_url = hub_url.rstrip("/")
         self.mqtt_url = mqtt_url
         self.token = token
@@ -109,11 +74,19 @@ class CitySim:
         self.protocol = protocol
         self.city = city
         self.register_attempts = register_attempts
+        self.timing = timing
+        self.hard_cases = dict(hard_cases or {})
+        self.start_parked = start_parked
         self.units: list[SimUnit] = []
         self.devices: list[SimDevice] = []
         self.fixes_sent: dict[str, int] = {}
         self.errors = 0
+        self.truth = TruthLog(truth_path)
+        self.radii: dict[str, float] = {}  # incident_id -> arrival zone radius, from whoever created it
+        self.on_clear: list[Callable[[str, str], None]] = []
         self.started = asyncio.Event()
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._rng = random.Random(seed + 2)
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -126,8 +99,8 @@ class CitySim:
 
     async def start(self) -> None:
         self._build()
-        await self._register_all()
-        await self._connect_all()
+        await fleet.register_all(self.hub_url, self.token, self.units, self._city, self.register_attempts)
+        await fleet.connect_all(self.devices)
         self._task = asyncio.create_task(self._run(), name="citysim")
         self.started.set()
         log.info("city sim: %d units, %d devices reporting", len(self.units), len(self.devices))
@@ -138,16 +111,10 @@ class CitySim:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        limit = asyncio.Semaphore(CONNECT_BATCH)
-
-        async def stop_one(device: SimDevice) -> None:
-            async with limit:
-                try:
-                    await device.client.stop()
-                except Exception as exc:  # one stuck client must not keep the others online
-                    log.warning("%s: stop failed: %s", device.device_id, exc)
-
-        await asyncio.gather(*(stop_one(d) for d in self.devices))
+        for device in self.devices:
+            device.client.hold_uplink(False)  # what a dead zone held goes out before the goodbye
+        await fleet.stop_all(self.devices)
+        self.truth.close()
 
     @property
     def total_fixes(self) -> int:
@@ -157,105 +124,30 @@ class CitySim:
     def connected(self) -> int:
         return sum(d.client.connected for d in self.devices)
 
+    @property
+    def _city(self) -> City:
+        assert self.city is not None, "the fleet is not built yet"
+        return self.city
+
+    def unit(self, unit_id: str) -> SimUnit:
+        return next(u for u in self.units if u.unit_id == unit_id)
+
+    def expect(self, incident_id: str, unit_id: str, plan: Plan, radius_m: float | None = None) -> None:
+        """When ``unit_id`` is dispatched to ``incident_id``, carry out ``plan`` (zone radius ``radius_m``)."""
+        self._plans[(incident_id, unit_id)] = plan
+        if radius_m is not None:
+            self.radii[incident_id] = radius_m
+
     # ---------------------------------------------------------------- setup
     def _build(self) -> None:
         city = self.city = self.city or build_city(self.seed)
-        rng = random.Random(self.seed)
-        now = _now_ms()
-        for i in range(1, self.n_units + 1):
-            home = rng.choice(city.node_ids)
-            vehicle = SimVehicle(city, random.Random(rng.getrandbits(64)), home, now)
-            unit = SimUnit(f"P{i:03d}", f"Patrol {i:03d}", home, vehicle)
-            for suffix, kind, acc, drain in DEVICE_PLAN:
-                device_id = f"{unit.unit_id}-{suffix}"
-                device_rng = random.Random(rng.getrandbits(64))
-                client = DeviceClient(
-                    device_id,
-                    self.mqtt_url,
-                    kind=kind,
-                    unit_id=unit.unit_id,
-                    protocol=self.protocol,
-                    on_command=functools.partial(self._on_command, unit),
-                )
-                interval_ms = int(device_rng.uniform(*self.interval_s) * 1000)
-                device = SimDevice(
-                    device_id,
-                    kind,
-                    unit,
-                    client,
-                    GpsModel(device_rng, acc_m=acc),
-                    Battery(device_rng, now, drain_per_hour=drain),
-                    interval_ms,
-                )
-                unit.devices.append(device)
-                self.devices.append(device)
-                self.fixes_sent[device_id] = 0
-            self.units.append(unit)
-
-    async def _register_all(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with httpx.AsyncClient(base_url=self.hub_url, headers=headers, timeout=10.0) as http:
-            # The first unit alone: it waits for a hub that is still starting and fails fast on a bad token.
-            await self._register(http, self.units[0])
-            try:
-                async with asyncio.TaskGroup() as group:
-                    limit = asyncio.Semaphore(16)
-                    for unit in self.units[1:]:
-                        group.create_task(self._register_limited(http, unit, limit))
-            except ExceptionGroup as eg:
-                raise eg.exceptions[0] from None
-
-    async def _register_limited(self, http: httpx.AsyncClient, unit: SimUnit, limit: asyncio.Semaphore) -> None:
-        async with limit:
-            await self._register(http, unit)
-
-    async def _register(self, http: httpx.AsyncClient, unit: SimUnit) -> None:
-        assert self.city is not None
-        lat, lon = self.city.nodes[unit.home]
-        body = {
-            "name": unit.name,
-            "kind": "patrol",
-            "devices": [d.device_id for d in unit.devices],
-            "home": {"lat": round(lat, 6), "lon": round(lon, 6)},
-            "capabilities": [],
-        }
-        delay = 0.5
-        problem = ""
-        for attempt in range(1, self.register_attempts + 1):
-            try:
-                resp = await http.put(f"/api/v1/units/{unit.unit_id}", json=body)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.is_success:
-                    return
-                if resp.is_client_error and resp.status_code not in (408, 429):
-                    raise SimError(
-                        f"hub refused unit {unit.unit_id}: HTTP {resp.status_code} {resp.text[:300]}"
-                        + (" (check the token)" if resp.status_code in (401, 403) else "")
-                    )
-                problem = f"HTTP {resp.status_code}"
-            log.info("hub not ready (%s), attempt %d of %d", problem, attempt, self.register_attempts)
-            if attempt < self.register_attempts:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise SimError(f"cannot register units at {self.hub_url}: {problem}")
-
-    async def _connect_all(self) -> None:
-        """Connect in batches, so a broker is not hit by a thousand CONNECTs at once."""
-        wait_s = 5.0
-        for k in range(0, len(self.devices), CONNECT_BATCH):
-            batch = self.devices[k : k + CONNECT_BATCH]
-            for device in batch:
-                await device.client.start(wait=None)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and not all(d.client.connected for d in batch):
-                await asyncio.sleep(0.05)
-            if not any(d.client.connected for d in batch):
-                # The broker is down: the clients keep retrying and buffering; do not wait per batch.
-                wait_s = 0.0
-        if self.connected < len(self.devices):
-            log.warning("%d of %d devices connected so far", self.connected, len(self.devices))
+        self.units = fleet.build_fleet(city, self.seed, self.n_units, self.mqtt_url, self.protocol, self.interval_s,
+                                       _now_ms(), self._on_command)
+        self.devices = [d for u in self.units for d in u.devices]
+        self.fixes_sent = {d.device_id: 0 for d in self.devices}
+        if self.start_parked:
+            for unit in self.units:
+                unit.vehicle.park()
 
     # ------------------------------------------------------------ main loop
     async def _run(self) -> None:
@@ -288,60 +180,68 @@ class CitySim:
     def _report(self, device: SimDevice) -> None:
         try:
             ts = max(_now_ms(), device.last_ts + 1)  # (device_id, ts) is the duplicate key
-            vehicle = device.unit.vehicle
-            vehicle.advance(ts)
+            unit = device.unit
+            self._advance(unit, ts)
+            vehicle = unit.vehicle
             lat, lon = vehicle.position
             device.seq += 1
-            fix = device.gps.fix(
-                ts,
-                lat,
-                lon,
-                speed=vehicle.speed,
-                heading=vehicle.heading,
-                battery=device.battery.advance(ts),
-                seq=device.seq,
-            )
+            fix = device.gps.fix(ts, lat, lon, speed=vehicle.speed, heading=vehicle.heading,
+                                 battery=device.battery.advance(ts), seq=device.seq)
             device.client.send_fix(fix)
             device.last_ts = ts
             self.fixes_sent[device.device_id] += 1
+            unit.recent.append(Sample(ts, lat, lon, vehicle.speed))
+            if unit.response is not None:
+                unit.response.truth.add(ts, lat, lon, vehicle.speed)
         except Exception:
             self.errors += 1
             log.exception("%s: report failed", device.device_id)
 
     def step(self, now_ms: int) -> None:
-        """The once-a-second work: move every car, play the officers' part of open incidents.
+        """The once-a-second work: move every car and play the officers' part of open dispatches.
 
         The loop calls it with the wall clock; a test may call it with its own.
         """
         for unit in self.units:
             try:
-                self._play(unit, now_ms)
+                self._advance(unit, now_ms)
             except Exception:
                 self.errors += 1
                 log.exception("%s: simulation step failed", unit.unit_id)
 
-    def _play(self, unit: SimUnit, now: int) -> None:
-        """Move the car; on scene, the officer reports contact and later clears."""
-        unit.vehicle.advance(now)
-        if unit.incident_id is None:
+    def _advance(self, unit: SimUnit, now_ms: int) -> None:
+        response = unit.response
+        if response is None:
+            unit.vehicle.advance(now_ms)
             return
-        rng = unit.vehicle.rng
-        if unit.arrived_ms is None and unit.vehicle.state == "on_scene":
-            unit.arrived_ms = now
-            unit.contact_ms = now + int(rng.uniform(*CONTACT_AFTER_S) * 1000)
-            unit.clear_ms = now + int(rng.uniform(*ON_SCENE_S) * 1000)
-        if unit.contact_ms is not None and now >= unit.contact_ms:
-            unit.contact_ms = None
-            unit.devices[-1].client.send_event("contact", incident_id=unit.incident_id)  # from the radio
-        if unit.clear_ms is not None and now >= unit.clear_ms:
-            self._clear(unit)
+        self._act(unit, response, response.advance(now_ms))
 
-    def _clear(self, unit: SimUnit) -> None:
-        self._forget_incident(unit)
-        unit.vehicle.resume_patrol()
+    def _act(self, unit: SimUnit, response: Response, actions: list[Action]) -> None:
+        """The device side of what the response did: the uplink, the radio's contact event, clearing."""
+        for action in actions:
+            if action.kind == "hold" or action.kind == "release":
+                for device in unit.devices:
+                    device.client.hold_uplink(action.kind == "hold")
+            elif action.kind == "contact":
+                unit.devices[-1].client.send_event("contact", ts=action.ts, incident_id=response.incident_id)
+            else:
+                self._finish(unit)
 
-    def _forget_incident(self, unit: SimUnit) -> None:
-        unit.incident_id = unit.arrived_ms = unit.contact_ms = unit.clear_ms = None
+    def _finish(self, unit: SimUnit) -> None:
+        """The response is over (cleared, cancelled or replaced): keep its truth, restore the GPS, tell the driver."""
+        response = unit.response
+        if response is None:
+            return
+        unit.response = None
+        response.truth.acks = [t for d in unit.devices if (t := d.client.acks.get(response.cmd_id)) is not None]
+        for device in unit.devices:
+            device.gps.outlier_probability = device.base_outlier_probability
+        self.truth.add(response.truth.result())
+        for callback in self.on_clear:
+            try:
+                callback(unit.unit_id, response.incident_id)
+            except Exception:
+                log.exception("on_clear callback failed for %s", response.incident_id)
 
     # ------------------------------------------------------------- commands
     def _on_command(self, unit: SimUnit, command: Command) -> None:
@@ -350,39 +250,85 @@ class CitySim:
             incident: Any = command.body.get("incident")
             try:
                 incident_id = str(incident["id"])
-                lat, lon = float(incident["lat"]), float(incident["lon"])
+                zone = float(incident["lat"]), float(incident["lon"])
             except (TypeError, KeyError, ValueError):
                 log.warning("%s: dispatch without a usable incident: %r", unit.unit_id, incident)
                 return
             if incident_id == unit.incident_id:
                 return
-            self._forget_incident(unit)  # a new dispatch replaces the old one
-            unit.vehicle.advance(_now_ms())
-            unit.vehicle.drive_to_point(lat, lon)
-            unit.incident_id = incident_id
-            log.info("%s dispatched to %s", unit.unit_id, incident_id)
-        elif command.type == "cancel" and unit.incident_id is not None:
+            if unit.response is not None and unit.response.active:
+                previous = unit.response
+                self._act(unit, previous, previous.cancel(_now_ms()))
+                previous.truth.notes["replaced"] = "dispatched elsewhere before clearing"
+                self._finish(unit)
+            self._start(unit, command, incident_id, zone, incident.get("arrival_radius_m"))
+        elif command.type == "cancel" and unit.response is not None:
             incident = command.body.get("incident")
             target = command.body.get("incident_id") or (incident.get("id") if isinstance(incident, dict) else None)
-            if target is None or str(target) == unit.incident_id:
-                self._clear(unit)
+            if target is None or str(target) == unit.response.incident_id:
+                self._act(unit, unit.response, unit.response.cancel(_now_ms()))
+                self._finish(unit)
+
+    def _start(self, unit: SimUnit, command: Command, incident_id: str, zone: tuple[float, float],
+               radius: object) -> None:
+        now = _now_ms()
+        radius_m = float(radius) if isinstance(radius, int | float) else self.radii.get(incident_id, DEFAULT_RADIUS_M)
+        unit.vehicle.advance(now)
+        plan = self._plans.pop((incident_id, unit.unit_id), None) or self._draw_plan(unit, zone, radius_m, now)
+        response = Response(unit.vehicle, plan, incident_id, zone, radius_m, command.ts, now,
+                            random.Random(self._rng.getrandbits(64)), self.timing, unit.unit_id, command.cmd_id)
+        for s in unit.recent:  # fixes published between the dispatch and this moment count too
+            response.truth.add(s.ts, s.lat, s.lon, s.speed)
+        if plan.outlier_probability is not None:
+            for device in unit.devices:
+                device.gps.outlier_probability = plan.outlier_probability
+        unit.response = response
+        log.info("%s dispatched to %s (%s)", unit.unit_id, incident_id, plan.case)
+
+    def _draw_plan(self, unit: SimUnit, zone: tuple[float, float], radius_m: float, now: int) -> Plan:
+        """A plan for a dispatch nobody planned: normal, or a hard case at the configured shares."""
+        rng = self._rng
+        pick = rng.random()
+        for case, share in self.hard_cases.items():
+            if pick < share:
+                if case == "outliers":
+                    return Plan(case, outlier_probability=OUTLIER_PROBABILITY)
+                if case == "dead_zone":
+                    return Plan(case, dead_zone=DeadZone(radius_m + rng.uniform(50.0, 300.0), rng.uniform(60.0, 180.0),
+                                                         rng.uniform(10.0, 60.0)))
+                stop = overshoot_stop(unit.vehicle, now, zone, radius_m, rng)
+                return Plan("drive_by", via=(stop,)) if stop is not None else Plan()
+            pick -= share
+        return Plan()
 
 
-async def run_sim(
-    hub_url: str,
-    mqtt_url: str,
-    token: str,
-    units: int = 50,
-    duration_s: float | None = None,
-    **options: Any,
-) -> dict[str, int]:
-    """Run the city simulator for ``duration_s`` seconds (forever when None); the fixes sent per device."""
-    async with CitySim(hub_url, mqtt_url, token, units=units, **options) as sim:
+async def run_sim(hub_url: str, mqtt_url: str, token: str, units: int = 50, duration_s: float | None = None,
+                  incidents_per_min: float = 0.0, **options: Any) -> dict[str, int]:
+    """Run the city simulator for ``duration_s`` seconds (forever when None); the fixes sent per device.
+
+    With ``incidents_per_min`` an :class:`~sim.incidents.IncidentGenerator` posts calls too, dispatches
+    those the hub did not, and closes each one its unit cleared.
+    """
+    from sim.incidents import IncidentGenerator
+
+    async with CitySim(hub_url, mqtt_url, token, units=units, **options) as sim, contextlib.AsyncExitStack() as stack:
+        calls: asyncio.Task[int] | None = None
+        if incidents_per_min > 0:
+            generator = await stack.enter_async_context(IncidentGenerator(
+                hub_url, token, sim._city, rate_per_min=incidents_per_min, seed=sim.seed + 3, radii=sim.radii,
+                close_any=True))
+            sim.on_clear.append(generator.unit_cleared)
+            calls = asyncio.create_task(generator.run(duration_s), name="incident-generator")
         started = time.monotonic()
-        while duration_s is None or time.monotonic() - started < duration_s:
-            left = 10.0 if duration_s is None else duration_s - (time.monotonic() - started)
-            await asyncio.sleep(max(0.0, min(10.0, left)))
-            log.info(
-                "city sim: %d fixes sent, %d/%d devices connected", sim.total_fixes, sim.connected, len(sim.devices)
-            )
+        try:
+            while duration_s is None or time.monotonic() - started < duration_s:
+                left = 10.0 if duration_s is None else duration_s - (time.monotonic() - started)
+                await asyncio.sleep(max(0.0, min(10.0, left)))
+                log.info("city sim: %d fixes sent, %d/%d devices connected, %d responses finished", sim.total_fixes,
+                         sim.connected, len(sim.devices), len(sim.truth))
+        finally:
+            if calls is not None:
+                calls.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await calls
         return dict(sim.fixes_sent)

@@ -7,6 +7,7 @@ and the same noisy fixes every time.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from typing import Final, Literal
@@ -132,6 +133,21 @@ class SimVehicle:
     def resume_patrol(self) -> None:
         """Leave the scene (or a parking spot) and patrol again."""
         self._new_patrol_route()
+
+    def park(self, until_ms: int | None = None) -> None:
+        """Stand where the car is until ``until_ms`` (None: until the next order); only a standing car parks."""
+        if self.state == "driving":
+            raise ValueError("a driving car cannot park on the spot: give it a place to drive to")
+        self.state = "parked"
+        self._park_until = until_ms
+
+    def clone(self) -> SimVehicle:
+        """An independent copy on the same city, its random stream included: to try a route before driving it."""
+        twin = copy.copy(self)
+        twin.rng = random.Random()
+        twin.rng.setstate(self.rng.getstate())
+        twin._route = list(self._route)
+        return twin
 
     # ----------------------------------------------------------- kinematics
     def advance(self, now_ms: int) -> None:
