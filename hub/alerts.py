@@ -124,7 +124,7 @@ class Alerts:
             return
         now = svc.clock()
         body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
-                "summary": f"SOS emergency button on {who}", "address": "",
+                "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "",
                 "received_at": event.ts if 0 <= event.ts <= now else None}
         view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
         self._sos_incidents[unit_id or device_id] = view["id"]

@@ -1,0 +1,123 @@
+// The page's state: units and incidents as the live feed last told, alerts, selection, filters and
+// layer switches. Views read it and subscribe to topics; notifications are batched so the DOM is
+// rebuilt at most ~4 times a second however fast the feed runs (the unit canvas has its own, per-frame
+// path: `onUnitDeltas`).
+
+const PANEL_INTERVAL_MS = 250;
+const MAX_ALERTS = 200;
+const ACTIVE_ASSIGNMENT = new Set(["dispatched", "acknowledged", "en_route", "on_scene"]);
+
+export const units = new Map();      // unit_id -> latest unit view
+export const incidents = new Map();  // incident id -> latest full incident view
+export const alerts = [];            // newest last
+
+export const selection = { incident: null, unit: null };
+export const filters = { status: "", kind: "", category: "" };
+export const layers = { units: true, trails: true, incidents: true, heatmap: false, overlays: true, alerts: true };
+
+const subscribers = new Map();   // topic -> Set(fn)
+const pending = new Set();
+let flushTimer = null;
+let lastFlush = 0;
+const deltaListeners = new Set();
+let assignmentIndex = null;      // unit_id -> incident id, rebuilt lazily after incident changes
+
+export function subscribe(topic, fn) {
+  if (!subscribers.has(topic)) subscribers.set(topic, new Set());
+  subscribers.get(topic).add(fn);
+}
+
+/** Tell the subscribers of `topic`, batched; `now` delivers at once (a click must feel instant). */
+export function notify(topic, { now = false } = {}) {
+  pending.add(topic);
+  if (now) { flush(); return; }
+  if (flushTimer) return;
+  const wait = Math.max(0, PANEL_INTERVAL_MS - (performance.now() - lastFlush));
+  flushTimer = setTimeout(flush, wait);
+}
+
+function flush() {
+  if (flushTimer) { clearTimeout(flushTimer); flushTimer = null; }
+  lastFlush = performance.now();
+  const topics = [...pending];
+  pending.clear();
+  for (const topic of topics) {
+    for (const fn of subscribers.get(topic) || []) {
+      try { fn(); } catch (exc) { console.error(`fieldhub: ${topic} view failed`, exc); }
+    }
+  }
+}
+
+/** The unit canvas listens here for every delta, unbatched: it animates them itself. */
+export function onUnitDeltas(fn) { deltaListeners.add(fn); }
+
+export function applySnapshot(msg) {
+  units.clear();
+  for (const u of msg.units || []) units.set(u.unit_id, u);
+  incidents.clear();
+  for (const inc of msg.incidents || []) incidents.set(inc.id, inc);
+  alerts.length = 0;
+  alerts.push(...(msg.alerts || []).slice(-MAX_ALERTS));
+  assignmentIndex = null;
+  for (const fn of deltaListeners) fn(msg.units || [], true);
+  for (const topic of ["units", "incidents", "alerts", "selection"]) notify(topic);
+}
+
+export function applyUnits(list) {
+  for (const u of list) units.set(u.unit_id, u);
+  for (const fn of deltaListeners) fn(list, false);
+  notify("units");
+}
+
+export function putIncident(view) {
+  if (!view || !view.id) return;
+  incidents.set(view.id, view);
+  assignmentIndex = null;
+  notify("incidents");
+}
+
+/** A new alert, or a newer version of one already listed (the hub re-sends it when it gains an incident). */
+export function addAlert(alert) {
+  const i = alerts.findIndex((a) => a.id === alert.id);
+  if (i >= 0) { alerts[i] = alert; notify("alerts"); return; }
+  alerts.push(alert);
+  if (alerts.length > MAX_ALERTS) alerts.splice(0, alerts.length - MAX_ALERTS);
+  notify("alerts");
+}
+
+export function select(kind, id) {
+  selection[kind] = id;
+  notify("selection", { now: true });
+}
+
+export function isOpen(view) { return view && view.status === "open"; }
+
+/** Open incidents passing the category filter: most urgent first, then the longest waiting. */
+export function openIncidents() {
+  const list = [];
+  for (const inc of incidents.values()) {
+    if (isOpen(inc) && (!filters.category || inc.category === filters.category)) list.push(inc);
+  }
+  return list.sort((a, b) => a.priority - b.priority || a.received_at - b.received_at);
+}
+
+export function unitPassesFilters(u) {
+  return (!filters.status || u.status === filters.status) && (!filters.kind || u.kind === filters.kind);
+}
+
+/** The open incident a unit is responding to now, or null. */
+export function assignmentOf(unitId) {
+  if (!assignmentIndex) {
+    assignmentIndex = new Map();
+    for (const inc of incidents.values()) {
+      if (!isOpen(inc)) continue;
+      for (const a of inc.assignments || []) {
+        if (ACTIVE_ASSIGNMENT.has(a.status)) assignmentIndex.set(a.unit_id, inc.id);
+      }
+    }
+  }
+  const id = assignmentIndex.get(unitId);
+  return id ? incidents.get(id) : null;
+}
+
+export function isActiveAssignment(a) { return ACTIVE_ASSIGNMENT.has(a.status); }

@@ -1,0 +1,267 @@
+"""The one-map page in a real headless Chromium, against a real hub, broker, database and simulated city.
+
+Fixtures:
+
+- ``browser``: one Debian Chromium for the session, driven by Playwright (never ``playwright install``).
+- ``open_page``: opens the page logged in with a token (``/?token=``) in a fresh browser context
+  (its own localStorage), waits until the first snapshot is drawn, and collects uncaught page
+  errors and console errors: a test fails on either, unless it declares the console errors it
+  expects (``WebPage.expect_console``: a hub going away makes the browser log failed connections).
+- ``settings``: the shared settings with auto-dispatch off, so dispatching is the dispatcher's click.
+- ``city``: the hub in-process plus a :class:`~sim.runner.CitySim` of ``UNITS`` patrol units (three
+  devices each) reporting at 1 Hz, waited for until every unit has a position.
+
+Every test runs in the session's event loop (``pytestmark`` in each module), because the browser
+fixture is shared across tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from hub.config import Settings
+from sim.response import Timing
+from sim.runner import CitySim
+from tests.conftest import TOKEN, RunningHub, hub_env, running_hub, wait_for
+
+CHROMIUM = Path(os.environ.get("FIELDHUB_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+VIEWPORT = {"width": 1600, "height": 900}
+UNITS = 15
+# Short turnouts and an early contact, so a dispatch plays out within a test's patience.
+TIMING = Timing(turnout_s=(4.0, 8.0), contact_after_s=(5.0, 10.0), on_scene_s=(600.0, 900.0))
+READY_S = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- browser
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium (apt-get install chromium)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@dataclass
+class WebPage:
+    """A page of the one-map with what it said: uncaught errors, console errors, WebSocket frames."""
+
+    page: Page
+    context: BrowserContext
+    base_url: str
+    page_errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    expected_console: list[re.Pattern[str]] = field(default_factory=list)
+    # Every /api/v1/live WebSocket the page opened, with the type of each frame it received, in order.
+    sockets: list[list[str]] = field(default_factory=list)
+
+    def expect_console(self, *patterns: str) -> None:
+        """Console errors matching one of ``patterns`` (regular expressions) do not fail the test."""
+        self.expected_console += [re.compile(p) for p in patterns]
+
+    def unexpected_console(self) -> list[str]:
+        return [m for m in self.console_errors if not any(p.search(m) for p in self.expected_console)]
+
+    def by_id(self, test_id: str) -> Any:
+        return self.page.get_by_test_id(test_id)
+
+    async def js(self, expression: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(expression, arg)
+
+    async def until(self, expression: str, arg: Any = None, timeout_s: float = 20.0) -> Any:
+        """Wait until the JavaScript ``expression`` (a function of ``arg``) is truthy in the page; its value."""
+        handle = await self.page.wait_for_function(expression, arg=arg, timeout=timeout_s * 1000, polling=100)
+        return await handle.json_value()
+
+    async def ready(self, timeout_s: float = READY_S) -> None:
+        try:
+            await self.until("() => window.fieldhub && window.fieldhub.ready === true", timeout_s=timeout_s)
+        except PlaywrightError as exc:
+            state = await self.page.evaluate("""() => window.fieldhub ? JSON.stringify({ready: window.fieldhub.ready,
+                connected: window.fieldhub.connected, stats: window.fieldhub.stats}) : 'no window.fieldhub'""")
+            raise AssertionError(f"the page was not ready within {timeout_s} s ({state}); page errors:"
+                                 f" {self.page_errors}; console errors: {self.console_errors}") from exc
+
+
+OpenPage = Callable[..., Awaitable[WebPage]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
+    pages: list[WebPage] = []
+
+    async def open_(base_url: str, token: str | None, *, wait_ready: bool = True,
+                    viewport: dict[str, int] | None = None, locale: str = "zh-CN") -> WebPage:
+        context = await browser.new_context(viewport=viewport or VIEWPORT, locale=locale)  # type: ignore[arg-type]
+        page = await context.new_page()
+        web = WebPage(page, context, base_url)
+        web.expect_console(r"/favicon\.ico\)$")  # the browser asks for it by itself; the hub has none (a 404)
+        pages.append(web)
+        page.on("pageerror", lambda exc: web.page_errors.append(f"{exc.name}: {exc.message}\n{exc.stack}"))
+        page.on("console", lambda msg: _console(web, msg))
+        page.on("websocket", lambda ws: _watch_socket(web, ws))
+        page.set_default_timeout(15_000)
+        await page.goto(f"{base_url}/?token={token}" if token is not None else f"{base_url}/")
+        if wait_ready:
+            await web.ready()
+        return web
+
+    yield open_
+    problems = []
+    for web in pages:
+        if web.page_errors:
+            problems.append("uncaught page errors:\n" + "\n".join(web.page_errors))
+        if web.unexpected_console():
+            problems.append("console errors:\n" + "\n".join(web.unexpected_console()))
+        with contextlib.suppress(Exception):
+            await web.context.close()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def _console(web: WebPage, msg: ConsoleMessage) -> None:
+    if msg.type == "error":
+        where = msg.location.get("url", "") if msg.location else ""
+        web.console_errors.append(f"{msg.text} ({where})")
+
+
+def _watch_socket(web: WebPage, ws: Any) -> None:
+    if "/api/v1/live" not in ws.url:
+        return
+    frames: list[str] = []
+    web.sockets.append(frames)
+
+    def received(payload: str | bytes) -> None:
+        text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+        match = re.match(r'\s*\{\s*"type"\s*:\s*"([a-z_]+)"', text)
+        frames.append(match.group(1) if match else "?")
+
+    ws.on("framereceived", received)
+
+
+# ------------------------------------------------------------------------ hub + sim
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Dispatching is the dispatcher's click in these tests: no auto-dispatch on creation."""
+    return settings.model_copy(update={"auto_dispatch_priority": 0})
+
+
+@dataclass
+class CityRun:
+    settings: Settings
+    hub: RunningHub
+    sim: CitySim
+
+    @property
+    def base_url(self) -> str:
+        return self.hub.base_url
+
+    async def token(self, role: str, name: str | None = None) -> str:
+        return await self.hub.hub.create_token(role, name or f"web-{role}")
+
+
+def city_sim(settings: Settings, hub_url: str, units: int = UNITS) -> CitySim:
+    # The sim's city must be the hub's (same seed): the hub's map and ETAs come from it.
+    return CitySim(hub_url, settings.mqtt_url or "", TOKEN, units=units, seed=settings.city_seed,
+                   interval_s=(1.0, 1.0), timing=TIMING)
+
+
+async def all_located(api: httpx.AsyncClient, count: int) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        units = (await api.get("/api/v1/units")).json()["units"]
+        return len(units) >= count and all(u["position"] is not None and u["online"] for u in units)
+    return False
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def city(settings: Settings) -> AsyncIterator[CityRun]:
+    async with running_hub(settings) as rh, city_sim(settings, rh.base_url) as sim:
+        await wait_for(lambda: all_located(rh.api, UNITS), timeout=30, interval=0.25)
+        yield CityRun(settings, rh, sim)
+
+
+# ------------------------------------------------------------- a hub as its own process
+class HubProcess:
+    """``fieldhub serve`` as a child process on a fixed port: to be stopped and started again."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.port = settings.port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        env = hub_env(self.settings)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        env["FIELDHUB_AUTO_DISPATCH_PRIORITY"] = str(self.settings.auto_dispatch_priority)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hub.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as client:
+            async def healthy() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    health = (await client.get("/healthz")).json()
+                    return bool(health.get("mqtt") and health.get("database"))
+                return False
+
+            await wait_for(healthy, timeout=timeout_s, interval=0.1)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int | None:
+        """Send ``sig`` and wait for the exit; SIGKILL after ``timeout_s``. The exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                await asyncio.to_thread(proc.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
+                raise AssertionError(f"the hub did not stop within {timeout_s} s of signal {sig}:\n"
+                                     f"{self.log_tail()}") from None
+        return proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def hub_process(settings: Settings, tmp_path: Path) -> AsyncIterator[HubProcess]:
+    hub = HubProcess(settings, tmp_path / "hub.log")
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        with contextlib.suppress(AssertionError):
+            await hub.stop(signal.SIGKILL)

@@ -1,0 +1,129 @@
+"""What the one-map tests do on the page and ask the hub: selectors, map clicks, incident views.
+
+The page is driven only through web/CONTRACT.md's test ids and ``window.fieldhub``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from devices.geo import haversine_m
+from tests.conftest import wait_for
+from tests.web.conftest import CityRun, WebPage
+
+
+def tid(test_id: str, **data: str) -> str:
+    """CSS selector of a test id with ``data-*`` attributes (``incident_id`` -> ``data-incident-id``)."""
+    attrs = "".join(f'[data-{k.replace("_", "-")}="{v}"]' for k, v in data.items())
+    return f'[data-testid="{test_id}"]{attrs}'
+
+
+def panel(selector: str) -> str:
+    return f'{tid("incident-panel")} {selector}'
+
+
+async def positions(web: WebPage) -> dict[str, list[float]]:
+    result: dict[str, list[float]] = await web.js("""() => Object.fromEntries([...window.fieldhub.units.entries()]
+        .filter(([, u]) => u.position).map(([id, u]) => [id, [u.position.lat, u.position.lon, u.position.ts]]))""")
+    return result
+
+
+async def road_nodes(api: httpx.AsyncClient) -> list[tuple[float, float]]:
+    """The junctions of the base map (the vertices of its road lines), as (lat, lon)."""
+    features = (await api.get("/api/v1/map")).json()["features"]
+    nodes = {(round(lat, 7), round(lon, 7)) for f in features if f["geometry"]["type"] == "LineString"
+             for lon, lat in f["geometry"]["coordinates"]}
+    return sorted(nodes)
+
+
+async def spot_near_a_unit(api: httpx.AsyncClient, near_m: tuple[float, float] = (150.0, 300.0),
+                           clear_m: float = 100.0) -> tuple[float, float]:
+    """A junction ``near_m`` from its nearest unit (a short drive), every other unit at least twice as far
+    (so that one is the unit to recommend), and all at least ``clear_m`` away (a click there lands on the
+    map, not on a unit's marker). Near a parked unit if one suits: it will still be there at dispatch."""
+    units = [u for u in (await api.get("/api/v1/units")).json()["units"] if u["position"]]
+    points = [(u["position"]["lat"], u["position"]["lon"], not u["position"]["speed"]) for u in units]
+    nodes = await road_nodes(api)
+    for parked_only in (True, False):
+        for lat, lon in nodes:
+            ranked = sorted((haversine_m(lat, lon, ulat, ulon), parked) for ulat, ulon, parked in points)
+            (nearest, parked), (second, _) = ranked[:2]
+            if (max(clear_m, near_m[0]) <= nearest <= near_m[1] and second >= 2 * nearest
+                    and (parked or not parked_only)):
+                return lat, lon
+    raise AssertionError("no junction of the city suits the test")
+
+
+async def click_map_at(web: WebPage, lat: float, lon: float, zoom: int = 17) -> None:
+    """Centre the map on (lat, lon) and click exactly there, as a user would.
+
+    The page may be flying the map somewhere (selecting an incident centres it): the flight is stopped,
+    and the point is taken again until it holds still.
+    """
+    point: dict[str, Any] = {}
+    for _ in range(10):
+        point = await web.js("""([lat, lon, zoom]) => {
+            const map = window.fieldhub.map;
+            map.stop();
+            const p0 = map.latLngToContainerPoint([lat, lon]);
+            const size = map.getSize();
+            if (map.getZoom() !== zoom || Math.abs(p0.x - size.x / 2) > 2 || Math.abs(p0.y - size.y / 2) > 2) {
+                map.setView([lat, lon], zoom, {animate: false});
+                return {moved: true};
+            }
+            const box = map.getContainer().getBoundingClientRect();
+            const x = box.left + p0.x, y = box.top + p0.y;
+            const hit = document.elementFromPoint(x, y);
+            const mapEl = document.querySelector('[data-testid="map"]');
+            return {x, y, onMap: !!(hit && mapEl && mapEl.contains(hit)),
+                    hit: hit ? hit.outerHTML.slice(0, 200) : null};
+        }""", [lat, lon, zoom])
+        if not point.get("moved"):
+            break
+        await asyncio.sleep(0.3)
+    assert "x" in point, "the map did not stay on the point"
+    assert point["onMap"], f"the point to click is covered by {point['hit']}"
+    await web.js("""() => { window.__clicked = null;
+        window.fieldhub.map.once('click', (e) => { window.__clicked = [e.latlng.lat, e.latlng.lng]; }); }""")
+    await web.page.mouse.click(point["x"], point["y"])
+    clicked = await web.until("() => window.__clicked", timeout_s=5)
+    assert haversine_m(lat, lon, *clicked) < 5, f"the map took the click at {clicked}, not at {(lat, lon)}"
+
+
+async def incident_view(api: httpx.AsyncClient, incident_id: str) -> dict[str, Any]:
+    r = await api.get(f"/api/v1/incidents/{incident_id}")
+    assert r.status_code == 200, r.text
+    view: dict[str, Any] = r.json()
+    return view
+
+
+async def chip_states(web: WebPage) -> dict[str, str]:
+    states: dict[str, str] = await web.js("""(sel) => Object.fromEntries([...document.querySelectorAll(sel)]
+        .map((e) => [e.dataset.milestone, e.dataset.state]))""", panel(tid("sla-chip")))
+    return states
+
+
+async def closed_incidents(city: CityRun, count: int) -> list[str]:
+    """Incidents dispatched to the nearest unit (which the sim acknowledges), contacted and closed, via the API."""
+    api, ids = city.hub.api, []
+    units = [u for u in (await api.get("/api/v1/units")).json()["units"] if u["position"]][:count]
+    for k, unit in enumerate(units):
+        r = await api.post("/api/v1/incidents", json={
+            "category": ("robbery", "traffic_accident")[k % 2], "priority": 2, "lat": unit["position"]["lat"],
+            "lon": unit["position"]["lon"], "summary": f"dashboard {k}"})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+        r = await api.post(f"/api/v1/incidents/{ids[-1]}/dispatch", json={"unit_ids": [unit["unit_id"]]})
+        assert r.status_code == 200, r.text
+    for incident_id in ids:
+        async def acknowledged(incident_id: str = incident_id) -> bool:
+            return (await incident_view(api, incident_id))["milestones"]["acknowledged"] is not None
+
+        await wait_for(acknowledged, timeout=20)
+        r = await api.post(f"/api/v1/incidents/{incident_id}/events", json={"type": "contacted"})
+        assert r.status_code == 200, r.text
+        assert (await api.post(f"/api/v1/incidents/{incident_id}/close")).status_code == 200
+    return ids
