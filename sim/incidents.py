@@ -179,6 +179,10 @@ class IncidentGenerator:
             self.counts["diverted"] += 1
             return view
         self._open[incident_id] = time.monotonic()
+        targets = {t.get("milestone"): t.get("seconds") for t in view.get("sla") or [] if isinstance(t, dict)}
+        support_s = targets.get("supported")
+        if isinstance(support_s, int):
+            self._spawn(self._support_later(incident_id, support_s))
         if view.get("assignments"):
             self.counts["auto_dispatched"] += 1
         else:
@@ -186,6 +190,17 @@ class IncidentGenerator:
         return view
 
     # ------------------------------------------------------------ dispatcher
+    async def _support_later(self, incident_id: str, target_s: int) -> None:
+        """The analyst attaches support (研判赋能): mostly within the policy's target, sometimes late."""
+        await asyncio.sleep(self.rng.uniform(0.2, 1.2) * target_s)
+        if incident_id not in self._open:
+            return
+        try:
+            await self.http.post(f"/api/v1/incidents/{incident_id}/events",
+                                 json={"type": "supported", "text": "analyst support (simulated)"})
+        except httpx.HTTPError as exc:
+            log.warning("support of %s not posted: %s", incident_id, exc)
+
     async def _dispatch_later(self, incident_id: str) -> None:
         await asyncio.sleep(self.rng.uniform(*self.dispatch_delay_s))
         deadline = time.monotonic() + self.give_up_s

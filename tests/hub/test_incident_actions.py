@@ -235,7 +235,12 @@ async def test_sos_raises_an_alert_and_an_incident_with_backup_dispatched(settin
                 return [i for i in found if i["category"] == "sos"]
 
             [summary] = await wait_for(sos_incident)
-            view = await incident(hub, summary["id"])
+
+            async def dispatched() -> Any:  # listed once created; the auto-dispatch follows
+                found = await incident(hub, summary["id"])
+                return found if found["assignments"] else None
+
+            view = await wait_for(dispatched)
             assert view["priority"] == 1 and view["policy"] == "rapid_12358"
             assert abs(view["lat"] - LAT) < 1e-4 and abs(view["lon"] - LON) < 1e-4
             # Backup: the nearest *other* unit; the officer in trouble is not sent to himself.
