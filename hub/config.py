@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,3 +84,14 @@ class Settings(BaseSettings):
     token_pepper: str = "fieldhub"
     # Demo/test convenience: a dispatcher token created on start-up (printed by the demo).
     bootstrap_token: str | None = None
+
+
+def read_json_file(path: Path, what: str, error: type[Exception]) -> Any:
+    """The JSON in a configuration file; `error` (with `what` and the path in its message) when it cannot be
+    read or parsed, so a bad file stops the start-up with a reason instead of a traceback."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot read: {exc}") from exc
+    except ValueError as exc:
+        raise error(f"{what} {path}: not valid JSON: {exc}") from exc

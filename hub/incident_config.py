@@ -14,11 +14,11 @@ the hub at start-up with a message naming the problem.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub.config import read_json_file
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryError, CategoryRules, load_category_rules
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyError, PolicyRules, load_policies, load_rules
 from hub.errors import HubError
@@ -59,10 +59,4 @@ def parse_incident_config(raw: Any) -> IncidentConfig:
 def load_incident_config(path: Path | None) -> IncidentConfig:
     if path is None:
         return IncidentConfig()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise IncidentConfigError(f"incident config {path}: cannot read: {exc}") from exc
-    except ValueError as exc:
-        raise IncidentConfigError(f"incident config {path}: not valid JSON: {exc}") from exc
-    return parse_incident_config(raw)
+    return parse_incident_config(read_json_file(path, "incident config", IncidentConfigError))

@@ -8,10 +8,10 @@ its arterials as patrol lines), so the demo shows the layer.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from hub.config import read_json_file
 from hub.errors import HubError
 from sim.city import City
 
@@ -32,12 +32,7 @@ def _valid_position(pos: object) -> bool:
 
 def load_overlays(path: Path) -> dict[str, Any]:
     """Read and check the overlays file; a bad file is refused with the reason (at start-up)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OverlayError(f"map overlays {path}: cannot read: {exc}") from exc
-    except ValueError as exc:
-        raise OverlayError(f"map overlays {path}: not valid JSON: {exc}") from exc
+    data = read_json_file(path, "map overlays", OverlayError)
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(
             data.get("features"), list):
         raise OverlayError(f"map overlays {path}: must be a GeoJSON FeatureCollection")
