@@ -27,6 +27,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,8 @@ class Generator:
             await asyncio.sleep(SAMPLE_S)
 
 
-async def _watch_parent(reader: asyncio.StreamReader) -> None:
+async def watch_parent(reader: asyncio.StreamReader) -> None:
+    """Returns when stdin closes: the parent is gone."""
     while await reader.readline():
         pass
 
@@ -133,7 +135,7 @@ async def child_main(args: argparse.Namespace) -> int:
     if (await asyncio.wait_for(reader.readline(), 120)).strip() != b"start":
         return 1
     sampler = asyncio.create_task(gen.sample())
-    parent = asyncio.create_task(_watch_parent(reader))
+    parent = asyncio.create_task(watch_parent(reader))
     lost = [asyncio.ensure_future(c.closed) for c in gen.connections]
     runner = asyncio.create_task(gen.run())
     done, _ = await asyncio.wait([runner, parent, *lost], return_when=asyncio.FIRST_COMPLETED)
@@ -256,20 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_child(child: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace) -> int:
+    """Run a load process's `child` coroutine (on uvloop when installed); its errors become an `error` line."""
     args.connections = max(1, min(args.connections, args.devices))
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
     try:
-        return asyncio.run(child_main(args))
+        return asyncio.run(child(args))
     except (MqttProtocolError, OSError, TimeoutError) as exc:
         emit("error", message=repr(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_child(child_main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

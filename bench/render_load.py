@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.loadgen import device_ids, emit, run_child, watch_parent
 from bench.publisher import MqttProtocolError, Publisher, connect, encode_topic
 from devices.topics import device_topic
 from sim.city import City, build_city
@@ -40,10 +41,6 @@ FIX = b'{"ts":%d,"lat":%.6f,"lon":%.6f,"acc":%.1f,"speed":%.1f,"heading":%d,"seq
 RED_LIGHT_P = 0.25
 RED_LIGHT_S = (5.0, 40.0)
 M_PER_DEG = 111_320.0
-
-
-def device_ids(count: int, prefix: str) -> list[str]:
-    return [f"{prefix}{d:05d}" for d in range(count)]
 
 
 def unit_id(device_id: str, prefix: str) -> str:
@@ -139,16 +136,6 @@ def first_positions(count: int, seed: int, city_seed: int) -> list[tuple[float, 
     return [car.fix(0.0)[:2] for car in fleet.cars]
 
 
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
-async def _watch_parent(reader: asyncio.StreamReader) -> None:
-    while await reader.readline():
-        pass
-
-
 async def child_main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -160,7 +147,7 @@ async def child_main(args: argparse.Namespace) -> int:
     emit("ready", devices=args.devices, connections=len(connections))
     if (await asyncio.wait_for(reader.readline(), 600)).strip() != b"start":
         return 1
-    parent = asyncio.create_task(_watch_parent(reader))
+    parent = asyncio.create_task(watch_parent(reader))
     rate = args.devices * args.rate_hz
     started = time.monotonic()
     sent = late = 0
@@ -297,19 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.connections = max(1, min(args.connections, args.devices))
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    try:
-        return asyncio.run(child_main(args))
-    except (MqttProtocolError, OSError, TimeoutError) as exc:
-        emit("error", message=repr(exc))
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_child(child_main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
