@@ -90,7 +90,8 @@ class IncidentGenerator:
     def __init__(self, hub_url: str, token: str, city: City, *, rate_per_min: float, seed: int = 11,
                  mix: Sequence[CallType] = MIX, dispatch_delay_s: tuple[float, float] = (5.0, 30.0),
                  retry_s: float = 30.0, give_up_s: float = 600.0, close_delay_s: tuple[float, float] = (10.0, 60.0),
-                 max_open_s: float = 7200.0, radii: dict[str, float] | None = None, close_any: bool = False) -> None:
+                 max_open_s: float = 7200.0, radii: dict[str, float] | None = None, close_any: bool = False,
+                 support_share: tuple[float, float] = (0.2, 1.2)) -> None:
         self.hub_url = hub_url.rstrip("/")
         self.token = token
         self.city = city
@@ -110,6 +111,9 @@ class IncidentGenerator:
                        "no_unit": 0, "closed": 0, "errors": 0}
         self._open: dict[str, float] = {}  # incident_id -> monotonic creation time, while we may close it
         self._tasks: set[asyncio.Task[None]] = set()
+        # The analyst's timers: minutes long, so not waited for by wait_idle (cancelled on exit).
+        self._support: set[asyncio.Task[None]] = set()
+        self.support_share = support_share  # the analyst's delay, as a share of the policy's `supported` target
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Self:
@@ -118,9 +122,9 @@ class IncidentGenerator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._support]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._support, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -182,7 +186,9 @@ class IncidentGenerator:
         targets = {t.get("milestone"): t.get("seconds") for t in view.get("sla") or [] if isinstance(t, dict)}
         support_s = targets.get("supported")
         if isinstance(support_s, int):
-            self._spawn(self._support_later(incident_id, support_s))
+            task = asyncio.create_task(self._support_later(incident_id, support_s))
+            self._support.add(task)
+            task.add_done_callback(self._support.discard)
         if view.get("assignments"):
             self.counts["auto_dispatched"] += 1
         else:
@@ -192,7 +198,7 @@ class IncidentGenerator:
     # ------------------------------------------------------------ dispatcher
     async def _support_later(self, incident_id: str, target_s: int) -> None:
         """The analyst attaches support (研判赋能): mostly within the policy's target, sometimes late."""
-        await asyncio.sleep(self.rng.uniform(0.2, 1.2) * target_s)
+        await asyncio.sleep(self.rng.uniform(*self.support_share) * target_s)
         if incident_id not in self._open:
             return
         try:

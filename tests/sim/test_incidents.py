@@ -104,3 +104,18 @@ async def test_the_dispatcher_sends_the_best_unit_and_closes_when_it_clears(hub:
         # The unit signed for the dispatch with its devices' own time.
         acks = [d.client.acks[final["assignments"][0]["cmd_id"]] for d in sim.units[0].devices]
         assert final["milestones"]["acknowledged"]["ts"] in acks
+
+
+async def test_the_simulated_analyst_attaches_support_within_the_target(hub: RunningHub) -> None:
+    robbery = [m for m in MIX if m.category == "robbery"]  # rapid_12358: supported within 300 s
+    async with IncidentGenerator(hub.base_url, TOKEN, build_city(7), rate_per_min=1.0, seed=3, mix=robbery,
+                                 dispatch_delay_s=(60.0, 60.0), support_share=(0.001, 0.002)) as generator:
+        view = await generator.post_one()
+        assert view is not None and view["policy"] == "rapid_12358"
+
+        async def supported() -> object:
+            stored = (await hub.api.get(f"/api/v1/incidents/{view['id']}")).json()
+            return stored["milestones"]["supported"]
+
+        mark = await wait_for(supported, timeout=10)
+        assert mark["source"] == "manual" and mark["ts"] - view["received_at"] < 5_000
