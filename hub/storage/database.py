@@ -61,7 +61,11 @@ class Database:
         self.compress_after_days = compress_after_days
         self.mode = "unknown"
         self._partitions: set[int] = set()
-        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+        # reconnect_timeout: the pool's background reconnection backs off exponentially without a cap (1, 2,
+        # 4 ... s), so after a 30 s outage the next try could come 30 s after the database is back. Giving up
+        # after 10 s hands reconnection back to the callers: the writer's next retry (every write_retry_s)
+        # starts a fresh attempt, so the hub is writing again within seconds of the database's return.
+        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False, reconnect_timeout=10.0,
                                         kwargs={"autocommit": True})
 
     @asynccontextmanager
