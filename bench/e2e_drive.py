@@ -104,6 +104,19 @@ class Outcome:
     def missed_arrival(self) -> bool:
         return self.truth is not None and self.truth.arrived is not None and self.hub.get("arrived") is None
 
+    def arrival_within(self, target_s: float) -> bool:
+        """The hub's arrival is within ``target_s`` of the truth, or of the span the car spent at the edge."""
+        got = self.hub.get("arrived")
+        if got is None or self.truth is None or self.truth.arrived is None:
+            return False
+        lo, hi = self.truth.edge_span or (self.truth.arrived, self.truth.arrived)
+        return min(lo, self.truth.arrived) - target_s * 1000 <= got <= max(hi, self.truth.arrived) + target_s * 1000
+
+    @property
+    def missed_at_edge(self) -> bool:
+        """A miss of a car that came to rest within the GPS noise of the edge (see :mod:`sim.truth`)."""
+        return self.missed_arrival and self.truth is not None and self.truth.rests_at_edge
+
     def since_dispatch(self, ts: int | None) -> str:
         if ts is None or self.truth is None:
             return "never"
@@ -114,7 +127,8 @@ class Outcome:
         """An outcome as :meth:`to_dict` saved it (to re-render a saved run)."""
         t = d.get("truth")
         truth = None if t is None else Truth(**{**t, "zone": tuple(t["zone"]), "uplink_held": None if t.get(
-            "uplink_held") is None else tuple(t["uplink_held"])})
+            "uplink_held") is None else tuple(t["uplink_held"]), "edge_span": None if t.get(
+            "edge_span") is None else tuple(t["edge_span"])})
         return cls(d["index"], d["case"], d["unit_id"], d.get("incident_id", ""), d.get("category", ""),
                    d.get("radius_m", DEFAULT_RADIUS_M), truth, dict(d.get("hub") or {}), dict(d.get("sources") or {}),
                    problem=d.get("problem", ""))

@@ -16,6 +16,13 @@ offline benchmark (:mod:`bench.accuracy`):
   car came to rest outside the zone: it never arrived, whatever it drove through on the way;
 - **contacted**: device time of the ``contact`` event.
 
+GPS cannot place a car to the metre, so where the true track runs along the zone's edge the first
+sample inside is not something any receiver's fixes can pin down. The truth says where that is:
+``edge_span`` is the span around the arrival during which the car was within ``EDGE_BAND_M`` of the
+edge (outside before it, inside after it), and ``rests_at_edge`` says the car came to rest inside
+that band, where "arrived" and "stopped just outside" look alike at any GPS accuracy. The end-to-end
+benchmark reports these separately; it never excuses a false arrival.
+
 Pure: no clock, no I/O except :meth:`TruthLog.add` appending a JSON line to a file when given one.
 """
 
@@ -26,11 +33,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from devices.geo import haversine_m
 
-__all__ = ["ResponseTruth", "Sample", "Truth", "TruthLog", "arrival_truth", "departure_truth"]
+__all__ = ["EDGE_BAND_M", "ResponseTruth", "Sample", "Truth", "TruthLog", "arrival_truth", "departure_truth",
+           "edge_span"]
+
+# Nearer the zone's edge than this (either side), inside and outside are within the GPS noise: the
+# simulator's fixes have 3-10 m accuracy (68 %), a single fix 2-6.6 m standard error per axis, and a few
+# minutes at rest still leave about 1 m of standard error in their mean (errors are correlated over seconds).
+EDGE_BAND_M: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +76,15 @@ class Truth:
     samples: int
     uplink_held: tuple[int, int] | None = None  # a dead zone: from when to when fixes and events were held
     notes: dict[str, str] = field(default_factory=dict)
+    # Around the arrival, when the car was within EDGE_BAND_M of the edge (see the module doc).
+    edge_span: tuple[int, int] | None = None
+    rests_at_edge: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["zone"] = list(self.zone)
         out["uplink_held"] = None if self.uplink_held is None else list(self.uplink_held)
+        out["edge_span"] = None if self.edge_span is None else list(self.edge_span)
         return out
 
 
@@ -88,6 +105,26 @@ def arrival_truth(samples: Sequence[Sample], stop_ms: int | None, zone: tuple[fl
     while i > 0 and samples[i - 1].ts >= dispatched_ms and _distance(samples[i - 1], zone) <= radius_m:
         i -= 1
     return samples[i].ts
+
+
+def edge_span(samples: Sequence[Sample], arrived_ms: int | None, stop_ms: int | None, zone: tuple[float, float],
+              radius_m: float, band_m: float = EDGE_BAND_M) -> tuple[tuple[int, int] | None, bool]:
+    """The span around the arrival when the car was within ``band_m`` of the edge, and whether it rested there.
+
+    Back from the arrival sample while the car was outside by at most ``band_m``; on from it while it
+    was inside by at most ``band_m``. ``(None, False)`` without an arrival.
+    """
+    if arrived_ms is None:
+        return None, False
+    times = [s.ts for s in samples]
+    a = bisect.bisect_left(times, arrived_ms)
+    start = end = a
+    while start > 0 and _distance(samples[start - 1], zone) <= radius_m + band_m:
+        start -= 1
+    while end + 1 < len(samples) and _distance(samples[end + 1], zone) >= radius_m - band_m:
+        end += 1
+    rests = stop_ms is not None and samples[end].ts >= stop_ms and _distance(samples[end], zone) >= radius_m - band_m
+    return (samples[start].ts, samples[end].ts), rests
 
 
 def _distance(s: Sample, zone: tuple[float, float]) -> float:
@@ -137,10 +174,11 @@ class ResponseTruth:
             at = bisect.bisect_left(self._ts, self.stop_ms)
             if at < len(self.samples):
                 stop_distance = round(_distance(self.samples[at], self.zone), 1)
+        span, rests = edge_span(self.samples, arrived, self.stop_ms, self.zone, self.radius_m)
         return Truth(self.incident_id, self.unit_id, self.case, self.zone, self.radius_m, self.dispatched_ms,
                      min(self.acks) if self.acks else None, departed, arrived, self.contact_ms, self.cleared_ms,
                      self.stop_ms, stop_distance, len(self.samples), self.uplink_held,
-                     {**self._notes(departed, arrived), **self.notes})
+                     {**self._notes(departed, arrived), **self.notes}, span, rests)
 
     def _notes(self, departed: int | None, arrived: int | None) -> dict[str, str]:
         """Facts of the true trajectory that explain a miss: an earlier visit, a standstill, a near miss."""

@@ -98,7 +98,7 @@ class ArrivalParams:
     # Reported (Doppler) speed of a stopped unit: noise is about 0.3 m/s, a walk 1.4 m/s.
     stop_speed_mps: float = 1.0
     # The stay's mean position must be inside by max(edge_margin_m, edge_sigmas * its standard error).
-    edge_margin_m: float = 5.0
+    edge_margin_m: float = 2.0
     edge_sigmas: float = 2.0
     # GPS errors are correlated over seconds (multipath, urban canyons): for the standard error,
     # fixes closer together than this count as one.

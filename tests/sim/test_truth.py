@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from devices.geo import offset
-from sim.truth import ResponseTruth, Sample, TruthLog, arrival_truth, departure_truth
+from sim.truth import ResponseTruth, Sample, TruthLog, arrival_truth, departure_truth, edge_span
 
 ZONE = (34.2610, 117.1859)
 T0 = 1_795_000_000_000  # the dispatch
@@ -106,3 +106,24 @@ def test_log_keeps_responses_in_memory_and_as_json_lines(tmp_path: Path) -> None
     assert [(d["incident_id"], d["unit_id"], d["case"]) for d in lines] == [("I1", "P001", "parked"),
                                                                               ("I1", "P002", "patrolling")]
     assert lines[0]["zone"] == list(ZONE) and lines[0]["arrived"] is None and lines[1]["dispatched"] == T0 + 5
+
+
+def test_edge_span_covers_the_time_spent_within_the_band_of_the_edge() -> None:
+    # In at 10 m/s to 101 m, a 20 s red light 99 m out (1 m inside), then on to rest at 40 m.
+    samples = [north(T0 + k * 1000, 200.0 - 10 * k, 10.0) for k in range(10)]  # 200 .. 110
+    samples += [north(T0 + 10_000, 101.0, 5.0)] + [north(T0 + (11 + k) * 1000, 99.0, 0.0) for k in range(20)]
+    samples += [north(T0 + (31 + k) * 1000, 90.0 - 10 * k, 10.0) for k in range(6)]  # 90 .. 40
+    samples += [north(T0 + (37 + k) * 1000, 40.0, 0.0) for k in range(30)]
+    arrived = arrival_truth(samples, T0 + 37_000, ZONE, 100.0, T0)
+    assert arrived == T0 + 11_000
+    assert edge_span(samples, arrived, T0 + 37_000, ZONE, 100.0) == ((T0 + 10_000, T0 + 30_000), False)
+    # A straight crossing: the span is the arrival sample alone.
+    straight = [north(T0 + k * 1000, 200.0 - 10 * k, 10.0) for k in range(16)] + [
+        north(T0 + (16 + k) * 1000, 40.0, 0.0) for k in range(30)]
+    first = arrival_truth(straight, T0 + 16_000, ZONE, 100.0, T0)
+    assert edge_span(straight, first, T0 + 16_000, ZONE, 100.0) == ((first, first), False)
+    # Resting 1 m inside the edge: the span runs to the end and the car rests at the edge.
+    parked = samples[:11] + [north(T0 + (11 + k) * 1000, 99.0, 0.0) for k in range(60)]
+    arrived = arrival_truth(parked, T0 + 11_000, ZONE, 100.0, T0)
+    assert edge_span(parked, arrived, T0 + 11_000, ZONE, 100.0) == ((T0 + 10_000, T0 + 70_000), True)
+    assert edge_span(parked, None, T0 + 11_000, ZONE, 100.0) == (None, False)
