@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
 DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
-          devices/geo.py sim/city.py sim/traffic.py hub/domain
+          devices/geo.py sim/city.py sim/traffic.py hub/domain \
+          drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py
 
 .PHONY: setup setup-test demo test lint bench-ingest
 
@@ -22,7 +23,7 @@ setup-test:
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
-	$(BIN)/mypy devices hub sim bench
+	$(BIN)/mypy devices hub drone sim bench
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp

@@ -1,0 +1,215 @@
+"""MavlinkLink: one MAVLink endpoint of the hub and the vehicles heard on it.
+
+One reader (the transport's callback) decodes every frame and dispatches it: state
+update and change callbacks on the vehicle, the vehicle's waiting listeners, then
+link subscribers. Two background tasks: our GCS heartbeat at 1 Hz to every known
+vehicle, and the link-loss watchdog.
+
+Codecs: one pymavlink MAVLink object per vehicle (its own seq, and its own signing
+state when it has a key). The sender's system id is read from the frame header
+first, so a keyed vehicle's frames are checked against its key only, and a frame
+that fails is dropped before it can create a vehicle or move its route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from drone.codec import DecodeError, decode, encode, frame_system_id, is_signed, mavlink, new_codec
+from drone.errors import LinkLost, WaitTimeout
+from drone.signing import SigningKeys, signature_valid, signing_timestamp
+from drone.state import check_link
+from drone.transport import Peer, Transport, open_transport
+from drone.vehicle import Vehicle
+
+__all__ = ["MavlinkLink"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PERIOD_S: Final = 1.0
+Subscriber = Callable[[Vehicle, Any], None]
+
+
+class MavlinkLink:
+    """Async context manager; see the module docstring. Use from one event loop only."""
+
+    def __init__(self, url: str, *, system_id: int = 250, component_id: int = 190,
+                 heartbeat_timeout_s: float = 3.0, keys: SigningKeys | None = None,
+                 on_vehicle: Callable[[Vehicle], None] | None = None) -> None:
+        if not 1 <= system_id <= 255 or not 0 <= component_id <= 255:
+            raise ValueError("system_id must be 1..255 and component_id 0..255")
+        self.url = url
+        self.system_id = system_id
+        self.component_id = component_id
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("received", "sent", "bad_crc", "parse_errors", "bad_signature", "unknown_system",
+             "unknown_message", "send_errors", "send_dropped", "listener_dropped"), 0)
+        self.vehicles: dict[int, Vehicle] = {}
+        self._keys = keys if keys is not None else SigningKeys()
+        self._on_vehicle = on_vehicle
+        self._handles: dict[int, Vehicle] = {}  # every Vehicle object, heard or not
+        self._subscribers: list[Subscriber] = []
+        self._gcs_codec = new_codec(system_id, component_id)  # unsigned heartbeats to a bare peer
+        self._transport: Transport = open_transport(url, self._on_frame, self.stats)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.local_address: tuple[str, int] = self._transport.local_address
+
+    def __repr__(self) -> str:
+        return f"<MavlinkLink {self.url} vehicles={sorted(self.vehicles)}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> MavlinkLink:
+        await self._transport.start()
+        self.local_address = self._transport.local_address
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._heartbeats(), name=f"mavlink-heartbeat {self.url}"),
+                       loop.create_task(self._watchdog(), name=f"mavlink-watchdog {self.url}")]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the tasks, close the transport, wake every waiter with LinkLost. Idempotent."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._transport.close()
+        for vehicle in self._handles.values():
+            vehicle._close()
+
+    # ------------------------------------------------------------------ vehicles
+    def vehicle(self, system_id: int) -> Vehicle:
+        """The handle for ``system_id``, even before it was heard (then it is not in ``vehicles``)."""
+        if not 1 <= system_id <= 255:
+            raise ValueError(f"system id must be 1..255, got {system_id}")
+        handle = self._handles.get(system_id)
+        if handle is None:
+            codec = new_codec(self.system_id, self.component_id)
+            key = self._keys.get(system_id)
+            if key is not None:
+                codec.signing.secret_key = key.secret
+                codec.signing.link_id = key.link_id
+                codec.signing.sign_outgoing = True
+                codec.signing.timestamp = signing_timestamp()
+                # Without this callback pymavlink would count unsigned frames nowhere.
+                codec.signing.allow_unsigned_callback = lambda _mav, _msg_id: False
+            handle = self._handles[system_id] = Vehicle(self, system_id, codec)
+        return handle
+
+    async def wait_vehicle(self, system_id: int, timeout_s: float) -> Vehicle:
+        """The vehicle once its autopilot's first HEARTBEAT arrived; WaitTimeout otherwise."""
+        vehicle = self.vehicle(system_id)
+        try:
+            await vehicle.wait_for("heartbeat", lambda s: s.last_heartbeat is not None, timeout_s)
+        except WaitTimeout:
+            raise WaitTimeout(f"no heartbeat from system {system_id} within {timeout_s} s on {self.url}") from None
+        return vehicle
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """``callback(vehicle, message)`` for every accepted message; returns the unsubscribe."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    # ------------------------------------------------------------------ receive
+    def _count(self, key: str, n: int = 1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+    def _on_frame(self, frame: bytes, peer: Peer) -> None:
+        system_id = frame_system_id(frame)
+        if system_id == 0 or system_id == self.system_id:
+            self._count("unknown_system")  # no valid sender, or our own frames echoed back
+            return
+        key = self._keys.get(system_id)
+        if key is not None and not (is_signed(frame) and signature_valid(key.secret, frame)):
+            self._count("bad_signature")
+            return
+        vehicle = self.vehicle(system_id)
+        signing = vehicle._codec.signing
+        rejected = signing.reject_count
+        try:
+            msg = decode(vehicle._codec, frame)
+        except DecodeError as exc:
+            # A good signature pymavlink still refuses is a replayed/old timestamp.
+            self._count("bad_signature" if signing.reject_count != rejected else "parse_errors")
+            log.debug("drop frame from system %s: %s", system_id, exc)
+            return
+        if msg.get_type() == "BAD_DATA" or msg.get_type().startswith("UNKNOWN_"):
+            self._count("unknown_message")
+            return
+        self._count("received")
+        vehicle.peer = peer
+        if system_id not in self.vehicles:
+            self.vehicles[system_id] = vehicle
+            if self._on_vehicle is not None:
+                try:
+                    self._on_vehicle(vehicle)
+                except Exception:
+                    log.exception("on_vehicle callback failed")
+        vehicle._handle(msg, time.monotonic())
+        for callback in list(self._subscribers):
+            try:
+                callback(vehicle, msg)
+            except Exception:
+                log.exception("link subscriber failed")
+
+    # ------------------------------------------------------------------ send
+    def _send_to(self, vehicle: Vehicle, message: Any) -> None:
+        signing = vehicle._codec.signing
+        if signing.sign_outgoing:
+            # pymavlink only adds 1 per message; keep up with the clock so a receiver's
+            # "new stream at most a minute old" rule still holds after a long session.
+            signing.timestamp = max(signing.timestamp, signing_timestamp())
+        data = encode(vehicle._codec, message)
+        try:
+            self._transport.send(data, vehicle.peer)
+        except LinkLost:
+            self._count("send_errors")
+            raise
+        self._count("sent")
+
+    def _heartbeat_message(self) -> Any:
+        return mavlink.MAVLink_heartbeat_message(mavlink.MAV_TYPE_GCS, mavlink.MAV_AUTOPILOT_INVALID, 0, 0,
+                                                 mavlink.MAV_STATE_ACTIVE, 3)
+
+    def send_heartbeats(self) -> None:
+        """One GCS heartbeat to each known vehicle (signed for keyed ones) and to bare peers."""
+        by_peer: dict[Peer, list[Vehicle]] = {peer: [] for peer in self._transport.default_peers()}
+        for vehicle in self.vehicles.values():
+            if vehicle.peer is not None:
+                by_peer.setdefault(vehicle.peer, []).append(vehicle)
+        for peer, vehicles in by_peer.items():
+            unsigned_sent = False
+            try:
+                for vehicle in vehicles:
+                    # Keyed vehicles need their own signed copy; unsigned ones share one per peer.
+                    if vehicle._codec.signing.sign_outgoing or not unsigned_sent:
+                        unsigned_sent = unsigned_sent or not vehicle._codec.signing.sign_outgoing
+                        self._send_to(vehicle, self._heartbeat_message())
+                if not vehicles:
+                    self._transport.send(encode(self._gcs_codec, self._heartbeat_message()), peer)
+            except LinkLost:
+                continue  # counted; the peer may come back
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self.send_heartbeats()
+            await asyncio.sleep(HEARTBEAT_PERIOD_S)
+
+    async def _watchdog(self) -> None:
+        # Check often enough that a loss is seen within a quarter of the timeout.
+        period = min(0.25, self.heartbeat_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for vehicle in list(self.vehicles.values()):
+                if check_link(vehicle.state, now, self.heartbeat_timeout_s):
+                    log.warning("vehicle %s: no heartbeat for %.1f s, link lost", vehicle.system_id,
+                                self.heartbeat_timeout_s)
+                    vehicle._changed("link")

@@ -1,0 +1,279 @@
+"""One vehicle seen on a link: its state, change callbacks, commands and mission upload.
+
+A Vehicle never reads the socket: the link's single reader folds each message
+into ``state`` and hands it to the vehicle's listeners (bounded queues with a
+predicate). Commands register a listener *before* sending, so an ACK can never
+arrive in between and be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from drone import mission_protocol
+from drone.codec import mavlink
+from drone.errors import CommandRejected, CommandTimeout, LinkLost, WaitTimeout
+from drone.mission import MissionItem
+from drone.modes import MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, mode_number
+from drone.state import KINDS, VehicleState, apply_message
+
+if TYPE_CHECKING:
+    from drone.link import MavlinkLink
+
+__all__ = ["Vehicle", "VehicleState"]
+
+log = logging.getLogger(__name__)
+
+MAV_RESULT_ACCEPTED: Final = 0
+MAV_RESULT_UNSUPPORTED: Final = 3
+MAV_RESULT_IN_PROGRESS: Final = 5
+MAV_RESULT_COMMAND_LONG_ONLY: Final = 7
+# After IN_PROGRESS the command runs on the vehicle: we stop re-sending (that could
+# restart it) and wait this long after each progress report for the final result.
+IN_PROGRESS_WAIT_S: Final = 30.0
+# How long a state change a command asked for (mode, armed) may take to show in a heartbeat.
+STATE_CONFIRM_S: Final = 3.0
+_FORCE_MAGIC: Final = 21196  # param2 of COMPONENT_ARM_DISARM that skips pre-arm checks
+_LISTENER_QUEUE: Final = 256
+_CLOSED: Final = object()
+
+ChangeCallback = Callable[["Vehicle", str], None]
+
+
+class Vehicle:
+    """A MAVLink system (by system id) and the autopilot component commands go to."""
+
+    def __init__(self, link: MavlinkLink, system_id: int, codec: Any) -> None:
+        self.system_id = system_id
+        self.component_id = 1  # until its autopilot's heartbeat says otherwise
+        self.state = VehicleState()
+        self._link = link
+        self._codec = codec
+        self.peer: Any = None  # where it was last heard from; replies go there
+        self._callbacks: list[ChangeCallback] = []
+        self._listeners: list[tuple[Callable[[Any], bool], asyncio.Queue[Any]]] = []
+        self._command_locks: dict[int, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"<Vehicle {self.system_id}/{self.component_id} mode={self.state.mode} link_ok={self.state.link_ok}>"
+
+    # ------------------------------------------------------------------ incoming
+    def _handle(self, msg: Any, now: float) -> None:
+        if msg.get_type() == "HEARTBEAT" and msg.autopilot != mavlink.MAV_AUTOPILOT_INVALID:
+            self.component_id = msg.get_srcComponent()
+        for kind in apply_message(self.state, msg, now, time.time_ns() // 1_000_000):
+            self._changed(kind)
+        for predicate, queue in self._listeners:
+            try:
+                matched = predicate(msg)
+            except Exception:
+                log.exception("listener predicate failed")
+                continue
+            if matched:
+                try:
+                    queue.put_nowait(msg)
+                except asyncio.QueueFull:
+                    self._link._count("listener_dropped")
+
+    def _changed(self, kind: str) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(self, kind)
+            except Exception:  # a faulty callback must not stop the reader
+                log.exception("vehicle %s: on_change callback failed", self.system_id)
+
+    def _close(self) -> None:
+        for _, queue in self._listeners:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(_CLOSED)
+
+    # ------------------------------------------------------------------ observing
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(vehicle, kind)`` on every change; kinds are in :data:`drone.state.KINDS`."""
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    async def wait_for(self, kind: str, predicate: Callable[[VehicleState], bool], timeout_s: float) -> VehicleState:
+        """The state once ``predicate`` holds (checked now and on each change of ``kind``)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown change kind {kind!r}; one of {', '.join(KINDS)}")
+        if predicate(self.state):
+            return self.state
+        done: asyncio.Future[VehicleState] = asyncio.get_running_loop().create_future()
+
+        def check(vehicle: Vehicle, changed: str) -> None:
+            if changed == kind and not done.done() and predicate(vehicle.state):
+                done.set_result(vehicle.state)
+
+        unsubscribe = self.on_change(check)
+        try:
+            return await asyncio.wait_for(done, timeout_s)
+        except TimeoutError:
+            raise WaitTimeout(f"vehicle {self.system_id}: no {kind} change matching within {timeout_s} s") from None
+        finally:
+            unsubscribe()
+
+    @contextlib.contextmanager
+    def listen(self, predicate: Callable[[Any], bool]) -> Iterator[asyncio.Queue[Any]]:
+        """A bounded queue of this vehicle's messages matching ``predicate`` while inside the block."""
+        entry: tuple[Callable[[Any], bool], asyncio.Queue[Any]] = (predicate, asyncio.Queue(_LISTENER_QUEUE))
+        self._listeners.append(entry)
+        try:
+            yield entry[1]
+        finally:
+            self._listeners.remove(entry)
+
+    @staticmethod
+    async def next_message(queue: asyncio.Queue[Any], timeout_s: float) -> Any | None:
+        """The next queued message, None on timeout; LinkLost once the link closed."""
+        try:
+            msg = await asyncio.wait_for(queue.get(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return None
+        if msg is _CLOSED:
+            raise LinkLost("link closed")
+        return msg
+
+    # ------------------------------------------------------------------ sending
+    def send(self, message: Any) -> None:
+        """Encode (and sign, if this vehicle has a key) and send one message to it."""
+        self._link._send_to(self, message)
+
+    def _is_ack(self, command: int) -> Callable[[Any], bool]:
+        ours = self._link.system_id
+
+        def match(msg: Any) -> bool:
+            return bool(msg.get_type() == "COMMAND_ACK" and msg.command == command
+                        and msg.target_system in (0, ours))
+        return match
+
+    async def _await_result(self, acks: asyncio.Queue[Any], command: int, timeout_s: float) -> int | None:
+        """Final MAV_RESULT, or None if nothing came within ``timeout_s`` (and no IN_PROGRESS)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        in_progress = False
+        while True:
+            ack = await self.next_message(acks, deadline - asyncio.get_running_loop().time())
+            if ack is None:
+                if in_progress:
+                    raise CommandTimeout(f"command {command}: no final result after IN_PROGRESS")
+                return None
+            if ack.result == MAV_RESULT_IN_PROGRESS:
+                in_progress = True
+                deadline = asyncio.get_running_loop().time() + IN_PROGRESS_WAIT_S
+                continue
+            return int(ack.result)
+
+    async def _command(self, command: int, build: Callable[[int], Any], timeout_s: float, retries: int) -> int:
+        lock = self._command_locks.setdefault(command, asyncio.Lock())
+        async with lock:
+            with self.listen(self._is_ack(command)) as acks:
+                for attempt in range(max(retries, 0) + 1):
+                    self.send(build(attempt))
+                    result = await self._await_result(acks, command, timeout_s)
+                    if result is None:
+                        continue
+                    if result != MAV_RESULT_ACCEPTED:
+                        raise CommandRejected(result, command)
+                    return result
+        raise CommandTimeout(f"vehicle {self.system_id}: no COMMAND_ACK for command {command} "
+                             f"after {max(retries, 0) + 1} attempts of {timeout_s} s")
+
+    async def command_long(self, command: int, params: Sequence[float] = (), *,
+                           timeout_s: float = 1.0, retries: int = 3) -> int:
+        """COMMAND_LONG with ACK; each re-send (``retries`` of them) bumps ``confirmation``."""
+        p = _seven(params)
+        return await self._command(command, lambda attempt: mavlink.MAVLink_command_long_message(
+            self.system_id, self.component_id, command, min(attempt, 255), *p), timeout_s, retries)
+
+    async def command_int(self, command: int, *, frame: int, params: Sequence[float] = (), x: int = 0, y: int = 0,
+                          z: float = 0.0, timeout_s: float = 1.0, retries: int = 3) -> int:
+        """COMMAND_INT with ACK; it has no confirmation field, so retries re-send the same."""
+        if len(params) > 4:
+            raise ValueError("COMMAND_INT has 4 float params; position goes in x, y, z")
+        p = _seven(params)[:4]
+        return await self._command(command, lambda _attempt: mavlink.MAVLink_command_int_message(
+            self.system_id, self.component_id, frame, command, 0, 0, *p, x, y, z), timeout_s, retries)
+
+    # ------------------------------------------------------------------ actions
+    async def set_mode(self, mode: str) -> None:
+        number = mode_number(mode)
+        await self.command_long(mavlink.MAV_CMD_DO_SET_MODE, (MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, number))
+        await self._confirm("heartbeat", lambda s: s.custom_mode == number, f"mode {mode}")
+
+    async def arm(self, force: bool = False) -> None:
+        await self.command_long(mavlink.MAV_CMD_COMPONENT_ARM_DISARM, (1, _FORCE_MAGIC if force else 0))
+        await self._confirm("heartbeat", lambda s: s.armed, "armed")
+
+    async def disarm(self, force: bool = False) -> None:
+        await self.command_long(mavlink.MAV_CMD_COMPONENT_ARM_DISARM, (0, _FORCE_MAGIC if force else 0))
+        await self._confirm("heartbeat", lambda s: not s.armed, "disarmed")
+
+    async def _confirm(self, kind: str, predicate: Callable[[VehicleState], bool], what: str) -> None:
+        # ACCEPTED is not the end: the heartbeat is what the vehicle actually does.
+        try:
+            await self.wait_for(kind, predicate, STATE_CONFIRM_S)
+        except WaitTimeout:
+            raise CommandTimeout(f"vehicle {self.system_id}: accepted but heartbeat does not show {what}") from None
+
+    async def takeoff(self, alt_m: float) -> None:
+        """NAV_TAKEOFF to ``alt_m`` above home (ArduCopter: GUIDED and armed)."""
+        await self.command_long(mavlink.MAV_CMD_NAV_TAKEOFF, (0, 0, 0, 0, 0, 0, alt_m))
+
+    async def goto(self, lat: float, lon: float, alt_m: float) -> None:
+        """Fly to a point (altitude relative to home): DO_REPOSITION, else a position target."""
+        x, y = round(lat * 1e7), round(lon * 1e7)
+        try:
+            await self.command_int(mavlink.MAV_CMD_DO_REPOSITION, frame=mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                                   params=(-1, mavlink.MAV_DO_REPOSITION_FLAGS_CHANGE_MODE, 0, math.nan),
+                                   x=x, y=y, z=alt_m)
+        except CommandRejected as exc:
+            if exc.result not in (MAV_RESULT_UNSUPPORTED, MAV_RESULT_COMMAND_LONG_ONLY):
+                raise
+            # Older ArduCopter: a GUIDED position target (no ACK exists for it).
+            position_only = 0b0000_1101_1111_1000  # ignore velocity, acceleration, yaw, yaw rate
+            self.send(mavlink.MAVLink_set_position_target_global_int_message(
+                0, self.system_id, self.component_id, mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                position_only, x, y, alt_m, 0, 0, 0, 0, 0, 0, 0, 0))
+
+    async def rtl(self) -> None:
+        await self.command_long(mavlink.MAV_CMD_NAV_RETURN_TO_LAUNCH)
+
+    async def land(self) -> None:
+        await self.command_long(mavlink.MAV_CMD_NAV_LAND)
+
+    async def set_message_interval(self, message: str | int, hz: float) -> None:
+        """Ask for ``message`` at ``hz``; 0 Hz disables it."""
+        if isinstance(message, str):
+            message_id = getattr(mavlink, f"MAVLINK_MSG_ID_{message.upper()}", None)
+            if message_id is None:
+                raise ValueError(f"unknown MAVLink message {message!r}")
+        else:
+            message_id = message
+        if not math.isfinite(hz) or hz < 0:
+            raise ValueError(f"rate must be >= 0 Hz, got {hz}")
+        interval_us = -1 if hz == 0 else round(1e6 / hz)
+        await self.command_long(mavlink.MAV_CMD_SET_MESSAGE_INTERVAL, (message_id, interval_us))
+
+    async def upload_mission(self, items: Sequence[MissionItem], *, timeout_s: float = 2.0, retries: int = 3) -> None:
+        await mission_protocol.upload(self, items, timeout_s=timeout_s, retries=retries)
+
+    async def start_mission(self) -> None:
+        """MISSION_START; autopilots that do not know it get mode AUTO instead."""
+        try:
+            await self.command_long(mavlink.MAV_CMD_MISSION_START, (0, 0))
+        except CommandRejected as exc:
+            if exc.result != MAV_RESULT_UNSUPPORTED:
+                raise
+            await self.set_mode("AUTO")
+
+
+def _seven(params: Sequence[float]) -> list[float]:
+    if len(params) > 7:
+        raise ValueError(f"a command has at most 7 params, got {len(params)}")
+    return [float(p) for p in params] + [0.0] * (7 - len(params))

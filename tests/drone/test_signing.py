@@ -1,0 +1,77 @@
+"""Signing key files: permissions, formats, and that secrets never leak."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from drone.errors import SigningError
+from drone.signing import SIGNING_EPOCH, SigningKey, SigningKeys, signing_timestamp
+
+SECRET_HEX = "8f" * 32
+
+
+def _write(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_0600_json_file_loads(tmp_path: Path) -> None:
+    path = _write(tmp_path / "keys.json", f'{{"7": "{SECRET_HEX}", "8": {{"key": "{"01" * 32}", "link_id": 2}}}}',
+                  0o600)
+    keys = SigningKeys.load(path)
+    assert sorted(keys) == [7, 8]
+    assert keys[7].secret == bytes.fromhex(SECRET_HEX) and keys[7].link_id == 0
+    assert keys[8].link_id == 2 and keys.get(9) is None
+
+
+def test_toml_and_0400_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path / "keys.toml", f'"12" = "{SECRET_HEX}"\n', 0o400)
+    assert SigningKeys.load(path)[12].secret == bytes.fromhex(SECRET_HEX)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_group_or_world_readable_file_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _write(tmp_path / "keys.json", f'{{"7": "{SECRET_HEX}"}}', mode)
+    with pytest.raises(SigningError, match=r"0600 or stricter") as info:
+        SigningKeys.load(path)
+    assert f"{mode:04o}" in str(info.value) and SECRET_HEX not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    '{"7": "abc"}', '{"seven": "' + SECRET_HEX + '"}', '{"300": "' + SECRET_HEX + '"}', '["x"]',
+    '{"7": "' + "zz" * 32 + '"}', '{"7": ' + SECRET_HEX[:10],
+])
+def test_bad_files_are_refused_without_echoing_content(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "keys.json", text, 0o600)
+    with pytest.raises(SigningError) as info:
+        SigningKeys.load(path)
+    assert SECRET_HEX[:10] not in str(info.value) and "zz" * 8 not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SigningError, match="cannot read"):
+        SigningKeys.load(tmp_path / "nope.json")
+
+
+def test_secret_never_in_repr_str_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keys = SigningKeys.load(_write(tmp_path / "k.json", f'{{"7": "{SECRET_HEX}"}}', 0o600))
+    key = keys[7]
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("test").info("keys %s %r %s %r", keys, keys, key, key)
+    for text in (repr(keys), str(keys), repr(key), str(key), caplog.text, repr(dict(keys))):
+        assert SECRET_HEX not in text and repr(key.secret) not in text
+    assert "7" in repr(keys)
+
+
+def test_key_validation_and_timestamp() -> None:
+    with pytest.raises(SigningError):
+        SigningKey(b"short")
+    with pytest.raises(SigningError):
+        SigningKey(bytes(32), link_id=256)
+    assert signing_timestamp(SIGNING_EPOCH + 1.5) == 150_000  # 10 µs units since 2015-01-01
+    assert SigningKeys({5: bytes(32)})[5].secret == bytes(32)
