@@ -8,9 +8,12 @@ noise of several fixes averages out, a jumped fix the vote let through cannot fl
 it, and a unit that grazes the edge for a few seconds shows it.
 
 Inside fixes form a *visit*. Outside fixes do not end it while they are edge noise
-(an officer stepping out, a parked unit's jitter): for up to ``exit_ms`` after the
-last inside fix, nearer the edge than ``max(edge_margin_m, exit_sigmas * sigma)``,
-and fewer than ``exit_fixes`` in a row that report driving. An exit beyond that
+(an officer stepping out, a parked unit's jitter): nearer the edge than
+``max(edge_margin_m, exit_sigmas * sigma)``, fewer than ``exit_fixes`` in a row that
+report driving, and for up to ``exit_ms`` after the last inside fix — or for as long
+as the unit stands where its current stop began (a car parked a few metres inside the
+edge can show a minute of outside fixes; whether it stands inside is for the stop's
+mean position to decide, not for a run of noise to cut short). An exit beyond that
 (farther out, or driving out and on) ends the visit, so a unit that grazed the zone
 shortly before its final entry arrives with that entry. Neither does a gap in the
 data end it across which the unit stood still, as far as the fixes on both sides
@@ -194,6 +197,18 @@ def _still(p: Point, anchor: tuple[float, float], params: ArrivalParams) -> bool
     return p.distance_to(*anchor) <= params.stop_radius_m + 3.0 * p.sigma
 
 
+def _speed_blip(track: Track, i: int, anchor: tuple[float, float], params: ArrivalParams) -> bool:
+    """Whether point ``i`` reads a speed above a stop's but stands on the spot, and the next kept fix stands
+    still again: one noisy Doppler reading (about 0.3 m/s of noise) does not end a stop."""
+    p = track.points[i]
+    if p.distance_to(*anchor) > params.stop_radius_m + 3.0 * p.sigma:
+        return False
+    for j in range(i + 1, min(len(track), i + 1 + track.reach)):  # within what the scan may read ahead
+        if track.kept(j):
+            return _still(track.points[j], anchor, params)
+    return False
+
+
 def _standing_outside(visit: _Visit, radius_m: float, params: ArrivalParams) -> bool:
     """Whether the unit has stood for ``split_stop_ms`` where it stands now, and that may be outside."""
     return (
@@ -207,7 +222,7 @@ def _standing_outside(visit: _Visit, radius_m: float, params: ArrivalParams) -> 
 def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, params: ArrivalParams) -> bool:
     """Follow the current stop over point ``i``; whether it ended a stop that may have stood outside."""
     p = track.points[i]
-    if visit.anchor is not None and _still(p, visit.anchor, params):
+    if visit.anchor is not None and (_still(p, visit.anchor, params) or _speed_blip(track, i, visit.anchor, params)):
         visit.stop_ms += step_ms
         visit.stop.add(p)
         return False
@@ -257,7 +272,8 @@ def _step(
                 visit.driven_out = 0
                 stay = _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
                 return visit if stay is not None else _restart(track, i, radius_m, params), bool(stay)
-        elif p.ts - visit.last_inside.ts > params.exit_ms or _clearly_outside(track, i, radius_m, params):
+        elif _clearly_outside(track, i, radius_m, params) or (
+                p.ts - visit.last_inside.ts > params.exit_ms and not _standing_by(visit, p, params)):
             return None, False
         elif p.speed is not None and p.speed > params.stop_speed_mps and visit.driven_out + 1 >= params.exit_fixes:
             return None, False  # it drove out and on: grazing the edge, not noise about a spot inside
@@ -266,6 +282,11 @@ def _step(
             stay = _extend(visit, track, i, min(step_ms, params.max_gap_ms), radius_m, params)
             return visit if stay is not None else None, bool(stay)
     return _restart(track, i, radius_m, params), False
+
+
+def _standing_by(visit: _Visit, p: Point, params: ArrivalParams) -> bool:
+    """Whether the unit still stands where its current stop began: its outside fixes are noise about that spot."""
+    return visit.anchor is not None and _still(p, visit.anchor, params)
 
 
 def _clearly_outside(track: Track, i: int, radius_m: float, params: ArrivalParams) -> bool:
