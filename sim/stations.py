@@ -12,7 +12,7 @@ from typing import Final
 from devices.geo import bearing_deg, haversine_m, offset
 from sim.city import City
 
-__all__ = ["DOCK_AMSL_M", "DroneDock", "PoliceStation", "drone_docks", "police_stations"]
+__all__ = ["DOCK_AMSL_M", "DroneDock", "PoliceStation", "drone_docks", "fleet_entries", "police_stations"]
 
 DOCK_AMSL_M: Final = 40.0  # ground level around Xuzhou, metres above sea level
 _COMPASS: Final = ("North", "North-East", "East", "South-East", "South", "South-West", "West", "North-West")
@@ -81,6 +81,12 @@ def drone_docks(stations: list[PoliceStation], per_station: int = 1, first_syste
     if docks and docks[-1].system_id > 250:
         raise ValueError("MAVLink system ids stop at 250 for vehicles here (251-255 are ground stations)")
     return docks
+
+
+def fleet_entries(docks: list[DroneDock]) -> list[dict[str, object]]:
+    """The hub's drone fleet file (``FIELDHUB_DRONES``) for these docks."""
+    return [{"drone_id": d.drone_id, "system_id": d.system_id, "name": d.drone_id,
+             "dock": {"lat": d.lat, "lon": d.lon, "name": d.station_name}} for d in docks]
 
 
 def _distance(city: City, a: int, b: int) -> float:
