@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     hotline_url: str | None = None
     hotline_token: str | None = None
 
+    # Drones (MAVLink 2). Without a URL the hub runs no drone link. The fleet file is JSON:
+    # [{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}}]; the signing keys file
+    # ({"<system_id>": "<64 hex>"}, mode 0600) turns MAVLink 2 signing on for the drones it names.
+    mavlink_url: str | None = None  # e.g. udpin:0.0.0.0:14550
+    mavlink_system_id: int = 250
+    drones: Path | None = None
+    drone_keys: Path | None = None
+    drone_cruise_alt_m: float = 60.0
+    drone_link_timeout_s: float = 3.0
+    drone_pct_per_km: float = 4.0
+    drone_reserve_pct: float = 20.0
+    drone_on_scene_min: float = 5.0
+
     rejects_raw_bytes: int = 1024
     # Ingest allocates many short-lived objects; the default first-generation
     # threshold (700) made the collector take half the hub's CPU at 10k fixes/s.

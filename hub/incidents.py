@@ -42,7 +42,7 @@ from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
 from hub.errors import HubError
 from hub.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
 from hub.feed import LiveFeed
-from hub.fleet import Fleet
+from hub.fleet import DRONE_KIND, Fleet
 from hub.hotline import HotlineHandOver
 from hub.live import LiveState
 from hub.storage.incidents import IncidentStore, summary_of
@@ -90,6 +90,8 @@ class IncidentService:
         self.alerts = Alerts(self, sos_incident=sos_incident)
         self.hotline = hotline
         self.refused = 0  # device/detector events the state machine refused (logged, dropped)
+        # Called with (incident_id, unit_id) when an assignment ends (cleared, cancelled, closed, diverted).
+        self.on_release: list[Callable[[str, str], None]] = []
         self._incidents: dict[str, tuple[Incident, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._assigned: dict[str, str] = {}  # unit_id -> the incident it actively responds to
@@ -134,7 +136,7 @@ class IncidentService:
             self._assigned[a.unit_id] = incident.id
             unit = self.live.units.get(a.unit_id)
             dispatched = a.marks["dispatched"].ts
-            if a.cmd_id and "acknowledged" not in a.marks:
+            if a.cmd_id and "acknowledged" not in a.marks and not a.aerial:
                 self._pending[a.cmd_id] = (incident.id, a.unit_id)
                 raw = encode_command(dispatch_command(incident, a.cmd_id, dispatched))
                 self._watch.add(a.cmd_id, "dispatch", incident.id, a.unit_id, unit.devices if unit else [], raw,
@@ -216,7 +218,10 @@ class IncidentService:
                                                      text=f"auto-dispatch (priority {priority}): {exc}"))
         return await self.get(incident_id)
 
-    async def dispatch(self, incident_id: str, unit_ids: Sequence[str], *, source: str = "api") -> dict[str, Any]:
+    async def dispatch(self, incident_id: str, unit_ids: Sequence[str], *, source: str = "api",
+                       aerial: bool = False) -> dict[str, Any]:
+        """Assign units and send them the SPEC `dispatch` command; ``aerial``: drones, which
+        :mod:`hub.drones` flies over MAVLink instead (no MQTT command, no ack watch)."""
         if not unit_ids:
             raise IncidentInvalid("unit_ids: at least one unit is needed")
         if len(set(unit_ids)) != len(unit_ids):
@@ -225,11 +230,14 @@ class IncidentService:
             unit = self.live.units.get(unit_id)
             if unit is None:
                 raise IncidentNotFound(f"unit {unit_id} does not exist")
+            if (unit.kind == DRONE_KIND) != aerial:
+                raise IncidentInvalid(f"unit {unit_id} is not a drone" if aerial else
+                                      f"unit {unit_id} is a drone: send it with POST /api/v1/incidents/{{id}}/drone")
             busy = self._assigned.get(unit_id)
             if busy is not None and busy != incident_id:
                 raise IncidentConflict(f"unit {unit_id} is {unit.status} on incident {busy}")
         now = self.clock()
-        events = [Dispatched(ts=now, source=source, unit_id=u, cmd_id=new_cmd_id("d")) for u in unit_ids]
+        events = [Dispatched(ts=now, source=source, unit_id=u, cmd_id=new_cmd_id("d"), aerial=aerial) for u in unit_ids]
         incident = await self.commit(incident_id, events)
         c = incident.created
         assert c is not None
@@ -239,6 +247,9 @@ class IncidentService:
             self._assigned[unit_id] = incident_id
             self._pending[cmd_id] = (incident_id, unit_id)
             self.tracker.track(unit_id, incident_id, event.ts, unit.fix, c.lat, c.lon, incident.arrival_radius_m)
+            if aerial:
+                self.fleet.set_status(unit_id, "dispatched")
+                continue
             raw = encode_command(dispatch_command(incident, cmd_id, event.ts))
             self._watch.add(cmd_id, "dispatch", incident_id, unit_id, unit.devices, raw, event.ts)
             self.send(cmd_id, unit.devices, raw)  # a failed publish is retried by the re-send
@@ -442,7 +453,9 @@ class IncidentService:
                 del self._assigned[unit_id]
                 self.fleet.set_status(unit_id, "available")
             self.tracker.untrack(unit_id, incident.id)
-            if a is None or a.cmd_id is None:
+            for hook in self.on_release:
+                hook(incident.id, unit_id)
+            if a is None or a.cmd_id is None or a.aerial:
                 continue
             self._pending.pop(a.cmd_id, None)
             self._watch.discard(a.cmd_id)

@@ -24,6 +24,8 @@ from hub import auth
 from hub.bridge import MqttBridge
 from hub.config import Settings
 from hub.domain.dispatch import Recommender
+from hub.drone_fleet import load_fleet
+from hub.drones import DroneService
 from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
 from hub.errors import StorageUnavailable
 from hub.feed import LiveFeed
@@ -35,6 +37,7 @@ from hub.metrics import HubCollector
 from hub.overlays import city_overlays, load_overlays
 from hub.pipeline import Pipeline
 from hub.storage import Database
+from hub.storage.drones import DroneAudit
 from hub.storage.incidents import IncidentStore
 from hub.writer import BatchWriter
 from sim.city import City, build_city
@@ -66,6 +69,7 @@ class Hub:
         self._overlays: dict[str, Any] | None = None
         self.bootstrap_secret: str | None = None
         self.incidents: IncidentService | None = None
+        self.drones: DroneService | None = None
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
@@ -81,6 +85,7 @@ class Hub:
         stack = self._stack
         config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
         self.overlays()  # likewise a bad overlays file
+        fleet = load_fleet(s.drones) if s.drones else []  # and a bad drone fleet file
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
             self.database_url = await asyncio.to_thread(pg.start)
@@ -126,6 +131,9 @@ class Hub:
                                          sos_incident=s.sos_incident, hotline=hotline)
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.tracker.on_message)
+        if s.mavlink_url:
+            self.drones = await stack.enter_async_context(DroneService(
+                s, fleet, self.incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)

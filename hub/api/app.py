@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import health, incidents, live, one_map, units
+from hub.api.routes import drones, health, incidents, live, one_map, units
 from hub.server import Hub
 
 
@@ -21,6 +21,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(live.router)
     app.include_router(one_map.router)
+    app.include_router(drones.router)
     static = resources.files("hub") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

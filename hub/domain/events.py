@@ -120,6 +120,8 @@ class Dispatched(_Event):
     type: ClassVar[str] = "dispatched"
     unit_required: ClassVar[bool] = True
     cmd_id: str | None = None
+    # A drone sent over MAVLink: its milestones are its assignment's, not the incident's (see Incident.milestones).
+    aerial: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

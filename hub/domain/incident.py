@@ -68,6 +68,7 @@ class Assignment:
     cmd_id: str | None
     marks: dict[str, Milestone]
     cancelled: Milestone | None = None
+    aerial: bool = False  # a drone: support from above, not the officers the response targets measure
 
     @property
     def active(self) -> bool:
@@ -96,6 +97,7 @@ class Assignment:
             "cancelled": None if self.cancelled is None else self.cancelled.ts,
             "cmd_id": self.cmd_id,
             "sources": {name: mark.source for name, mark in self.marks.items()},
+            "aerial": self.aerial,
         }
 
 
@@ -200,7 +202,8 @@ class Incident:
         a = self.assignment(str(event.unit_id))
         if a is not None and a.active:
             raise IllegalTransition(f"unit {a.unit_id} is already assigned to incident {self.id} ({a.status})")
-        self.assignments.append(Assignment(str(event.unit_id), event.cmd_id, {"dispatched": Milestone.of(event)}))
+        self.assignments.append(Assignment(str(event.unit_id), event.cmd_id, {"dispatched": Milestone.of(event)},
+                                           aerial=event.aerial))
 
     def _mark_unit(self, event: Acknowledged | Departed | Contacted | Arrived) -> None:
         a = self._active_assignment_of(event)
@@ -254,11 +257,17 @@ class Incident:
         return self.created
 
     def milestones(self) -> dict[str, Milestone | None]:
-        """Each SPEC milestone: the earliest time any assignment reached it (ties: the first recorded)."""
+        """Each SPEC milestone: the earliest time any assignment reached it (ties: the first recorded).
+
+        Drone assignments do not count: the response targets (e.g. on scene within 8 minutes) measure the
+        officers reaching the caller, and a drone overhead within 3 minutes must not mark them met.
+        """
         c = self._require_created()
         found: dict[str, list[Milestone]] = {name: [] for name in MILESTONES}
         found["received"].append(Milestone(self.received, c.source))
         for a in self.assignments:
+            if a.aerial:
+                continue
             for name, mark in a.marks.items():
                 if name != "cleared":  # a unit's release is not the incident's `cleared`
                     found[name].append(mark)

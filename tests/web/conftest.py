@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -36,8 +37,11 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from playwright.async_api import Error as PlaywrightError
 
 from hub.config import Settings
+from sim.city import build_city
+from sim.drones import DroneFleetSim
 from sim.response import Timing
 from sim.runner import CitySim
+from sim.stations import drone_docks, fleet_entries, police_stations
 from tests.conftest import TOKEN, RunningHub, hub_env, running_hub, wait_for
 
 CHROMIUM = Path(os.environ.get("FIELDHUB_CHROMIUM", "/usr/bin/chromium"))
@@ -198,6 +202,40 @@ async def city(settings: Settings) -> AsyncIterator[CityRun]:
     async with running_hub(settings) as rh, city_sim(settings, rh.base_url) as sim:
         await wait_for(lambda: all_located(rh.api, UNITS), timeout=30, interval=0.25)
         yield CityRun(settings, rh, sim)
+
+
+@dataclass
+class DroneCityRun(CityRun):
+    drones: DroneFleetSim
+    drone_ids: list[str]
+
+    async def cut_link(self, drone_id: str) -> None:
+        self.drones.cut_link(drone_id, 3600.0)
+
+
+async def all_drones_ready(api: httpx.AsyncClient, ids: list[str]) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        views = {d["drone_id"]: d for d in (await api.get("/api/v1/drones")).json()["drones"]}
+        return all(views.get(i, {}).get("link") == "ok" and views[i]["state"] == "ready" and views[i]["position"]
+                   for i in ids)
+    return False
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
+    """``city`` plus two simulated drones docked at two police stations of the same city, on the hub's link."""
+    docks = drone_docks(police_stations(build_city(seed=settings.city_seed), 2))
+    fleet = settings.data_dir / "drones.json"
+    fleet.write_text(json.dumps(fleet_entries(docks)))
+    settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet})
+    async with running_hub(settings) as rh, city_sim(settings, rh.base_url) as sim:
+        assert rh.hub.drones is not None
+        gcs = ("127.0.0.1", rh.hub.drones.link.local_address[1])
+        async with DroneFleetSim(docks, gcs) as drones:
+            ids = [d.drone_id for d in docks]
+            await wait_for(lambda: all_located(rh.api, UNITS), timeout=30, interval=0.25)
+            await wait_for(lambda: all_drones_ready(rh.api, ids), timeout=20, interval=0.25)
+            yield DroneCityRun(settings, rh, sim, drones, ids)
 
 
 # ------------------------------------------------------------- a hub as its own process

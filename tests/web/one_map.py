@@ -6,12 +6,12 @@ The page is driven only through web/CONTRACT.md's test ids and ``window.fieldhub
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from devices.geo import haversine_m
-from tests.conftest import wait_for
+from tests.conftest import RunningHub, wait_for
 from tests.web.conftest import CityRun, WebPage
 
 
@@ -127,3 +127,66 @@ async def closed_incidents(city: CityRun, count: int) -> list[str]:
         assert r.status_code == 200, r.text
         assert (await api.post(f"/api/v1/incidents/{incident_id}/close")).status_code == 200
     return ids
+
+
+# ------------------------------------------------------------------------------ drones
+class DroneCity(Protocol):
+    """What the drone tests need of their fixture (``drone_city``, see tests/web/test_drones.py): a hub with a
+    fleet of simulated drones on docks in the simulated city (and its ground units), every drone ready."""
+
+    base_url: str
+    hub: RunningHub
+    drone_ids: list[str]
+
+    async def token(self, role: str, name: str | None = None) -> str: ...
+
+    async def cut_link(self, drone_id: str) -> None:
+        """The simulated drone stops talking to the hub (no heartbeat, no telemetry) until the test ends."""
+        ...
+
+
+async def drone_views(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    r = await api.get("/api/v1/drones")
+    assert r.status_code == 200, r.text
+    return {d["drone_id"]: d for d in r.json()["drones"]}
+
+
+async def drone_marks(web: WebPage) -> dict[str, dict[str, Any]]:
+    """Each drone's mark as drawn: its data, label, whether the link-lost badge shows, and on screen (container
+    pixels) the mark's centre, where its drone view says it is, and where its dock is."""
+    result: dict[str, dict[str, Any]] = await web.js("""() => {
+        const map = window.fieldhub.map, box = map.getContainer().getBoundingClientRect();
+        const px = (ll) => { const p = map.latLngToContainerPoint(ll); return [p.x, p.y]; };
+        const out = {};
+        for (const node of document.querySelectorAll('[data-testid="drone-marker"]')) {
+            const id = node.dataset.droneId, view = window.fieldhub.drones.get(id);
+            const r = node.getBoundingClientRect(), badge = node.querySelector('[data-testid="drone-link-lost"]');
+            out[id] = {state: node.dataset.state, link: node.dataset.link, mode: node.dataset.mode,
+                text: node.innerText, lostBadge: !!badge && badge.offsetParent !== null,
+                centre: [r.left + r.width / 2 - box.left, r.top + r.height / 2 - box.top],
+                at: view && view.position ? px([view.position.lat, view.position.lon]) : null,
+                dock: view && view.dock ? px([view.dock.lat, view.dock.lon]) : null};
+        }
+        return out;
+    }""")
+    return result
+
+
+async def route_ends(web: WebPage, drone_id: str, kind: str = "mission") -> dict[str, Any] | None:
+    """The drawn route of a drone (its SVG path) as container pixels of its first and last points, or None."""
+    ends: dict[str, Any] | None = await web.js("""([id, kind]) => {
+        const path = document.querySelector(`[data-testid="drone-route"][data-drone-id="${id}"][data-kind="${kind}"]`);
+        if (!path) return null;
+        const nums = (path.getAttribute('d') || '').match(/-?\\d+(\\.\\d+)?/g) || [];
+        if (nums.length < 4) return null;
+        const map = window.fieldhub.map;
+        const cp = (x, y) => { const p = map.layerPointToContainerPoint([x, y]); return [p.x, p.y]; };
+        return {first: cp(+nums[0], +nums[1]), last: cp(+nums[nums.length - 2], +nums[nums.length - 1]),
+                dashed: !!path.getAttribute('stroke-dasharray')};
+    }""", [drone_id, kind])
+    return ends
+
+
+def px_apart(a: list[float] | None, b: list[float] | None) -> float:
+    assert a is not None and b is not None, (a, b)
+    return float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5)

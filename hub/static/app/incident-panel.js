@@ -5,10 +5,11 @@
 import { api } from "./api.js";
 import { formatClock, formatCountdown, formatDuration, serverNow } from "./clock.js";
 import { el, fill } from "./dom.js";
+import { droneDispatchRow } from "./drone-dispatch.js";
 import { PRIORITY_COLOURS } from "./incident-layer.js";
 import { categoryName, t, term } from "./i18n.js";
 import { Recommendations } from "./recommendations.js";
-import { canAct } from "./session.js";
+import { canAct, canSendDrone } from "./session.js";
 import { renderChips, tickChips } from "./sla-chips.js";
 import * as store from "./store.js";
 import { toast } from "./toast.js";
@@ -72,6 +73,7 @@ export class IncidentPanel {
       el("h4", null, t("incident.sla"), el("span", { class: "muted" }, ` · ${inc.policy || "—"}`)), chips,
       act && this.actions(inc),
       el("h4", null, t("incident.assignments")), this.assignments(inc, act),
+      open && canSendDrone() && droneDispatchRow(inc, (id) => this.refetch(id)),
       open && el("h4", null, t("incident.recommend"),
         el("button", { class: "link small", type: "button", onclick: () => this.recommendations.load() },
           t("incident.refresh"))),
@@ -131,7 +133,8 @@ export class IncidentPanel {
     return el("div", { class: "assignments" }, list.map((a) => {
       const unit = store.units.get(a.unit_id);
       const steps = ASSIGNMENT_STEPS.filter((s) => a[s] != null).map((s) => el("span", {
-        class: "step", title: `${term("ms", s)} ${formatClock(a[s])}${a.sources && a.sources[s] ? ` · ${term("src", a.sources[s])}` : ""}`,
+        class: "step", dataset: { testid: "assignment-step", milestone: s, source: (a.sources && a.sources[s]) || "" },
+        title: `${term("ms", s)} ${formatClock(a[s])}${a.sources && a.sources[s] ? ` · ${term("src", a.sources[s])}` : ""}`,
       }, `${term("ms", s)} +${formatCountdown(a[s] - inc.received_at)}`));
       return el("div", { class: "assignment", dataset: { testid: "assignment", unitId: a.unit_id, status: a.status } },
         el("div", { class: "rec-main" },

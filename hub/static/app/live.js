@@ -72,8 +72,11 @@ export class LiveFeed {
       case "alert":
         if (msg.alert) store.addAlert(msg.alert);
         break;
+      case "drone":
+        store.putDrone(msg.drone);
+        break;
       default:
-        break;  // drone, video...: other views' business
+        break;  // video...: other views' business
     }
   }
 

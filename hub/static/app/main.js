@@ -16,7 +16,7 @@ import { UnitLayer } from "./unit-layer.js";
 const hooks = window.fieldhub = {
   ready: false, connected: false, role: "unknown", lang: currentLang(),
   stats: { fps: 0, drawsPerSecond: 0, snapshotMs: null, wsBytes: 0, wsMessages: 0, unitsDrawn: 0, lastFrameMs: 0 },
-  map: null, units: store.units, incidents: store.incidents,
+  map: null, units: store.units, incidents: store.incidents, drones: store.drones,
 };
 const frames = startFrameLoop(hooks.stats);
 
@@ -31,6 +31,7 @@ async function signIn() {
 async function learnRole() {
   const me = await api("/api/v1/me", { optional: true }).catch(() => undefined);
   if (me === undefined) return;  // the error is on screen; stay view-only
+  who.guessed = me === null;
   if (me === null) { who.role = "dispatcher"; who.name = ""; }
   else { who.role = me.role; who.name = me.name || ""; }
   hooks.role = me === null ? "unknown" : who.role;
@@ -67,7 +68,7 @@ async function main() {
   const map = createMap(byTestId("map"));
   hooks.map = map;
   const unitLayer = new UnitLayer({ stats: hooks.stats });
-  unitLayer.setFilter(store.unitPassesFilters);
+  unitLayer.setFilter(store.drawnAsUnit);  // drones with a drone view: drawn by the drone layer
   store.onUnitDeltas((views, replace) => unitLayer.apply(views, replace));
   map.whenReady(() => unitLayer.addTo(map));
   setInterval(() => unitLayer.markDirty(), 1000);  // time alone turns fixes stale

@@ -1,5 +1,5 @@
-// Finding a unit or an incident by id, name, category, summary or address; picking a result opens its
-// panel and brings it into view.
+// Finding a unit, a drone or an incident by id, name, category, summary or address; picking a result
+// opens its panel and brings it into view. A drone the hub describes as one is listed as a drone only.
 
 import { el, fill } from "./dom.js";
 import { categoryName, t, term } from "./i18n.js";
@@ -31,7 +31,7 @@ export class Search {
   render() {
     const q = this.input.value.trim().toLowerCase();
     if (!q) { this.hide(); return; }
-    const hits = [...this.units(q), ...this.incidents(q)];
+    const hits = [...this.drones(q), ...this.units(q), ...this.incidents(q)];
     fill(this.node, hits.length ? hits : el("div", { class: "empty" }, t("search.none")));
     this.node.hidden = false;
   }
@@ -39,8 +39,18 @@ export class Search {
   units(q) {
     const out = [];
     for (const u of store.units.values()) {
-      if (!`${u.unit_id} ${u.name || ""}`.toLowerCase().includes(q)) continue;
+      if (store.drones.has(u.unit_id) || !`${u.unit_id} ${u.name || ""}`.toLowerCase().includes(q)) continue;
       out.push(this.result("unit", u.unit_id, u.name || u.unit_id, `${u.unit_id} · ${term("status", u.status)}`));
+      if (out.length >= MAX_PER_KIND) break;
+    }
+    return out;
+  }
+
+  drones(q) {
+    const out = [];
+    for (const d of store.drones.values()) {
+      if (!`${d.drone_id} ${d.name || ""}`.toLowerCase().includes(q)) continue;
+      out.push(this.result("drone", d.drone_id, d.name || d.drone_id, `${d.drone_id} · ${term("droneState", d.state)}`));
       if (out.length >= MAX_PER_KIND) break;
     }
     return out;
@@ -62,7 +72,7 @@ export class Search {
     return el("button", {
       class: `search-result kind-${kind}`, type: "button", dataset: { testid: "search-result", kind, id },
       onclick: () => { this.hide(); this.input.value = ""; this.pick(kind, id); },
-    }, el("span", { class: "result-kind" }, kind === "unit" ? "◆" : "▲"), el("span", { class: "result-title" }, title),
+    }, el("span", { class: "result-kind" }, { unit: "◆", drone: "✜" }[kind] || "▲"), el("span", { class: "result-title" }, title),
     el("span", { class: "muted" }, sub));
   }
 }

@@ -6,9 +6,12 @@ import { t } from "./i18n.js";
 
 const KEY = "fieldhub.token";
 const ACTING_ROLES = new Set(["admin", "dispatcher"]);
+const FLYING_ROLES = new Set(["admin", "drone_operator"]);               // goto, return, land
+const SENDING_ROLES = new Set(["admin", "dispatcher", "drone_operator"]); // a drone to an incident
 
 let token = null;
-export const who = { name: "", role: "unknown" };
+// `guessed`: the hub has no /me, the role is unknown; every action is offered and the hub refuses what it must.
+export const who = { name: "", role: "unknown", guessed: false };
 
 /** Take ?token=T into storage and out of the address bar (it is a secret; screenshots show the bar). */
 export function loadToken() {
@@ -37,6 +40,12 @@ export function setToken(value) {
 
 /** Dispatchers and admins act; viewers and everybody else only look. */
 export function canAct() { return ACTING_ROLES.has(who.role); }
+
+/** Drone operators and admins fly drones (goto, return, land). */
+export function canFly() { return who.guessed || FLYING_ROLES.has(who.role); }
+
+/** Dispatchers, drone operators and admins send a drone to an incident. */
+export function canSendDrone() { return who.guessed || SENDING_ROLES.has(who.role); }
 
 /** Show the login form; resolves with the token typed in. */
 export function askForToken(message) {

@@ -1,7 +1,8 @@
 // The page's state: units and incidents as the live feed last told, alerts, selection, filters and
 // layer switches. Views read it and subscribe to topics; notifications are batched so the DOM is
 // rebuilt at most ~4 times a second however fast the feed runs (the unit canvas has its own, per-frame
-// path: `onUnitDeltas`).
+// path: `onUnitDeltas`). Drones are units too (kind `drone`); their drone views (link, mode, battery,
+// mission) come apart, in `drones`, and a hub that sends none leaves that map empty.
 
 const PANEL_INTERVAL_MS = 250;
 const MAX_ALERTS = 200;
@@ -9,11 +10,12 @@ const ACTIVE_ASSIGNMENT = new Set(["dispatched", "acknowledged", "en_route", "on
 
 export const units = new Map();      // unit_id -> latest unit view
 export const incidents = new Map();  // incident id -> latest full incident view
+export const drones = new Map();     // drone_id -> latest drone view (also a unit: unit_id = drone_id)
 export const alerts = [];            // newest last
 
-export const selection = { incident: null, unit: null };
+export const selection = { incident: null, unit: null, drone: null };
 export const filters = { status: "", kind: "", category: "" };
-export const layers = { units: true, trails: true, incidents: true, heatmap: false, overlays: true, alerts: true };
+export const layers = { units: true, trails: true, incidents: true, heatmap: false, overlays: true, alerts: true, drones: true };
 
 const subscribers = new Map();   // topic -> Set(fn)
 const pending = new Set();
@@ -58,9 +60,11 @@ export function applySnapshot(msg) {
   for (const inc of msg.incidents || []) incidents.set(inc.id, inc);
   alerts.length = 0;
   alerts.push(...(msg.alerts || []).slice(-MAX_ALERTS));
+  drones.clear();
+  for (const d of Array.isArray(msg.drones) ? msg.drones : []) if (d && d.drone_id) drones.set(d.drone_id, d);
   assignmentIndex = null;
   for (const fn of deltaListeners) fn(msg.units || [], true);
-  for (const topic of ["units", "incidents", "alerts", "selection"]) notify(topic);
+  for (const topic of ["units", "incidents", "alerts", "drones", "selection"]) notify(topic);
 }
 
 export function applyUnits(list) {
@@ -76,6 +80,13 @@ export function putIncident(view) {
   notify("incidents");
 }
 
+/** A drone's whole view (a `drone` delta, or an answer of the drone API). */
+export function putDrone(view) {
+  if (!view || !view.drone_id) return;
+  drones.set(view.drone_id, view);
+  notify("drones");
+}
+
 /** A new alert, or a newer version of one already listed (the hub re-sends it when it gains an incident). */
 export function addAlert(alert) {
   const i = alerts.findIndex((a) => a.id === alert.id);
@@ -85,7 +96,12 @@ export function addAlert(alert) {
   notify("alerts");
 }
 
+/** Select an incident, a unit or a drone; a unit that is a known drone opens as the drone it is. One of
+ * unit and drone at a time (they share the right-hand column). */
 export function select(kind, id) {
+  if (kind === "unit" && id && drones.has(id)) kind = "drone";
+  if (kind === "unit" && id) selection.drone = null;
+  if (kind === "drone" && id) selection.unit = null;
   selection[kind] = id;
   notify("selection", { now: true });
 }
@@ -103,6 +119,11 @@ export function openIncidents() {
 
 export function unitPassesFilters(u) {
   return (!filters.status || u.status === filters.status) && (!filters.kind || u.kind === filters.kind);
+}
+
+/** Units drawn on the unit canvas: those passing the filters, less drones the drone layer draws. */
+export function drawnAsUnit(u) {
+  return unitPassesFilters(u) && !(u.kind === "drone" && drones.has(u.unit_id));
 }
 
 /** The open incident a unit is responding to now, or null. */

@@ -190,6 +190,7 @@ def test_whole_response_of_one_unit() -> None:
         "contacted": at(150), "arrived": at(400), "cleared": at(900), "cancelled": None, "cmd_id": "c-1",
         "sources": {"dispatched": "system", "acknowledged": "device", "departed": "motion", "contacted": "device",
                     "arrived": "geofence", "cleared": "api"},
+        "aerial": False,
     }]
     assert [t["met"] for t in view["sla"]] == [True] * 5
     assert {k: view[k] for k in ("id", "category", "priority", "lat", "lon", "address", "summary", "policy")} == {
@@ -379,3 +380,20 @@ def test_assignment_gives_the_unit_status_to_restore() -> None:
     inc = incident(dispatched(10, "A"), departed(30, "A"), dispatched(11, "B"), cancelled(20, "B"))
     assert inc.assignment("A").unit_status is UnitStatus.EN_ROUTE  # type: ignore[union-attr]
     assert inc.assignment("B").unit_status is UnitStatus.AVAILABLE  # type: ignore[union-attr]
+
+
+def test_a_drone_assignment_has_its_milestones_but_does_not_meet_the_incidents_targets() -> None:
+    incident = Incident.replay("I-9", [
+        Created(ts=at(0), source="api", category="robbery", priority=1, lat=34.261, lon=117.186),
+        Dispatched(ts=at(20), source="api", unit_id="UAV-01", cmd_id="d-1", aerial=True),
+        Acknowledged(ts=at(22), source="device", unit_id="UAV-01", cmd_id="d-1"),
+        Departed(ts=at(40), source="motion", unit_id="UAV-01"),
+        Arrived(ts=at(150), source="geofence", unit_id="UAV-01"),
+    ])
+    a = incident.assignment("UAV-01")
+    assert a is not None and a.aerial and a.status == "on_scene" and a.to_dict()["aerial"] is True
+    assert {k: v for k, v in incident.milestones().items() if v is not None} == {
+        "received": incident.milestones()["received"]}
+    # The flag survives the log's JSON form.
+    again = Incident.replay("I-9", [event_from_dict(e.to_dict()) for e in incident.log])
+    assert again.assignment("UAV-01").aerial  # type: ignore[union-attr]

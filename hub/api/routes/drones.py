@@ -1,0 +1,104 @@
+"""Drones: the fleet, operator commands (goto, RTL, land) and drone dispatch to an incident (SPEC 3, 6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from hub.api.deps import HubDep, Principal, Reader, require
+from hub.api.errors import ApiError
+from hub.api.routes.incidents import ID, IncidentId, _api_error
+from hub.drones import DroneCommandFailed, DroneNotFound, DroneService, NoDroneAvailable
+from hub.incidents import IncidentError
+
+router = APIRouter(tags=["drones"])
+
+DroneId = Annotated[str, Path(pattern=ID)]
+Operator = Annotated[Principal, require("drone_operator")]
+# Sending a drone to an incident is the dispatcher's call as much as the drone operator's.
+DroneDispatcher = Annotated[Principal, require("dispatcher", "drone_operator")]
+_STATUS = {"link_lost": 409, "command_rejected": 409, "command_failed": 409, "command_timeout": 504}
+
+
+class GotoIn(BaseModel):
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    # Metres above the dock; 120 m is the usual legal ceiling for small drones.
+    alt: float = Field(default=60.0, ge=10, le=120, allow_inf_nan=False)
+
+
+class SendIn(BaseModel):
+    drone_id: str | None = Field(default=None, pattern=ID)
+
+
+def _service(hub: Any) -> DroneService:
+    service: DroneService | None = getattr(hub, "drones", None)
+    if service is None:
+        raise ApiError(503, "unavailable", "no drone link is configured (FIELDHUB_MAVLINK_URL)")
+    return service
+
+
+def _who(p: Principal) -> tuple[str, str]:
+    return (p.name, p.role)
+
+
+async def _run(call: Any) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = await call
+        return result
+    except DroneNotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    except NoDroneAvailable as exc:
+        raise ApiError(409, "no_drone_available", str(exc)) from exc
+    except DroneCommandFailed as exc:
+        raise ApiError(_STATUS.get(exc.code, 409), exc.code, str(exc)) from exc
+    except IncidentError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.get("/api/v1/drones")
+async def list_drones(hub: HubDep, who: Reader) -> dict[str, Any]:
+    service = getattr(hub, "drones", None)
+    return {"drones": [] if service is None else service.views()}
+
+
+@router.get("/api/v1/drones/{drone_id}")
+async def get_drone(drone_id: DroneId, hub: HubDep, who: Reader) -> dict[str, Any]:
+    service = _service(hub)
+    return await _run(_view(service, drone_id))
+
+
+async def _view(service: DroneService, drone_id: str) -> dict[str, Any]:
+    return service.view(service.record(drone_id))
+
+
+@router.get("/api/v1/drones/{drone_id}/commands")
+async def drone_commands(drone_id: DroneId, hub: HubDep, who: Reader,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    service = _service(hub)
+    await _run(_view(service, drone_id))
+    return {"commands": await service.audit.recent(drone_id, limit)}
+
+
+@router.post("/api/v1/drones/{drone_id}/goto", status_code=202)
+async def goto(drone_id: DroneId, body: GotoIn, hub: HubDep, who: Operator) -> dict[str, Any]:
+    return await _run(_service(hub).goto(drone_id, body.lat, body.lon, body.alt, _who(who)))
+
+
+@router.post("/api/v1/drones/{drone_id}/rtl", status_code=202)
+async def rtl(drone_id: DroneId, hub: HubDep, who: Operator) -> dict[str, Any]:
+    return await _run(_service(hub).rtl(drone_id, _who(who)))
+
+
+@router.post("/api/v1/drones/{drone_id}/land", status_code=202)
+async def land(drone_id: DroneId, hub: HubDep, who: Operator) -> dict[str, Any]:
+    return await _run(_service(hub).land(drone_id, _who(who)))
+
+
+@router.post("/api/v1/incidents/{incident_id}/drone", status_code=201)
+async def send_drone(incident_id: IncidentId, hub: HubDep, who: DroneDispatcher,
+                     body: SendIn | None = None) -> dict[str, Any]:
+    return await _run(_service(hub).send_to_incident(incident_id, None if body is None else body.drone_id,
+                                                     _who(who)))

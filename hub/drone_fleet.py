@@ -1,0 +1,182 @@
+"""The hub's drones: their configuration, what each is doing, and how they look on the one-map.
+
+A drone is a unit of kind ``drone`` whose one device is the drone itself (device id = unit id =
+drone id). Its telemetry enters the ingest pipeline as that device's fixes and status, exactly as
+an MQTT device's would (:class:`TelemetryForwarder`), so it is stored, live, tracked for arrival
+and drawn like every unit. :class:`DroneRecord` adds what MAVLink knows (mode, armed, altitude,
+link) and the flight the hub gave it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from drone.vehicle import Vehicle
+
+from devices import topics
+from devices.geo import haversine_m
+from devices.payloads import Status
+from drone.telemetry import fix_of
+from hub.config import read_json_file
+from hub.domain.aerial import DroneCandidate
+from hub.errors import HubError
+
+__all__ = ["DroneConfig", "DroneRecord", "FleetConfigError", "Flight", "TelemetryForwarder", "load_fleet"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class FleetConfigError(HubError):
+    """The drone fleet file is missing, unreadable or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class DroneConfig:
+    drone_id: str
+    system_id: int
+    name: str
+    dock_lat: float
+    dock_lon: float
+    dock_name: str = ""
+
+
+def load_fleet(path: Path) -> list[DroneConfig]:
+    """The fleet file: ``[{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}}, ...]``."""
+    data = read_json_file(path, "drone fleet", FleetConfigError)
+    if not isinstance(data, list):
+        raise FleetConfigError(f"{path}: a list of drones expected")
+    fleet: list[DroneConfig] = []
+    for k, d in enumerate(data):
+        try:
+            dock = d["dock"]
+            cfg = DroneConfig(str(d["drone_id"]), int(d["system_id"]), str(d.get("name") or d["drone_id"]),
+                              float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FleetConfigError(f"{path}: drone #{k}: {exc!r}") from exc
+        if not _ID.match(cfg.drone_id) or not 1 <= cfg.system_id <= 255:
+            raise FleetConfigError(f"{path}: drone #{k}: bad drone_id {cfg.drone_id!r} or system_id {cfg.system_id}")
+        if not (-90 <= cfg.dock_lat <= 90 and -180 <= cfg.dock_lon <= 180):
+            raise FleetConfigError(f"{path}: drone {cfg.drone_id}: dock out of range")
+        fleet.append(cfg)
+    for attr in ("drone_id", "system_id"):
+        values = [getattr(c, attr) for c in fleet]
+        if len(set(values)) != len(values):
+            raise FleetConfigError(f"{path}: {attr} must be unique")
+    return fleet
+
+
+@dataclass
+class Flight:
+    """A flight the hub ordered: to an incident (or an operator's goto), until the drone is home."""
+
+    incident_id: str | None
+    target: tuple[float, float, float]  # lat, lon, relative altitude
+    route: list[list[float]]
+    phase: str = "launching"  # launching -> en_route -> returning (-> done)
+    reason: str = ""  # why it is returning
+    rtl_pending: bool = False  # an RTL the hub could not send yet (no link): sent when the link returns
+
+
+@dataclass
+class DroneRecord:
+    config: DroneConfig
+    vehicle: Vehicle
+    flight: Flight | None = None
+    seen: bool = False
+    last_fix_sent: float = 0.0
+    last_view_sent: float = 0.0
+    last_status: tuple[bool, int | None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def drone_id(self) -> str:
+        return self.config.drone_id
+
+    def dock_distance_m(self) -> float | None:
+        s = self.vehicle.state
+        if s.lat is None or s.lon is None:
+            return None
+        return haversine_m(s.lat, s.lon, self.config.dock_lat, self.config.dock_lon)
+
+    def on_ground(self) -> bool:
+        s = self.vehicle.state
+        if s.landed_state is not None:
+            return s.landed_state == "on_ground"
+        return not s.armed
+
+    def candidate(self, busy_with: str | None) -> DroneCandidate:
+        s = self.vehicle.state
+        return DroneCandidate(self.drone_id, s.lat, s.lon, s.battery_pct, s.link_ok, s.armed, self.on_ground(),
+                              self.dock_distance_m(), busy_with)
+
+    def state_name(self) -> str:
+        s = self.vehicle.state
+        if not self.seen:
+            return "offline"
+        if not s.link_ok:
+            return "unavailable"
+        if self.flight is not None:
+            return "returning" if self.flight.phase == "returning" else "flying"
+        return "ready" if self.on_ground() and not s.armed else "flying"
+
+    def view(self, now_ms: int, on_scene: bool = False) -> dict[str, Any]:
+        s, c, f = self.vehicle.state, self.config, self.flight
+        position = None
+        if s.lat is not None and s.lon is not None:
+            position = {"ts": s.position_ts_ms or now_ms, "lat": s.lat, "lon": s.lon, "alt_m": s.relative_alt_m,
+                        "heading": s.heading_deg, "speed": s.ground_speed_mps}
+        state = self.state_name()
+        if on_scene and state == "flying":
+            state = "on_scene"
+        mission = None
+        if f is not None:
+            mission = {"incident_id": f.incident_id, "route": f.route,
+                       "target": {"lat": f.target[0], "lon": f.target[1], "alt_m": f.target[2]}}
+        return {
+            "drone_id": c.drone_id, "unit_id": c.drone_id, "name": c.name, "system_id": c.system_id,
+            "link": "unknown" if not self.seen else ("ok" if s.link_ok else "lost"),
+            "armed": s.armed, "mode": s.mode, "landed": s.landed_state, "position": position,
+            "battery_pct": s.battery_pct, "dock": {"lat": c.dock_lat, "lon": c.dock_lon, "name": c.dock_name},
+            "state": state, "mission": mission, "updated_at": now_ms,
+        }
+
+
+class TelemetryForwarder:
+    """Turns a drone's MAVLink state into its device's fixes and status, through the ingest pipeline.
+
+    Fixes at most every ``fix_interval_s`` per drone (MAVLink streams positions at several Hz; the
+    detectors and the map need about one a second); status when the link or the battery changes.
+    """
+
+    def __init__(self, submit: Callable[[str, bytes, int], object], clock: Callable[[], int],
+                 fix_interval_s: float = 0.5) -> None:
+        self.submit = submit
+        self.clock = clock
+        self.fix_interval_s = fix_interval_s
+
+    def position(self, record: DroneRecord) -> None:
+        now = time.monotonic()
+        if now - record.last_fix_sent < self.fix_interval_s:
+            return
+        fix = fix_of(record.vehicle.state)
+        if fix is None:
+            return
+        record.last_fix_sent = now
+        self.submit(topics.device_topic(record.drone_id, "telemetry"), msgspec.json.encode(fix), 0)
+
+    def status(self, record: DroneRecord) -> None:
+        s = record.vehicle.state
+        battery = None if s.battery_pct is None else round(s.battery_pct)
+        key = (s.link_ok, battery)
+        if key == record.last_status:
+            return
+        record.last_status = key
+        status = Status(ts=self.clock(), state="online" if s.link_ok else "offline", kind="drone",
+                        unit_id=record.drone_id, battery=None if battery is None else float(battery))
+        self.submit(topics.device_topic(record.drone_id, "status"), msgspec.json.encode(status), 1)

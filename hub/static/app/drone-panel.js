@@ -1,0 +1,183 @@
+// One drone: state, flight mode, armed, altitude, speed, battery, link, dock and the incident it flies
+// for; and, for drone operators and admins, its commands: go to a point picked on the map (at an
+// altitude, 60 m unless changed), return to its dock, land where it is. Each command's answer (or the
+// hub's refusal: link lost, drone refused, role) is shown in a toast.
+
+import { api } from "./api.js";
+import { formatDuration, serverNow } from "./clock.js";
+import { el, fill } from "./dom.js";
+import { droneColour, metres } from "./drone-layer.js";
+import { categoryName, t, term } from "./i18n.js";
+import { canFly } from "./session.js";
+import * as store from "./store.js";
+import { toast } from "./toast.js";
+
+const DEFAULT_ALT_M = 60;
+const MIN_ALT_M = 5;
+const MAX_ALT_M = 500;
+const GOTO_REACHED_M = 15;   // the go-to pin goes once the drone is this near it
+
+export class DronePanel {
+  constructor(host, map) {
+    this.host = host;
+    this.map = map;
+    this.droneId = null;
+    this.parts = null;       // the panel's nodes, built once per drone (buttons stay put under the pointer)
+    this.picking = false;    // the next map click is the go-to point
+    this.alt = DEFAULT_ALT_M;
+    this.pin = null;         // where the last go-to sent the drone
+    document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && this.picking) this.setPicking(false); });
+  }
+
+  update() {
+    const id = store.selection.drone;
+    if (id !== this.droneId) {
+      this.setPicking(false);
+      this.dropPin();
+      this.droneId = id;
+      this.parts = null;
+    }
+    this.render();
+  }
+
+  render() {
+    const id = this.droneId;
+    const view = id && store.drones.get(id);
+    if (!view) { this.setPicking(false); fill(this.host); this.host.hidden = true; this.parts = null; return; }
+    this.host.hidden = false;
+    if (!this.parts || this.parts.id !== id || this.parts.lang !== document.documentElement.lang) this.build(id);
+    const p = this.parts;
+    const pos = view.position;
+    const lost = view.link === "lost";
+    Object.assign(p.section.dataset, { state: view.state || "", link: view.link || "unknown" });
+    p.dot.style.background = droneColour(view);
+    p.name.textContent = view.name || id;
+    p.state.textContent = term("droneState", view.state);
+    p.state.style.color = droneColour(view);
+    p.sub.textContent = `${id}${view.system_id != null ? ` · MAVLink ${view.system_id}` : ""} · ${term("kind", "drone")}`;
+    const incidentId = (view.mission && view.mission.incident_id) || (store.assignmentOf(id) || {}).id;
+    const incident = incidentId && store.incidents.get(incidentId);
+    const pct = view.battery_pct;
+    fill(p.facts,
+      el("dt", null, t("drone.link")),
+      el("dd", { class: lost ? "bad" : view.link === "ok" ? "ok" : "warn", dataset: { testid: "drone-link" } },
+        term("droneLink", view.link || "unknown"),
+        view.updated_at ? el("span", { class: "muted" }, ` · ${t("unit.ago", { d: formatDuration(serverNow() - view.updated_at) })}`) : ""),
+      el("dt", null, t("drone.mode")), el("dd", null, view.mode || "—",
+        view.landed ? el("span", { class: "muted" }, ` · ${term("landed", view.landed)}`) : ""),
+      el("dt", null, t("drone.armed")), el("dd", { class: view.armed ? "warn" : "" }, t(view.armed ? "drone.armed.yes" : "drone.armed.no")),
+      el("dt", null, t("drone.alt")), el("dd", null, pos && pos.alt_m != null ? `${Math.round(pos.alt_m)} m` : t("unit.noFix")),
+      el("dt", null, t("unit.speed")), el("dd", null, pos && pos.speed != null
+        ? `${pos.speed.toFixed(1)} m/s · ${Math.round(pos.speed * 3.6)} km/h` : "—"),
+      el("dt", null, t("unit.heading")), el("dd", null, pos && pos.heading != null ? `${Math.round(pos.heading)}°` : "—"),
+      el("dt", null, t("unit.battery")), el("dd", null, pct != null
+        ? el("span", { class: `battery${pct < 25 ? " warn" : ""}`, dataset: { testid: "drone-battery" } },
+          el("span", { class: "bar" }, el("i", { style: `width:${Math.max(0, Math.min(100, pct))}%` })), `${Math.round(pct)}%`)
+        : "—"),
+      el("dt", null, t("drone.dock")), el("dd", null, (view.dock && view.dock.name) || "—"),
+      el("dt", null, t("drone.incident")),
+      el("dd", { dataset: { testid: "drone-incident" } }, incidentId
+        ? el("button", { class: "link", type: "button", onclick: () => store.select("incident", incidentId) },
+          `${incident ? `${categoryName(incident.category)} ` : ""}${incidentId}`)
+        : t("unit.noAssignment")));
+    if (this.pin && pos && metres([pos.lat, pos.lon], [this.pin.getLatLng().lat, this.pin.getLatLng().lng]) < GOTO_REACHED_M) this.dropPin();
+  }
+
+  build(id) {
+    const p = {
+      id, lang: document.documentElement.lang,
+      dot: el("span", { class: "drone-dot" }), state: el("span", { class: "status" }), sub: el("div", { class: "muted" }),
+      name: el("button", { class: "link title", type: "button", onclick: () => this.focus() }),
+      facts: el("dl", { class: "facts" }),
+    };
+    p.section = el("section", { class: "drone-panel unit-panel", dataset: { testid: "drone-panel", droneId: id } },
+      el("header", { class: "panel-head" },
+        el("div", { class: "head-line" }, p.dot, p.name, p.state,
+          el("button", { class: "icon-btn", type: "button", title: t("unit.close"), onclick: () => store.select("drone", null) }, "×")),
+        p.sub),
+      p.facts,
+      canFly() && this.commands(p));
+    this.parts = p;
+    fill(this.host, p.section);
+    this.setPicking(this.picking);
+  }
+
+  commands(p) {
+    p.alt = el("input", { type: "number", min: String(MIN_ALT_M), max: String(MAX_ALT_M), step: "5", value: String(this.alt),
+      class: "alt-input", dataset: { testid: "drone-goto-alt" }, title: t("drone.gotoAlt"),
+      onchange: () => { this.alt = this.altitude(); } });
+    p.goto = el("button", { class: "btn btn-primary", type: "button", dataset: { testid: "drone-goto" },
+      onclick: () => this.setPicking(!this.picking) }, t("drone.goto"));
+    p.hint = el("div", { class: "pick-hint", dataset: { testid: "drone-goto-hint" }, hidden: true }, t("drone.pick"));
+    return [
+      el("h4", null, t("drone.commands")),
+      el("div", { class: "actions" },
+        p.goto, el("label", { class: "alt-label" }, p.alt, " m"),
+        el("button", { class: "btn", type: "button", dataset: { testid: "drone-rtl" },
+          onclick: (ev) => this.command("rtl", {}, ev.currentTarget) }, t("drone.rtl")),
+        el("button", { class: "btn btn-danger", type: "button", dataset: { testid: "drone-land" },
+          onclick: (ev) => this.command("land", {}, ev.currentTarget) }, t("drone.land"))),
+      p.hint,
+    ];
+  }
+
+  altitude() {
+    const v = Number(this.parts && this.parts.alt ? this.parts.alt.value : this.alt);
+    return Number.isFinite(v) && v > 0 ? Math.max(MIN_ALT_M, Math.min(MAX_ALT_M, v)) : DEFAULT_ALT_M;
+  }
+
+  /** Waiting (or not) for the map click that picks the go-to point. */
+  setPicking(on) {
+    this.picking = on && !!this.droneId;
+    this.map.getContainer().classList.toggle("picking-point", this.picking);
+    const p = this.parts;
+    if (p && p.goto) { p.goto.classList.toggle("active", this.picking); p.hint.hidden = !this.picking; }
+  }
+
+  /** A click on the map: the go-to point while picking one (true: taken), else not this panel's. */
+  takeClick(latlng) {
+    if (!this.picking) return false;
+    this.setPicking(false);
+    const alt = this.altitude();
+    const lat = Math.round(latlng.lat * 1e7) / 1e7, lon = Math.round(latlng.lng * 1e7) / 1e7;
+    this.showPin([lat, lon]);
+    this.command("goto", { lat, lon, alt }, this.parts && this.parts.goto, { lat, lon, alt });
+    return true;
+  }
+
+  async command(name, body, button, at = null) {
+    const id = this.droneId;
+    if (!id) return;
+    if (name !== "goto") this.dropPin();
+    const what = t(`drone.cmd.${name}`);
+    if (button) button.disabled = true;
+    try {
+      const answer = await api(`/api/v1/drones/${encodeURIComponent(id)}/${name}`, { method: "POST", body, quiet: true });
+      const where = at ? ` (${at.lat.toFixed(5)}, ${at.lon.toFixed(5)}, ${Math.round(at.alt)} m)` : "";
+      toast(t("drone.accepted", { id, c: what, r: (answer && answer.result) || "accepted" }) + where, "info");
+    } catch (err) {
+      if (name === "goto") this.dropPin();
+      if (err.status !== 401) toast(t("drone.refused", { id, c: what, m: err.message }));
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  showPin(latlng) {
+    this.dropPin();
+    this.pin = L.marker(latlng, { pane: "drones", interactive: false, keyboard: false,
+      icon: L.divIcon({ className: "drone-goto-pin", html: "<span data-testid=\"drone-goto-point\"></span>", iconSize: [20, 20] }),
+    }).addTo(this.map);
+  }
+
+  dropPin() { if (this.pin) { this.pin.remove(); this.pin = null; } }
+
+  focus() {
+    const view = store.drones.get(this.droneId);
+    const p = view && view.position;
+    if (p) this.map.panTo([p.lat, p.lon]);
+  }
+
+  /** Once a second: "updated … ago" moves on. */
+  tick() { if (this.droneId) this.render(); }
+}
