@@ -61,10 +61,15 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     from hub.server import Hub
+    from sim.drone_runner import city_docks, run_drones, write_fleet
     from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
     settings = Settings(bootstrap_token=token, city_seed=args.seed)
+    docks = city_docks(args.seed, stations=args.drones) if args.drones > 0 else []
+    if docks and settings.mavlink_url is None:  # the demo's own drones, on a loopback port the hub picks
+        settings = settings.model_copy(update={
+            "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json")})
     host, port = args.host or settings.host, args.port or settings.port
     async with Hub(settings) as hub:
         started = asyncio.Event()
@@ -74,10 +79,15 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         url = f"http://{host}:{port}"
         print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
               f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
+        city = run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
+                       incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
+        jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
+        if docks and hub.drones is not None:
+            jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1])))
+            print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
+                  flush=True)
         try:
-            await _until_signal(server, run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
-                                                incidents_per_min=args.incidents_per_min,
-                                                hard_cases=args.hard_cases))
+            await _until_signal(*jobs)
         finally:
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -86,12 +96,28 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sim.drone_runner import city_docks, run_drones, write_fleet
     from sim.runner import run_sim
 
+    jobs: list[Coroutine[Any, Any, Any]] = []
+    if args.drones > 0:
+        docks = city_docks(args.seed, stations=args.drones)
+        if args.drone_fleet:
+            write_fleet(docks, Path(args.drone_fleet))
+        host, _, port = args.mavlink.rpartition(":")
+        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration))
+    if args.units > 0:
+        jobs.append(_city(args, run_sim))
+    await _until_signal(*jobs)
+    return 0
+
+
+async def _city(args: argparse.Namespace, run_sim: Any) -> None:
     await run_sim(args.hub, args.mqtt, args.token, units=args.units, duration_s=args.duration, seed=args.seed,
                   interval_s=(args.interval[0], args.interval[1]), incidents_per_min=args.incidents_per_min,
                   hard_cases=args.hard_cases, truth_path=args.truth)
-    return 0
 
 
 def _shares(text: str) -> dict[str, float]:
@@ -158,6 +184,7 @@ MODULE_BENCHES = {
     "dispatch": ("bench.dispatch_latency", "incident POST -> dispatch command on the wire with N live units"),
     "recommender": ("bench.dispatch", "the dispatch recommender alone with N units (pure, in-process)"),
     "detectors": ("bench.accuracy", "arrival/departure detectors offline against ground truth (pure)"),
+    "drones": ("bench.drones", "drone commands: API -> COMMAND_ACK round trip, N drones at once, link-loss detection"),
 }
 
 
@@ -185,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--units", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--drones", type=int, default=4, help="simulated drones, one per police station (default 4)")
     _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
     p.set_defaults(func=cmd_demo)
 
@@ -198,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"),
                    help="seconds between a device's fixes, drawn per device (default 1 5)")
     p.add_argument("--truth", help="append the ground truth of every finished response to this file (JSON lines)")
+    p.add_argument("--drones", type=int, default=0,
+                   help="also fly N simulated drones (one per police station) to --mavlink; write their fleet "
+                        "file with --drone-fleet for the hub's FIELDHUB_DRONES")
+    p.add_argument("--mavlink", default="127.0.0.1:14550", help="the hub's MAVLink UDP port, HOST:PORT")
+    p.add_argument("--drone-fleet", help="write the drones' fleet file here")
     _add_sim_options(p, rate=0.0, hard="")
     p.set_defaults(func=cmd_sim)
 
