@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -73,8 +74,10 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) 
 
 
 class BenchStack:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, hub_env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
+        # Extra FIELDHUB_* settings for the hub (e.g. a drone link); they win over the stack's own.
+        self.hub_env = dict(hub_env or {})
         self.token = "fh_bench_" + secrets.token_urlsafe(16)
         self.broker = MosquittoBroker(workdir / "mosquitto")
         self.postgres = EmbeddedPostgres(workdir / "pg")
@@ -96,9 +99,10 @@ class BenchStack:
 
     async def start_hub(self) -> None:
         port = free_port()
-        env = python_env(FIELDHUB_MQTT_URL=self.broker.url, FIELDHUB_DATABASE_URL=self.database_url,
-                         FIELDHUB_BOOTSTRAP_TOKEN=self.token, FIELDHUB_DATA_DIR=str(self.workdir / "hub"),
-                         FIELDHUB_MQTT_CLIENT_ID="fieldhub-bench-hub")
+        settings = {"FIELDHUB_MQTT_URL": self.broker.url, "FIELDHUB_DATABASE_URL": self.database_url,
+                    "FIELDHUB_BOOTSTRAP_TOKEN": self.token, "FIELDHUB_DATA_DIR": str(self.workdir / "hub"),
+                    "FIELDHUB_MQTT_CLIENT_ID": "fieldhub-bench-hub"}
+        env = python_env(**{**settings, **self.hub_env})
         with self.hub_log.open("ab") as out:
             self.hub = subprocess.Popen(
                 [sys.executable, "-m", "hub.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
