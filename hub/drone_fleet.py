@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from drone.vehicle import Vehicle
 
 from devices import topics
 from devices.geo import haversine_m
 from devices.payloads import Status
 from drone.telemetry import fix_of
+from drone.vehicle import Vehicle
 from hub.config import read_json_file
 from hub.domain.aerial import DroneCandidate
 from hub.errors import HubError
