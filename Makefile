@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
           devices/geo.py sim/city.py sim/traffic.py hub/domain \
           drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py \
-          sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py
+          sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py \
+          video/frames.py video/bitstream.py sim/framecode.py
 
 .PHONY: setup setup-test demo test lint bench-ingest
 
@@ -24,7 +25,7 @@ setup-test:
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
-	$(BIN)/mypy devices hub drone sim bench
+	$(BIN)/mypy devices hub drone sim bench video
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp
