@@ -22,7 +22,9 @@ class EncodedFrame:
 
     codec: str  # MIME subtype as in SDP, upper case: "VP8" or "H264"
     data: bytes  # the codec's bitstream for one picture (VP8 frame / H.264 Annex B access unit)
-    timestamp: int  # RTP timestamp of the picture, CLOCK_RATE units, as sent by the publisher (wraps at 2**32)
+    # RTP timestamp of the picture, CLOCK_RATE units, counted from the stream's first frame (aiortc re-bases
+    # it before the relay sees it); wraps at 2**32.
+    timestamp: int
     keyframe: bool  # decodable on its own; a new viewer or a new recording segment starts at one
     received_ms: int  # hub wall clock when its last packet arrived, epoch ms
 

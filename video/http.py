@@ -1,0 +1,185 @@
+"""WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints over a :class:`~video.service.VideoService`.
+
+- ``POST /whip/{device_id}`` (``application/sdp``) -> ``201`` SDP answer, ``Location`` of the session,
+  ``ETag`` of its ICE session; ``DELETE`` on the session ends the stream; ``PATCH`` trickles candidates.
+- ``POST /whep/{stream_id}`` -> ``201`` likewise for one viewer; ``DELETE``/``PATCH`` on its session.
+- ``OPTIONS`` on either endpoint answers what it accepts (CORS pre-flight, RFC 9725 4.2).
+
+The authorizers run first, before any SDP is read. Errors are the API's JSON
+``{"error": {"code", "message"}}`` via :class:`hub.api.errors.ApiError`. PATCH follows RFC 9725 4.3.1:
+trickle ICE is supported and ICE restarts are not, so a restart gets ``422``; ``If-Match`` is required
+(``428``) and must name the session's entity tag (``412``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+
+from hub.api.errors import ApiError
+from video.errors import (
+    BadOffer,
+    BadSdpFragment,
+    ForwardingUnavailable,
+    IceRestartUnsupported,
+    TooManyViewers,
+    UnknownSession,
+    UnknownStream,
+    Unsupported,
+    VideoError,
+)
+from video.sdp import MAX_SDP_BYTES
+from video.service import VideoService
+
+__all__ = ["SDP", "SDPFRAG", "video_router"]
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+# Most specific first: the first matching class gives the status.
+_STATUS: tuple[tuple[type[VideoError], int], ...] = (
+    (BadOffer, 400),
+    (BadSdpFragment, 400),
+    (UnknownStream, 404),
+    (UnknownSession, 404),
+    (TooManyViewers, 503),
+    (IceRestartUnsupported, 422),
+    (Unsupported, 406),  # RFC 9725 6.x: an offer the server cannot take as a whole is 406 Not Acceptable
+    (ForwardingUnavailable, 503),
+)
+
+
+def _api_error(exc: VideoError) -> ApiError:
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
+    return ApiError(status, exc.code, exc.message)
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _etag(session_id: str) -> str:
+    # One ICE session per resource (no restarts), so the session id names it for its whole life.
+    return f'"{session_id}"'
+
+
+async def _text_body(request: Request, media_type: str) -> str:
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != media_type:
+        given = content_type or "none"
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {media_type}, not {given}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_SDP_BYTES:
+        raise ApiError(413, "too_large", f"the body is larger than {MAX_SDP_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SDP_BYTES:
+            raise ApiError(413, "too_large", f"the body is larger than {MAX_SDP_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        code = "bad_offer" if media_type == SDP else "bad_sdpfrag"
+        raise ApiError(400, code, "the body is not UTF-8 text") from exc
+
+
+def _created(request: Request, session_id: str, sdp: str) -> Response:
+    location = f"{request.url.path.rstrip('/')}/{session_id}"
+    return Response(sdp, status_code=201, media_type=SDP, headers={"Location": location, "ETag": _etag(session_id)})
+
+
+def _options(methods: str) -> Response:
+    return Response(status_code=204, headers={"Allow": methods, "Accept-Post": SDP, "Accept-Patch": SDPFRAG})
+
+
+def video_router(service: VideoService, authorize_publish: Callable[[str, str | None], Awaitable[None]],
+                 authorize_view: Callable[[str | None], Awaitable[None]]) -> APIRouter:
+    """The WHIP/WHEP routes; ``authorize_*`` raise :class:`ApiError` to refuse (bearer token may be None)."""
+    router = APIRouter(tags=["video"])
+
+    def session_of(kind: Literal["publisher", "viewer"], owner: str, session_id: str) -> None:
+        try:
+            ref = service.describe_session(session_id)
+        except VideoError as exc:
+            raise _api_error(exc) from exc
+        if ref.kind != kind or owner != (ref.device_id if kind == "publisher" else ref.stream_id):
+            raise ApiError(404, UnknownSession.code, f"no session {session_id!r} here")
+
+    async def patch(request: Request, session_id: str) -> Response:
+        fragment = await _text_body(request, SDPFRAG)
+        if_match = request.headers.get("if-match")
+        if if_match is None:
+            raise ApiError(428, "precondition_required", "PATCH needs If-Match with the session's ETag")
+        if if_match.strip() != "*" and _etag(session_id) not in [t.strip() for t in if_match.split(",")]:
+            raise ApiError(412, "precondition_failed", "If-Match does not name this session's ICE session")
+        if if_match.strip() == "*":
+            # RFC 9725 4.3.2: If-Match: * marks an ICE restart.
+            raise _api_error(IceRestartUnsupported("ICE restarts are not supported; start a new session"))
+        try:
+            await service.patch(session_id, fragment)
+        except VideoError as exc:
+            raise _api_error(exc) from exc
+        return Response(status_code=204)
+
+    async def end(session_id: str) -> Response:
+        try:
+            await service.end(session_id)
+        except VideoError as exc:
+            raise _api_error(exc) from exc
+        return Response(status_code=200)
+
+    @router.options("/whip/{device_id}")
+    async def whip_options(device_id: str) -> Response:
+        return _options("OPTIONS, POST")
+
+    @router.post("/whip/{device_id}")
+    async def whip_publish(device_id: str, request: Request) -> Response:
+        await authorize_publish(device_id, _bearer(request))
+        offer = await _text_body(request, SDP)
+        try:
+            answer = await service.publish(device_id, offer)
+        except VideoError as exc:
+            raise _api_error(exc) from exc
+        return _created(request, answer.session_id, answer.sdp)
+
+    @router.patch("/whip/{device_id}/{session_id}")
+    async def whip_patch(device_id: str, session_id: str, request: Request) -> Response:
+        await authorize_publish(device_id, _bearer(request))
+        session_of("publisher", device_id, session_id)
+        return await patch(request, session_id)
+
+    @router.delete("/whip/{device_id}/{session_id}")
+    async def whip_delete(device_id: str, session_id: str, request: Request) -> Response:
+        await authorize_publish(device_id, _bearer(request))
+        session_of("publisher", device_id, session_id)
+        return await end(session_id)
+
+    @router.options("/whep/{stream_id}")
+    async def whep_options(stream_id: str) -> Response:
+        return _options("OPTIONS, POST")
+
+    @router.post("/whep/{stream_id}")
+    async def whep_view(stream_id: str, request: Request) -> Response:
+        await authorize_view(_bearer(request))
+        offer = await _text_body(request, SDP)
+        try:
+            answer = await service.view(stream_id, offer)
+        except VideoError as exc:
+            raise _api_error(exc) from exc
+        return _created(request, answer.session_id, answer.sdp)
+
+    @router.patch("/whep/{stream_id}/{session_id}")
+    async def whep_patch(stream_id: str, session_id: str, request: Request) -> Response:
+        await authorize_view(_bearer(request))
+        session_of("viewer", stream_id, session_id)
+        return await patch(request, session_id)
+
+    @router.delete("/whep/{stream_id}/{session_id}")
+    async def whep_delete(stream_id: str, session_id: str, request: Request) -> Response:
+        await authorize_view(_bearer(request))
+        session_of("viewer", stream_id, session_id)
+        return await end(session_id)
+
+    return router

@@ -1,0 +1,379 @@
+"""The video service: WHIP publishers and WHEP viewers as aiortc peer connections around forwarding relays.
+
+One stream per publishing device; its id is the publisher's session id. The publisher's encoded frames
+come off its receiver (:class:`~video.forward.ReceiverTap`) into the stream's :class:`~video.relay.Relay`,
+which feeds every viewer's sender (:class:`~video.forward.EncodedTrack`) and the stream's sinks. Nothing
+is decoded or encoded on this path. A viewer that cannot take the publisher's codec is served by the
+stream's one :class:`~video.transcode.Transcoder` to its codec (decode once, encode once, shared by all such
+viewers, stopped when the last leaves), or refused with :class:`~video.errors.Unsupported` when
+``transcode=False``.
+
+Audio a publisher or viewer offers is answered ``inactive``: the hub relays video only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+
+from video.bitstream import is_keyframe
+from video.errors import (
+    BadOffer,
+    IceRestartUnsupported,
+    TooManyViewers,
+    UnknownSession,
+    UnknownStream,
+    Unsupported,
+    VideoError,
+)
+from video.forward import EncodedTrack, ReceiverTap, check_internals, route_keyframe_requests
+from video.frames import EncodedFrame, FrameSink
+from video.relay import Relay, RelayCounters, ViewerFeed
+from video.sdp import Offer, codec_preferences, parse_offer, parse_sdpfrag
+from video.transcode import Transcoder
+
+__all__ = ["Answer", "SessionRef", "StreamInfo", "VideoService"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    stream_id: str
+    device_id: str
+    started_ms: int
+    codec: str | None
+    viewers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    session_id: str
+    stream_id: str  # for a viewer, the stream it watches
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    session_id: str
+    kind: Literal["publisher", "viewer"]
+    stream_id: str
+    device_id: str
+
+
+@dataclass(eq=False)
+class _Session:
+    session_id: str
+    pc: RTCPeerConnection
+    offer: Offer
+
+
+@dataclass(eq=False)
+class _Viewer(_Session):
+    stream: _Stream
+    relay: Relay  # the stream's own, or a transcoder's output
+    feed: ViewerFeed
+
+
+@dataclass(eq=False)
+class _Stream(_Session):
+    device_id: str
+    codec: str
+    started_ms: int
+    relay: Relay
+    viewers: dict[str, _Viewer] = field(default_factory=dict)
+    transcoders: dict[str, Transcoder] = field(default_factory=dict)  # by the codec they encode to
+    tap: ReceiverTap | None = None
+    ended: bool = False
+
+    def info(self) -> StreamInfo:
+        return StreamInfo(self.session_id, self.device_id, self.started_ms, self.codec, len(self.viewers))
+
+    def on_frame(self, codec: str, data: bytes, timestamp: int) -> None:
+        self.relay.push(EncodedFrame(codec, data, timestamp, is_keyframe(codec, data), _now_ms()))
+
+    def request_keyframe(self) -> bool:
+        return self.tap is not None and self.tap.request_keyframe()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class VideoService:
+    """Publishers in, viewers out. An async context manager: leaving it closes every peer connection."""
+
+    def __init__(self, *, sink_factory: Callable[[StreamInfo], FrameSink | None] | None = None,
+                 on_stream: Callable[[str, StreamInfo], None] | None = None, max_viewers_per_stream: int = 32,
+                 keyframe_request_interval_s: float = 2.0, max_keyframe_gap_s: float | None = 10.0,
+                 viewer_queue_frames: int = 24, connect_timeout_s: float = 30.0, transcode: bool = True) -> None:
+        self._sink_factory = sink_factory
+        self._on_stream = on_stream
+        self._max_viewers = max_viewers_per_stream
+        self._relay_options: dict[str, Any] = {"keyframe_request_interval_s": keyframe_request_interval_s,
+                               "max_keyframe_gap_s": max_keyframe_gap_s, "viewer_queue_frames": viewer_queue_frames}
+        self._transcode = transcode
+        self._connect_timeout = connect_timeout_s
+        self._streams: dict[str, _Stream] = {}
+        self._by_device: dict[str, _Stream] = {}
+        self._viewers: dict[str, _Viewer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ended = RelayCounters()
+        self._totals = {"streams_total": 0, "viewers_total": 0, "viewers_first_frame_not_keyframe": 0,
+                        "transcoded_frames": 0}
+
+    async def __aenter__(self) -> VideoService:
+        check_internals()  # fail at start-up, not at the first publish, if aiortc moved
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._end_stream(s) for s in list(self._streams.values())))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- publishers -------------------------------------------------------------------------------------------
+
+    async def publish(self, device_id: str, offer_sdp: str) -> Answer:
+        """Answer a WHIP offer; a new publish from the same device replaces its old stream."""
+        offer = parse_offer(offer_sdp, "publish")
+        codec = offer.video_codecs[0]
+        pc = RTCPeerConnection()
+        video = pc.addTransceiver("video", direction="recvonly")
+        video.setCodecPreferences(codec_preferences(codec))
+        relay = Relay(lambda: stream.request_keyframe(), **self._relay_options)
+        stream = _Stream(uuid.uuid4().hex, pc, offer, device_id, codec, _now_ms(), relay)
+        try:
+            stream.tap = ReceiverTap(video.receiver, stream.on_frame, lambda: self._spawn(self._end_stream(stream)))
+        except VideoError:
+            await pc.close()
+            raise
+        sdp = await self._negotiate(pc, offer, video)
+        old = self._by_device.get(device_id)
+        if old is not None:
+            await self._end_stream(old)
+        self._streams[stream.session_id] = self._by_device[device_id] = stream
+        self._totals["streams_total"] += 1
+        self._add_sink(stream)
+        self._watch(stream)
+        self._notify("started", stream.info())
+        return Answer(stream.session_id, stream.session_id, sdp)
+
+    def _add_sink(self, stream: _Stream) -> None:
+        try:
+            sink = self._sink_factory(stream.info()) if self._sink_factory else None
+        except Exception:  # a recorder that cannot start must not stop the live stream
+            log.exception("sink factory failed for stream %s", stream.session_id)
+            sink = None
+        if sink is not None:
+            stream.relay.add_sink(sink)
+
+    # -- viewers ----------------------------------------------------------------------------------------------
+
+    async def view(self, stream_id: str, offer_sdp: str) -> Answer:
+        """Answer a WHEP offer for a live stream."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise UnknownStream(f"no live stream {stream_id!r}")
+        if len(stream.viewers) >= self._max_viewers:
+            raise TooManyViewers(f"stream {stream_id} already has {self._max_viewers} viewers")
+        offer = parse_offer(offer_sdp, "view")
+        codec = stream.codec if stream.codec in offer.video_codecs else offer.video_codecs[0]
+        if codec == stream.codec:
+            relay = stream.relay
+        elif self._transcode:
+            relay = self._transcoder(stream, codec).output
+        else:
+            raise Unsupported(f"the stream is {stream.codec} and the viewer offers only "
+                              f"{', '.join(offer.video_codecs)}; transcoding is off", code="codec_unsupported")
+        pc = RTCPeerConnection()
+        feed = relay.add_viewer()
+        video = pc.addTransceiver(EncodedTrack(feed.next), direction="sendonly")
+        video.setCodecPreferences(codec_preferences(codec))
+
+        def on_viewer_keyframe_request() -> None:
+            relay.request_keyframe(from_viewer=True)
+
+        route_keyframe_requests(video.sender, on_viewer_keyframe_request)
+        viewer = _Viewer(uuid.uuid4().hex, pc, offer, stream, relay, feed)
+        stream.viewers[viewer.session_id] = viewer  # holds the place while ICE gathers
+        self._viewers[viewer.session_id] = viewer
+        try:
+            sdp = await self._negotiate(pc, offer, video)
+        except BaseException:
+            await self._end_viewer(viewer)
+            raise
+        if stream.ended:
+            await self._end_viewer(viewer)
+            raise UnknownStream(f"stream {stream_id} ended")
+        self._totals["viewers_total"] += 1
+        self._watch(viewer)
+        return Answer(viewer.session_id, stream_id, sdp)
+
+    def _transcoder(self, stream: _Stream, codec: str) -> Transcoder:
+        """The stream's one transcoder to ``codec``, started for its first viewer."""
+        transcoder = stream.transcoders.get(codec)
+        if transcoder is None:
+            transcoder = Transcoder(codec, stream.relay.request_keyframe, **self._relay_options)
+            stream.transcoders[codec] = transcoder
+            stream.relay.add_sink(transcoder)
+        return transcoder
+
+    def _stop_transcoder(self, stream: _Stream, transcoder: Transcoder) -> None:
+        stream.transcoders.pop(transcoder.codec, None)
+        stream.relay.remove_sink(transcoder)
+        transcoder.close()
+        self._add_counters(transcoder.output.counters)
+        self._totals["transcoded_frames"] += transcoder.encoded
+
+    # -- sessions ---------------------------------------------------------------------------------------------
+
+    def describe_session(self, session_id: str) -> SessionRef:
+        """What a session id is: a publisher (whose stream id is the same) or a viewer of a stream."""
+        if stream := self._streams.get(session_id):
+            return SessionRef(session_id, "publisher", session_id, stream.device_id)
+        if viewer := self._viewers.get(session_id):
+            return SessionRef(session_id, "viewer", viewer.stream.session_id, viewer.stream.device_id)
+        raise UnknownSession(f"no session {session_id!r}")
+
+    async def end(self, session_id: str) -> None:
+        """End a publisher's session (its stream and all its viewers) or one viewer's."""
+        if session_id in self._streams:
+            await self._end_stream(self._streams[session_id])
+        elif session_id in self._viewers:
+            await self._end_viewer(self._viewers[session_id])
+        else:
+            raise UnknownSession(f"no session {session_id!r}")
+
+    async def patch(self, session_id: str, sdpfrag: str) -> None:
+        """Add trickled remote ICE candidates (RFC 8840 fragment); an ICE restart is refused."""
+        session: _Session | None = self._streams.get(session_id) or self._viewers.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        fragment = parse_sdpfrag(sdpfrag)
+        if fragment.ice_ufrag is not None and fragment.ice_ufrag != session.offer.ice_ufrag:
+            raise IceRestartUnsupported("new ICE credentials mean an ICE restart, which this hub does not do; "
+                                        "end the session and start a new one")
+        for candidate in fragment.candidates:
+            # Everything is bundled on one transport: hand every candidate to the bundle's first m-line.
+            candidate.sdpMid, candidate.sdpMLineIndex = session.offer.primary_mid, None
+            await session.pc.addIceCandidate(candidate)
+        if fragment.end_of_candidates:
+            await session.pc.addIceCandidate(None)
+
+    # -- queries ----------------------------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamInfo]:
+        return [s.info() for s in self._streams.values()]
+
+    def stream_of_device(self, device_id: str) -> StreamInfo | None:
+        stream = self._by_device.get(device_id)
+        return stream.info() if stream is not None else None
+
+    def stats(self) -> dict[str, int]:
+        totals = asdict(self._ended)
+        transcoders = [t for s in self._streams.values() for t in s.transcoders.values()]
+        for relay in [s.relay for s in self._streams.values()] + [t.output for t in transcoders]:
+            for name, value in asdict(relay.counters).items():
+                totals[name] += value
+        totals.update(self._totals, streams=len(self._streams), viewers=len(self._viewers),
+                      transcoders=len(transcoders))
+        totals["viewers_first_frame_not_keyframe"] += sum(
+            1 for v in self._viewers.values() if v.feed.first_frame_keyframe is False)
+        totals["transcoded_frames"] += sum(t.encoded for t in transcoders)
+        return totals
+
+    def _add_counters(self, counters: RelayCounters) -> None:
+        for name, value in asdict(counters).items():
+            setattr(self._ended, name, getattr(self._ended, name) + value)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    async def _negotiate(self, pc: RTCPeerConnection, offer: Offer, video: RTCRtpTransceiver) -> str:
+        """Apply the offer and answer it; aiortc gathers all its candidates first, so the answer has them."""
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            if video.mid is None:
+                raise ValueError("the offer's video m-line was not matched")
+            for other in pc.getTransceivers():  # audio is declined, so aiortc neither receives nor decodes it
+                if other is not video:
+                    other.direction = "inactive"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc refuses what it cannot negotiate with assorted exceptions
+            await pc.close()
+            raise BadOffer(f"the offer cannot be negotiated: {exc}") from exc
+        return str(pc.localDescription.sdp)
+
+    def _watch(self, session: _Stream | _Viewer) -> None:
+        """End a session whose connection fails or closes, or never comes up."""
+
+        def end() -> None:
+            if isinstance(session, _Stream):
+                self._spawn(self._end_stream(session))
+            else:
+                self._spawn(self._end_viewer(session))
+
+        @session.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if session.pc.connectionState in ("failed", "closed"):
+                end()
+
+        async def deadline() -> None:
+            await asyncio.sleep(self._connect_timeout)
+            if session.pc.connectionState not in ("connected", "closed"):  # closed: it already ended
+                log.warning("session %s did not connect in %.0f s", session.session_id, self._connect_timeout)
+                end()
+
+        self._spawn(deadline())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self, event: str, info: StreamInfo) -> None:
+        if self._on_stream is None:
+            return
+        try:
+            self._on_stream(event, info)
+        except Exception:
+            log.exception("on_stream(%s) failed", event)
+
+    async def _end_stream(self, stream: _Stream) -> None:
+        if stream.ended:
+            return
+        stream.ended = True
+        self._streams.pop(stream.session_id, None)
+        if self._by_device.get(stream.device_id) is stream:
+            del self._by_device[stream.device_id]
+        for transcoder in list(stream.transcoders.values()):
+            self._stop_transcoder(stream, transcoder)
+        stream.relay.close()  # viewers' senders end, sinks close
+        self._add_counters(stream.relay.counters)
+        await asyncio.gather(*(self._end_viewer(v) for v in list(stream.viewers.values())))
+        await stream.pc.close()
+        self._notify("ended", stream.info())
+
+    async def _end_viewer(self, viewer: _Viewer) -> None:
+        known = self._viewers.pop(viewer.session_id, None)
+        if viewer.stream.viewers.pop(viewer.session_id, None) is None and known is None:
+            return
+        if viewer.feed.first_frame_keyframe is False:
+            self._totals["viewers_first_frame_not_keyframe"] += 1
+        viewer.relay.remove_viewer(viewer.feed)
+        transcoder = next((t for t in viewer.stream.transcoders.values() if t.output is viewer.relay), None)
+        if transcoder is not None and transcoder.output.viewers == 0:
+            self._stop_transcoder(viewer.stream, transcoder)  # its last viewer left: stop the codec work
+        await viewer.pc.close()
