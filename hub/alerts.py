@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from hub.domain.events import Noted
@@ -54,6 +55,8 @@ class Alerts:
         self._sos_incidents: dict[str, str] = {}  # unit_id -> its open SOS incident
         self._breached: set[tuple[str, str]] = set()  # (incident_id, milestone) already alerted
         self._ids = itertools.count(1)
+        # Awaited after each new SOS with (device_id, unit_id, incident_id or None): the video desk's backhaul.
+        self.on_sos: list[Callable[[str, str | None, str | None], Awaitable[None]]] = []
 
     def raise_alert(self, kind: str, ts: int, text: str, **about: Any) -> dict[str, Any]:
         """Record and broadcast one alert; `about` names what it concerns (unit_id, incident_id, lat, ...)."""
@@ -118,9 +121,11 @@ class Alerts:
         alert = self.raise_alert("sos", event.ts, f"SOS from {who}", device_id=device_id, unit_id=unit_id,
                                  lat=lat, lon=lon)
         if not self.sos_incident:
+            await self._tell(device_id, unit_id, None)
             return
         if lat is None or lon is None:
             log.warning("SOS from %s: no position known, so no incident was created (alert %s)", who, alert["id"])
+            await self._tell(device_id, unit_id, None)
             return
         now = svc.clock()
         body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
@@ -131,3 +136,11 @@ class Alerts:
         alert["incident_id"] = view["id"]
         self.svc.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
         log.warning("SOS from %s: incident %s", who, view["id"])
+        await self._tell(device_id, unit_id, view["id"])
+
+    async def _tell(self, device_id: str, unit_id: str | None, incident_id: str | None) -> None:
+        for hook in self.on_sos:
+            try:
+                await hook(device_id, unit_id, incident_id)
+            except Exception:
+                log.exception("SOS hook failed for %s", device_id)

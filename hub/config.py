@@ -64,9 +64,20 @@ class Settings(BaseSettings):
     ack_resends: int = 1
     # An incident created with priority <= this (1 highest) is dispatched at once to the best unit; 0: never.
     auto_dispatch_priority: int = 1
-    # Base of the WHIP URL sent in video_start (f"{public_base_url}/whip/{device_id}") and its token's lifetime.
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Base of the WHIP URL sent in video_start (f"{base}/whip/{device_id}") and its token's lifetime; unset:
+    # http://{host}:{port} of this hub (loopback when it listens on all interfaces), see `base_url()`.
+    public_base_url: str | None = None
     video_token_ttl_s: float = 300.0
+    # Live video (WHIP in, WHEP out, relayed without re-encoding). An `sos` also starts the SOS unit's body
+    # cameras; each stream is recorded in segments of video_segment_s under video_recordings_dir (unset:
+    # data_dir/recordings), kept video_retention_days (pruned hourly).
+    sos_video: bool = True
+    video_recording: bool = True
+    video_recordings_dir: Path | None = None
+    video_segment_s: float = 60.0
+    video_retention_days: float = 30.0
+    video_max_viewers: int = 32
+    video_keyframe_interval_s: float = 2.0
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incident_config.py); unset: the built-in ones.
@@ -97,6 +108,13 @@ class Settings(BaseSettings):
     token_pepper: str = "fieldhub"
     # Demo/test convenience: a dispatcher token created on start-up (printed by the demo).
     bootstrap_token: str | None = None
+
+    def base_url(self) -> str:
+        """Where devices reach this hub over HTTP (the WHIP URL of `video_start`)."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
 
 
 def read_json_file(path: Path, what: str, error: type[Exception]) -> Any:

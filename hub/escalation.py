@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,15 @@ from hub.live import LiveState
 if TYPE_CHECKING:
     from hub.incidents import IncidentService
 
-__all__ = ["AckFollowUp", "AckWatch", "Outstanding", "camera_devices", "dispatch_command", "new_cmd_id",
-           "video_start_command"]
+__all__ = ["AckFollowUp", "AckWatch", "Outstanding", "VideoTokenRegistrar", "camera_devices", "dispatch_command",
+           "new_cmd_id", "video_start_command", "video_stop_command"]
 
 log = logging.getLogger(__name__)
 
 CAMERA_KIND = "bodycam"
+
+# Stores a video_start's token (command, device_id, unit_id) before the command goes out: the hub's video desk.
+VideoTokenRegistrar = Callable[[Command, str, str | None], Awaitable[None]]
 
 
 def new_cmd_id(prefix: str) -> str:
@@ -109,11 +113,17 @@ def camera_devices(live: LiveState, unit_id: str) -> list[str]:
     return found
 
 
-def video_start_command(device_id: str, incident_id: str, base_url: str, now_ms: int, token_ttl_ms: int) -> Command:
+def video_start_command(device_id: str, incident_id: str | None, base_url: str, now_ms: int,
+                        token_ttl_ms: int) -> Command:
     """SPEC `video_start`: where to publish (WHIP) and a short-lived random token."""
     return Command(new_cmd_id("v"), now_ms, "video_start", {
         "whip_url": f"{base_url.rstrip('/')}/whip/{device_id}", "token": secrets.token_urlsafe(24),
         "token_expires": now_ms + token_ttl_ms, "incident_id": incident_id})
+
+
+def video_stop_command(incident_id: str | None, now_ms: int) -> Command:
+    """SPEC `video_stop`: the incident's video is no longer wanted (its token stops publishing too)."""
+    return Command(new_cmd_id("vs"), now_ms, "video_stop", {"incident_id": incident_id})
 
 
 class AckFollowUp:
@@ -122,6 +132,8 @@ class AckFollowUp:
     def __init__(self, service: IncidentService) -> None:
         self.service = service
         self._task: asyncio.Task[None] | None = None
+        # Without a registrar (no video desk) the token is sent but nothing would accept it.
+        self.video_tokens: VideoTokenRegistrar | None = None
 
     def start(self, interval_s: float) -> None:
         self._task = asyncio.create_task(self.run(interval_s), name="incident-ack-check")
@@ -184,15 +196,23 @@ class AckFollowUp:
                                unit_id=c.unit_id, incident_id=c.incident_id, to_unit_id=to_unit)
         log.warning("incident %s: unit %s did not acknowledge; escalated to %s", c.incident_id, c.unit_id, to_unit)
 
-    async def video_start(self, incident_id: str, unit_id: str) -> None:
-        """On arrival: the unit's body cameras get `video_start` (SPEC 2); the command and its ack are noted."""
+    async def video_start(self, incident_id: str, unit_id: str, why: str = "") -> None:
+        """On arrival (or an SOS: `why`): the unit's body cameras get `video_start` (SPEC 2), its token stored
+        first; the command and its ack are noted."""
         svc = self.service
         for device_id in camera_devices(svc.live, unit_id):
             now = svc.clock()
             command = video_start_command(device_id, incident_id, svc.public_base_url, now, svc.video_token_ttl_ms)
+            if self.video_tokens is not None:
+                try:
+                    await self.video_tokens(command, device_id, unit_id)
+                except HubError as exc:
+                    log.warning("incident %s: video_start to %s not sent: %s", incident_id, device_id, exc)
+                    continue
             raw = encode_command(command)
             svc._video[command.cmd_id] = (incident_id, unit_id, device_id)
             svc._watch.add(command.cmd_id, "video_start", incident_id, unit_id, [device_id], raw, now)
             await svc.record(incident_id, Noted(ts=now, source="system", unit_id=unit_id,
-                                                text=f"video_start sent to {device_id} (cmd {command.cmd_id})"))
+                                                text=f"video_start sent to {device_id} (cmd {command.cmd_id}"
+                                                     f"{', ' + why if why else ''})"))
             svc.send(command.cmd_id, [device_id], raw)

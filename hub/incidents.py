@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from devices import topics
@@ -92,6 +92,8 @@ class IncidentService:
         self.refused = 0  # device/detector events the state machine refused (logged, dropped)
         # Called with (incident_id, unit_id) when an assignment ends (cleared, cancelled, closed, diverted).
         self.on_release: list[Callable[[str, str], None]] = []
+        # Awaited with the incident_id just before it closes, while its log still takes entries (video_stop).
+        self.before_close: list[Callable[[str], Awaitable[None]]] = []
         self._incidents: dict[str, tuple[Incident, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._assigned: dict[str, str] = {}  # unit_id -> the incident it actively responds to
@@ -360,6 +362,8 @@ class IncidentService:
     async def close(self, incident_id: str, reason: str = "") -> dict[str, Any]:
         before = await self._incident(incident_id)
         active = [a.unit_id for a in before.active_assignments()]
+        for hook in self.before_close:
+            await hook(incident_id)
         incident = await self.commit(incident_id, [Closed(ts=self.clock(), source="api", reason=reason)])
         self._release(incident, active, send_cancel=False)
         self._incidents.pop(incident_id, None)  # closed: read from the log from now on

@@ -49,10 +49,16 @@ async def _until_signal(*aws: Coroutine[Any, Any, Any] | asyncio.Future[Any]) ->
             raise task.exception()  # type: ignore[misc]
 
 
+def _listening(settings: Settings, args: argparse.Namespace) -> Settings:
+    """--host/--port override the settings (so URLs the hub hands out, like video_start's, name them)."""
+    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    return settings.model_copy(update=update) if update else settings
+
+
 async def cmd_serve(args: argparse.Namespace) -> int:
     from hub.server import Hub
 
-    settings = Settings()
+    settings = _listening(Settings(), args)
     async with Hub(settings) as hub:
         print(f"fieldhub serving on http://{args.host or settings.host}:{args.port or settings.port}", flush=True)
         await _until_signal(hub.serve(args.host, args.port))
@@ -65,7 +71,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
-    settings = Settings(bootstrap_token=token, city_seed=args.seed)
+    settings = _listening(Settings(bootstrap_token=token, city_seed=args.seed), args)
     docks = city_docks(args.seed, stations=args.drones) if args.drones > 0 else []
     if docks and settings.mavlink_url is None:  # the demo's own drones, on a loopback port the hub picks
         settings = settings.model_copy(update={

@@ -39,6 +39,8 @@ from hub.pipeline import Pipeline
 from hub.storage import Database
 from hub.storage.drones import DroneAudit
 from hub.storage.incidents import IncidentStore
+from hub.storage.video import VideoStore
+from hub.video import VideoDesk
 from hub.writer import BatchWriter
 from sim.city import City, build_city
 
@@ -70,6 +72,7 @@ class Hub:
         self.bootstrap_secret: str | None = None
         self.incidents: IncidentService | None = None
         self.drones: DroneService | None = None
+        self.video: VideoDesk | None = None
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
@@ -127,10 +130,15 @@ class Hub:
                                          recommender=Recommender(self.city() if s.road_graph == "city" else None),
                                          ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends,
                                          auto_dispatch_priority=s.auto_dispatch_priority,
-                                         public_base_url=s.public_base_url, video_token_ttl_s=s.video_token_ttl_s,
+                                         public_base_url=s.base_url(), video_token_ttl_s=s.video_token_ttl_s,
                                          sos_incident=s.sos_incident, hotline=hotline)
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.tracker.on_message)
+        # Live video. Its exit (before the incidents stop) refuses new publishes and viewers, closes every peer
+        # connection (the streams' ends still reach the database and the log), then closes the recorders.
+        self.video = await stack.enter_async_context(VideoDesk(
+            s, VideoStore(self.db), self.live, self.feed, self.incidents, now_ms, self.lookup_token))
+        self.pipeline.listeners.append(self.video.on_message)
         if s.mavlink_url:
             self.drones = await stack.enter_async_context(DroneService(
                 s, fleet, self.incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))

@@ -8,8 +8,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import drones, health, incidents, live, one_map, units
+from hub.api.routes import drones, health, incidents, live, one_map, streams, units
 from hub.server import Hub
+from video.http import video_router
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -22,6 +23,10 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(live.router)
     app.include_router(one_map.router)
     app.include_router(drones.router)
+    app.include_router(streams.router)
+    if hub.video is not None:  # WHIP/WHEP: the relay runs inside the hub
+        app.include_router(video_router(hub.video.service, streams.publish_authorizer(hub),
+                                        streams.view_authorizer(hub)))
     static = resources.files("hub") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

@@ -1,0 +1,335 @@
+"""The hub's video desk: publish tokens, the streams the relay carries, automatic backhaul, recordings.
+
+`VideoDesk` wraps the relay (`video.service.VideoService`) in the hub. It stores every `video_start`
+token as a digest before the command goes out and checks it when the camera publishes over WHIP; it
+turns the relay's stream starts and ends into `video_streams` rows, `video` messages on the live feed
+and incident-log entries; it starts the SOS unit's body cameras on an `sos` and sends `video_stop` to
+every camera started for an incident when the incident lets the unit go (cancel, divert, close); and it
+gives each stream a segment recorder under `video_recordings_dir`, pruned hourly.
+
+Database writes and log entries run one at a time on one worker, in the order things happened, so a
+stream's end is never written before its start; the relay's callbacks only queue them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from devices.payloads import Command, encode_command
+from devices.tasks import cancel_and_wait
+from hub import auth
+from hub.config import Settings
+from hub.domain.events import Noted
+from hub.errors import HubError
+from hub.escalation import camera_devices, video_start_command, video_stop_command
+from hub.feed import LiveFeed
+from hub.incidents import IncidentService
+from hub.live import LiveState, position_view
+from hub.pipeline import Message
+from hub.storage.video import StreamRecord, VideoStore, VideoToken
+from video.errors import VideoError
+from video.frames import FrameSink
+from video.recording import SegmentRecorder, list_segments, prune_recordings
+from video.service import StreamInfo, VideoService
+
+__all__ = ["PublishRefused", "VideoDesk"]
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
+JOB_LIMIT = 10_000  # queued database writes and log entries; a device flooding `video` events cannot grow it
+LookupToken = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class PublishRefused(HubError):
+    """A WHIP publish the desk does not allow; `status`/`code` are what the API answers."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class VideoDesk:
+    """Use as ``async with VideoDesk(...) as desk``; `desk.service` is the running relay."""
+
+    def __init__(self, settings: Settings, store: VideoStore, live: LiveState, feed: LiveFeed,
+                 incidents: IncidentService, clock: Callable[[], int], lookup_token: LookupToken) -> None:
+        self.settings = settings
+        self.store = store
+        self.live = live
+        self.feed = feed
+        self.incidents = incidents
+        self.clock = clock
+        self.lookup_token = lookup_token
+        self.recordings_dir: Path = settings.video_recordings_dir or settings.data_dir / "recordings"
+        self.recorders: dict[str, SegmentRecorder] = {}  # by stream id, until the relay closes them
+        self.service = VideoService(sink_factory=self._open_recorder if settings.video_recording else None,
+                                    on_stream=self.on_stream, max_viewers_per_stream=settings.video_max_viewers,
+                                    keyframe_request_interval_s=settings.video_keyframe_interval_s)
+        self.accepting = False
+        self.streams: dict[str, StreamRecord] = {}  # live streams by stream id
+        # device -> (incident, unit, token digest) of the publish being negotiated; then the live stream's digest.
+        self._granted: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._live_tokens: dict[str, str] = {}
+        self.recorded: Counter[str] = Counter()  # recorder counters of the streams that ended
+        self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(JOB_LIMIT)
+        self.dropped_jobs = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> VideoDesk:
+        ended = await self.store.end_dangling(self.clock())
+        if ended:
+            log.info("%d stream(s) left live by the previous run marked ended", ended)
+        await self.service.__aenter__()
+        svc = self.incidents
+        svc.follow_up.video_tokens = self.register_token
+        svc.alerts.on_sos.append(self.on_sos)
+        svc.before_close.append(self.stop_incident_video)
+        svc.on_release.append(self.on_release)
+        self.feed.snapshot_parts.append(self._snapshot_part)
+        self._tasks = [asyncio.create_task(self._work(), name="video-desk"),
+                       asyncio.create_task(self._prune_loop(), name="video-prune")]
+        self.accepting = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.accepting = False  # new publishes and viewers are refused from here on
+        try:
+            await self.service.__aexit__(None, None, None)  # closes every peer connection; ends are queued
+        finally:
+            try:
+                await asyncio.wait_for(self._jobs.join(), 10)
+            except TimeoutError:
+                log.warning("video desk: %d job(s) not done at shutdown", self._jobs.qsize())
+            await cancel_and_wait(*self._tasks)
+            for recorder in self.recorders.values():  # those the relay did not close (closing twice is safe)
+                await asyncio.to_thread(recorder.close)
+            self.recorders.clear()
+
+    # --------------------------------------------------------------- tokens
+    async def register_token(self, command: Command, device_id: str, unit_id: str | None) -> None:
+        """Store a `video_start` token (as its digest) before the command goes out."""
+        body = command.body
+        await self.store.add_token(VideoToken(
+            auth.digest(body["token"], self.settings.token_pepper), device_id, unit_id, body.get("incident_id"),
+            command.cmd_id, command.ts, int(body["token_expires"])))
+
+    async def authorize_publish(self, device_id: str, secret: str | None) -> None:
+        """A `video_start` token of this device, live and not stopped; or an admin API token (any known device)."""
+        if not self.accepting:
+            raise PublishRefused(503, "shutting_down", "the hub is shutting down")
+        if not secret:
+            raise PublishRefused(401, "unauthorized", "missing bearer token")
+        digest = auth.digest(secret, self.settings.token_pepper)
+        token = await self.store.find_token(digest)
+        if token is None:
+            row = await self.lookup_token(secret)
+            if row is None or row["role"] != "admin":
+                raise PublishRefused(401, "unauthorized", "unknown token: publish with the video_start token")
+        elif self._live_tokens.get(device_id) == digest:
+            pass  # the token of the device's live stream still ends (DELETE) or trickles to it, stopped or not
+        elif token.stopped_at is not None:
+            raise PublishRefused(401, "unauthorized", "this token's video was stopped")
+        elif token.expires_at <= self.clock():
+            raise PublishRefused(401, "unauthorized", "the video_start token has expired")
+        if not self.live.is_known(device_id):
+            raise PublishRefused(404, "unknown_device", f"device {device_id} is not known to the hub")
+        if token is not None and token.device_id != device_id:
+            raise PublishRefused(403, "forbidden", f"this token was issued to another device, not {device_id}")
+        dev = self.live.devices[device_id]
+        if token is not None:
+            self._granted[device_id] = (token.incident_id, token.unit_id or dev.unit_id, digest)
+        else:
+            self._granted[device_id] = (self.incidents.assigned_to(dev.unit_id) if dev.unit_id else None,
+                                        dev.unit_id, None)
+
+    # -------------------------------------------------------------- streams
+    def on_stream(self, state: str, info: StreamInfo) -> None:
+        """The relay's callback (on the loop): a stream started or ended."""
+        if state == "started":
+            dev = self.live.devices.get(info.device_id)
+            fallback_unit = dev.unit_id if dev is not None else None
+            incident_id, unit_id, digest = self._granted.pop(info.device_id, (None, fallback_unit, None))
+            self._live_tokens.pop(info.device_id, None)
+            if digest is not None:
+                self._live_tokens[info.device_id] = digest
+            record = StreamRecord(info.stream_id, info.device_id, unit_id, incident_id, info.codec, info.started_ms)
+            self.streams[info.stream_id] = record
+            self._post("started", record, info)
+            self._queue(lambda: self._stream_started(record))
+            return
+        recorder = self.recorders.pop(info.stream_id, None)  # the relay has closed it: its counts are final
+        if recorder is not None:
+            self.recorded.update(recorder.stats())
+        known = self.streams.pop(info.stream_id, None)
+        if known is None:
+            return
+        if not any(r.device_id == known.device_id for r in self.streams.values()):
+            self._live_tokens.pop(known.device_id, None)
+        ended = replace(known, codec=info.codec or known.codec, ended_at=self.clock())
+        self._post("ended", ended, info)
+        self._queue(lambda: self._stream_ended(ended))
+
+    async def _stream_started(self, r: StreamRecord) -> None:
+        await self.store.stream_started(r)
+        await self._note(r.incident_id, r.unit_id, f"video started from {r.device_id} (stream {r.stream_id})")
+
+    async def _stream_ended(self, r: StreamRecord) -> None:
+        await self.store.stream_ended(r.stream_id, r.ended_at or self.clock(), r.codec)
+        await self._note(r.incident_id, r.unit_id, f"video ended from {r.device_id} (stream {r.stream_id})")
+
+    def view(self, r: StreamRecord, info: StreamInfo | None = None) -> dict[str, Any]:
+        unit = self.live.units.get(r.unit_id) if r.unit_id else None
+        dev = self.live.devices.get(r.device_id)
+        fix = unit.fix if unit is not None and unit.fix is not None else dev.fix if dev is not None else None
+        return {"stream_id": r.stream_id, "device_id": r.device_id, "unit_id": r.unit_id,
+                "incident_id": r.incident_id, "position": position_view(fix), "started_at": r.started_at,
+                "codec": info.codec if info is not None and info.codec else r.codec,
+                "viewers": info.viewers if info is not None else 0}
+
+    def list_streams(self) -> list[dict[str, Any]]:
+        infos = {i.stream_id: i for i in self.service.streams()}
+        return [self.view(r, infos.get(sid)) for sid, r in self.streams.items()]
+
+    def _post(self, state: str, r: StreamRecord, info: StreamInfo) -> None:
+        message = {"type": "video", "state": state, "ts": self.clock(), **self.view(r, info)}
+        if state == "ended":
+            message["ended_at"] = r.ended_at
+        self.feed.post(message)
+
+    def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
+        return {"streams": self.list_streams()}
+
+    # ------------------------------------------------------------- backhaul
+    async def on_sos(self, device_id: str, unit_id: str | None, incident_id: str | None) -> None:
+        """An SOS: the unit's body cameras start too (`sos_video`), under its SOS incident when there is one."""
+        if not self.settings.sos_video or unit_id is None:
+            return
+        if incident_id is not None:
+            await self.incidents.follow_up.video_start(incident_id, unit_id, "SOS")
+            return
+        for camera in camera_devices(self.live, unit_id):
+            command = video_start_command(camera, None, self.settings.base_url(), self.clock(),
+                                          self.incidents.video_token_ttl_ms)
+            await self.register_token(command, camera, unit_id)
+            self.incidents.send(command.cmd_id, [camera], encode_command(command))
+            log.warning("SOS from %s without an incident: video_start sent to %s", device_id, camera)
+
+    async def stop_incident_video(self, incident_id: str, device_ids: list[str] | None = None) -> None:
+        """`video_stop` to each camera (of `device_ids`, None: all) started for the incident, and a log entry."""
+        for device_id, unit_id in await self.store.stop_tokens(incident_id, self.clock(), device_ids):
+            command = video_stop_command(incident_id, self.clock())
+            self.incidents.send(command.cmd_id, [device_id], encode_command(command))
+            await self._note(incident_id, unit_id, f"video_stop sent to {device_id} (cmd {command.cmd_id})")
+
+    def on_release(self, incident_id: str, unit_id: str) -> None:
+        """The incident let the unit go (cancel, reassign, divert): its cameras stop."""
+        unit = self.live.units.get(unit_id)
+        if unit is not None and unit.devices:
+            devices = list(unit.devices)
+            self._queue(lambda: self.stop_incident_video(incident_id, devices))
+
+    def on_message(self, m: Message) -> None:
+        """Pipeline listener: a camera's own `video` event (started/stopped) goes into the incident log."""
+        if m.event is None or m.event.type != "video":
+            return
+        device_id, data = m.device_id, m.event.data
+        self._queue(lambda: self._camera_said(device_id, data))
+
+    async def _camera_said(self, device_id: str, data: dict[str, Any]) -> None:
+        stream_id = data.get("stream_id")
+        stream_id = stream_id[:64] if isinstance(stream_id, str) else None
+        record = self.streams.get(stream_id) if stream_id else None
+        row = await self.store.stream(stream_id) if stream_id and record is None else None  # ended already
+        dev = self.live.devices.get(device_id)
+        unit_id = record.unit_id if record else row["unit_id"] if row else dev.unit_id if dev else None
+        incident_id = record.incident_id if record else row["incident_id"] if row else (
+            self.incidents.assigned_to(unit_id) if unit_id else None)
+        text = f"camera {device_id} reports video {str(data.get('state'))[:20]}"
+        await self._note(incident_id, unit_id, text + (f" (stream {stream_id})" if stream_id else ""), "device")
+
+    async def _note(self, incident_id: str | None, unit_id: str | None, text: str, source: str = "system") -> None:
+        if incident_id is None:
+            log.info("video: %s", text)
+        elif self.incidents.is_open(incident_id):
+            await self.incidents.record(incident_id, Noted(ts=self.clock(), source=source, unit_id=unit_id,
+                                                           text=text))
+        else:
+            log.info("video (incident %s no longer open): %s", incident_id, text)
+
+    # ------------------------------------------------------------ recording
+    def _open_recorder(self, info: StreamInfo) -> FrameSink | None:
+        try:
+            recorder = SegmentRecorder(self.recordings_dir, info.stream_id, segment_s=self.settings.video_segment_s)
+        except (OSError, VideoError):
+            log.exception("stream %s: recorder not opened; the stream is relayed unrecorded", info.stream_id)
+            return None
+        self.recorders[info.stream_id] = recorder
+        return recorder
+
+    async def recordings(self, incident_id: str) -> dict[str, Any]:
+        """Segments of the streams of the incident's units within their dispatched-to-cleared windows, and of
+        streams started for the incident itself (an SOS unit's camera, not assigned to its own SOS incident)."""
+        incident = await self.incidents.get(incident_id)
+        windows: list[tuple[StreamRecord, int, int | None]] = [
+            (s, s.started_at, s.ended_at) for s in await self.store.streams_of_incident(incident_id)]
+        for a in incident["assignments"]:
+            unit = self.live.units.get(a["unit_id"])
+            to_ms = a["cleared"] or a["cancelled"] or incident["closed_at"]
+            if unit is not None and unit.devices:
+                windows += [(replace(s, unit_id=a["unit_id"]), a["dispatched"], to_ms) for s in
+                            await self.store.streams_of_devices(list(unit.devices), a["dispatched"], to_ms)]
+        found: dict[str, dict[str, Any]] = {}
+        for stream, from_ms, to_ms in windows:
+            for seg in await asyncio.to_thread(list_segments, self.recordings_dir, stream.stream_id):
+                if seg.end_ms >= from_ms and (to_ms is None or seg.start_ms <= to_ms):
+                    found[str(seg.path)] = {
+                        "stream_id": stream.stream_id, "device_id": stream.device_id, "unit_id": stream.unit_id,
+                        "path": Path(seg.path).relative_to(self.recordings_dir).as_posix(),
+                        "start_ms": seg.start_ms, "end_ms": seg.end_ms, "frames": seg.frames,
+                        "complete": seg.complete}
+        return {"incident_id": incident_id, "recordings": sorted(found.values(),
+                                                                 key=lambda s: (s["start_ms"], s["path"]))}
+
+    # -------------------------------------------------------------- workers
+    def _queue(self, job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped_jobs += 1
+            log.warning("video desk queue full (%d): a stream record or log entry was dropped", JOB_LIMIT)
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                await job()
+            except Exception:
+                log.exception("video desk job failed")
+            finally:
+                self._jobs.task_done()
+
+    async def prune(self, now_ms: int | None = None) -> int:
+        """Remove segments older than `video_retention_days`; how many went."""
+        removed = await asyncio.to_thread(prune_recordings, self.recordings_dir,
+                                          self.settings.video_retention_days * 86_400,
+                                          self.clock() if now_ms is None else now_ms)
+        if removed:
+            log.info("video retention removed %d segment(s)", removed)
+        return removed
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("recording prune failed; will retry")
+            await asyncio.sleep(PRUNE_EVERY_S)
