@@ -29,6 +29,7 @@ from sim.fleet import SimDevice, SimError, SimUnit
 from sim.response import DEFAULT_TIMING, Action, Response, Timing
 from sim.scenarios import OUTLIER_PROBABILITY, DeadZone, Plan, overshoot_stop
 from sim.truth import Sample, TruthLog
+from sim.video_devices import VIDEO_COMMANDS, SimCameras, camera_for
 
 __all__ = ["CitySim", "SimError", "run_sim"]
 
@@ -50,14 +51,16 @@ class CitySim:
     handed to each device's client. ``hard_cases`` maps case names of ``HARD_CASES`` to the share of
     dispatches without a plan that get it. ``start_parked`` keeps every car standing until its first
     dispatch. ``on_clear`` callbacks get ``(unit_id, incident_id)`` when a unit clears: the hub learns
-    it from whoever closes the incident.
+    it from whoever closes the incident. ``camera_size`` (width, height) and ``camera_fps`` set the body
+    cameras that publish video on ``video_start`` (:mod:`sim.video_devices`).
     """
 
     def __init__(self, hub_url: str, mqtt_url: str, token: str, *, units: int = 50, seed: int = 7,
                  interval_s: tuple[float, float] = (1.0, 5.0), protocol: int = 5, city: City | None = None,
                  register_attempts: int = 10, timing: Timing = DEFAULT_TIMING,
                  hard_cases: Mapping[str, float] | None = None, truth_path: Path | str | None = None,
-                 start_parked: bool = False) -> None:
+                 start_parked: bool = False, camera_size: tuple[int, int] = (640, 360),
+                 camera_fps: float = 15.0) -> None:
         if units < 1:
             raise ValueError("units must be at least 1")
         if not 0 < interval_s[0] <= interval_s[1]:
@@ -88,6 +91,8 @@ class CitySim:
         self._plans: dict[tuple[str, str], Plan] = {}
         self._rng = random.Random(seed + 2)
         self._task: asyncio.Task[None] | None = None
+        # Body cameras publish over WHIP on video_start (SPEC 2, 5).
+        self.cameras = SimCameras(width=camera_size[0], height=camera_size[1], fps=camera_fps)
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
@@ -111,6 +116,7 @@ class CitySim:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.cameras.close()  # before the devices go: their `stopped` events still get out
         for device in self.devices:
             device.client.hold_uplink(False)  # what a dead zone held goes out before the goodbye
         await fleet.stop_all(self.devices)
@@ -246,6 +252,11 @@ class CitySim:
     # ------------------------------------------------------------- commands
     def _on_command(self, unit: SimUnit, command: Command) -> None:
         """Every device of a unit may get the same command; the unit acts on it once."""
+        if command.type in VIDEO_COMMANDS:
+            camera = camera_for(unit.devices, command)
+            if camera is not None:
+                self.cameras.handle(camera, command, label=f"{unit.name} {camera.device_id}")
+            return
         if command.type == "dispatch":
             incident: Any = command.body.get("incident")
             try:
