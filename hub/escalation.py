@@ -115,10 +115,12 @@ def camera_devices(live: LiveState, unit_id: str) -> list[str]:
 
 def video_start_command(device_id: str, incident_id: str | None, base_url: str, now_ms: int,
                         token_ttl_ms: int) -> Command:
-    """SPEC `video_start`: where to publish (WHIP) and a short-lived random token."""
+    """SPEC `video_start`: where to publish (WHIP) and a short-lived random token. It also asks for a key
+    frame every 2 s: a late viewer or a new recording segment starts at one, and publishers (aiortc,
+    browsers) otherwise send them only when asked."""
     return Command(new_cmd_id("v"), now_ms, "video_start", {
         "whip_url": f"{base_url.rstrip('/')}/whip/{device_id}", "token": secrets.token_urlsafe(24),
-        "token_expires": now_ms + token_ttl_ms, "incident_id": incident_id})
+        "token_expires": now_ms + token_ttl_ms, "incident_id": incident_id, "keyframe_interval_ms": 2000})
 
 
 def video_stop_command(incident_id: str | None, now_ms: int) -> Command:

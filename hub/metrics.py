@@ -84,6 +84,8 @@ class HubCollector(Collector):
         yield stages
         if hub.incidents is not None:
             yield from _incident_metrics(hub)
+        if hub.video is not None:
+            yield from _video_metrics(hub)
 
 
 def _incident_metrics(hub: Hub) -> Iterator[Metric]:
@@ -112,6 +114,27 @@ def _incident_metrics(hub: Hub) -> Iterator[Metric]:
         yield failures
         yield GaugeMetricFamily("fieldhub_hotline_pending", "Diverted incidents not handed over yet",
                                 value=len(hl.pending))
+
+
+_GAUGES = ("streams", "viewers", "transcoders")
+
+
+def _video_metrics(hub: Hub) -> Iterator[Metric]:
+    assert hub.video is not None
+    stats = hub.video.service.stats()
+    for name in _GAUGES:
+        yield GaugeMetricFamily(f"fieldhub_video_{name}", f"Live video {name}", value=stats.get(name, 0))
+    relay = CounterMetricFamily("fieldhub_video_relay", "Relay counters (frames in/out, key frame requests, "
+                                "frames gated or dropped for slow viewers)", labels=["counter"])
+    for name, value in sorted(stats.items()):
+        if name not in _GAUGES:
+            relay.add_metric([name], value)
+    yield relay
+    recorded = CounterMetricFamily("fieldhub_video_recorder", "Recorder counters of ended streams (frames "
+                                   "written, drops by reason)", labels=["counter"])
+    for name, value in sorted(hub.video.recorded.items()):
+        recorded.add_metric([name], value)
+    yield recorded
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -146,6 +146,7 @@ async def test_arrival_sends_video_start_to_the_body_camera(hub: RunningHub) -> 
         assert video.body["whip_url"] == "https://hub.example:8443/whip/v1-body"
         assert isinstance(video.body["token"], str) and len(video.body["token"]) >= 16
         assert video.body["token_expires"] > video.ts
+        assert video.body["keyframe_interval_ms"] == 2000
         assert [c.type for c in trk.commands] == ["dispatch"]  # not a camera
 
         async def notes() -> Any:

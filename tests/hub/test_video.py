@@ -159,6 +159,11 @@ async def test_arrival_backhaul_publish_view_stream_log_stop_and_recording(hub: 
                 assert listed["codec"] == "VP8" and listed["viewers"] == 1
                 assert abs(listed["position"]["lat"] - scene[0]) < 1e-6
                 assert listed["started_at"] <= now_ms()
+                metrics = (await hub.api.get("/metrics")).text
+                assert "fieldhub_video_streams 1.0" in metrics and "fieldhub_video_viewers 1.0" in metrics
+                frames_in = next(line for line in metrics.splitlines()
+                                 if line.startswith('fieldhub_video_relay_total{counter="frames_in"}'))
+                assert float(frames_in.split()[-1]) >= 5
             finally:
                 await viewer.stop()
             async with live_feed(hub) as late:  # a client that connects now gets the stream in its snapshot
