@@ -9,7 +9,7 @@ DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker
           devices/geo.py sim/city.py sim/traffic.py hub/domain \
           drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py \
           sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py \
-          video/frames.py video/bitstream.py sim/framecode.py
+          video/frames.py video/bitstream.py video/segments.py sim/framecode.py
 
 .PHONY: setup setup-test demo test lint bench-ingest
 

@@ -20,28 +20,21 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
 from video.bitstream import h264_parameter_sets, h264_size, is_keyframe, is_well_formed, vp8_size
-from video.errors import VideoError
 from video.frames import CLOCK_RATE, EncodedFrame
+from video.segments import CONTAINERS, BadStreamId, Segment, list_segments, prune_recordings, stream_dir
 
 __all__ = ["BadStreamId", "Segment", "SegmentRecorder", "list_segments", "prune_recordings"]
 
 log = logging.getLogger(__name__)
 
-# codec -> (PyAV codec name, container format, file suffix)
-_CONTAINERS = {"VP8": ("vp8", "webm", ".webm"), "H264": ("h264", "matroska", ".mkv")}
-_MEDIA_SUFFIXES = {suffix for _, _, suffix in _CONTAINERS.values()}
-# Stream ids become directory names: no separators, no "." / "..".
-_STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _WRAP = 1 << 32
 _DEFAULT_FRAME_TICKS = CLOCK_RATE // 30
 # A jump of the publisher's clock beyond this (either way) ends the segment: no file spans a long hole or
@@ -60,88 +53,6 @@ _COUNTERS = (
     "timestamps_fixed",  # non-increasing timestamps nudged forward
     "after_close",
 )
-
-
-class BadStreamId(VideoError):
-    """A stream id that cannot safely name a recording directory."""
-
-    code = "bad_stream_id"
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One recorded file and the hub-clock window it covers."""
-
-    path: Path
-    start_ms: int  # hub wall clock of its first picture, epoch ms
-    end_ms: int  # start_ms + media duration
-    frames: int
-    codec: str
-    complete: bool  # False: still recording, or cut short by a crash or a muxing error
-
-
-def _stream_dir(root: Path | str, stream_id: str) -> Path:
-    if not _STREAM_ID.fullmatch(stream_id):
-        raise BadStreamId(f"stream id {stream_id[:40]!r} cannot name a recording directory")
-    return Path(root) / stream_id
-
-
-def list_segments(root: Path | str, stream_id: str) -> list[Segment]:
-    """The recorded segments of a stream, oldest first; unreadable sidecars are skipped."""
-    directory = _stream_dir(root, stream_id)
-    if not directory.is_dir():
-        return []
-    segments = [s for s in map(_read_sidecar, directory.glob("*.json")) if s is not None]
-    return sorted(segments, key=lambda s: (s.start_ms, s.path.name))
-
-
-def _read_sidecar(path: Path) -> Segment | None:
-    try:
-        meta = json.loads(path.read_text())
-        return Segment(path.with_name(str(meta["file"])), int(meta["start_ms"]), int(meta["end_ms"]),
-                       int(meta["frames"]), str(meta["codec"]), bool(meta["complete"]))  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("recording sidecar %s unreadable: %s", path, exc)
-        return None
-
-
-def prune_recordings(root: Path | str, max_age_s: float, now_ms: int) -> int:
-    """Delete segments that ended more than ``max_age_s`` before ``now_ms``; returns how many were removed.
-
-    An incomplete segment also needs an old file time, so the one being written right now is never taken.
-    Media files without a sidecar (a crash between creating the file and its sidecar) go by file time.
-    """
-    cutoff_ms = now_ms - int(max_age_s * 1000)
-    root = Path(root)
-    removed = 0
-    if not root.is_dir():
-        return 0
-    for directory in (d for d in root.iterdir() if d.is_dir() and _STREAM_ID.fullmatch(d.name)):
-        described: set[Path] = set()
-        for sidecar in directory.glob("*.json"):
-            segment = _read_sidecar(sidecar)
-            if segment is None:
-                continue
-            described.add(segment.path)
-            if segment.end_ms < cutoff_ms and (segment.complete or _mtime_ms(segment.path) < cutoff_ms):
-                with contextlib.suppress(FileNotFoundError):
-                    segment.path.unlink()
-                sidecar.unlink(missing_ok=True)
-                removed += 1
-        for media in directory.iterdir():
-            if media.suffix in _MEDIA_SUFFIXES and media not in described and _mtime_ms(media) < cutoff_ms:
-                media.unlink(missing_ok=True)
-                removed += 1
-        with contextlib.suppress(OSError):  # not empty (or already gone): keep it
-            directory.rmdir()
-    return removed
-
-
-def _mtime_ms(path: Path) -> int:
-    try:
-        return int(path.stat().st_mtime * 1000)
-    except FileNotFoundError:
-        return 0
 
 
 class _Timeline:
@@ -167,7 +78,7 @@ class _SegmentFile:
 
     def __init__(self, directory: Path, name: str, stream_id: str, codec: str, size: tuple[int, int],
                  start_ms: int, first_ts: int) -> None:  # fmt: skip
-        codec_name, container_format, suffix = _CONTAINERS[codec]
+        codec_name, container_format, suffix = CONTAINERS[codec]
         self.path = directory / f"{name}{suffix}"
         self.codec, self.size, self.first_ts, self.last_ts = codec, size, first_ts, first_ts
         self._sidecar = self.path.with_suffix(".json")
@@ -246,7 +157,7 @@ class SegmentRecorder:
     def __init__(self, root: Path | str, stream_id: str, *, segment_s: float = 60.0, queue_size: int = 300,
                  close_timeout_s: float = 2.0) -> None:  # fmt: skip
         self.stream_id = stream_id
-        self._directory = _stream_dir(root, stream_id)
+        self._directory = stream_dir(root, stream_id)
         self._segment_ticks = int(segment_s * CLOCK_RATE)
         self._close_timeout_s = close_timeout_s
         # Bounded by write() (a slow disk costs dropped frames, counted, never memory or event-loop time); the
@@ -319,7 +230,7 @@ class SegmentRecorder:
         if after_gap:  # the dropped frames broke the decoding chain
             self._waiting = True
         codec, data = frame.codec.upper(), frame.data
-        if codec not in _CONTAINERS:
+        if codec not in CONTAINERS:
             self._count("unsupported_codec")
             return
         if not is_well_formed(codec, data):
