@@ -303,3 +303,21 @@ async def hub_process(settings: Settings, tmp_path: Path) -> AsyncIterator[HubPr
     finally:
         with contextlib.suppress(AssertionError):
             await hub.stop(signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ live video
+VIDEO_UNITS = 6
+VIDEO_SIZE = (320, 240)  # small pictures: the machine has two cores and other tests run beside these
+VIDEO_FPS = 10.0
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def video_city(settings: Settings) -> AsyncIterator[CityRun]:
+    """``city`` with fewer units whose simulated body cameras publish ``VIDEO_SIZE`` pictures over WHIP when the
+    hub sends ``video_start`` (automatic backhaul on arrival): the hub's public URL is its own test port."""
+    settings = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{settings.port}"})
+    async with running_hub(settings) as rh, CitySim(
+            rh.base_url, settings.mqtt_url or "", TOKEN, units=VIDEO_UNITS, seed=settings.city_seed,
+            interval_s=(1.0, 1.0), timing=TIMING, camera_size=VIDEO_SIZE, camera_fps=VIDEO_FPS) as sim:
+        await wait_for(lambda: all_located(rh.api, VIDEO_UNITS), timeout=30, interval=0.25)
+        yield CityRun(settings, rh, sim)

@@ -11,6 +11,7 @@ import { categoryName, t, term } from "./i18n.js";
 import { canFly } from "./session.js";
 import * as store from "./store.js";
 import { toast } from "./toast.js";
+import { videoSlot } from "./video-wall.js";
 
 const DEFAULT_ALT_M = 60;
 const MIN_ALT_M = 5;
@@ -96,6 +97,7 @@ export class DronePanel {
           el("button", { class: "icon-btn", type: "button", title: t("unit.close"), onclick: () => store.select("drone", null) }, "×")),
         p.sub),
       p.facts,
+      videoSlot("unit", id),
       canFly() && this.commands(p));
     this.parts = p;
     fill(this.host, p.section);

@@ -74,6 +74,13 @@ const zh = {
   "drone.cmd.goto": "飞往", "drone.cmd.rtl": "返航", "drone.cmd.land": "降落",
   "drone.accepted": "{id}：{c}指令已接受", "drone.refused": "{id}：{c}被拒绝 — {m}",
   "drone.send": "派无人机", "drone.sent": "已派 {id} → {inc} · {d}", "drone.noneAvailable": "无可用无人机：{m}",
+  "video.title": "实时视频", "video.watch": "视频 {d}", "video.wall": "视频墙", "video.wallOf": "视频墙 ·",
+  "video.none": "该警情暂无实时视频", "video.more": "另有 {n} 路未显示（最多同时 {max} 路）", "video.close": "关闭视频",
+  "video.connecting": "连接中…", "video.refused": "无法播放：{m}", "video.stalled": "信号中断，等待恢复…",
+  "video.connFailed": "连接失败", "video.connClosed": "连接已关闭", "video.noMedia": "未收到视频画面",
+  "video.ended": "视频已结束", "video.age": "已回传 {d}", "video.gone": "视频 {id} 已结束",
+  "video.tooMany": "最多同时播放 {n} 路视频，请先关闭一路", "video.started": "视频回传：{u}（警情 {inc}）",
+  "video.badge": "实时视频", "video.live": "视频",
   "lang.switch": "EN",
 };
 
@@ -153,6 +160,13 @@ const en = {
   "drone.cmd.goto": "go to", "drone.cmd.rtl": "return", "drone.cmd.land": "land",
   "drone.accepted": "{id}: {c} accepted", "drone.refused": "{id}: {c} refused — {m}",
   "drone.send": "Send drone", "drone.sent": "Sent {id} to {inc} · {d}", "drone.noneAvailable": "No drone available: {m}",
+  "video.title": "Live video", "video.watch": "Video {d}", "video.wall": "Video wall", "video.wallOf": "Video wall ·",
+  "video.none": "No live video for this incident yet", "video.more": "{n} more not shown (at most {max} at once)",
+  "video.close": "Close video", "video.connecting": "Connecting…", "video.refused": "Cannot play: {m}",
+  "video.stalled": "Signal lost, waiting…", "video.connFailed": "Connection failed", "video.connClosed": "Connection closed",
+  "video.noMedia": "No picture received", "video.ended": "Stream ended", "video.age": "live {d}",
+  "video.gone": "Stream {id} has ended", "video.tooMany": "At most {n} videos at once: close one first",
+  "video.started": "Live video: {u} (incident {inc})", "video.badge": "Live video", "video.live": "LIVE",
   "lang.switch": "中文",
 };
 

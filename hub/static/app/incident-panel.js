@@ -13,6 +13,7 @@ import { canAct, canSendDrone } from "./session.js";
 import { renderChips, tickChips } from "./sla-chips.js";
 import * as store from "./store.js";
 import { toast } from "./toast.js";
+import { videoSlot } from "./video-wall.js";
 
 const TIMELINE = ["received", "dispatched", "acknowledged", "departed", "contacted", "supported", "arrived", "cleared"];
 const ASSIGNMENT_STEPS = ["dispatched", "acknowledged", "departed", "contacted", "arrived", "cleared"];
@@ -73,6 +74,7 @@ export class IncidentPanel {
       el("h4", null, t("incident.sla"), el("span", { class: "muted" }, ` · ${inc.policy || "—"}`)), chips,
       act && this.actions(inc),
       el("h4", null, t("incident.assignments")), this.assignments(inc, act),
+      videoSlot("incident", inc.id),
       open && canSendDrone() && droneDispatchRow(inc, (id) => this.refetch(id)),
       open && el("h4", null, t("incident.recommend"),
         el("button", { class: "link small", type: "button", onclick: () => this.recommendations.load() },

@@ -75,8 +75,11 @@ export class LiveFeed {
       case "drone":
         store.putDrone(msg.drone);
         break;
+      case "video":
+        store.applyVideo(msg);
+        break;
       default:
-        break;  // video...: other views' business
+        break;  // kinds this page does not know yet
     }
   }
 

@@ -93,6 +93,8 @@ async function main() {
 
   const { wireCommandViews } = await import("./command-views.js");
   const refresh = wireCommandViews(map, unitLayer);
+  const { wireVideo } = await import("./video-wall.js");
+  wireVideo(map, document.querySelector(".map-wrap"), hooks);
   role.then(refresh);
   wired = true;
   settle();

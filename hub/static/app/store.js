@@ -2,7 +2,8 @@
 // layer switches. Views read it and subscribe to topics; notifications are batched so the DOM is
 // rebuilt at most ~4 times a second however fast the feed runs (the unit canvas has its own, per-frame
 // path: `onUnitDeltas`). Drones are units too (kind `drone`); their drone views (link, mode, battery,
-// mission) come apart, in `drones`, and a hub that sends none leaves that map empty.
+// mission) come apart, in `drones`, and a hub that sends none leaves that map empty. Live video streams
+// (`streams`, topic "streams") come from the snapshot's `streams` and the feed's `video` messages.
 
 const PANEL_INTERVAL_MS = 250;
 const MAX_ALERTS = 200;
@@ -12,6 +13,7 @@ export const units = new Map();      // unit_id -> latest unit view
 export const incidents = new Map();  // incident id -> latest full incident view
 export const drones = new Map();     // drone_id -> latest drone view (also a unit: unit_id = drone_id)
 export const alerts = [];            // newest last
+export const streams = new Map();    // stream_id -> live stream view (device, unit, incident, position, started_at)
 
 export const selection = { incident: null, unit: null, drone: null };
 export const filters = { status: "", kind: "", category: "" };
@@ -22,6 +24,9 @@ const pending = new Set();
 let flushTimer = null;
 let lastFlush = 0;
 const deltaListeners = new Set();
+const videoListeners = new Set();
+// Whether a snapshot carried `streams` (a hub with video does): else video-wall.js asks GET /api/v1/streams.
+export const streamFeed = { inSnapshot: false };
 let assignmentIndex = null;      // unit_id -> incident id, rebuilt lazily after incident changes
 
 export function subscribe(topic, fn) {
@@ -62,10 +67,31 @@ export function applySnapshot(msg) {
   alerts.push(...(msg.alerts || []).slice(-MAX_ALERTS));
   drones.clear();
   for (const d of Array.isArray(msg.drones) ? msg.drones : []) if (d && d.drone_id) drones.set(d.drone_id, d);
+  // A hub without video sends no `streams`: keep what GET /api/v1/streams may have brought (video-wall.js).
+  if (Array.isArray(msg.streams)) { streamFeed.inSnapshot = true; replaceStreams(msg.streams); }
   assignmentIndex = null;
   for (const fn of deltaListeners) fn(msg.units || [], true);
   for (const topic of ["units", "incidents", "alerts", "drones", "selection"]) notify(topic);
 }
+
+/** The whole list of live streams (a snapshot's, or GET /api/v1/streams). */
+export function replaceStreams(list) {
+  streams.clear();
+  for (const s of list) if (s && s.stream_id) streams.set(s.stream_id, s);
+  notify("streams");
+}
+
+/** A feed `video` message: `state` "started" adds (or refreshes) the stream, "ended" removes it. */
+export function applyVideo(msg) {
+  if (!msg || !msg.stream_id) return;
+  const { type: _type, state, ts: _ts, ...view } = msg;
+  if (state === "ended") streams.delete(msg.stream_id); else streams.set(msg.stream_id, view);
+  for (const fn of videoListeners) fn(state, view);
+  notify("streams");
+}
+
+/** Each `video` message as it comes (the tiles close at once, and a new stream is announced). */
+export function onVideo(fn) { videoListeners.add(fn); }
 
 export function applyUnits(list) {
   for (const u of list) units.set(u.unit_id, u);

@@ -7,6 +7,7 @@ import { el, fill } from "./dom.js";
 import { categoryName, t, term } from "./i18n.js";
 import * as store from "./store.js";
 import { isStale, statusColour, swatch } from "./unit-style.js";
+import { videoSlot } from "./video-wall.js";
 
 const DEVICE_REFRESH_MS = 5000;
 const TRACK_PAGE = 100000;     // the API's largest page
@@ -102,6 +103,7 @@ export class UnitPanel {
           el("button", { class: "icon-btn", type: "button", title: t("unit.close"), onclick: () => store.select("unit", null) }, "×")),
         p.sub),
       p.facts,
+      videoSlot("unit", id),
       el("h4", null, t("unit.devices")), p.devices,
       el("div", { class: "actions" }, p.trackBtn, p.trackInfo)));
   }
