@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import av
@@ -31,6 +32,7 @@ from devices.geo import haversine_m
 from tests.conftest import wait_for
 from tests.web.conftest import VIDEO_SIZE, CityRun, DroneCityRun, OpenPage, WebPage
 from tests.web.one_map import incident_view, spot_near_a_unit, tid
+from tests.web.test_screenshots import target
 from video.client import WhipPublisher
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -124,7 +126,7 @@ async def has_viewers(city: CityRun, stream_id: str, count: int, timeout_s: floa
 
 # ------------------------------------------------------------ automatic backhaul
 async def test_an_arriving_units_camera_plays_in_a_tile_and_on_the_incidents_wall(
-        video_city: CityRun, open_page: OpenPage) -> None:
+        video_city: CityRun, open_page: OpenPage, tmp_path: Path) -> None:
     city = video_city
     web = await open_page(city.base_url, await city.token("dispatcher"))
     deletes = whep_deletes(web)
@@ -145,6 +147,7 @@ async def test_an_arriving_units_camera_plays_in_a_tile_and_on_the_incidents_wal
     played = await decoding(web, stream_id, "dock")
     assert (played["frameWidth"], played["frameHeight"]) == (WIDTH, HEIGHT), played
     await has_viewers(city, stream_id, 1)
+    await web.page.screenshot(path=str(target(tmp_path, "one-map-video.png")))  # docs/ with FIELDHUB_SCREENSHOTS=1
 
     # The incident's wall: the same stream in its grid, a second viewer on the hub.
     await incident_panel.locator(tid("video-wall-btn")).click()
