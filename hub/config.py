@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     video_retention_days: float = 30.0
     video_max_viewers: int = 32
     video_keyframe_interval_s: float = 2.0
+    # Proxy mode (scale-out): "janus:<URL of the Janus HTTP API>", e.g. janus:http://127.0.0.1:8088/janus.
+    # The hub then only signals: WHIP/WHEP sessions become Janus VideoRoom publishers and subscribers, and
+    # media flows between the clients and Janus (so the hub records nothing). Unset: the built-in relay.
+    video_media_server: str | None = None
+    video_media_server_secret: str | None = None  # Janus's api_secret, if it is set
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incident_config.py); unset: the built-in ones.

@@ -35,6 +35,7 @@ from hub.pipeline import Message
 from hub.storage.video import StreamRecord, VideoStore, VideoToken
 from video.errors import VideoError
 from video.frames import FrameSink
+from video.proxy import ProxyService
 from video.recording import SegmentRecorder, list_segments, prune_recordings
 from video.service import StreamInfo, VideoService
 
@@ -70,9 +71,20 @@ class VideoDesk:
         self.lookup_token = lookup_token
         self.recordings_dir: Path = settings.video_recordings_dir or settings.data_dir / "recordings"
         self.recorders: dict[str, SegmentRecorder] = {}  # by stream id, until the relay closes them
-        self.service = VideoService(sink_factory=self._open_recorder if settings.video_recording else None,
-                                    on_stream=self.on_stream, max_viewers_per_stream=settings.video_max_viewers,
-                                    keyframe_request_interval_s=settings.video_keyframe_interval_s)
+        self.service: VideoService | ProxyService
+        if settings.video_media_server:
+            kind, _, url = settings.video_media_server.partition(":")
+            if kind != "janus" or not url.startswith(("http://", "https://")):
+                raise HubError(f"FIELDHUB_VIDEO_MEDIA_SERVER must be janus:<http(s) URL of the Janus API>, not "
+                               f"{settings.video_media_server!r}")
+            self.service = ProxyService(url, on_stream=self.on_stream,
+                                        max_viewers_per_stream=settings.video_max_viewers,
+                                        keyframe_interval_s=round(settings.video_keyframe_interval_s),
+                                        api_secret=settings.video_media_server_secret)
+        else:
+            self.service = VideoService(sink_factory=self._open_recorder if settings.video_recording else None,
+                                        on_stream=self.on_stream, max_viewers_per_stream=settings.video_max_viewers,
+                                        keyframe_request_interval_s=settings.video_keyframe_interval_s)
         self.accepting = False
         self.streams: dict[str, StreamRecord] = {}  # live streams by stream id
         # device -> (incident, unit, token digest) of the publish being negotiated; then the live stream's digest.

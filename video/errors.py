@@ -11,6 +11,7 @@ __all__ = [
     "BadSdpFragment",
     "ForwardingUnavailable",
     "IceRestartUnsupported",
+    "MediaServerError",
     "TooManyViewers",
     "UnknownSession",
     "UnknownStream",
@@ -72,3 +73,11 @@ class ForwardingUnavailable(VideoError):
     """The installed aiortc lacks an internal the forwarding adapter relies on (see ``video/forward.py``)."""
 
     code = "forwarding_unavailable"
+
+
+
+
+class MediaServerError(VideoError):
+    """The external media server the hub proxies to (Janus) failed or refused: HTTP 502 Bad Gateway."""
+
+    code = "media_server"

@@ -14,7 +14,7 @@ trickle ICE is supported and ICE restarts are not, so a restart gets ``422``; ``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from fastapi import APIRouter, Request, Response
 
@@ -24,14 +24,15 @@ from video.errors import (
     BadSdpFragment,
     ForwardingUnavailable,
     IceRestartUnsupported,
+    MediaServerError,
     TooManyViewers,
     UnknownSession,
     UnknownStream,
     Unsupported,
     VideoError,
 )
+from video.registry import Answer, SessionRef
 from video.sdp import MAX_SDP_BYTES
-from video.service import VideoService
 
 __all__ = ["SDP", "SDPFRAG", "video_router"]
 
@@ -47,7 +48,22 @@ _STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (IceRestartUnsupported, 422),
     (Unsupported, 406),  # RFC 9725 6.x: an offer the server cannot take as a whole is 406 Not Acceptable
     (ForwardingUnavailable, 503),
+    (MediaServerError, 502),
 )
+
+
+class WhipWhepService(Protocol):
+    """What the routes call: the built-in relay (`video.service.VideoService`) or `video.proxy.ProxyService`."""
+
+    async def publish(self, device_id: str, offer_sdp: str) -> Answer: ...
+
+    async def view(self, stream_id: str, offer_sdp: str) -> Answer: ...
+
+    async def end(self, session_id: str) -> None: ...
+
+    async def patch(self, session_id: str, sdpfrag: str) -> None: ...
+
+    def describe_session(self, session_id: str) -> SessionRef: ...
 
 
 def _api_error(exc: VideoError) -> ApiError:
@@ -94,7 +110,7 @@ def _options(methods: str) -> Response:
     return Response(status_code=204, headers={"Allow": methods, "Accept-Post": SDP, "Accept-Patch": SDPFRAG})
 
 
-def video_router(service: VideoService, authorize_publish: Callable[[str, str | None], Awaitable[None]],
+def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str | None], Awaitable[None]],
                  authorize_view: Callable[[str | None], Awaitable[None]]) -> APIRouter:
     """The WHIP/WHEP routes; ``authorize_*`` raise :class:`ApiError` to refuse (bearer token may be None)."""
     router = APIRouter(tags=["video"])

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
@@ -29,44 +27,20 @@ from video.errors import (
     BadOffer,
     IceRestartUnsupported,
     TooManyViewers,
-    UnknownSession,
     UnknownStream,
     Unsupported,
     VideoError,
 )
 from video.forward import EncodedTrack, ReceiverTap, check_internals, route_keyframe_requests
 from video.frames import EncodedFrame, FrameSink
+from video.registry import Answer, SessionRef, SessionRegistry, StreamInfo, now_ms
 from video.relay import Relay, RelayCounters, ViewerFeed
 from video.sdp import Offer, codec_preferences, parse_offer, parse_sdpfrag
 from video.transcode import Transcoder
 
-__all__ = ["Answer", "SessionRef", "StreamInfo", "VideoService"]
+__all__ = ["Answer", "SessionRef", "StreamInfo", "VideoService"]  # the first three from video.registry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    stream_id: str
-    device_id: str
-    started_ms: int
-    codec: str | None
-    viewers: int
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    session_id: str
-    stream_id: str  # for a viewer, the stream it watches
-    sdp: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRef:
-    session_id: str
-    kind: Literal["publisher", "viewer"]
-    stream_id: str
-    device_id: str
 
 
 @dataclass(eq=False)
@@ -98,34 +72,26 @@ class _Stream(_Session):
         return StreamInfo(self.session_id, self.device_id, self.started_ms, self.codec, len(self.viewers))
 
     def on_frame(self, codec: str, data: bytes, timestamp: int) -> None:
-        self.relay.push(EncodedFrame(codec, data, timestamp, is_keyframe(codec, data), _now_ms()))
+        self.relay.push(EncodedFrame(codec, data, timestamp, is_keyframe(codec, data), now_ms()))
 
     def request_keyframe(self) -> bool:
         return self.tap is not None and self.tap.request_keyframe()
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class VideoService:
+class VideoService(SessionRegistry[_Stream, _Viewer]):
     """Publishers in, viewers out. An async context manager: leaving it closes every peer connection."""
 
     def __init__(self, *, sink_factory: Callable[[StreamInfo], FrameSink | None] | None = None,
                  on_stream: Callable[[str, StreamInfo], None] | None = None, max_viewers_per_stream: int = 32,
                  keyframe_request_interval_s: float = 2.0, max_keyframe_gap_s: float | None = 10.0,
                  viewer_queue_frames: int = 24, connect_timeout_s: float = 30.0, transcode: bool = True) -> None:
+        super().__init__(on_stream)
         self._sink_factory = sink_factory
-        self._on_stream = on_stream
         self._max_viewers = max_viewers_per_stream
         self._relay_options: dict[str, Any] = {"keyframe_request_interval_s": keyframe_request_interval_s,
                                "max_keyframe_gap_s": max_keyframe_gap_s, "viewer_queue_frames": viewer_queue_frames}
         self._transcode = transcode
         self._connect_timeout = connect_timeout_s
-        self._streams: dict[str, _Stream] = {}
-        self._by_device: dict[str, _Stream] = {}
-        self._viewers: dict[str, _Viewer] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._ended = RelayCounters()
         self._totals = {"streams_total": 0, "viewers_total": 0, "viewers_first_frame_not_keyframe": 0,
                         "transcoded_frames": 0}
@@ -133,16 +99,6 @@ class VideoService:
     async def __aenter__(self) -> VideoService:
         check_internals()  # fail at start-up, not at the first publish, if aiortc moved
         return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await asyncio.gather(*(self._end_stream(s) for s in list(self._streams.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- publishers -------------------------------------------------------------------------------------------
 
@@ -154,7 +110,7 @@ class VideoService:
         video = pc.addTransceiver("video", direction="recvonly")
         video.setCodecPreferences(codec_preferences(codec))
         relay = Relay(lambda: stream.request_keyframe(), **self._relay_options)
-        stream = _Stream(uuid.uuid4().hex, pc, offer, device_id, codec, _now_ms(), relay)
+        stream = _Stream(uuid.uuid4().hex, pc, offer, device_id, codec, now_ms(), relay)
         try:
             stream.tap = ReceiverTap(video.receiver, stream.on_frame, lambda: self._spawn(self._end_stream(stream)))
         except VideoError:
@@ -240,28 +196,9 @@ class VideoService:
 
     # -- sessions ---------------------------------------------------------------------------------------------
 
-    def describe_session(self, session_id: str) -> SessionRef:
-        """What a session id is: a publisher (whose stream id is the same) or a viewer of a stream."""
-        if stream := self._streams.get(session_id):
-            return SessionRef(session_id, "publisher", session_id, stream.device_id)
-        if viewer := self._viewers.get(session_id):
-            return SessionRef(session_id, "viewer", viewer.stream.session_id, viewer.stream.device_id)
-        raise UnknownSession(f"no session {session_id!r}")
-
-    async def end(self, session_id: str) -> None:
-        """End a publisher's session (its stream and all its viewers) or one viewer's."""
-        if session_id in self._streams:
-            await self._end_stream(self._streams[session_id])
-        elif session_id in self._viewers:
-            await self._end_viewer(self._viewers[session_id])
-        else:
-            raise UnknownSession(f"no session {session_id!r}")
-
     async def patch(self, session_id: str, sdpfrag: str) -> None:
         """Add trickled remote ICE candidates (RFC 8840 fragment); an ICE restart is refused."""
-        session: _Session | None = self._streams.get(session_id) or self._viewers.get(session_id)
-        if session is None:
-            raise UnknownSession(f"no session {session_id!r}")
+        session = self._session(session_id)
         fragment = parse_sdpfrag(sdpfrag)
         if fragment.ice_ufrag is not None and fragment.ice_ufrag != session.offer.ice_ufrag:
             raise IceRestartUnsupported("new ICE credentials mean an ICE restart, which this hub does not do; "
@@ -274,13 +211,6 @@ class VideoService:
             await session.pc.addIceCandidate(None)
 
     # -- queries ----------------------------------------------------------------------------------------------
-
-    def streams(self) -> list[StreamInfo]:
-        return [s.info() for s in self._streams.values()]
-
-    def stream_of_device(self, device_id: str) -> StreamInfo | None:
-        stream = self._by_device.get(device_id)
-        return stream.info() if stream is not None else None
 
     def stats(self) -> dict[str, int]:
         totals = asdict(self._ended)
@@ -338,26 +268,11 @@ class VideoService:
 
         self._spawn(deadline())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _notify(self, event: str, info: StreamInfo) -> None:
-        if self._on_stream is None:
-            return
-        try:
-            self._on_stream(event, info)
-        except Exception:
-            log.exception("on_stream(%s) failed", event)
-
     async def _end_stream(self, stream: _Stream) -> None:
         if stream.ended:
             return
         stream.ended = True
-        self._streams.pop(stream.session_id, None)
-        if self._by_device.get(stream.device_id) is stream:
-            del self._by_device[stream.device_id]
+        self._forget_stream(stream)
         for transcoder in list(stream.transcoders.values()):
             self._stop_transcoder(stream, transcoder)
         stream.relay.close()  # viewers' senders end, sinks close
