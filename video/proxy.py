@@ -186,11 +186,7 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
 
     async def view(self, stream_id: str, offer_sdp: str) -> Answer:
         """Answer a WHEP offer with a subscriber of the stream's room (see :func:`cross_answers`)."""
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise UnknownStream(f"no live stream {stream_id!r}")
-        if len(stream.viewers) >= self._max_viewers:
-            raise TooManyViewers(f"stream {stream_id} already has {self._max_viewers} viewers")
+        stream = self._stream_to_join(stream_id, self._max_viewers)
         offer = parse_offer(offer_sdp, "view")
         try:  # Janus has no feed to subscribe to until the publisher's PeerConnection is up
             await asyncio.wait_for(stream.up.wait(), self._feed_wait)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from video.errors import UnknownSession
+from video.errors import TooManyViewers, UnknownSession, UnknownStream
 
 __all__ = ["Answer", "SessionRef", "SessionRegistry", "StreamInfo", "now_ms"]
 
@@ -53,6 +53,9 @@ def now_ms() -> int:
 class _StreamLike(Protocol):
     session_id: str
     device_id: str
+
+    @property
+    def viewers(self) -> dict[str, Any]: ...
 
     def info(self) -> StreamInfo: ...
 
@@ -100,6 +103,15 @@ class SessionRegistry(Generic[S, V]):
         if session is None:
             raise UnknownSession(f"no session {session_id!r}")
         return session
+
+    def _stream_to_join(self, stream_id: str, max_viewers: int) -> S:
+        """The live stream a new viewer asks for, if it has room."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise UnknownStream(f"no live stream {stream_id!r}")
+        if len(stream.viewers) >= max_viewers:
+            raise TooManyViewers(f"stream {stream_id} already has {max_viewers} viewers")
+        return stream
 
     def describe_session(self, session_id: str) -> SessionRef:
         """What a session id is: a publisher (whose stream id is the same) or a viewer of a stream."""

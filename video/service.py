@@ -26,7 +26,6 @@ from video.bitstream import is_keyframe
 from video.errors import (
     BadOffer,
     IceRestartUnsupported,
-    TooManyViewers,
     UnknownStream,
     Unsupported,
     VideoError,
@@ -140,11 +139,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
 
     async def view(self, stream_id: str, offer_sdp: str) -> Answer:
         """Answer a WHEP offer for a live stream."""
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise UnknownStream(f"no live stream {stream_id!r}")
-        if len(stream.viewers) >= self._max_viewers:
-            raise TooManyViewers(f"stream {stream_id} already has {self._max_viewers} viewers")
+        stream = self._stream_to_join(stream_id, self._max_viewers)
         offer = parse_offer(offer_sdp, "view")
         codec = stream.codec if stream.codec in offer.video_codecs else offer.video_codecs[0]
         if codec == stream.codec:
