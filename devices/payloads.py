@@ -30,7 +30,8 @@ MAX_FUTURE_SKEW_MS: Final = 24 * 3600 * 1000
 MIN_TS_MS: Final = 946_684_800_000
 MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
 
-DEVICE_KINDS: Final = frozenset({"bodycam", "radio", "vehicle", "drone", "phone"})
+# "camera": a camera that is not worn, such as a drone's gimbal camera with its own 4G/5G module.
+DEVICE_KINDS: Final = frozenset({"bodycam", "camera", "radio", "vehicle", "drone", "phone"})
 COMMAND_TYPES: Final = frozenset({"dispatch", "cancel", "video_start", "video_stop", "ping"})
 
 _encoder = msgspec.json.Encoder()

@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     hotline_token: str | None = None
 
     # Drones (MAVLink 2). Without a URL the hub runs no drone link. The fleet file is JSON:
-    # [{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}}]; the signing keys file
-    # ({"<system_id>": "<64 hex>"}, mode 0600) turns MAVLink 2 signing on for the drones it names.
+    # [{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}, "camera"?: "<its camera's device id>"}];
+    # the signing keys file ({"<system_id>": "<64 hex>"}, mode 0600) turns MAVLink 2 signing on for the drones it names.
     mavlink_url: str | None = None  # e.g. udpin:0.0.0.0:14550
     mavlink_system_id: int = 250
     drones: Path | None = None

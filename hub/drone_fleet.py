@@ -1,8 +1,10 @@
 """The hub's drones: their configuration, what each is doing, and how they look on the one-map.
 
-A drone is a unit of kind ``drone`` whose one device is the drone itself (device id = unit id =
-drone id). Its telemetry enters the ingest pipeline as that device's fixes and status, exactly as
-an MQTT device's would (:class:`TelemetryForwarder`), so it is stored, live, tracked for arrival
+A drone is a unit of kind ``drone`` whose first device is the drone itself (device id = unit id =
+drone id); a drone with a gimbal camera has that camera as its second device (``camera``), an MQTT
+device of kind ``camera`` that gets ``video_start`` like a body camera when the drone is over a scene.
+The drone's telemetry enters the ingest pipeline as its device's fixes and status, exactly as an MQTT
+device's would (:class:`TelemetryForwarder`), so it is stored, live, tracked for arrival
 and drawn like every unit. :class:`DroneRecord` adds what MAVLink knows (mode, armed, altitude,
 link) and the flight the hub gave it.
 """
@@ -44,10 +46,16 @@ class DroneConfig:
     dock_lat: float
     dock_lon: float
     dock_name: str = ""
+    camera: str | None = None  # the drone's camera device, if it carries one
+
+    @property
+    def devices(self) -> list[str]:
+        """The drone unit's devices: the drone, then its camera."""
+        return [self.drone_id] if self.camera is None else [self.drone_id, self.camera]
 
 
 def load_fleet(path: Path) -> list[DroneConfig]:
-    """The fleet file: ``[{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}}, ...]``."""
+    """The fleet file: ``[{"drone_id", "system_id", "name"?, "camera"?, "dock": {"lat", "lon", "name"?}}, ...]``."""
     data = read_json_file(path, "drone fleet", FleetConfigError)
     if not isinstance(data, list):
         raise FleetConfigError(f"{path}: a list of drones expected")
@@ -56,11 +64,13 @@ def load_fleet(path: Path) -> list[DroneConfig]:
         try:
             dock = d["dock"]
             cfg = DroneConfig(str(d["drone_id"]), int(d["system_id"]), str(d.get("name") or d["drone_id"]),
-                              float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""))
+                              float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""), d.get("camera"))
         except (KeyError, TypeError, ValueError) as exc:
             raise FleetConfigError(f"{path}: drone #{k}: {exc!r}") from exc
         if not _ID.match(cfg.drone_id) or not 1 <= cfg.system_id <= 255:
             raise FleetConfigError(f"{path}: drone #{k}: bad drone_id {cfg.drone_id!r} or system_id {cfg.system_id}")
+        if cfg.camera is not None and not (isinstance(cfg.camera, str) and _ID.match(cfg.camera)):
+            raise FleetConfigError(f"{path}: drone {cfg.drone_id}: bad camera device id {cfg.camera!r}")
         if not (-90 <= cfg.dock_lat <= 90 and -180 <= cfg.dock_lon <= 180):
             raise FleetConfigError(f"{path}: drone {cfg.drone_id}: dock out of range")
         fleet.append(cfg)
@@ -68,6 +78,10 @@ def load_fleet(path: Path) -> list[DroneConfig]:
         values = [getattr(c, attr) for c in fleet]
         if len(set(values)) != len(values):
             raise FleetConfigError(f"{path}: {attr} must be unique")
+    # A device belongs to one unit: no camera may be another drone or another drone's camera.
+    device_ids = [device for c in fleet for device in c.devices]
+    if len(set(device_ids)) != len(device_ids):
+        raise FleetConfigError(f"{path}: drone and camera device ids must be unique")
     return fleet
 
 

@@ -82,7 +82,7 @@ class DroneService:
         await self.link.__aenter__()
         for r in self.drones.values():
             c = r.config
-            await self.put_unit(c.drone_id, {"name": c.name, "kind": "drone", "devices": [c.drone_id],
+            await self.put_unit(c.drone_id, {"name": c.name, "kind": "drone", "devices": c.devices,
                                              "home": {"lat": c.dock_lat, "lon": c.dock_lon},
                                              "capabilities": ["aerial", "video"]})
             r.vehicle.on_change(self._changed)

@@ -32,7 +32,7 @@ __all__ = ["AckFollowUp", "AckWatch", "Outstanding", "VideoTokenRegistrar", "cam
 
 log = logging.getLogger(__name__)
 
-CAMERA_KIND = "bodycam"
+CAMERA_KINDS = frozenset({"bodycam", "camera"})  # body cameras and mounted ones (a drone's gimbal camera)
 
 # Stores a video_start's token (command, device_id, unit_id) before the command goes out: the hub's video desk.
 VideoTokenRegistrar = Callable[[Command, str, str | None], Awaitable[None]]
@@ -100,7 +100,7 @@ def dispatch_command(incident: Incident, cmd_id: str, ts: int) -> Command:
 
 
 def camera_devices(live: LiveState, unit_id: str) -> list[str]:
-    """The unit's body cameras: live `kind` "bodycam", or (kind unknown) an id ending in "-cam"."""
+    """The unit's cameras: live `kind` "bodycam" or "camera", or (kind unknown) an id ending in "-cam"."""
     unit = live.units.get(unit_id)
     if unit is None:
         return []
@@ -108,7 +108,7 @@ def camera_devices(live: LiveState, unit_id: str) -> list[str]:
     for device_id in unit.devices:
         dev = live.devices.get(device_id)
         kind = dev.kind if dev is not None else None
-        if kind == CAMERA_KIND or (kind is None and device_id.endswith("-cam")):
+        if kind in CAMERA_KINDS or (kind is None and device_id.endswith("-cam")):
             found.append(device_id)
     return found
 

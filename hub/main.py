@@ -89,7 +89,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                        incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
         jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
         if docks and hub.drones is not None:
-            jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1])))
+            jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), mqtt_url=hub.mqtt_url))
             print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
                   flush=True)
         try:
@@ -113,7 +113,7 @@ async def cmd_sim(args: argparse.Namespace) -> int:
         if args.drone_fleet:
             write_fleet(docks, Path(args.drone_fleet))
         host, _, port = args.mavlink.rpartition(":")
-        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration))
+        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration, mqtt_url=args.mqtt))
     if args.units > 0:
         jobs.append(_city(args, run_sim))
     await _until_signal(*jobs)
@@ -191,6 +191,7 @@ MODULE_BENCHES = {
     "recommender": ("bench.dispatch", "the dispatch recommender alone with N units (pure, in-process)"),
     "detectors": ("bench.accuracy", "arrival/departure detectors offline against ground truth (pure)"),
     "drones": ("bench.drones", "drone commands: API -> COMMAND_ACK round trip, N drones at once, link-loss detection"),
+    "video": ("bench.video", "live video: N 720p30 streams x M viewers via the hub: fps, CPU, latency, first frame"),
 }
 
 

@@ -231,6 +231,12 @@ class DroneFleetSim:
     def drone(self, drone_id: str) -> SimDrone:
         return self._by_id[drone_id]
 
+    def pose(self, drone_id: str) -> tuple[float, float, float]:
+        """Where the drone is and where it faces: ``(lat, lon, heading in degrees from north)``, for its camera."""
+        copter = self.drone(drone_id).copter
+        lat, lon, _ = copter.position()
+        return lat, lon, copter.body.heading
+
     def sim_now_ms(self) -> int:
         return int(self._wall0 * 1000 + (time.monotonic() - self._mono0) * 1000 * self.speed)
 

@@ -12,7 +12,8 @@ from typing import Final
 from devices.geo import bearing_deg, haversine_m, offset
 from sim.city import City
 
-__all__ = ["DOCK_AMSL_M", "DroneDock", "PoliceStation", "drone_docks", "fleet_entries", "police_stations"]
+__all__ = ["DOCK_AMSL_M", "DroneDock", "PoliceStation", "camera_id", "drone_docks", "fleet_entries",
+           "police_stations"]
 
 DOCK_AMSL_M: Final = 40.0  # ground level around Xuzhou, metres above sea level
 _COMPASS: Final = ("North", "North-East", "East", "South-East", "South", "South-West", "West", "North-West")
@@ -83,9 +84,14 @@ def drone_docks(stations: list[PoliceStation], per_station: int = 1, first_syste
     return docks
 
 
+def camera_id(drone_id: str) -> str:
+    """The device id of a simulated drone's gimbal camera, an MQTT device of its own."""
+    return f"{drone_id}-cam"
+
+
 def fleet_entries(docks: list[DroneDock]) -> list[dict[str, object]]:
-    """The hub's drone fleet file (``FIELDHUB_DRONES``) for these docks."""
-    return [{"drone_id": d.drone_id, "system_id": d.system_id, "name": d.drone_id,
+    """The hub's drone fleet file (``FIELDHUB_DRONES``) for these docks; every drone carries a camera."""
+    return [{"drone_id": d.drone_id, "system_id": d.system_id, "name": d.drone_id, "camera": camera_id(d.drone_id),
              "dock": {"lat": d.lat, "lon": d.lon, "name": d.station_name}} for d in docks]
 
 

@@ -34,7 +34,7 @@ __all__ = ["VIDEO_COMMANDS", "CameraCounters", "CameraDevice", "Feed", "SimCamer
 log = logging.getLogger(__name__)
 
 VIDEO_COMMANDS: Final = frozenset({"video_start", "video_stop"})
-CAMERA_KINDS: Final = frozenset({"bodycam", "drone"})
+CAMERA_KINDS: Final = frozenset({"bodycam", "camera", "drone"})
 _SEEN_COMMANDS: Final = 1024  # cmd_ids remembered to ignore the hub's re-sends
 
 

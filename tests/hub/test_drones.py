@@ -35,7 +35,7 @@ SCENE = offset(*BASE, 0.0, 250.0)  # 250 m east of UAV-01's dock, ~650 m from UA
 @asynccontextmanager
 async def drone_stack(settings: Settings, tmp_path: Path, *, sim_keys: dict[str, bytes] | None = None,
                       hub_keys: dict[int, str] | None = None, config: CopterConfig | None = None,
-                      **changes: Any) -> AsyncIterator[tuple[RunningHub, DroneFleetSim]]:
+                      speed: float = 1.0, **changes: Any) -> AsyncIterator[tuple[RunningHub, DroneFleetSim]]:
     fleet = tmp_path / "drones.json"
     fleet.write_text(json.dumps(fleet_entries(DOCKS)))
     update: dict[str, Any] = {"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet, "drone_cruise_alt_m": 30.0,
@@ -48,7 +48,8 @@ async def drone_stack(settings: Settings, tmp_path: Path, *, sim_keys: dict[str,
     async with running_hub(settings.model_copy(update=update)) as rh:
         assert rh.hub.drones is not None
         gcs = rh.hub.drones.link.local_address
-        async with DroneFleetSim(DOCKS, ("127.0.0.1", gcs[1]), keys=sim_keys, config=config) as sim:
+        async with DroneFleetSim(DOCKS, ("127.0.0.1", gcs[1]), keys=sim_keys, config=config,
+                                 speed=speed) as sim:
             yield rh, sim
 
 
