@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from bench.probes import cpu_seconds
 from bench.report import machine_facts, percentile
-from bench.stack import PROJECT_ROOT, BenchError, BenchStack, python_env
+from bench.stack import BenchError, BenchStack, python_env, run_bench
 from devices.geo import offset
 from sim.city import build_city
 from sim.drones import DroneFleetSim
@@ -403,19 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         print("--drones must be 1-250; --seconds, --interval, --raw positive; --cuts >= 0", file=sys.stderr)
         return 2
     args.cuts = min(args.cuts, args.drones)
-    command = "fieldhub bench drones" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    t0 = time.monotonic()
-    try:
-        result = asyncio.run(run(args, command))
-    except BenchError as exc:
-        print(f"bench drones: {exc}", file=sys.stderr)
-        return 1
-    result["wall_s"] = round(time.monotonic() - t0, 1)
-    out = args.out or PROJECT_ROOT / "bench" / "results" / f"drones-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result), f"\nwall time {result['wall_s']} s; results in {out}\n", markdown(result), sep="\n")
-    return 0
+    return run_bench("drones", lambda command: run(args, command), argv, args.out,
+                     lambda result: (table(result), markdown(result)))
 
 
 if __name__ == "__main__":

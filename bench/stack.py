@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import datetime as dt
+import json
 import logging
 import os
 import secrets
@@ -20,8 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -162,3 +165,23 @@ class BenchStack:
             self.broker.stop()
         with contextlib.suppress(Exception):
             self.postgres.close()
+
+
+def run_bench(name: str, run: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], argv: Sequence[str] | None,
+              out: Path | None, report: Callable[[dict[str, Any]], Sequence[str]]) -> int:
+    """The end of a benchmark's ``main``: run it, time it, write its JSON (default
+    ``bench/results/<name>-<UTC date>.json``) and print what ``report`` makes of the result."""
+    command = f"fieldhub bench {name}" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    t0 = time.monotonic()
+    try:
+        result = asyncio.run(run(command))
+    except BenchError as exc:
+        print(f"bench {name}: {exc}", file=sys.stderr)
+        return 1
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    out = out or PROJECT_ROOT / "bench" / "results" / f"{name}-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    first, *rest = report(result)
+    print(first, f"\nwall time {result['wall_s']} s; results in {out}\n", *rest, sep="\n")
+    return 0
