@@ -73,11 +73,12 @@ async def test_a_drone_over_the_scene_streams_its_camera_until_the_incident_clos
         assert start.body["whip_url"] == f"{base_url}/whip/{cam1}" and start.body["incident_id"] == incident_id
         [stream] = await wait_for(lambda: streams(rh), timeout=20)
         assert (stream["device_id"], stream["unit_id"], stream["incident_id"]) == (cam1, "UAV-01", incident_id)
-        feed = cams.cameras.feeds[cam1]
+        # The hub lists the stream as soon as it answers; the camera records its feed when the answer arrives.
+        feed = await wait_for(lambda: cams.cameras.feeds.get(cam1), timeout=5)
         assert feed.stream_id == stream["stream_id"] and feed.track.view == "drone"
         # The camera looks down from where the copter is: over the scene.
         await wait_for(lambda: feed.track.pose is not None, timeout=5)
-        assert feed.track.pose is not None and haversine_m(*feed.track.pose[:2], *SCENE) < 40
+        assert feed.track.pose is not None and haversine_m(feed.track.pose[0], feed.track.pose[1], *SCENE) < 40
 
         viewer = WhepViewer(f"{rh.base_url}/whep/{stream['stream_id']}", viewer_token)
         await viewer.start()
