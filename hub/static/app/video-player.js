@@ -104,17 +104,21 @@ export class WhepPlayer {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.connectTimer);
-    if (release) this.endSession();
+    // DELETE first, then close: a closed connection makes the hub drop the viewer at once, and a DELETE
+    // arriving after that would get a 404.
+    const pc = this.pc;
+    const closePc = () => { if (pc) pc.close(); };
+    if (release) this.endSession().then(closePc); else closePc();
     this.session = null;
-    if (this.pc) this.pc.close();
     this.video.srcObject = null;
   }
 
   endSession() {
     const session = this.session;
-    if (!session) return;
+    if (!session) return Promise.resolve();
     this.session = null;
-    fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${getToken() || ""}` }, keepalive: true })
+    return fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${getToken() || ""}` },
+                            keepalive: true })
       .catch(() => { /* the hub drops the session anyway once ICE consent lapses */ });
   }
 
