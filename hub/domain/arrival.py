@@ -32,10 +32,24 @@ once it holds
 - a **dwell**: ``dwell_ms`` in total between consecutive inside fixes;
 
 and the mean position of those fixes lies inside the circle by at least
-``max(edge_margin_m, edge_sigmas * standard error)``, the standard error coming
-from the fixes' ``acc``. That last test is how accuracy decides the boundary: a
-unit parked at the edge has fixes on both sides, but its mean position is
-outside (or too close to call), so it never arrives.
+``max(edge_margin_m, edge_sigmas * standard error)``. The standard error is the
+larger of what the fixes' ``acc`` allows and what the scatter of the stop's 10 s
+block means shows, widened by how much neighbouring blocks lean the same way (see
+``_Mean``). That test is how accuracy decides the boundary: a unit parked at the
+edge has fixes on both sides, but its mean position is outside (or too close to
+call), so it never arrives. Its limit: a bias of several metres that wanders
+over tens of seconds (an urban canyon) is only partly seen in a minute of fixes,
+and can still make a unit parked a metre or two outside arrive.
+
+The arrival is then the first fix of the stay on the unit's path smoothed with the
+velocity its fixes report (:mod:`hub.domain.smoothing`): walking back from where
+it came to rest while that path is inside. A car braking to rest a few metres
+inside the edge along a road square to the radius crossed it twenty or thirty
+metres back, where single fixes cannot place it to the second; its Doppler speed
+can. The same walk carries a stay back across a red light just inside the edge on
+the way in (which the visit rule above splits off, unable to place 20 s of fixes).
+Without a direction of travel on nearly the whole stretch, the visit's first
+inside fix stands.
 
 Accuracy counts three times: a fix whose ``acc`` exceeds the radius cannot tell
 inside from outside and is dropped; the jump test allows each fix its error
@@ -60,6 +74,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from devices.payloads import Fix
+from hub.domain.smoothing import VelocityNoise, smooth
 from hub.domain.track import FixFilter, Point, Track
 
 __all__ = ["ArrivalDetector", "ArrivalParams", "ArrivalResult", "detect_arrival"]
@@ -68,6 +83,10 @@ __all__ = ["ArrivalDetector", "ArrivalParams", "ArrivalResult", "detect_arrival"
 _FAR_M = 250.0
 # The detector keeps the scan's state every so many points, so a new fix rescans only the last stretch.
 _CHECKPOINT_EVERY = 32
+# A stop's standard error is measured from the scatter of its block means once it has this many blocks.
+_MIN_BLOCKS = 4
+# The block means' lag-one autocorrelation is taken at most this high (it widens the error by up to 4.4x).
+_MAX_RHO = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,22 +120,28 @@ class ArrivalParams:
     # Reported (Doppler) speed of a stopped unit: noise is about 0.3 m/s, a walk 1.4 m/s.
     stop_speed_mps: float = 1.0
     # The stay's mean position must be inside by max(edge_margin_m, edge_sigmas * its standard error).
-    edge_margin_m: float = 2.0
-    edge_sigmas: float = 2.0
-    # GPS errors are correlated over seconds (multipath, urban canyons): for the standard error,
-    # fixes closer together than this count as one.
+    # Three standard errors: the test is repeated with every fix of a long stay.
+    edge_margin_m: float = 1.0
+    edge_sigmas: float = 3.0
+    # GPS errors are correlated over seconds (multipath, urban canyons): the standard error is measured
+    # from the means of blocks this long; until there are four, the fixes of each block count as one.
     error_correlation_ms: int = 10_000
     # Fewest fixes that make a stop or a dwell (one or two fixes prove nothing at any rate).
     min_fixes: int = 3
     # Fixes with a larger acc cannot tell inside from outside and are dropped; None means the radius.
     max_acc_m: float | None = None
+    # Once a stop confirms a stay, its start is found on the path smoothed with the fixes' velocities
+    # (:mod:`hub.domain.smoothing`) from this long before the visit began to the confirming fix.
+    lookback_ms: int = 180_000
+    velocity_noise: VelocityNoise = field(default_factory=VelocityNoise)
     fix_filter: FixFilter = field(default_factory=FixFilter)
 
     def __post_init__(self) -> None:
-        durations = (self.stop_ms, self.dwell_ms, self.exit_ms, self.split_stop_ms, self.max_gap_ms)
+        durations = (self.stop_ms, self.dwell_ms, self.exit_ms, self.split_stop_ms, self.max_gap_ms, self.lookback_ms)
         if min(*durations, self.error_correlation_ms) <= 0:
             raise ValueError(
-                "stop_ms, dwell_ms, exit_ms, split_stop_ms, max_gap_ms and error_correlation_ms must be > 0"
+                "stop_ms, dwell_ms, exit_ms, split_stop_ms, max_gap_ms, lookback_ms and error_correlation_ms"
+                " must be > 0"
             )
         limits = (self.stop_radius_m, self.stop_speed_mps, self.edge_margin_m, self.edge_sigmas, self.exit_sigmas)
         if min(limits) < 0:
@@ -136,26 +161,88 @@ class ArrivalResult:
 
 
 class _Mean:
-    """Running mean position of some points and the standard error of that mean."""
+    """Running mean position of some points and the standard error of that mean.
 
-    __slots__ = ("first_ts", "last_ts", "n", "sx", "sy", "var")
+    The error is measured, not only assumed: the points fall into blocks of ``error_correlation_ms``
+    and the scatter of the block means says how well the mean is known (batch means), widened by
+    their lag-one autocorrelation (as for a first-order autoregressive error), so errors that stay
+    correlated for seconds or longer widen it. It is never taken below what the fixes' ``acc`` allows
+    for independent fixes; with fewer than ``_MIN_BLOCKS`` blocks, the fixes of each block count as one.
+    """
+
+    __slots__ = (
+        "block",
+        "block_n",
+        "block_sx",
+        "block_sy",
+        "blocks",
+        "first",
+        "first_ts",
+        "last",
+        "last_ts",
+        "n",
+        "products",
+        "squares",
+        "sums",
+        "sx",
+        "sy",
+        "var",
+    )
 
     def __init__(self) -> None:
         self.n = self.first_ts = self.last_ts = 0
         self.sx = self.sy = self.var = 0.0
+        self.block = self.block_n = self.blocks = 0  # the open block's number and size; closed blocks
+        self.block_sx = self.block_sy = 0.0
+        # Of the closed blocks' means, per axis: sums, sums of squares, sums of products of neighbours,
+        # and the first and the last one.
+        self.sums = self.squares = self.products = self.first = self.last = (0.0, 0.0)
 
-    def add(self, p: Point) -> None:
+    def add(self, p: Point, block_ms: int) -> None:
         if not self.n:
             self.first_ts = p.ts
+        block = (p.ts - self.first_ts) // block_ms
+        if block != self.block and self.block_n:
+            self._close()
+        self.block = block
         self.last_ts = p.ts
         self.n += 1
         self.sx += p.x
         self.sy += p.y
         self.var += p.sigma * p.sigma
+        self.block_n += 1
+        self.block_sx += p.x
+        self.block_sy += p.y
+
+    def _close(self) -> None:
+        mx, my = self.block_sx / self.block_n, self.block_sy / self.block_n
+        if self.blocks:
+            self.products = (self.products[0] + mx * self.last[0], self.products[1] + my * self.last[1])
+        else:
+            self.first = (mx, my)
+        self.blocks += 1
+        self.last = (mx, my)
+        self.sums = (self.sums[0] + mx, self.sums[1] + my)
+        self.squares = (self.squares[0] + mx * mx, self.squares[1] + my * my)
+        self.block_n = 0
+        self.block_sx = self.block_sy = 0.0
 
     def standard_error(self, params: ArrivalParams) -> float:
-        independent = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
-        return math.sqrt(self.var / self.n / independent)
+        """Standard error of each axis of the mean position."""
+        independent = math.sqrt(self.var / self.n / self.n)
+        k = self.blocks  # the open block is not counted: it may hold a single fix
+        if k < _MIN_BLOCKS:
+            assumed = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
+            return math.sqrt(self.var / self.n / assumed)
+        spread = lag_one = 0.0
+        for axis in (0, 1):
+            total, mean = self.sums[axis], self.sums[axis] / k
+            spread += self.squares[axis] - total * mean
+            inner = (total - self.first[axis]) + (total - self.last[axis])  # block means with a neighbour
+            lag_one += self.products[axis] - mean * inner + (k - 1) * mean * mean
+        rho = min(max(lag_one / spread, 0.0), _MAX_RHO) if spread > 0 else 0.0
+        variance = spread / (2 * (k - 1)) / k * (1 + rho) / (1 - rho)
+        return max(independent, math.sqrt(max(variance, 0.0)))
 
     def distance(self) -> float:
         return math.hypot(self.sx / self.n, self.sy / self.n)
@@ -172,13 +259,13 @@ class _Mean:
 class _Visit:
     """One visit to the zone while the scan walks the track."""
 
-    def __init__(self, first: Point) -> None:
+    def __init__(self, first: Point, params: ArrivalParams) -> None:
         self.first = first
         self.last_inside = first
         self.prev = first  # the last kept point of the visit, inside or not
         self.dwell_ms = 0
         self.mean = _Mean()  # of every kept point of the visit, so that picking inside ones cannot bias it
-        self.mean.add(first)
+        self.mean.add(first, params.error_correlation_ms)
         self.anchor: tuple[float, float] | None = None  # where the current stop began
         self.stop_ms = 0
         self.stop = _Mean()
@@ -224,14 +311,14 @@ def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: fl
     p = track.points[i]
     if visit.anchor is not None and (_still(p, visit.anchor, params) or _speed_blip(track, i, visit.anchor, params)):
         visit.stop_ms += step_ms
-        visit.stop.add(p)
+        visit.stop.add(p, params.error_correlation_ms)
         return False
     ended_outside = _standing_outside(visit, radius_m, params)
     visit.stop_ms, visit.stop = 0, _Mean()
     visit.anchor = None
     if p.speed is None or p.speed <= params.stop_speed_mps:
         visit.anchor = anchor = track.median_xy(i)
-        visit.stop.add(p)
+        visit.stop.add(p, params.error_correlation_ms)
         visit.stood_from = p.ts
         for j in range(i - 1, -1, -1):  # back to where the unit began to stand, as far as a split needs
             q = track.points[j]
@@ -297,7 +384,7 @@ def _clearly_outside(track: Track, i: int, radius_m: float, params: ArrivalParam
 
 def _restart(track: Track, i: int, radius_m: float, params: ArrivalParams) -> _Visit:
     """A new visit from inside point ``i``."""
-    visit = _Visit(track.points[i])
+    visit = _Visit(track.points[i], params)
     _follow_stop(visit, track, i, 0, radius_m, params)
     return visit
 
@@ -310,7 +397,7 @@ def _extend(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, 
     an early start nor parked jitter plus a drive-through on the way out can make it a stay.
     """
     p = track.points[i]
-    visit.mean.add(p)
+    visit.mean.add(p, params.error_correlation_ms)
     visit.prev = p
     if _follow_stop(visit, track, i, step_ms, radius_m, params):
         return None
@@ -343,9 +430,36 @@ def _scan(
         if confirmed and visit is not None:
             if i + track.reach >= len(track):
                 return None  # the next fixes can still re-decide this one: wait for them
-            first = visit.first
+            first = _entry(visit, track, i, radius_m, params)
             return ArrivalResult(first.ts, first.fix.lat, first.fix.lon, track.points[i].ts), i
     return None
+
+
+def _entry(visit: _Visit, track: Track, i: int, radius_m: float, params: ArrivalParams) -> Point:
+    """The first point of the stay that point ``i`` confirmed.
+
+    From where the unit came to rest, back along its path smoothed with the velocities its fixes
+    report, while that path is inside the circle: a car braking to rest a few metres inside the edge,
+    or held at a red light just inside it on the way in, crossed the edge where the smoothed path
+    does, which single noisy fixes cannot show. (A stay made by dwelling walks back from the fix that
+    confirmed it.) Without velocities on the whole stretch the visit's first inside fix stands.
+    """
+    first = visit.first
+    rest_ts = visit.stop.first_ts if visit.anchor is not None and visit.stop.n else track.points[i].ts
+    lo = track.index_at(min(first.ts, rest_ts) - params.lookback_ms)
+    path = smooth(track, lo, i, params.velocity_noise)
+    if path is None or not path.dead_reckoned:
+        return first
+    k = next((k for k, j in enumerate(path.indices) if track.points[j].ts >= rest_ts), len(path.indices))
+    if k == len(path.indices) or path.distance(k) > radius_m:
+        return first
+    points = track.points
+    while (k > 0 and path.distance(k - 1) <= radius_m
+           and points[path.indices[k]].ts - points[path.indices[k - 1]].ts <= params.max_gap_ms):
+        k -= 1
+    if k == 0 and lo > 0:
+        return first  # inside all the way back to the start of the stretch: it cannot say where the stay began
+    return points[path.indices[k]]
 
 
 class ArrivalDetector:
