@@ -6,8 +6,8 @@ from dispatch to the scene, samples its true position at 1 Hz, turns it into
 noisy fixes with :class:`~sim.traffic.GpsModel`, and feeds them in *delivery*
 order, in the chunks a device would publish, to :class:`ArrivalDetector` and
 :class:`DepartureDetector`. The end-to-end benchmark through MQTT and the hub
-comes later; it measures the same thing plus everything between the device and
-the detectors.
+(``fieldhub bench accuracy``, :mod:`bench.e2e_accuracy`) measures the same thing
+plus everything between the device and the detectors.
 
 Ground truth comes from the noise-free trajectory, sampled at the fixes' times:
 
@@ -21,8 +21,11 @@ Hard cases, one share of the incidents each (``CASES``): ``drive_by`` (the route
 passes through another incident's zone, watched by a decoy detector), ``outliers``
 (2 % GPS jumps instead of 0.5 %), ``edge_jitter`` (a decoy zone whose edge is 0-10 m
 short of where the unit stands on scene), ``dead_zone`` (a 60-180 s span around
-the arrival held and delivered as one batch after later fixes) and ``patrolling``
-(driving at dispatch, no turnout). Any arrival in a decoy zone is a false arrival.
+the arrival held and delivered as one batch after later fixes), ``patrolling``
+(driving at dispatch, no turnout) and ``edge_inside`` (the incident lies square to
+the road where the unit comes to rest, 2-10 m inside the edge: the car drives along
+the circle's tangent and crosses the edge 20-40 m before it stops, its distance from
+the centre changing by a few metres). Any arrival in a decoy zone is a false arrival.
 
 Run: ``python -m bench.accuracy [--incidents N] [--seed S]``.
 """
@@ -44,17 +47,19 @@ from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from sim.city import City, build_city
 from sim.traffic import GpsModel, SimVehicle
+from sim.truth import EDGE_BAND_M
 
 __all__ = ["CASES", "Outcome", "main", "render", "run", "simulate"]
 
-CASES: Final = ("parked", "drive_by", "outliers", "edge_jitter", "dead_zone", "patrolling")
+CASES: Final = ("parked", "drive_by", "outliers", "edge_jitter", "dead_zone", "patrolling", "edge_inside")
+EDGE_INSIDE_M: Final = (2.0, 10.0)  # beyond sim.truth.EDGE_BAND_M: nearer the edge, GPS cannot tell the side
 RADIUS_M: Final = 100.0
 ARRIVAL_TARGET_S: Final = 2.0
 DEPARTURE_TARGET_S: Final = 3.0
 T0_MS: Final = 1_767_225_600_000  # 2026-01-01, the first incident's first fix
 _MAX_SIM_S: Final = 3 * 3600  # a trip that takes longer than this is a simulator bug
 _HEADER: Final = ("Detector-level accuracy of arrival/departure (pure detectors, offline: no broker, no database; "
-                  "the end-to-end benchmark through MQTT comes later)")
+                  "the end-to-end one is fieldhub bench accuracy)")
 
 
 @dataclass(slots=True)
@@ -187,6 +192,13 @@ def _notes(samples: Sequence[_Sample], dispatch: int, arrival_truth: int, depart
         notes["arrival"] = (f"truly inside at +{(after[last_in].ts - dispatch) / 1000:.0f} s, then out "
                             f"{entry - last_in - 1} s and up to {max(distances[last_in + 1:]) - RADIUS_M:.1f} m "
                             "past the edge before the final entry")
+    # After the entry, a true path that runs back to within EDGE_BAND_M of the edge (a turn, a rest at the edge)
+    # is where GPS cannot tell whether the stay was ever left.
+    near = [(RADIUS_M - haversine_m(*incident, s.lat, s.lon), s.ts) for s in after[entry + 3:entry + 120]]
+    close = min(near, default=None)
+    if close is not None and close[0] <= EDGE_BAND_M:
+        notes.setdefault("arrival", f"inside, the true path came within {close[0]:.1f} m of the edge at "
+                                    f"+{(close[1] - dispatch) / 1000:.0f} s (within GPS noise)")
     still = [s.ts for s in after if s.ts >= departure_truth and s.speed == 0.0 and s.ts < arrival_truth]
     if still and still[0] < departure_truth + 5_000:
         run = next((k for k in range(1, len(still)) if still[k] - still[k - 1] > 1000), len(still))
@@ -217,6 +229,25 @@ def _decoy(case: str, rng: random.Random, samples: Sequence[_Sample], stop: int,
     centre = rng.choice(candidates) if candidates else max(route, key=clearance)
     angle, aside = rng.uniform(0.0, math.tau), rng.uniform(0.0, 20.0)
     return offset(centre.lat, centre.lon, aside * math.cos(angle), aside * math.sin(angle))
+
+
+def _edge_incident(rng: random.Random, samples: Sequence[_Sample], stop: int, dispatch: int) -> tuple[float, float]:
+    """An incident square to the road where the unit rests, 2-10 m inside the edge, that the route came no nearer."""
+    rest = samples[stop]
+    heading = next((s.heading for s in reversed(samples[:stop]) if s.heading is not None and s.speed > 1.0), 0.0)
+    route = [s for s in samples[:stop] if s.ts >= dispatch]
+    best: tuple[float, tuple[float, float]] | None = None
+    for _ in range(20):
+        gap = RADIUS_M - rng.uniform(*EDGE_INSIDE_M)
+        bearing = math.radians(heading + rng.choice((90.0, -90.0)))
+        centre = offset(rest.lat, rest.lon, gap * math.cos(bearing), gap * math.sin(bearing))
+        nearest = min((haversine_m(*centre, s.lat, s.lon) for s in route), default=gap) - gap
+        if best is None or nearest > best[0]:
+            best = nearest, centre
+        if nearest >= -2.0:  # nothing earlier on the route was nearer: the edge is crossed on the final approach
+            break
+    assert best is not None
+    return best[1]
 
 
 def _deliveries(case: str, rng: random.Random, fixes: Sequence[Fix], arrival_truth: int) -> list[list[Fix]]:
@@ -251,6 +282,8 @@ def simulate(city: City, index: int, seed: int) -> Outcome:
     rng = random.Random(seed * 1_000_003 + index)
     far_m = (1200.0, 3000.0) if case == "drive_by" else (500.0, 3000.0)
     samples, dispatch, departure_truth, incident, stop = _drive(city, rng, case, far_m)
+    if case == "edge_inside":
+        incident = _edge_incident(rng, samples, stop, dispatch)
     arrival_truth = _arrival_truth(samples, stop, incident, dispatch)
     depart_index = next(i for i, s in enumerate(samples) if s.ts >= dispatch)
     decoy = _decoy(case, rng, samples, stop, depart_index)
@@ -362,7 +395,7 @@ def render(outcomes: Sequence[Outcome], seed: int, elapsed_s: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=_HEADER)
-    parser.add_argument("--incidents", type=int, default=600, help="simulated incidents (default 600)")
+    parser.add_argument("--incidents", type=int, default=700, help="simulated incidents (default 700, 100 per case)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     args = parser.parse_args(argv)
     if args.incidents < 1:

@@ -35,7 +35,7 @@ and the mean position of those fixes lies inside the circle by at least
 ``max(edge_margin_m, edge_sigmas * standard error)``. The standard error is the
 larger of what the fixes' ``acc`` allows and what the scatter of the stop's 10 s
 block means shows, widened by how much neighbouring blocks lean the same way (see
-``_Mean``). That test is how accuracy decides the boundary: a unit parked at the
+``hub.domain.stay_mean``). That test is how accuracy decides the boundary: a unit parked at the
 edge has fixes on both sides, but its mean position is outside (or too close to
 call), so it never arrives. Its limit: a bias of several metres that wanders
 over tens of seconds (an urban canyon) is only partly seen in a minute of fixes,
@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 
 from devices.payloads import Fix
 from hub.domain.smoothing import VelocityNoise, smooth
+from hub.domain.stay_mean import MeanPosition
 from hub.domain.track import FixFilter, Point, Track
 
 __all__ = ["ArrivalDetector", "ArrivalParams", "ArrivalResult", "detect_arrival"]
@@ -83,10 +84,6 @@ __all__ = ["ArrivalDetector", "ArrivalParams", "ArrivalResult", "detect_arrival"
 _FAR_M = 250.0
 # The detector keeps the scan's state every so many points, so a new fix rescans only the last stretch.
 _CHECKPOINT_EVERY = 32
-# A stop's standard error is measured from the scatter of its block means once it has this many blocks.
-_MIN_BLOCKS = 4
-# The block means' lag-one autocorrelation is taken at most this high (it widens the error by up to 4.4x).
-_MAX_RHO = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,102 +157,6 @@ class ArrivalResult:
     confirmed_at_ts: int
 
 
-class _Mean:
-    """Running mean position of some points and the standard error of that mean.
-
-    The error is measured, not only assumed: the points fall into blocks of ``error_correlation_ms``
-    and the scatter of the block means says how well the mean is known (batch means), widened by
-    their lag-one autocorrelation (as for a first-order autoregressive error), so errors that stay
-    correlated for seconds or longer widen it. It is never taken below what the fixes' ``acc`` allows
-    for independent fixes; with fewer than ``_MIN_BLOCKS`` blocks, the fixes of each block count as one.
-    """
-
-    __slots__ = (
-        "block",
-        "block_n",
-        "block_sx",
-        "block_sy",
-        "blocks",
-        "first",
-        "first_ts",
-        "last",
-        "last_ts",
-        "n",
-        "products",
-        "squares",
-        "sums",
-        "sx",
-        "sy",
-        "var",
-    )
-
-    def __init__(self) -> None:
-        self.n = self.first_ts = self.last_ts = 0
-        self.sx = self.sy = self.var = 0.0
-        self.block = self.block_n = self.blocks = 0  # the open block's number and size; closed blocks
-        self.block_sx = self.block_sy = 0.0
-        # Of the closed blocks' means, per axis: sums, sums of squares, sums of products of neighbours,
-        # and the first and the last one.
-        self.sums = self.squares = self.products = self.first = self.last = (0.0, 0.0)
-
-    def add(self, p: Point, block_ms: int) -> None:
-        if not self.n:
-            self.first_ts = p.ts
-        block = (p.ts - self.first_ts) // block_ms
-        if block != self.block and self.block_n:
-            self._close()
-        self.block = block
-        self.last_ts = p.ts
-        self.n += 1
-        self.sx += p.x
-        self.sy += p.y
-        self.var += p.sigma * p.sigma
-        self.block_n += 1
-        self.block_sx += p.x
-        self.block_sy += p.y
-
-    def _close(self) -> None:
-        mx, my = self.block_sx / self.block_n, self.block_sy / self.block_n
-        if self.blocks:
-            self.products = (self.products[0] + mx * self.last[0], self.products[1] + my * self.last[1])
-        else:
-            self.first = (mx, my)
-        self.blocks += 1
-        self.last = (mx, my)
-        self.sums = (self.sums[0] + mx, self.sums[1] + my)
-        self.squares = (self.squares[0] + mx * mx, self.squares[1] + my * my)
-        self.block_n = 0
-        self.block_sx = self.block_sy = 0.0
-
-    def standard_error(self, params: ArrivalParams) -> float:
-        """Standard error of each axis of the mean position."""
-        independent = math.sqrt(self.var / self.n / self.n)
-        k = self.blocks  # the open block is not counted: it may hold a single fix
-        if k < _MIN_BLOCKS:
-            assumed = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
-            return math.sqrt(self.var / self.n / assumed)
-        spread = lag_one = 0.0
-        for axis in (0, 1):
-            total, mean = self.sums[axis], self.sums[axis] / k
-            spread += self.squares[axis] - total * mean
-            inner = (total - self.first[axis]) + (total - self.last[axis])  # block means with a neighbour
-            lag_one += self.products[axis] - mean * inner + (k - 1) * mean * mean
-        rho = min(max(lag_one / spread, 0.0), _MAX_RHO) if spread > 0 else 0.0
-        variance = spread / (2 * (k - 1)) / k * (1 + rho) / (1 - rho)
-        return max(independent, math.sqrt(max(variance, 0.0)))
-
-    def distance(self) -> float:
-        return math.hypot(self.sx / self.n, self.sy / self.n)
-
-    def inside(self, radius_m: float, params: ArrivalParams) -> bool:
-        margin = max(params.edge_margin_m, params.edge_sigmas * self.standard_error(params))
-        return self.distance() <= radius_m - margin
-
-    def maybe_outside(self, radius_m: float, params: ArrivalParams) -> bool:
-        """Whether these points may stand outside: their mean is not inside by ``edge_sigmas`` standard errors."""
-        return self.distance() > radius_m - params.edge_sigmas * self.standard_error(params)
-
-
 class _Visit:
     """One visit to the zone while the scan walks the track."""
 
@@ -264,11 +165,11 @@ class _Visit:
         self.last_inside = first
         self.prev = first  # the last kept point of the visit, inside or not
         self.dwell_ms = 0
-        self.mean = _Mean()  # of every kept point of the visit, so that picking inside ones cannot bias it
+        self.mean = MeanPosition()  # of every kept point of the visit, so that picking inside ones cannot bias it
         self.mean.add(first, params.error_correlation_ms)
         self.anchor: tuple[float, float] | None = None  # where the current stop began
         self.stop_ms = 0
-        self.stop = _Mean()
+        self.stop = MeanPosition()
         self.driven_out = 0  # outside fixes in a row since the last inside one, driving
         self.stood_from = first.ts  # since when the unit stood where the current stop is, before the visit too
 
@@ -314,7 +215,7 @@ def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: fl
         visit.stop.add(p, params.error_correlation_ms)
         return False
     ended_outside = _standing_outside(visit, radius_m, params)
-    visit.stop_ms, visit.stop = 0, _Mean()
+    visit.stop_ms, visit.stop = 0, MeanPosition()
     visit.anchor = None
     if p.speed is None or p.speed <= params.stop_speed_mps:
         visit.anchor = anchor = track.median_xy(i)

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from bench import accuracy
-from bench.accuracy import ARRIVAL_TARGET_S, CASES, DEPARTURE_TARGET_S, Outcome, render, run
-from devices.geo import offset
+from bench.accuracy import ARRIVAL_TARGET_S, CASES, DEPARTURE_TARGET_S, EDGE_INSIDE_M, RADIUS_M, Outcome, render, run
+from devices.geo import haversine_m, offset
 from devices.payloads import Fix
 
 CENTRE = (34.2610, 117.1859)
@@ -17,7 +17,7 @@ CENTRE = (34.2610, 117.1859)
 
 @pytest.fixture(scope="module")
 def outcomes() -> list[Outcome]:
-    return run(12, seed=1)  # two incidents of every case, about a second
+    return run(2 * len(CASES), seed=1)  # two incidents of every case, about a second
 
 
 def test_every_case_is_simulated_twice(outcomes: list[Outcome]) -> None:
@@ -39,6 +39,18 @@ def test_departures_are_detected_within_three_seconds_and_nothing_arrives_at_a_d
     # A patrolling unit is already rolling: its departure is the first fix after dispatch (at most 1 s later).
     assert all(0 < o.departure_truth_ms <= 1000 for o in outcomes if o.case == "patrolling")
     assert all(o.departure_truth_ms > 20_000 for o in outcomes if o.case != "patrolling")  # the turnout delay
+
+
+def test_edge_inside_rests_just_inside_after_crossing_along_the_edge() -> None:
+    city = accuracy.build_city()
+    for index in (6, 13):
+        rng = random.Random(1 * 1_000_003 + index)
+        samples, dispatch, _, _, stop = accuracy._drive(city, rng, "edge_inside", (500.0, 3000.0))
+        centre = accuracy._edge_incident(rng, samples, stop, dispatch)
+        rest = RADIUS_M - haversine_m(*centre, samples[stop].lat, samples[stop].lon)
+        assert EDGE_INSIDE_M[0] - 0.01 <= rest <= EDGE_INSIDE_M[1] + 0.01
+        truth = accuracy._arrival_truth(samples, stop, centre, dispatch)
+        assert 0 < samples[stop].ts - truth <= 15_000  # crossed on the final approach, braking along the tangent
 
 
 def test_decoys_are_driven_through_or_stood_next_to(outcomes: list[Outcome]) -> None:
@@ -79,7 +91,8 @@ def test_report_has_a_row_per_case_and_overall_and_passes(outcomes: list[Outcome
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split() and line.split()[0] in
             (*CASES, "overall")}
     assert set(rows) == {*CASES, "overall"}
-    assert rows["overall"][1:3] == ["12", "12/12"] and rows["parked"][1:3] == ["2", "2/2"]
+    n = str(len(outcomes))
+    assert rows["overall"][1:3] == [n, f"{n}/{n}"] and rows["parked"][1:3] == ["2", "2/2"]
     assert rows["overall"][7] == "100.0%" and rows["overall"][8] == "0" and rows["overall"][-1] == "100.0%"
     assert text.count("PASS") == 4 and "FAIL" not in text and "worst" not in text
 
