@@ -46,6 +46,7 @@ from devices.payloads import Fix
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from sim.city import City, build_city
+from sim.scenarios import abeam
 from sim.traffic import GpsModel, SimVehicle
 from sim.truth import EDGE_BAND_M
 
@@ -239,8 +240,7 @@ def _edge_incident(rng: random.Random, samples: Sequence[_Sample], stop: int, di
     best: tuple[float, tuple[float, float]] | None = None
     for _ in range(20):
         gap = RADIUS_M - rng.uniform(*EDGE_INSIDE_M)
-        bearing = math.radians(heading + rng.choice((90.0, -90.0)))
-        centre = offset(rest.lat, rest.lon, gap * math.cos(bearing), gap * math.sin(bearing))
+        centre = abeam(rng, (rest.lat, rest.lon), heading, gap)
         nearest = min((haversine_m(*centre, s.lat, s.lon) for s in route), default=gap) - gap
         if best is None or nearest > best[0]:
             best = nearest, centre

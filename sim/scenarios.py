@@ -29,7 +29,7 @@ from devices.geo import haversine_m, offset
 from sim.city import City
 from sim.traffic import SimVehicle
 
-__all__ = ["CASES", "DeadZone", "Plan", "Stop", "Trace", "address_near", "edge_scene", "overshoot_stop",
+__all__ = ["CASES", "DeadZone", "Plan", "Stop", "Trace", "abeam", "address_near", "edge_scene", "overshoot_stop",
            "random_address", "road_point", "trace"]
 
 CASES: Final = ("parked", "patrolling", "drive_by", "outliers", "edge_jitter", "edge_outside", "dead_zone")
@@ -182,6 +182,12 @@ def overshoot_stop(vehicle: SimVehicle, now_ms: int, incident: tuple[float, floa
     return None
 
 
+def abeam(rng: random.Random, at: tuple[float, float], heading_deg: float, distance_m: float) -> tuple[float, float]:
+    """The point ``distance_m`` square to a road heading ``heading_deg`` at ``at``, on a random side."""
+    bearing = math.radians(heading_deg + rng.choice((90.0, -90.0)))
+    return offset(*at, distance_m * math.cos(bearing), distance_m * math.sin(bearing))
+
+
 def edge_scene(vehicle: SimVehicle, now_ms: int, rng: random.Random, radius_m: float,
                gap_m: tuple[float, float], far_m: tuple[float, float], tries: int = 40
                ) -> tuple[tuple[float, float], tuple[float, float]] | None:
@@ -195,8 +201,7 @@ def edge_scene(vehicle: SimVehicle, now_ms: int, rng: random.Random, radius_m: f
         target = address_near(vehicle.city, rng, vehicle.position, *far_m, aside_m=0.0)
         drive = trace(vehicle, now_ms, target)
         gap = radius_m + rng.uniform(*gap_m)
-        bearing = math.radians(drive.heading + rng.choice((90.0, -90.0)))
-        incident = offset(*drive.rest, gap * math.cos(bearing), gap * math.sin(bearing))
+        incident = abeam(rng, drive.rest, drive.heading, gap)
         if min(haversine_m(*incident, *p) for p in drive.points) >= gap - 2.0:
             return incident, drive.rest
     return None

@@ -165,11 +165,12 @@ class _Visit:
         self.last_inside = first
         self.prev = first  # the last kept point of the visit, inside or not
         self.dwell_ms = 0
-        self.mean = MeanPosition()  # of every kept point of the visit, so that picking inside ones cannot bias it
-        self.mean.add(first, params.error_correlation_ms)
+        # Of every kept point of the visit, so that picking inside ones cannot bias it.
+        self.mean = MeanPosition(params.error_correlation_ms)
+        self.mean.add(first)
         self.anchor: tuple[float, float] | None = None  # where the current stop began
         self.stop_ms = 0
-        self.stop = MeanPosition()
+        self.stop = MeanPosition(params.error_correlation_ms)
         self.driven_out = 0  # outside fixes in a row since the last inside one, driving
         self.stood_from = first.ts  # since when the unit stood where the current stop is, before the visit too
 
@@ -212,14 +213,14 @@ def _follow_stop(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: fl
     p = track.points[i]
     if visit.anchor is not None and (_still(p, visit.anchor, params) or _speed_blip(track, i, visit.anchor, params)):
         visit.stop_ms += step_ms
-        visit.stop.add(p, params.error_correlation_ms)
+        visit.stop.add(p)
         return False
     ended_outside = _standing_outside(visit, radius_m, params)
-    visit.stop_ms, visit.stop = 0, MeanPosition()
+    visit.stop_ms, visit.stop = 0, MeanPosition(params.error_correlation_ms)
     visit.anchor = None
     if p.speed is None or p.speed <= params.stop_speed_mps:
         visit.anchor = anchor = track.median_xy(i)
-        visit.stop.add(p, params.error_correlation_ms)
+        visit.stop.add(p)
         visit.stood_from = p.ts
         for j in range(i - 1, -1, -1):  # back to where the unit began to stand, as far as a split needs
             q = track.points[j]
@@ -298,7 +299,7 @@ def _extend(visit: _Visit, track: Track, i: int, step_ms: int, radius_m: float, 
     an early start nor parked jitter plus a drive-through on the way out can make it a stay.
     """
     p = track.points[i]
-    visit.mean.add(p, params.error_correlation_ms)
+    visit.mean.add(p)
     visit.prev = p
     if _follow_stop(visit, track, i, step_ms, radius_m, params):
         return None
@@ -343,11 +344,12 @@ def _entry(visit: _Visit, track: Track, i: int, radius_m: float, params: Arrival
     report, while that path is inside the circle: a car braking to rest a few metres inside the edge,
     or held at a red light just inside it on the way in, crossed the edge where the smoothed path
     does, which single noisy fixes cannot show. (A stay made by dwelling walks back from the fix that
-    confirmed it.) Without velocities on the whole stretch the visit's first inside fix stands.
+    confirmed it.) Without a direction of travel on nearly the whole stretch the visit's first inside
+    fix stands.
     """
     first = visit.first
     rest_ts = visit.stop.first_ts if visit.anchor is not None and visit.stop.n else track.points[i].ts
-    lo = track.index_at(min(first.ts, rest_ts) - params.lookback_ms)
+    lo = track.index_at(first.ts - params.lookback_ms)  # the stop, or point i, is never before the visit
     path = smooth(track, lo, i, params.velocity_noise)
     if path is None or not path.dead_reckoned:
         return first

@@ -80,7 +80,8 @@ def _velocity(p: Point, noise: VelocityNoise) -> tuple[float, float, float] | No
 
 
 def _aiding(p: Point, velocity: tuple[float, float, float] | None) -> bool:
-    return velocity is not None and (p.fix.heading is not None or p.speed is None or p.speed < _NO_COURSE_MPS)
+    """Whether the fix tells the direction of travel, or crawls too slowly for it to matter."""
+    return velocity is not None and (p.fix.heading is not None or (p.speed or 0.0) < _NO_COURSE_MPS)
 
 
 def smooth(track: Track, lo: int, hi: int, noise: VelocityNoise | None = None) -> Smoothed | None:
@@ -126,7 +127,8 @@ def _rts(measured: list[float], variances: list[float], steps: list[tuple[float,
         shift, q = steps[k - 1]
         x, p = x + shift, p + q
         predicted[k], predicted_var[k] = x, p
-        gain = p / (p + variances[k])
+        total = p + variances[k]
+        gain = p / total if total > 0 else 1.0  # exact fixes (acc 0) after an exact step: take the fix
         x, p = x + gain * (measured[k] - x), (1.0 - gain) * p
         filtered[k], filtered_var[k] = x, p
     smoothed = filtered[:]

@@ -30,14 +30,11 @@ class EdgeRule(Protocol):
     @property
     def edge_sigmas(self) -> float: ...
 
-    @property
-    def error_correlation_ms(self) -> int: ...
-
 
 class MeanPosition:
     """Running mean position of some points and the standard error of that mean.
 
-    The error is measured, not only assumed: the points fall into blocks of ``error_correlation_ms``
+    The error is measured, not only assumed: the points fall into blocks of ``block_ms``
     and the scatter of the block means says how well the mean is known (batch means), widened by
     their lag-one autocorrelation (as for a first-order autoregressive error), so errors that stay
     correlated for seconds or longer widen it. It is never taken below what the fixes' ``acc`` allows
@@ -46,6 +43,7 @@ class MeanPosition:
 
     __slots__ = (
         "block",
+        "block_ms",
         "block_n",
         "block_sx",
         "block_sy",
@@ -63,7 +61,8 @@ class MeanPosition:
         "var",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, block_ms: int) -> None:
+        self.block_ms = block_ms  # errors closer together than this are taken as correlated
         self.n = self.first_ts = self.last_ts = 0
         self.sx = self.sy = self.var = 0.0
         self.block = self.block_n = self.blocks = 0  # the open block's number and size; closed blocks
@@ -72,10 +71,10 @@ class MeanPosition:
         # and the first and the last one.
         self.sums = self.squares = self.products = self.first = self.last = (0.0, 0.0)
 
-    def add(self, p: Point, block_ms: int) -> None:
+    def add(self, p: Point) -> None:
         if not self.n:
             self.first_ts = p.ts
-        block = (p.ts - self.first_ts) // block_ms
+        block = (p.ts - self.first_ts) // self.block_ms
         if block != self.block and self.block_n:
             self._close()
         self.block = block
@@ -101,12 +100,12 @@ class MeanPosition:
         self.block_n = 0
         self.block_sx = self.block_sy = 0.0
 
-    def standard_error(self, params: EdgeRule) -> float:
+    def standard_error(self) -> float:
         """Standard error of each axis of the mean position."""
         independent = math.sqrt(self.var / self.n / self.n)
         k = self.blocks  # the open block is not counted: it may hold a single fix
         if k < _MIN_BLOCKS:
-            assumed = min(self.n, 1 + (self.last_ts - self.first_ts) // params.error_correlation_ms)
+            assumed = min(self.n, 1 + (self.last_ts - self.first_ts) // self.block_ms)
             return math.sqrt(self.var / self.n / assumed)
         spread = lag_one = 0.0
         for axis in (0, 1):
@@ -122,9 +121,9 @@ class MeanPosition:
         return math.hypot(self.sx / self.n, self.sy / self.n)
 
     def inside(self, radius_m: float, params: EdgeRule) -> bool:
-        margin = max(params.edge_margin_m, params.edge_sigmas * self.standard_error(params))
+        margin = max(params.edge_margin_m, params.edge_sigmas * self.standard_error())
         return self.distance() <= radius_m - margin
 
     def maybe_outside(self, radius_m: float, params: EdgeRule) -> bool:
         """Whether these points may stand outside: their mean is not inside by ``edge_sigmas`` standard errors."""
-        return self.distance() > radius_m - params.edge_sigmas * self.standard_error(params)
+        return self.distance() > radius_m - params.edge_sigmas * self.standard_error()

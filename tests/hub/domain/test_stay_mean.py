@@ -18,10 +18,10 @@ SIGMA = ACC * SIGMA_PER_ACC
 
 
 def _mean(offsets: list[tuple[float, float]], every_s: float = 1.0) -> MeanPosition:
-    mean = MeanPosition()
+    mean = MeanPosition(PARAMS.error_correlation_ms)
     for k, (x, y) in enumerate(offsets):
         fix = None  # the mean reads position, time and acc only
-        mean.add(Point(ms(k * every_s), x, y, ACC, 0.0, fix), PARAMS.error_correlation_ms)  # type: ignore[arg-type]
+        mean.add(Point(ms(k * every_s), x, y, ACC, 0.0, fix))  # type: ignore[arg-type]
     return mean
 
 
@@ -51,7 +51,7 @@ def test_the_mean_and_its_distance() -> None:
 def test_under_four_blocks_the_fixes_of_a_block_count_as_one() -> None:
     mean = _mean(_white(30, 1))  # 30 s: three 10 s blocks, the third still open
     assumed = math.sqrt(SIGMA**2 / 3)  # one independent fix per started 10 s block
-    assert mean.standard_error(PARAMS) == pytest.approx(assumed, rel=0.01)
+    assert mean.standard_error() == pytest.approx(assumed, rel=0.01)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -59,7 +59,7 @@ def test_white_noise_is_measured_as_such(seed: int) -> None:
     # Five minutes of independent errors: the measured error stays near sigma / sqrt(n), never below it.
     mean = _mean(_white(300, seed))
     independent = SIGMA / math.sqrt(300)
-    assert independent <= mean.standard_error(PARAMS) < 2.0 * independent
+    assert independent <= mean.standard_error() < 2.0 * independent
 
 
 def test_a_wandering_bias_widens_the_error() -> None:
@@ -67,7 +67,7 @@ def test_a_wandering_bias_widens_the_error() -> None:
     ratios = []
     for seed in range(10):
         mean = _mean(_wandering(300, seed, 3.0))
-        ratios.append(mean.standard_error(PARAMS) / (SIGMA / math.sqrt(300)))
+        ratios.append(mean.standard_error() / (SIGMA / math.sqrt(300)))
     assert sorted(ratios)[len(ratios) // 2] > 2.0
 
 
