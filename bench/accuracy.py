@@ -46,7 +46,7 @@ from devices.payloads import Fix
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from sim.city import City, build_city
-from sim.scenarios import abeam
+from sim.scenarios import abeam, address_near
 from sim.traffic import GpsModel, SimVehicle
 from sim.truth import EDGE_BAND_M
 
@@ -96,29 +96,6 @@ class _Sample:
     heading: float | None
 
 
-def _road_point(city: City, lat: float, lon: float) -> tuple[float, float, float]:
-    """The road point nearest ``(lat, lon)``, and how far it is."""
-    rp = city.nearest_road_point(lat, lon)
-    (lat_a, lon_a), (lat_b, lon_b) = city.nodes[rp.a], city.nodes[rp.b]
-    t = rp.along_m / city.edge(rp.a, rp.b).length_m
-    return lat_a + (lat_b - lat_a) * t, lon_a + (lon_b - lon_a) * t, rp.distance_m
-
-
-def _pick_incident(city: City, rng: random.Random, near: tuple[float, float], lo_m: float, hi_m: float
-                   ) -> tuple[float, float]:
-    """An address 0-30 m off a road, ``lo_m``-``hi_m`` from ``near`` as the crow flies."""
-    for _ in range(10_000):
-        angle, distance = rng.uniform(0.0, math.tau), rng.uniform(lo_m, hi_m)
-        lat, lon, off_road = _road_point(city, *offset(*near, distance * math.cos(angle), distance * math.sin(angle)))
-        if off_road > 150.0:
-            continue  # outside the city
-        side, aside = rng.uniform(0.0, math.tau), rng.uniform(0.0, 30.0)
-        lat, lon = offset(lat, lon, aside * math.cos(side), aside * math.sin(side))
-        if lo_m <= haversine_m(*near, lat, lon) <= hi_m:
-            return lat, lon
-    raise RuntimeError("no incident point at that distance")
-
-
 def _drive(city: City, rng: random.Random, case: str, far_m: tuple[float, float]
            ) -> tuple[list[_Sample], int, int, tuple[float, float], int]:
     """Simulate one response: 1 Hz true samples, dispatch time, departure truth, incident, index of the stop."""
@@ -134,12 +111,12 @@ def _drive(city: City, rng: random.Random, case: str, far_m: tuple[float, float]
             ts += 1000
         dispatch = samples[-1].ts + rng.randint(1, 999)
         vehicle.advance(dispatch)
-        incident = _pick_incident(city, rng, vehicle.position, *far_m)
+        incident = address_near(city, rng, vehicle.position, *far_m)
         vehicle.drive_to_point(*incident)
         depart = dispatch  # already rolling: the first fix after dispatch is the departure
         moving: SimVehicle | None = vehicle
     else:
-        incident = _pick_incident(city, rng, city.nodes[node], *far_m)
+        incident = address_near(city, rng, city.nodes[node], *far_m)
         dispatch = ts + 30_000 + rng.randint(1, 999)
         depart = dispatch + rng.randint(20_000, 90_000)  # turnout
         moving = None
