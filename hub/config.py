@@ -106,6 +106,30 @@ class Settings(BaseSettings):
     drone_reserve_pct: float = 20.0
     drone_on_scene_min: float = 5.0
 
+    # ---- The device boundary (hostile input). Every limit is a counted reject with its reason.
+    # A fix, status or event more than this far ahead of the hub's clock is refused (`ts_in_future`).
+    max_future_skew_s: float = 300.0
+    # Per-device token buckets, applied before a payload is decoded: MQTT messages per channel, and fixes
+    # (a store-and-forward batch of up to 1000 fixes is one message but many fixes: the fix burst lets a
+    # device that was offline upload its buffer). Excess is dropped with the reason `rate_limited`.
+    device_telemetry_per_s: float = 20.0
+    device_telemetry_burst: int = 100
+    device_fixes_per_s: float = 200.0
+    device_fixes_burst: int = 10_000
+    device_status_per_s: float = 1.0
+    device_status_burst: int = 10
+    device_events_per_s: float = 2.0
+    device_events_burst: int = 20
+    # A device-reported milestone (ack, contact) or a detected one may not move an existing milestone by more.
+    milestone_max_shift_s: float = 300.0
+    # An `sos` whose own position lies farther than this from the device's last fix (fresh within
+    # stale_after_s) is placed at that fix instead, and flagged.
+    sos_max_distance_m: float = 1000.0
+    # rejects, device_status and device_events are kept this long (fixes: retention_days).
+    log_retention_days: int = 30
+    # HTTP: request bodies larger than this are refused with 413 before anything is parsed.
+    http_max_body_bytes: int = 64 * 1024
+
     rejects_raw_bytes: int = 1024
     # Ingest allocates many short-lived objects; the default first-generation
     # threshold (700) made the collector take half the hub's CPU at 10k fixes/s.
