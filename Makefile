@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
-DOMAIN := devices/payloads.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
+DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
           devices/geo.py sim/city.py sim/traffic.py hub/domain \
           drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py \
           sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py \

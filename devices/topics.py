@@ -21,7 +21,7 @@ HUB_SUBSCRIPTIONS: Final = (
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is a legal device/unit/drone id."""
-    return ID_PATTERN.match(value) is not None
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 def device_topic(device_id: str, channel: Channel) -> str:
