@@ -48,8 +48,10 @@ _check_internals()
 
 class MqttBridge:
     def __init__(self, url: str, pipeline: Pipeline, *, client_id: str = "fieldhub-hub",
-                 session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535, protocol: int = 5) -> None:
+                 session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535, protocol: int = 5,
+                 connect_timeout_s: float = 8.0) -> None:
         self.address = BrokerAddress.parse(url)
+        self.connect_timeout_s = connect_timeout_s
         self.pipeline = pipeline
         self.connected = asyncio.Event()
         self.connects = 0
@@ -72,17 +74,25 @@ class MqttBridge:
         self._cut_mids: list[int] = []
 
     async def __aenter__(self) -> MqttBridge:
-        deadline = asyncio.get_running_loop().time() + 30
+        # Bounded as a whole: a hub whose broker is not there says so within `connect_timeout_s`, not never.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout_s
+        where = f"{self.address.host}:{self.address.port}"  # no credentials in the reason
         while True:
+            left = deadline - loop.time()
             try:
                 await asyncio.wait_for(
-                    self._client.connect(self.address.host, self.address.port, version=self.version, keepalive=30), 10)
+                    self._client.connect(self.address.host, self.address.port, version=self.version, keepalive=30),
+                    max(0.5, left))
                 break
             except (TimeoutError, OSError) as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise HubError(f"MQTT broker {self.address.url()} not reachable: {exc}") from exc
+                if loop.time() + 0.5 > deadline:
+                    raise HubError(f"MQTT broker {where} not reachable: {exc or 'timed out'}") from exc
                 await asyncio.sleep(0.5)
-        await asyncio.wait_for(self.connected.wait(), 10)
+        try:
+            await asyncio.wait_for(self.connected.wait(), max(1.0, deadline - loop.time()))
+        except TimeoutError as exc:
+            raise HubError(f"MQTT broker {where} accepted the connection but did not answer") from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -92,6 +102,8 @@ class MqttBridge:
 
     def _on_connect(self, client: MqttClient, flags: int, rc: int, properties: Any) -> None:
         self.connects += 1
+        if flags:  # session present: what the broker held for it arrives now, all at once
+            self.pipeline.catch_up()
         for topic in HUB_SUBSCRIPTIONS:
             client.subscribe(topic, qos=1)
         self.connected.set()
@@ -107,11 +119,14 @@ class MqttBridge:
 
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
         future = self.pipeline.submit(topic, payload, 1)
+        if future is None:
+            # Refused at the pipeline's hard cap (a broker ignoring our receive maximum): never acknowledged,
+            # so the broker keeps it and sends it again when the session resumes.
+            return
         if future is not self._cut_future:
             # A new commit future: acknowledge its messages, in order, once it resolves.
             self._cut_future, self._cut_mids = future, []
-            if future is not None:
-                future.add_done_callback(functools.partial(self._ack, mids=self._cut_mids, generation=self.connects))
+            future.add_done_callback(functools.partial(self._ack, mids=self._cut_mids, generation=self.connects))
         self._cut_mids.append(mid)
 
     def _ack(self, future: asyncio.Future[None], mids: list[int], generation: int) -> None:

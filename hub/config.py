@@ -29,11 +29,16 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = 20000
     # 5 or 4 (3.1.1). The in-process fallback broker (amqtt) speaks only 3.1.1.
     mqtt_protocol: int = 5
+    # Start-up: a broker not reachable within this fails the start with its reason (connect and CONNACK).
+    mqtt_connect_timeout_s: float = 8.0
 
     # Batched writer: flush when this many rows wait or this much time passed.
     write_batch_rows: int = 5000
     write_interval_s: float = 0.1
     write_retry_s: float = 1.0
+    # Rows the writer may hold (database slow or away, ~300 bytes each) before the pipeline stops taking
+    # messages: then PUBACKs stop and the broker holds the rest (about 50 s of 10,000 fixes/s).
+    write_max_pending_rows: int = 500_000
 
     # Storage of fixes.
     partition_days: int = 1
@@ -111,15 +116,19 @@ class Settings(BaseSettings):
     max_future_skew_s: float = 300.0
     # Per-device token buckets, applied before a payload is decoded: MQTT messages per channel, and fixes
     # (a store-and-forward batch of up to 1000 fixes is one message but many fixes: the fix burst lets a
-    # device that was offline upload its buffer). Excess is dropped with the reason `rate_limited`.
+    # device that was offline upload its buffer; the message burst, a device whose client queued its fixes one
+    # message each). Excess is dropped with the reason `rate_limited`.
     device_telemetry_per_s: float = 20.0
-    device_telemetry_burst: int = 100
+    device_telemetry_burst: int = 1000
     device_fixes_per_s: float = 200.0
     device_fixes_burst: int = 10_000
     device_status_per_s: float = 1.0
-    device_status_burst: int = 10
-    device_events_per_s: float = 2.0
-    device_events_burst: int = 20
+    device_status_burst: int = 20
+    device_events_per_s: float = 5.0
+    device_events_burst: int = 100
+    # When the hub's MQTT session resumes (session present) the broker delivers what it held at line speed;
+    # the limits (which measure the hub's receive time) wait this long so that backlog is not taken for a flood.
+    device_limits_catch_up_s: float = 60.0
     # A device-reported milestone (ack, contact) or a detected one may not move an existing milestone by more.
     milestone_max_shift_s: float = 300.0
     # An `sos` whose own position lies farther than this from the device's last fix (fresh within

@@ -2,7 +2,10 @@
 
 Pure domain code: no I/O, time passed in. A fix older than the newest one
 already known for its device (a replayed or store-and-forward fix) goes to
-history only; it never moves the live position backwards.
+history only; it never moves the live position backwards. Neither does a fix
+dated further ahead of the hub's clock than ``max_future_ms`` take the live
+position: the codec refuses those already, and this keeps one that slipped
+through from freezing the device (every true fix would be "older").
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ def position_view(fix: Fix | None) -> dict[str, Any] | None:
 class LiveState:
     """Devices and units as the hub sees them now, with change tracking for the live feed."""
 
-    def __init__(self, stale_after_ms: int = 120_000) -> None:
+    def __init__(self, stale_after_ms: int = 120_000, max_future_ms: int = 300_000) -> None:
         self.stale_after_ms = stale_after_ms
+        self.max_future_ms = max_future_ms
         self.devices: dict[str, DeviceLive] = {}
         self.units: dict[str, UnitLive] = {}
         self._dirty: set[str] = set()
@@ -89,14 +93,24 @@ class LiveState:
 
     # -------------------------------------------------------------- updates
     def apply_fix(self, device_id: str, fix: Fix, now_ms: int) -> bool:
-        """Take a fix into the live picture; True when it is the device's newest."""
+        """Take a fix into the live picture; True when it is the device's newest.
+
+        The newest fix of a device that last said ``offline`` brings it back online
+        when it is newer than that status (it reconnected, or uploads what it held).
+        """
         dev = self.devices[device_id]
         dev.last_seen_ms = now_ms
+        if fix.ts > now_ms + self.max_future_ms:
+            return False  # history only: the live picture never orders by a future time
         if fix.battery is not None:
             dev.battery = fix.battery
         if dev.fix is not None and fix.ts <= dev.fix.ts:
             return False
         dev.fix = fix
+        if dev.state == "offline" and fix.ts > dev.status_ts:
+            dev.state = "online"
+            if dev.unit_id:
+                self._dirty.add(dev.unit_id)
         unit = self.units.get(dev.unit_id) if dev.unit_id else None
         if unit is not None and _better(fix, device_id, unit):
             unit.fix = fix

@@ -70,6 +70,19 @@ class HubCollector(Collector):
         yield depth
         yield GaugeMetricFamily("fieldhub_database_up", "1 when the last write succeeded",
                                 value=1 if writer.available else 0)
+        refused = CounterMetricFamily("fieldhub_writer_refused", "Rows the database refused for what they held "
+                                      "(stored as rejects; lost: their reject was refused too), and batch splits "
+                                      "to find them", labels=["counter"])
+        for name, count in (("rows_refused", writer.rows_refused), ("rows_lost", writer.rows_lost),
+                            ("splits", writer.splits)):
+            refused.add_metric([name], count)
+        yield refused
+        yield CounterMetricFamily("fieldhub_qos1_refused", "QoS 1 messages refused unacknowledged at the inbox's "
+                                  "hard cap (the broker sends them again)", value=pipe.qos1_refused)
+        mode = GaugeMetricFamily("fieldhub_storage_mode", "Storage mode of the fixes table, and why (always 1)",
+                                 labels=["mode", "reason"])
+        mode.add_metric([hub.db.mode, hub.db.mode_reason], 1)
+        yield mode
         yield GaugeMetricFamily("fieldhub_mqtt_connected", "1 when the MQTT session is up",
                                 value=1 if hub.bridge is not None and hub.bridge.connected.is_set() else 0)
         yield GaugeMetricFamily("fieldhub_live_clients", "Connected live (WebSocket) clients",
@@ -99,6 +112,22 @@ def _incident_metrics(hub: Hub) -> Iterator[Metric]:
                             value=svc.tracker.backlog)
     yield CounterMetricFamily("fieldhub_response_queue_dropped", "Dispatch-related messages lost to a full queue",
                               value=svc.tracker.dropped)
+    ignored = CounterMetricFamily("fieldhub_device_events_ignored",
+                                  "Device claims (ack, contact, SOS, detected milestones) the incident rules ignored "
+                                  "or corrected, by reason", labels=["reason"])
+    for reason, count in sorted(svc.ignored.items()):
+        ignored.add_metric([reason], count)
+    yield ignored
+    yield GaugeMetricFamily("fieldhub_incident_writes_waiting", "Incident writes waiting for the database",
+                            value=len(svc.outbox))
+    yield CounterMetricFamily("fieldhub_incident_writes_deferred", "Incident writes that had to wait for the database",
+                              value=svc.outbox.deferred)
+    yield CounterMetricFamily("fieldhub_incident_writes_dropped",
+                              "Incident writes lost (the outbox full, or failed for another reason than an outage)",
+                              value=svc.outbox.dropped)
+    yield CounterMetricFamily("fieldhub_live_extras_dropped",
+                              "Live-feed messages dropped within one frame (the clients got a snapshot instead)",
+                              value=hub.feed.extras_dropped)
     alerts = CounterMetricFamily("fieldhub_alerts", "Alerts raised", labels=["kind"])
     for kind, count in sorted(svc.alerts.counts.items()):
         alerts.add_metric([kind], count)

@@ -1,19 +1,32 @@
-"""The ingest pipeline: decode -> validate -> dedupe -> state -> persist -> publish.
+"""The ingest pipeline: route -> limit -> decode -> validate -> dedupe -> state -> persist -> publish.
 
 MQTT messages are handed over raw (``submit`` is cheap and never blocks) into a
 bounded inbox. One task takes the inbox in cuts and runs every stage over the
-cut in arrival order, so per-device order is kept. Each stage has one concern;
-the list of stages is declared once in :meth:`Pipeline.__init__`. A message a
-stage refuses is rejected with a reason and still stored (as a reject); a
-failing stage never loses the other messages of the cut.
+cut in arrival order, so per-device order is kept. Each stage has one concern
+and handles one message; the list of stages is declared once in
+:meth:`Pipeline.__init__`. A stage sees only the messages no stage has refused.
+A message a stage refuses, or that makes a stage raise (reason ``internal``),
+is rejected with a reason and stored as a reject: one bad message is only its
+own, never the rest of its cut.
 
 Every cut shares one future that resolves when its rows are committed; the
 MQTT bridge acknowledges QoS 1 messages only then.
+
+Memory: QoS 0 messages beyond ``inbox_limit`` are dropped (``overload``). QoS 1
+is bounded by the broker: it has at most the session's receive maximum
+(``mqtt_receive_maximum``) unacknowledged messages in flight to the hub. A
+broker that ignores it meets a hard cap (``inbox_limit`` plus the largest receive
+maximum MQTT allows): beyond it a QoS 1 message is neither queued nor
+acknowledged, so the broker still holds it and sends it again on the next
+connection. When the writer holds ``max_pending_rows`` rows (database slow or
+down) the pipeline stops taking cuts: the inbox fills, PUBACKs stop, and the
+broker holds the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -25,6 +38,7 @@ from devices import payloads, topics
 from devices.clock import now_ms
 from devices.errors import PayloadError
 from devices.payloads import Event, Fix, Status
+from hub.domain.ratelimit import Drop, DropSummaries, Limit, RateLimiter
 from hub.live import LiveState
 from hub.storage import Batch
 from hub.writer import BatchWriter
@@ -32,7 +46,10 @@ from hub.writer import BatchWriter
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-
+CHANNELS = ("telemetry", "status", "event")
+# The largest receive maximum MQTT 5 allows: a compliant broker never has more QoS 1 messages in flight.
+QOS1_HEADROOM = 65_535
+HOUSEKEEPING_MS = 10_000  # idle rate buckets and dedupe memory of forgotten devices go this often
 
 
 @dataclass(slots=True)
@@ -52,20 +69,33 @@ class Message:
     element_rejects: list[tuple[int, PayloadError]] = field(default_factory=list)
 
 
-Stage = Callable[[list[Message]], None]
+Stage = Callable[[Message], None]
 Listener = Callable[[Message], None]
 
 
 class Pipeline:
     def __init__(self, live: LiveState, writer: BatchWriter, *, retention_days: int = 90,
-                 inbox_limit: int = 200_000, raw_limit: int = 1024) -> None:
+                 inbox_limit: int = 200_000, raw_limit: int = 1024,
+                 max_future_ms: int = 300_000, rate_limits: dict[str, Limit] | None = None,
+                 catch_up_ms: int = 60_000) -> None:
         self.live = live
         self.writer = writer
         self.retention_ms = retention_days * DAY_MS
         self.inbox_limit = inbox_limit
         self.raw_limit = raw_limit
+        self.max_future_ms = max_future_ms
+        # Kinds: the channels (messages per second) and "fixes" (fixes per second, charged after decoding).
+        self.limiter = RateLimiter(rate_limits or {})
+        # When the MQTT session resumes, the broker delivers what it held for the hub at line speed: a device's
+        # 1 Hz fixes of a ten-minute outage arrive within a second. The limits measure the hub's receive time,
+        # so they wait ``catch_up_ms`` (see :meth:`catch_up`) rather than drop that backlog as a flood.
+        self.catch_up_ms = catch_up_ms
+        self._limits_from_ms = 0
+        self.drops = DropSummaries(keep_bytes=raw_limit)
         self.listeners: list[Listener] = []
         self.stages: list[tuple[str, Stage]] = [
+            ("route", self.route),
+            ("limit", self.limit),
             ("decode", self.decode),
             ("validate", self.validate),
             ("dedupe", self.dedupe),
@@ -75,30 +105,42 @@ class Pipeline:
         ]
         self._inbox: deque[Message] = deque()
         self._future: asyncio.Future[None] | None = None
-        self._pending_future: asyncio.Future[None] | None = None
+        self._batch = Batch()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._recent: dict[str, deque[int]] = {}
+        self._housekeeping_ms = 0
         # Counters (read by metrics and benchmarks).
         self.messages: dict[str, int] = {"telemetry": 0, "status": 0, "event": 0, "other": 0}
         self.fixes_accepted = 0
         self.duplicates_dropped = 0
         self.rejects: dict[str, int] = {}
+        self.internal_failures = 0
+        self.qos1_refused = 0  # beyond the hard cap: not acknowledged, the broker sends them again
         self.stage_seconds: dict[str, float] = {name: 0.0 for name, _ in self.stages}
         self.cuts = 0
 
     # -------------------------------------------------------------- intake
     def submit(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None] | None:
-        """Hand over one raw message; returns the future of its commit (QoS 1) or None."""
-        message = Message(topic, payload, now_ms())
-        if len(self._inbox) >= self.inbox_limit and qos == 0:
-            # QoS 0 has no back-pressure: refuse it, counted, rather than grow without bound.
-            message.reject = PayloadError("overload", f"inbox holds {len(self._inbox)} messages")
-        self._inbox.append(message)
+        """Hand over one raw message; returns the future of its commit (QoS 1), or None (QoS 0, or refused)."""
+        depth = len(self._inbox)
+        if depth >= self.inbox_limit:
+            if qos == 0:  # no back-pressure for QoS 0: drop it, counted, rather than grow without bound
+                self.rejects["overload"] = self.rejects.get("overload", 0) + 1
+                self.drops.add("", "overload", topic, payload, now_ms())
+                return None
+            if depth >= self.inbox_limit + QOS1_HEADROOM:
+                self.qos1_refused += 1
+                return None
+        self._inbox.append(Message(topic, payload, now_ms()))
         self._wake.set()
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         return self._future if qos else None
+
+    def catch_up(self) -> None:
+        """The MQTT session resumed: let the broker's backlog in before the rate limits apply again."""
+        self._limits_from_ms = now_ms() + self.catch_up_ms
 
     @property
     def inbox_depth(self) -> int:
@@ -114,19 +156,34 @@ class Pipeline:
             self._task.cancel()
 
     async def drain(self) -> None:
-        """Process everything already submitted (used on shutdown)."""
+        """Process everything already submitted, and close every drop summary (used on shutdown)."""
         while self._inbox:
             self._process_cut()
             await asyncio.sleep(0)
+        batch = Batch()
+        for drop in self.drops.flush():
+            self._drop_row(batch, drop)
+        self.writer.add(batch, None)
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self.drops:  # a summary waits for its window to close, even if nothing else comes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+            else:
+                await self._wake.wait()
             self._wake.clear()
-            while self._inbox:
-                self._process_cut()
-                # Give the event loop (MQTT reads, HTTP, writer) a turn between cuts.
-                await asyncio.sleep(0)
+            try:
+                if not self._inbox:
+                    self._process_cut()  # an empty cut: closes the due drop summaries
+                while self._inbox:
+                    # Back-pressure: while the writer is full, the inbox is not drained and PUBACKs stop.
+                    await self.writer.wait_for_room()
+                    self._process_cut()
+                    # Give the event loop (MQTT reads, HTTP, writer) a turn between cuts.
+                    await asyncio.sleep(0)
+            except Exception:  # never expected (stages fail per message): the loop must outlive it
+                log.exception("ingest cut failed")
 
     def _process_cut(self, max_messages: int = 2000) -> None:
         inbox = self._inbox
@@ -134,129 +191,184 @@ class Pipeline:
         future = None
         if not inbox:
             future, self._future = self._future, None
-        self._pending_future = future
-        for name, stage in self.stages:
-            started = time.perf_counter()
-            try:
-                stage(cut)
-            except Exception:  # a broken stage must not take the cut down with it
-                log.exception("stage %s failed on a cut of %d messages", name, len(cut))
-            self.stage_seconds[name] += time.perf_counter() - started
-        self.cuts += 1
+        self._batch = batch = Batch()
+        try:
+            for name, stage in self.stages:
+                started = time.perf_counter()
+                for m in cut:
+                    if m.reject is None:
+                        try:
+                            stage(m)
+                        except Exception as exc:  # one message's failure is only its own
+                            self._failed(m, name, exc)
+                self.stage_seconds[name] += time.perf_counter() - started
+            for m in cut:
+                if m.reject is not None:
+                    self._keep_reject(batch, m)
+            now = now_ms()
+            for drop in self.drops.due(now):  # looks at the oldest open summary only
+                self._drop_row(batch, drop)
+            if now >= self._housekeeping_ms:
+                self._housekeep(now)
+        finally:  # whatever happened, the cut's commit future goes to the writer: its PUBACKs never stall
+            self.writer.add(batch, future)
+            self.cuts += 1
+
+    def _failed(self, m: Message, stage: str, exc: Exception) -> None:
+        try:
+            text = f"{stage}: {type(exc).__name__}: {exc}"
+        except Exception:  # an exception that cannot even say what it is
+            text = f"{stage}: {type(exc).__name__}"
+        m.reject = PayloadError("internal", payloads.storable_text(text, 500))
+        self.internal_failures += 1
+        if self.internal_failures <= 10 or self.internal_failures % 1000 == 0:  # not a stream of tracebacks
+            log.error("stage %s failed on a message on %s (failure #%d); rejected as internal", stage,
+                      m.topic[:200], self.internal_failures, exc_info=exc)
+
+    def _housekeep(self, now: int) -> None:
+        """Forget rate buckets and dedupe memory that no longer matter."""
+        self._housekeeping_ms = now + HOUSEKEEPING_MS
+        self.limiter.evict_idle(now)
+        known = self.live.devices
+        if len(self._recent) > len(known) or any(d not in known for d in self._recent):
+            self._recent = {d: r for d, r in self._recent.items() if d in known}
 
     # -------------------------------------------------------------- stages
-    def decode(self, cut: list[Message]) -> None:
-        """Topic to (device, channel); payload to fixes/status/event by the contract."""
-        for m in cut:
-            if m.reject is not None:
-                continue
-            parsed = topics.parse_device_topic(m.topic)
-            if parsed is None:
-                m.reject = PayloadError("bad_topic", m.topic[:200])
-                continue
-            m.device_id, m.channel = parsed
-            self.messages[m.channel if m.channel in self.messages else "other"] += 1
-            if m.device_id not in self.live.devices and not topics.is_valid_id(m.device_id):
-                m.reject = PayloadError("invalid_id", f"device id {m.device_id[:80]!r}")
-                continue
-            try:
-                if m.channel == "telemetry":
-                    m.fixes, m.element_rejects = payloads.decode_fixes(m.payload, m.received_ms)
-                elif m.channel == "status":
-                    m.status = payloads.decode_status(m.payload, m.received_ms)
-                elif m.channel == "event":
-                    m.event = payloads.decode_event(m.payload, m.received_ms)
-                else:
-                    m.reject = PayloadError("bad_topic", f"devices do not publish on {m.channel}")
-            except PayloadError as exc:
-                m.reject = exc
-
-    def validate(self, cut: list[Message]) -> None:
-        """Hub rules on top of the contract: a known device, a fix inside retention."""
-        for m in cut:
-            if m.reject is not None:
-                continue
-            if not self.live.is_known(m.device_id):
-                m.reject = PayloadError("unknown_device", m.device_id)
-                m.fixes = []
-                continue
-            if m.fixes:
-                oldest = m.received_ms - self.retention_ms
-                kept = []
-                for index, fix in enumerate(m.fixes):
-                    if fix.ts < oldest:
-                        m.element_rejects.append(
-                            (index, PayloadError("ts_out_of_window", f"ts={fix.ts} older than retention")))
-                    else:
-                        kept.append(fix)
-                m.fixes = kept
-
-    def dedupe(self, cut: list[Message]) -> None:
-        """Drop fixes this hub has just seen (QoS 1 re-delivery); the database catches the rest."""
-        recent_by_device = self._recent
-        for m in cut:
-            if not m.fixes:
-                continue
-            recent = recent_by_device.get(m.device_id)
-            if recent is None:
-                recent = recent_by_device[m.device_id] = deque(maxlen=64)
-            kept = []
-            for fix in m.fixes:
-                # Fast path: fixes mostly come in order, newer than anything seen.
-                if recent and fix.ts <= recent[-1] and fix.ts in recent:
-                    self.duplicates_dropped += 1
-                    continue
-                if not recent or fix.ts > recent[-1]:
-                    recent.append(fix.ts)
-                kept.append(fix)
-            m.fixes = kept
-
-    def apply_state(self, cut: list[Message]) -> None:
-        live = self.live
-        for m in cut:
-            if m.reject is not None:
-                continue
-            for fix in m.fixes:
-                live.apply_fix(m.device_id, fix, m.received_ms)
-            if m.status is not None:
-                live.apply_status(m.device_id, m.status, m.received_ms)
-
-    def persist(self, cut: list[Message]) -> None:
-        batch = Batch()
-        for m in cut:
-            if m.reject is not None:
-                self._reject_row(batch, m, m.reject, m.payload)
-                continue
-            for index, exc in m.element_rejects:
-                self._reject_row(batch, m, exc, m.payload, f"[{index}] ")
-            received = m.received_ms
-            for f in m.fixes:
-                batch.fixes.append((m.device_id, f.ts, f.lat, f.lon, f.alt, f.acc, f.speed, f.heading, f.battery,
-                                    f.sats, f.seq, f.attrs, received))
-            self.fixes_accepted += len(m.fixes)
-            if m.status is not None:
-                batch.statuses.append((m.device_id, m.status.ts, m.status.state, payloads.decode_json(m.payload),
-                                       received))
-            if m.event is not None:
-                batch.events.append((m.device_id, m.event.ts, m.event.type, m.event.data, received))
-        self.writer.add(batch, self._pending_future)
-
-    def _reject_row(self, batch: Batch, m: Message, exc: PayloadError, raw: bytes, prefix: str = "") -> None:
-        self.rejects[exc.reason] = self.rejects.get(exc.reason, 0) + 1
-        batch.rejects.append((m.received_ms, m.topic[:512], m.device_id or None, exc.reason,
-                              (prefix + exc.detail)[:500], len(raw), raw[: self.raw_limit]))
-
-    def publish(self, cut: list[Message]) -> None:
-        """Tell listeners (detectors, the live feed's extras) about accepted messages."""
-        if not self.listeners:
+    def route(self, m: Message) -> None:
+        """Topic to (device, channel); only known devices and the device channels go on."""
+        parsed = topics.parse_device_topic(m.topic)
+        if parsed is None:
+            m.reject = PayloadError("bad_topic", m.topic[:200])
             return
-        for m in cut:
-            if m.reject is None:
-                for listener in self.listeners:
-                    try:
-                        listener(m)
-                    except Exception:
-                        log.exception("listener %r failed", listener)
+        m.device_id, m.channel = parsed
+        self.messages[m.channel if m.channel in self.messages else "other"] += 1
+        if m.device_id not in self.live.devices:
+            if not topics.is_valid_id(m.device_id):
+                m.reject = PayloadError("invalid_id", f"device id {m.device_id[:80]!r}")
+            else:
+                m.reject = PayloadError("unknown_device", m.device_id)
+        elif m.channel not in CHANNELS:
+            m.reject = PayloadError("bad_topic", f"devices do not publish on {m.channel[:80]}")
+
+    def limit(self, m: Message) -> None:
+        """The device's message bucket for this channel, before any decoding: a flood costs little."""
+        if m.received_ms >= self._limits_from_ms and not self.limiter.allow(m.channel, m.device_id, m.received_ms):
+            per_s, burst = self.limiter.limits[m.channel]
+            m.reject = PayloadError("rate_limited", f"more than {per_s:g} {m.channel} messages/s (burst {burst})")
+
+    def decode(self, m: Message) -> None:
+        """Payload to fixes/status/event by the contract."""
+        try:
+            if m.channel == "telemetry":
+                m.fixes, m.element_rejects = payloads.decode_fixes(m.payload, m.received_ms,
+                                                                   max_future_ms=self.max_future_ms)
+            elif m.channel == "status":
+                m.status = payloads.decode_status(m.payload, m.received_ms, max_future_ms=self.max_future_ms)
+            else:
+                m.event = payloads.decode_event(m.payload, m.received_ms, max_future_ms=self.max_future_ms)
+        except PayloadError as exc:
+            m.reject = exc
+
+    def validate(self, m: Message) -> None:
+        """Hub rules on top of the contract: fixes inside retention, within the device's fix rate."""
+        if not m.fixes:
+            return
+        oldest = m.received_ms - self.retention_ms
+        kept = []
+        for index, fix in enumerate(m.fixes):
+            if fix.ts < oldest:
+                m.element_rejects.append((index, PayloadError("ts_out_of_window", f"ts={fix.ts} older than retention")))
+            else:
+                kept.append(fix)
+        m.fixes = kept
+        if m.fixes and m.received_ms >= self._limits_from_ms and not self.limiter.allow(
+                "fixes", m.device_id, m.received_ms, len(m.fixes)):
+            per_s, burst = self.limiter.limits["fixes"]
+            m.reject = PayloadError("rate_limited", f"{len(m.fixes)} fixes exceed {per_s:g} fixes/s (burst {burst})")
+
+    def dedupe(self, m: Message) -> None:
+        """Drop fixes this hub has just seen (QoS 1 re-delivery); the database catches the rest."""
+        if not m.fixes:
+            return
+        recent = self._recent.get(m.device_id)
+        if recent is None:
+            recent = self._recent[m.device_id] = deque(maxlen=64)
+        kept = []
+        for fix in m.fixes:
+            # Fast path: fixes mostly come in order, newer than anything seen.
+            if recent and fix.ts <= recent[-1] and fix.ts in recent:
+                self.duplicates_dropped += 1
+                continue
+            if not recent or fix.ts > recent[-1]:
+                recent.append(fix.ts)
+            kept.append(fix)
+        m.fixes = kept
+
+    def apply_state(self, m: Message) -> None:
+        for fix in m.fixes:
+            self.live.apply_fix(m.device_id, fix, m.received_ms)
+        if m.status is not None:
+            self.live.apply_status(m.device_id, m.status, m.received_ms)
+
+    def persist(self, m: Message) -> None:
+        """The message's rows, all built before any is added: a row that cannot be built rejects the message."""
+        device, received = m.device_id, m.received_ms
+        fixes = [(device, f.ts, f.lat, f.lon, f.alt, f.acc, f.speed, f.heading, f.battery, f.sats, f.seq, f.attrs,
+                  received) for f in m.fixes]
+        status = event = None
+        if m.status is not None:
+            status = (device, m.status.ts, m.status.state, payloads.decode_json(m.payload), received)
+        if m.event is not None:
+            event = (device, m.event.ts, m.event.type, m.event.data, received)
+        batch = self._batch
+        for index, exc in m.element_rejects:
+            self._reject_row(batch, m, exc, f"[{index}] ")
+        batch.fixes += fixes
+        self.fixes_accepted += len(fixes)
+        if status is not None:
+            batch.statuses.append(status)
+        if event is not None:
+            batch.events.append(event)
+
+    def publish(self, m: Message) -> None:
+        """Tell listeners (detectors, the live feed's extras) about an accepted message; each fails alone."""
+        for listener in self.listeners:
+            try:
+                listener(m)
+            except Exception:
+                log.exception("listener %r failed", listener)
+
+    # ------------------------------------------------------------- rejects
+    def _keep_reject(self, batch: Batch, m: Message) -> None:
+        assert m.reject is not None
+        try:
+            if m.reject.reason == "rate_limited":  # counted one by one, stored as one summary per window
+                self.rejects["rate_limited"] = self.rejects.get("rate_limited", 0) + 1
+                self.drops.add(m.device_id, m.channel, m.topic, m.payload, m.received_ms)
+            else:
+                self._reject_row(batch, m, m.reject)
+        except Exception:  # never expected; the message is still counted and kept
+            log.exception("keeping a reject failed")
+            self.rejects["internal"] = self.rejects.get("internal", 0) + 1
+            batch.rejects.append((m.received_ms, "", None, "internal", "its reject could not be built",
+                                  len(m.payload), m.payload[: self.raw_limit]))
+
+    def _reject_row(self, batch: Batch, m: Message, exc: PayloadError, prefix: str = "") -> None:
+        self.rejects[exc.reason] = self.rejects.get(exc.reason, 0) + 1
+        text = payloads.storable_text
+        batch.rejects.append((m.received_ms, text(m.topic, 512), text(m.device_id, 128) or None, exc.reason,
+                              text(prefix + exc.detail, 500), len(m.payload), m.payload[: self.raw_limit]))
+
+    def _drop_row(self, batch: Batch, drop: Drop) -> None:
+        text = payloads.storable_text
+        if drop.kind == "overload":
+            reason, detail = "overload", f"{drop.count} QoS 0 messages dropped: the inbox was full"
+        else:
+            reason = "rate_limited"
+            detail = (f"{drop.count} {drop.kind} messages dropped within {self.drops.window_ms // 1000} s by the "
+                      "device's rate limits")
+        batch.rejects.append((drop.start_ms, text(drop.topic, 512), drop.key or None, reason, text(detail, 500),
+                              drop.size, drop.first))
 
     # ------------------------------------------------------------- queries
     def rejects_total(self) -> int:

@@ -24,10 +24,11 @@ from hub import auth
 from hub.bridge import MqttBridge
 from hub.config import Settings
 from hub.domain.dispatch import Recommender
+from hub.domain.ratelimit import Limit
 from hub.drone_fleet import load_fleet
 from hub.drones import DroneService
 from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
-from hub.errors import StorageUnavailable
+from hub.errors import HubStartError, StorageUnavailable, one_line
 from hub.feed import LiveFeed
 from hub.hotline import HotlineHandOver
 from hub.incident_config import load_incident_config
@@ -55,7 +56,8 @@ class Hub:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.live = LiveState(stale_after_ms=int(self.settings.stale_after_s * 1000))
+        self.live = LiveState(stale_after_ms=int(self.settings.stale_after_s * 1000),
+                              max_future_ms=int(self.settings.max_future_skew_s * 1000))
         self.feed = LiveFeed(self.live, now_ms, interval_s=self.settings.live_frame_interval_s,
                              client_queue=self.settings.live_client_queue)
         self.bridge: MqttBridge | None = None
@@ -73,13 +75,20 @@ class Hub:
         self.incidents: IncidentService | None = None
         self.drones: DroneService | None = None
         self.video: VideoDesk | None = None
+        self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
         try:
             await self._start()
-        except BaseException:
-            await self._stack.aclose()
+        except BaseException as exc:
+            # Stop what did start (embedded services included) before saying why, so nothing is left running.
+            try:
+                await self._stack.aclose()
+            except Exception:
+                log.exception("stopping the parts that had started failed")
+            if isinstance(exc, Exception) and not isinstance(exc, HubStartError):
+                raise HubStartError(f"{self._phase}: {one_line(exc)}") from exc
             raise
         return self
 
@@ -89,10 +98,12 @@ class Hub:
         config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
         self.overlays()  # likewise a bad overlays file
         fleet = load_fleet(s.drones) if s.drones else []  # and a bad drone fleet file
+        self._phase = "embedded database"
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
             self.database_url = await asyncio.to_thread(pg.start)
             stack.callback(pg.close)
+        self._phase = "embedded broker"
         if self.mqtt_url is None:
             if MosquittoBroker.available():
                 broker = MosquittoBroker(s.data_dir / "mosquitto")
@@ -103,24 +114,36 @@ class Hub:
                 self.mqtt_url = await fallback.start()
                 self.mqtt_protocol = 4
                 stack.push_async_callback(fallback.stop)
+        self._phase = "storage"
         self.db = await stack.enter_async_context(Database(
             self.database_url, partition_days=s.partition_days, partitions_ahead=s.partitions_ahead,
-            retention_days=s.retention_days, compress_after_days=s.compress_after_days))
+            retention_days=s.retention_days, compress_after_days=s.compress_after_days,
+            log_retention_days=s.log_retention_days))
         for row in await self.db.load_units():
             home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
             self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
                                     list(row["capabilities"]))
         self.writer = await stack.enter_async_context(BatchWriter(
-            self.db.write, batch_rows=s.write_batch_rows, interval_s=s.write_interval_s, retry_s=s.write_retry_s))
+            self.db.write, batch_rows=s.write_batch_rows, interval_s=s.write_interval_s, retry_s=s.write_retry_s,
+            max_pending_rows=s.write_max_pending_rows, raw_limit=s.rejects_raw_bytes))
         # Stopped after the pipeline has drained (the stack unwinds backwards), before the writer and database.
         stack.push_async_callback(self._stop_incidents)
         self.pipeline = await stack.enter_async_context(Pipeline(
-            self.live, self.writer, retention_days=s.retention_days, raw_limit=s.rejects_raw_bytes))
+            self.live, self.writer, retention_days=s.retention_days, raw_limit=s.rejects_raw_bytes,
+            max_future_ms=int(s.max_future_skew_s * 1000), rate_limits={
+                "telemetry": Limit(s.device_telemetry_per_s, s.device_telemetry_burst),
+                "fixes": Limit(s.device_fixes_per_s, s.device_fixes_burst),
+                "status": Limit(s.device_status_per_s, s.device_status_burst),
+                "event": Limit(s.device_events_per_s, s.device_events_burst)},
+            catch_up_ms=int(s.device_limits_catch_up_s * 1000)))
         await stack.enter_async_context(self.feed)
+        self._phase = "mqtt"
         self.bridge = await stack.enter_async_context(MqttBridge(
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
-            receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol))
+            receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol,
+            connect_timeout_s=s.mqtt_connect_timeout_s))
         bridge = self.bridge
+        self._phase = "services"
         # Without a URL the hand-overs of diverted incidents wait, visible as `not_configured`.
         hotline = await stack.enter_async_context(HotlineHandOver(
             s.hotline_url, token=s.hotline_token, on_accepted=self._handed_over, clock=now_ms))
@@ -131,7 +154,9 @@ class Hub:
                                          ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends,
                                          auto_dispatch_priority=s.auto_dispatch_priority,
                                          public_base_url=s.base_url(), video_token_ttl_s=s.video_token_ttl_s,
-                                         sos_incident=s.sos_incident, hotline=hotline)
+                                         sos_incident=s.sos_incident, hotline=hotline,
+                                         milestone_max_shift_s=s.milestone_max_shift_s,
+                                         sos_max_distance_m=s.sos_max_distance_m)
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.tracker.on_message)
         # Live video. Its exit (before the incidents stop) refuses new publishes and viewers, closes every peer
@@ -154,7 +179,8 @@ class Hub:
         gc.collect()
         gc.freeze()
         gc.set_threshold(s.gc_threshold, 50, 100)
-        log.info("hub up: mqtt %s, database %s (%s)", self.mqtt_url, _redact(self.database_url), self.db.mode)
+        log.info("hub up: mqtt %s, database %s (storage %s: %s)", self.mqtt_url, _redact(self.database_url),
+                 self.db.mode, self.db.mode_reason)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -172,14 +198,16 @@ class Hub:
         await cancel_and_wait(*self._tasks)
 
     async def _maintain(self) -> None:
+        """Partitions and retention, at start and then hourly. The start's run deletes the device logs' backlog
+        (in batches) while the hub already serves, so a large backlog does not delay the start."""
         while True:
-            await asyncio.sleep(3600)
             try:
-                dropped = await self.db.maintain()
-                if dropped:
-                    log.info("retention dropped %s", ", ".join(dropped))
+                await self.db.maintain()
+            except StorageUnavailable as exc:
+                log.warning("storage maintenance failed (%s); next try in an hour", one_line(exc))
             except Exception:
-                log.exception("partition maintenance failed; will retry")
+                log.exception("storage maintenance failed; next try in an hour")
+            await asyncio.sleep(3600)
 
     async def serve(self, host: str | None = None, port: int | None = None,
                     started: asyncio.Event | None = None) -> None:

@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -16,8 +15,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hub.errors import StorageUnavailable
-from hub.storage import partitions
+from hub.errors import StorageRefused, StorageSetupError, StorageUnavailable, one_line
+from hub.storage import partitions, retention, schema, timescale
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +24,18 @@ FIX_COLUMNS = ("device_id", "ts", "lat", "lon", "alt", "acc", "speed", "heading"
                "attrs", "received_at")
 FIX_TYPES = ("text", "int8", "float8", "float8", "float4", "float4", "float4", "float4", "float4", "int2", "int8",
              "jsonb", "int8")
+# Fixes are loaded into a temporary table wider than `fixes` (float8 for float4, int8 for int2): psycopg's
+# binary dumpers wrap an out-of-range int2 (70000 -> 4464) and make a float4 overflow Infinity without a word,
+# while the INSERT's assignment cast into `fixes` refuses them ("smallint out of range"), so the writer can
+# isolate such a row instead of storing a wrong value.
+_LOAD_TYPES = tuple("float8" if t == "float4" else "int8" if t == "int2" else t for t in FIX_TYPES)
+_LOAD_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS fixes_load ("
+               + ", ".join(f"{c} {t}" for c, t in zip(FIX_COLUMNS, _LOAD_TYPES, strict=True))
+               + ") ON COMMIT DELETE ROWS")
+_LOAD_INSERT = (f"INSERT INTO fixes ({', '.join(FIX_COLUMNS)}) SELECT {', '.join(FIX_COLUMNS)} FROM fixes_load "
+                "ON CONFLICT DO NOTHING")
 REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "size", "raw")
 REJECT_TYPES = ("int8", "text", "text", "text", "text", "int4", "bytea")
-_MIGRATION_LOCK = 0x66686231  # pg_advisory_lock key: "fhb1"
 
 
 @dataclass(slots=True)
@@ -53,20 +61,27 @@ class Database:
     """Connection pool, migrations, partitions and queries."""
 
     def __init__(self, url: str, *, partition_days: int = 1, partitions_ahead: int = 3,
-                 retention_days: int = 90, compress_after_days: int = 7, pool_size: int = 4) -> None:
+                 retention_days: int = 90, compress_after_days: int = 7, log_retention_days: int = 30,
+                 pool_size: int = 4, connect_timeout_s: float = 5.0, log_batch_rows: int = 5000) -> None:
         self.url = url
         self.partition_days = partition_days
         self.partitions_ahead = partitions_ahead
         self.retention_days = retention_days
         self.compress_after_days = compress_after_days
+        self.log_retention_days = log_retention_days
+        self.connect_timeout_s = connect_timeout_s
+        self.log_batch_rows = log_batch_rows
         self.mode = "unknown"
+        self.mode_reason = ""
+        self._retention_by_maintenance = True
         self._partitions: set[int] = set()
         # reconnect_timeout: the pool's background reconnection backs off exponentially without a cap (1, 2,
         # 4 ... s), so after a 30 s outage the next try could come 30 s after the database is back. Giving up
         # after 10 s hands reconnection back to the callers: the writer's next retry (every write_retry_s)
         # starts a fresh attempt, so the hub is writing again within seconds of the database's return.
+        # connect_timeout: a host that does not answer fails an attempt instead of holding it for minutes.
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False, reconnect_timeout=10.0,
-                                        kwargs={"autocommit": True})
+                                        kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))})
 
     @asynccontextmanager
     async def connection(self, timeout: float = 5.0) -> AsyncIterator[AsyncConnection]:
@@ -74,63 +89,75 @@ class Database:
         try:
             async with self.pool.connection(timeout=timeout) as conn:
                 yield conn
+        except psycopg.errors.ProgramLimitExceeded:
+            raise  # an OperationalError, but caused by a value (too large for an index...): not an outage
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StorageUnavailable(str(exc)) from exc
 
     async def __aenter__(self) -> Database:
-        await self.pool.open(wait=True, timeout=30)
-        await self.migrate()
-        await self.maintain()
+        """Set up the storage and open the pool; on any failure close what was opened and raise
+        :class:`StorageSetupError` with a one-line reason (a half-open pool kept the process alive forever)."""
+        try:
+            await self.migrate()
+            await self.pool.open(wait=True, timeout=self.connect_timeout_s)
+            await self.maintain_fixes()  # a shorter retention applies at once, before anything is written
+        except BaseException as exc:
+            await self.pool.close()
+            if isinstance(exc, (psycopg.Error, PoolTimeout, StorageUnavailable)):
+                raise StorageSetupError(f"{schema.describe(self.url)}: {one_line(exc)}") from exc
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.pool.close()
 
-    # ------------------------------------------------------------ migrations
+    # ------------------------------------------------- set-up and maintenance
     async def migrate(self) -> None:
-        async with self.connection(timeout=30.0) as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
-            try:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT name FROM schema_migrations")
-                done = {row[0] for row in await cur.fetchall()}
-                folder = resources.files("hub.storage") / "migrations"
-                for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-                    if not entry.name.endswith(".sql") or entry.name in done:
-                        continue
-                    async with conn.transaction():
-                        await conn.execute(entry.read_text())
-                        await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (entry.name,))
-                    log.info("applied migration %s", entry.name)
-                if "fixes" not in done:
-                    async with conn.transaction():
-                        self.mode = await partitions.create_fixes_table(
-                            conn, use_timescale=await partitions.timescale_available(conn),
-                            partition_days=self.partition_days, compress_after_days=self.compress_after_days,
-                            retention_days=self.retention_days)
-                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ('fixes'), (%s)",
-                                           (f"fixes:{self.mode}",))
-                else:
-                    mode = next((n for n in done if n.startswith("fixes:")), "fixes:native")
-                    self.mode = mode.split(":", 1)[1]
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        """Migrations, the fixes table and its policies (see :mod:`hub.storage.schema`), on a connection of its own."""
+        plan = schema.StoragePlan(partition_days=self.partition_days, retention_days=self.retention_days,
+                                  compress_after_days=self.compress_after_days,
+                                  log_retention_days=self.log_retention_days)
+        setup = await schema.set_up(self.url, plan, connect_timeout_s=self.connect_timeout_s)
+        self.mode, self.mode_reason = setup.mode, setup.reason
+        self._retention_by_maintenance = setup.retention_by_maintenance
 
     async def maintain(self, now_ms: int | None = None) -> list[str]:
-        """Create the coming partitions and drop expired ones (native mode only)."""
-        if self.mode != "native":
-            return []
+        """The hourly maintenance (and at start): partitions and retention of fixes, retention of the device
+        logs. Returns the fixes partitions or chunks dropped."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        dropped = await self.maintain_fixes(now_ms)
+        await self.prune_logs(now_ms)
+        return dropped
+
+    async def maintain_fixes(self, now_ms: int | None = None) -> list[str]:
+        """Create the coming native partitions; drop what is older than ``retention_days`` unless a TimescaleDB
+        retention policy does it."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        cutoff = now_ms - self.retention_days * partitions.DAY_MS
+        async with self.connection(timeout=30.0) as conn:
+            if self.mode == "native":
+                for day in range(-1, self.partitions_ahead + 1):
+                    await self._ensure_partition(conn, now_ms + day * self.partition_days * partitions.DAY_MS)
+                dropped = await partitions.drop_partitions_before(conn, cutoff, self.partition_days)
+                self._partitions = await partitions.existing_partitions(conn)
+            elif self.mode == "timescaledb" and self._retention_by_maintenance:
+                dropped = await timescale.drop_chunks_before(conn, cutoff)
+            else:
+                dropped = []
+        if dropped:
+            log.info("retention (%d days) dropped %s", self.retention_days, ", ".join(dropped))
+        return dropped
+
+    async def prune_logs(self, now_ms: int | None = None) -> dict[str, int]:
+        """Delete rejects, statuses and events that arrived more than ``log_retention_days`` ago."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         async with self.connection(timeout=30.0) as conn:
-            for day in range(-1, self.partitions_ahead + 1):
-                await self._ensure_partition(conn, now_ms + day * self.partition_days * partitions.DAY_MS)
-            dropped = await partitions.drop_partitions_before(
-                conn, now_ms - self.retention_days * partitions.DAY_MS, self.partition_days)
-            self._partitions = await partitions.existing_partitions(conn)
-        return dropped
+            deleted = await retention.prune_logs(conn, now_ms - self.log_retention_days * partitions.DAY_MS,
+                                                 self.log_batch_rows)
+        if deleted:
+            log.info("log retention (%d days) deleted %s", self.log_retention_days,
+                     ", ".join(f"{n} {table}" for table, n in deleted.items()))
+        return deleted
 
     async def _ensure_partition(self, conn: AsyncConnection, ts_ms: int) -> None:
         start = partitions.partition_start(ts_ms, self.partition_days)
@@ -144,7 +171,18 @@ class Database:
 
         Fixes go through a binary COPY into a temporary table and then an
         ``INSERT ... ON CONFLICT DO NOTHING``, which makes re-delivery idempotent.
+        A database that cannot be reached raises :class:`StorageUnavailable`; rows it
+        refuses for what they hold (a NUL, a lone surrogate, a value beyond its
+        column: any other error) raise :class:`StorageRefused` with its message.
         """
+        try:
+            return await self._write(batch)
+        except StorageUnavailable:
+            raise
+        except (psycopg.Error, UnicodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise StorageRefused(f"{type(exc).__name__}: {one_line(exc)}") from exc
+
+    async def _write(self, batch: Batch) -> int:
         async with self.connection() as conn:
             if self.mode == "native" and batch.fixes:
                 for start in {partitions.partition_start(r[1], self.partition_days) for r in batch.fixes}:
@@ -165,10 +203,9 @@ class Database:
                 return inserted
 
     async def _copy_fixes(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS fixes_in (LIKE fixes INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        await _copy(conn, "fixes_in", FIX_COLUMNS, FIX_TYPES, rows)
-        cur = await conn.execute("INSERT INTO fixes SELECT * FROM fixes_in ON CONFLICT DO NOTHING")
+        await conn.execute(_LOAD_TABLE)
+        await _copy(conn, "fixes_load", FIX_COLUMNS, _LOAD_TYPES, rows)
+        cur = await conn.execute(_LOAD_INSERT)
         return cur.rowcount
 
     # ------------------------------------------------------- units & devices

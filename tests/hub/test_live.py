@@ -68,3 +68,36 @@ def test_reassigning_a_device_moves_it_between_units() -> None:
     assert live.unit_view("P2", T0)["position"]["lat"] == 34.0
     live.register_unit("P2", "Patrol 2", "patrol", [])
     assert live.devices["cam"].unit_id is None
+
+
+def test_a_fix_newer_than_an_offline_status_brings_the_device_back_online() -> None:
+    live = make()
+    live.apply_fix("cam", Fix(T0, 34.0, 117.0), T0)
+    # The Last Will: ts of the connect it ends (older than the fix), yet the newer news.
+    live.apply_status("cam", Status(T0 - 5000, "offline"), T0 + 1000)
+    live.take_changes(T0 + 1000)
+    assert live.unit_view("P1", T0 + 1000)["online"] is False
+    assert not live.apply_fix("cam", Fix(T0 - 100, 34.0, 117.0), T0 + 1500)  # a redelivered older fix
+    assert live.devices["cam"].state == "offline"
+    assert live.apply_fix("cam", Fix(T0 + 2000, 34.1, 117.1), T0 + 2000)  # back in coverage
+    assert live.devices["cam"].state == "online"
+    assert live.take_changes(T0 + 2000)[0]["online"] is True
+
+
+def test_a_fix_newer_than_the_newest_but_older_than_the_offline_status_keeps_it_offline() -> None:
+    live = make()
+    live.apply_status("cam", Status(T0 + 10_000, "offline"), T0 + 10_000)  # a device that says goodbye
+    live.apply_fix("cam", Fix(T0 + 5000, 34.0, 117.0), T0 + 11_000)  # a late fix from before it
+    assert live.devices["cam"].state == "offline"
+    assert live.unit_view("P1", T0 + 11_000)["online"] is False
+
+
+def test_a_fix_from_the_future_never_takes_the_live_position() -> None:
+    live = LiveState(stale_after_ms=60_000, max_future_ms=300_000)
+    live.register_unit("P1", "Patrol 1", "patrol", ["trk"])
+    live.apply_fix("trk", Fix(T0, 34.0, 117.0), T0)
+    ahead = Fix(T0 + 23 * 3600_000, 35.0, 118.0)  # a clock 23 h ahead that slipped past the codec
+    assert not live.apply_fix("trk", ahead, T0 + 1000)
+    assert live.apply_fix("trk", Fix(T0 + 2000, 34.1, 117.1), T0 + 2000)  # true fixes still move the unit
+    assert live.unit_view("P1", T0 + 2000)["position"]["lat"] == 34.1
+    assert live.apply_fix("trk", Fix(T0 + 2000 + 300_000, 34.2, 117.2), T0 + 2000)  # within the margin: taken
