@@ -5,7 +5,12 @@ every snapshot while recent, and is listed by `GET /api/v1/alerts`. An `sos` eve
 a device raises an alert and, by policy (`sos_incident`), an incident at the device's position:
 priority 1 with category `sos`, so it is measured against `rapid_12358` and auto-dispatched to
 the nearest available unit other than the one in trouble (backup). A second SOS from the same
-unit while its SOS incident is open adds a note to that incident instead of a new one.
+unit while its SOS incident is open adds a note to that incident instead of a new one: at most one
+alert and note per unit per `REPEAT_WINDOW_MS`, the presses in between counted into the next (a flood
+of SOS grows neither the log nor the alerts). An SOS whose own position lies farther than
+`sos_max_distance_m` from the device's (or its unit's) fresh last fix is placed at that fix, and the
+alert and the incident say so. While the database is down the alert goes out at once and the incident
+waits in the outbox.
 
 An SLA breach (a response target of an open incident missed: its deadline passed without the
 milestone, or the milestone came late) raises one alert per incident and target, when it happens;
@@ -21,8 +26,12 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from devices.payloads import Fix
+from hub.domain.device_claims import Coalescer, sos_place
 from hub.domain.events import Noted
 from hub.domain.sla import evaluate
+from hub.errors import StorageUnavailable
+from hub.live import DeviceLive, UnitLive
 
 if TYPE_CHECKING:
     from hub.incidents import IncidentService
@@ -34,6 +43,17 @@ log = logging.getLogger(__name__)
 KEEP = 500  # alerts kept for the API
 BREACH_RECENT_MS = 300_000
 IN_SNAPSHOT = 100  # of which the newest go into a live snapshot
+REPEAT_WINDOW_MS = 60_000  # repeated SOS of one unit: at most one alert and note per window
+PENDING = ""  # an SOS incident being created (waiting for the database)
+
+
+def _last_fix(dev: DeviceLive | None, unit: UnitLive | None, now_ms: int, stale_after_ms: int) -> Fix | None:
+    """The device's last fix if fresh, else its unit's if fresh, else the newer of the two (or None)."""
+    fixes = [f for f in (dev.fix if dev else None, unit.fix if unit else None) if f is not None]
+    fresh = [f for f in fixes if now_ms - f.ts <= stale_after_ms]
+    if fresh:
+        return fresh[0]
+    return max(fixes, key=lambda f: f.ts) if fixes else None
 
 
 def _coordinate(data: dict[str, Any], key: str, limit: float) -> float | None:
@@ -52,7 +72,8 @@ class Alerts:
         self.sos_priority = sos_priority
         self.recent: deque[dict[str, Any]] = deque(maxlen=KEEP)
         self.counts: Counter[str] = Counter()
-        self._sos_incidents: dict[str, str] = {}  # unit_id -> its open SOS incident
+        self._sos_incidents: dict[str, str] = {}  # unit_id -> its open SOS incident (PENDING: being created)
+        self._repeats = Coalescer(REPEAT_WINDOW_MS)
         self._breached: set[tuple[str, str]] = set()  # (incident_id, milestone) already alerted
         self._ids = itertools.count(1)
         # Awaited after each new SOS with (device_id, unit_id, incident_id or None): the video desk's backhaul.
@@ -100,43 +121,101 @@ class Alerts:
         self._breached = {k for k in self._breached if k[0] in open_ids}
         return raised
 
-    async def sos(self, device_id: str, event: Any) -> None:
+    async def sos(self, device_id: str, event: Any, received_ms: int) -> None:
         svc = self.svc
+        now = svc.clock()
         dev = svc.live.devices.get(device_id)
         unit_id = dev.unit_id if dev is not None else None
-        lat, lon = _coordinate(event.data, "lat", 90), _coordinate(event.data, "lon", 180)
-        if lat is None or lon is None:
-            fix = dev.fix if dev is not None else None
-            unit = svc.live.units.get(unit_id) if unit_id else None
-            fix = fix or (unit.fix if unit is not None else None)
-            lat, lon = (fix.lat, fix.lon) if fix is not None else (None, None)
+        unit = svc.live.units.get(unit_id) if unit_id else None
+        claimed = _coordinate(event.data, "lat", 90), _coordinate(event.data, "lon", 180)
+        place = sos_place(*claimed, _last_fix(dev, unit, now, svc.live.stale_after_ms), now,
+                          svc.live.stale_after_ms, svc.sos_max_distance_m)
+        lat, lon = place.lat, place.lon
         who = f"{device_id}" + (f" ({unit_id})" if unit_id else "")
-        open_sos = self._sos_incidents.get(unit_id or device_id)
-        if open_sos is not None and svc.is_open(open_sos):
-            self.raise_alert("sos", event.ts, f"SOS again from {who}", device_id=device_id, unit_id=unit_id,
-                             incident_id=open_sos, lat=lat, lon=lon)
-            await svc.record(open_sos, Noted(ts=svc.clock(), source="device", unit_id=None,
-                                             text=f"SOS pressed again on {who} at {event.ts}"))
+        flag = ""
+        if place.replaced:
+            svc.count("sos_position_replaced")
+            flag = (f"; its reported position ({claimed[0]:.5f}, {claimed[1]:.5f}) lay {place.distance_m:.0f} m "
+                    f"from its last fix: placed at the last fix")
+            log.warning("SOS from %s: position %s replaced by the last fix (%.0f m away)", who, claimed,
+                        place.distance_m)
+        key = unit_id or device_id
+        open_sos = self._sos_incidents.get(key)
+        if open_sos is not None and (open_sos == PENDING or svc.is_open(open_sos)):
+            await self._again(key, who, device_id, unit_id, open_sos, event.ts, now, lat, lon, flag)
             return
-        alert = self.raise_alert("sos", event.ts, f"SOS from {who}", device_id=device_id, unit_id=unit_id,
-                                 lat=lat, lon=lon)
-        if not self.sos_incident:
+        if not self.sos_incident or lat is None or lon is None:
+            # No incident to gather repeats in: repeats within a window are counted into one alert.
+            held = self._repeats.offer(key, now)
+            if held is None:
+                svc.count("sos_repeat_coalesced")
+                return
+            more = f" ({held} more press(es) before)" if held else ""
+            alert = self.raise_alert("sos", event.ts, f"SOS from {who}{more}{flag}", device_id=device_id,
+                                     unit_id=unit_id, lat=lat, lon=lon, position_replaced=place.replaced or None)
+            if self.sos_incident:
+                log.warning("SOS from %s: no position known, so no incident was created (alert %s)", who,
+                            alert["id"])
             await self._tell(device_id, unit_id, None)
             return
-        if lat is None or lon is None:
-            log.warning("SOS from %s: no position known, so no incident was created (alert %s)", who, alert["id"])
-            await self._tell(device_id, unit_id, None)
-            return
-        now = svc.clock()
+        self._repeats.forget(key)  # a new SOS incident: its first repeat is reported at once
+        alert = self.raise_alert("sos", event.ts, f"SOS from {who}{flag}", device_id=device_id, unit_id=unit_id,
+                                 lat=lat, lon=lon, position_replaced=place.replaced or None)
+        # The call is received when the button was pressed, unless the device dates it implausibly.
+        received_at = event.ts
+        if not received_ms - svc.max_shift_ms <= event.ts <= received_ms:
+            received_at = received_ms
+            if event.ts < received_ms - svc.max_shift_ms:
+                svc.count("sos_ts_backdated")
+                flag += f"; the device dated it {event.ts}, received at {received_ms}: timed at its receipt"
         body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
-                "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "",
-                "received_at": event.ts if 0 <= event.ts <= now else None}
-        view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
-        self._sos_incidents[unit_id or device_id] = view["id"]
-        alert["incident_id"] = view["id"]
-        self.svc.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
-        log.warning("SOS from %s: incident %s", who, view["id"])
-        await self._tell(device_id, unit_id, view["id"])
+                "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "", "received_at": received_at}
+        self._sos_incidents[key] = PENDING  # repeats until it exists are counted, not new incidents
+
+        async def create() -> None:
+            try:
+                view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
+            except StorageUnavailable:
+                raise
+            except Exception:
+                self._sos_incidents.pop(key, None)
+                raise
+            incident_id = view["id"]
+            self._sos_incidents[key] = incident_id
+            alert["incident_id"] = incident_id
+            svc.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
+            log.warning("SOS from %s: incident %s", who, incident_id)
+            if flag:
+                await svc.record(incident_id, Noted(ts=svc.clock(), source="device", unit_id=unit_id,
+                                                    text=f"SOS from {who}{flag}"))
+            await self._tell(device_id, unit_id, incident_id)
+
+        if not await svc.outbox.run(f"sos:{key}", f"SOS incident for {who}", create):
+            log.warning("SOS from %s: alert %s raised; its incident waits for the database", who, alert["id"])
+
+    async def _again(self, key: str, who: str, device_id: str, unit_id: str | None, incident_id: str, ts: int,
+                     now: int, lat: float | None, lon: float | None, flag: str) -> None:
+        """SOS again while the unit's SOS incident is open: one alert and one note per unit per minute at most,
+        the presses in between counted into the next one."""
+        held = self._repeats.offer(key, now)
+        if held is None:
+            self.svc.count("sos_repeat_coalesced")
+            return
+        more = f" ({held} more press(es) since the last report)" if held else ""
+        self.raise_alert("sos", ts, f"SOS again from {who}{more}{flag}", device_id=device_id, unit_id=unit_id,
+                         incident_id=incident_id or None, lat=lat, lon=lon)
+        if incident_id != PENDING:
+            await self.svc.record(incident_id, Noted(ts=now, source="device", unit_id=None,
+                                                     text=f"SOS pressed again on {who} at {ts}{more}{flag}"))
+
+    async def flush_repeats(self, now_ms: int) -> None:
+        """Presses held back once a flood stopped: reported when their window is over."""
+        for key, held in self._repeats.due(now_ms):
+            incident_id = self._sos_incidents.get(key)
+            text = f"SOS pressed {held} more time(s) on {key} within {REPEAT_WINDOW_MS // 1000} s"
+            self.raise_alert("sos", now_ms, text, unit_id=key, incident_id=incident_id or None)
+            if incident_id and self.svc.is_open(incident_id):
+                await self.svc.record(incident_id, Noted(ts=now_ms, source="device", text=text))
 
     async def _tell(self, device_id: str, unit_id: str | None, incident_id: str | None) -> None:
         for hook in self.on_sos:

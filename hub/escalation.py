@@ -21,7 +21,7 @@ from devices.tasks import cancel_and_wait
 from hub.domain.errors import DomainError
 from hub.domain.events import Noted
 from hub.domain.incident import Incident
-from hub.errors import HubError
+from hub.errors import HubError, StorageUnavailable
 from hub.live import LiveState
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ class AckWatch:
 
     def __contains__(self, cmd_id: object) -> bool:
         return cmd_id in self.commands
+
+    def restore(self, c: Outstanding, now_ms: int) -> None:
+        """Watch an expired command again (its escalation could not be written): it expires once more later."""
+        c.deadline = now_ms + self.timeout_ms
+        self.commands[c.cmd_id] = c
 
     def due(self, now_ms: int) -> tuple[list[Outstanding], list[Outstanding]]:
         """Commands to re-send now (their deadline is moved on) and expired ones (dropped from the watch)."""
@@ -150,6 +155,7 @@ class AckFollowUp:
             try:
                 await self.check_acks()
                 self.service.alerts.check_sla(self.service.clock())
+                await self.service.alerts.flush_repeats(self.service.clock())
             except Exception:
                 log.exception("incident ack/SLA check failed")
 
@@ -187,6 +193,12 @@ class AckFollowUp:
             view = await svc.reassign(c.incident_id, c.unit_id, None,
                                       f"no acknowledgment of dispatch {c.cmd_id} after {waited}",
                                       source="system", escalated=True)
+        except StorageUnavailable as exc:
+            # Not written: the unit is still waited for (an ack now still counts), the escalation tried again.
+            svc._pending[c.cmd_id] = (c.incident_id, c.unit_id)
+            svc._watch.restore(c, svc.clock())
+            log.warning("incident %s: escalation from %s waits for the database: %s", c.incident_id, c.unit_id, exc)
+            return
         except (HubError, DomainError) as exc:
             svc.refused += 1
             log.info("incident %s: escalation from %s refused: %s", c.incident_id, c.unit_id, exc)

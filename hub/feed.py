@@ -5,6 +5,11 @@ encodes ONE frame and hands the same bytes to every client (a client sees at
 most 1/interval_s frames per second and only what changed). Each client has a
 small bounded queue; a client too slow to keep up is not allowed to hold the
 others back: its queue is cleared and it gets a fresh snapshot instead.
+
+Other messages (incidents, alerts, drones) wait for the next frame; an incident's
+goes in once per frame however often it changed (`post_latest`: the view is
+built when the frame is), and if more than `extra_limit` messages pile up within
+one frame they are dropped (`extras_dropped`) and every client gets a snapshot.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class FeedClient:
 
 class LiveFeed:
     def __init__(self, live: LiveState, clock: Callable[[], int], *, interval_s: float = 0.2,
-                 client_queue: int = 32, sweep_every_s: float = 5.0) -> None:
+                 client_queue: int = 32, sweep_every_s: float = 5.0, extra_limit: int = 2000) -> None:
         self.live = live
         self.clock = clock
         self.interval_s = interval_s
@@ -38,7 +43,12 @@ class LiveFeed:
         self.clients: set[FeedClient] = set()
         self.frames = 0
         self.bytes_sent = 0
-        self._extra: list[dict[str, Any]] = []
+        self.extra_limit = extra_limit
+        self.extras_dropped = 0
+        # Messages for the next frame: a dict, or a key whose latest view is built with the frame.
+        self._extra: list[dict[str, Any] | str] = []
+        self._latest: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._overflow = False
         # Other parts of the snapshot (open incidents, recent alerts): each returns {key: value} to merge in.
         self.snapshot_parts: list[Callable[[int], dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -72,7 +82,26 @@ class LiveFeed:
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a non-unit message (incident, alert, ...) for the next frame."""
-        self._extra.append(message)
+        if self._room():
+            self._extra.append(message)
+
+    def post_latest(self, key: str, build: Callable[[], dict[str, Any]]) -> None:
+        """Queue the message `build` makes, once per frame for `key` (a later post replaces it)."""
+        if key not in self._latest:
+            if not self._room():
+                return
+            self._extra.append(key)
+        self._latest[key] = build
+
+    def _room(self) -> bool:
+        if len(self._extra) < self.extra_limit:
+            return True
+        if not self._overflow:
+            log.warning("live feed: more than %d messages within one frame: clients get a snapshot instead",
+                        self.extra_limit)
+        self._overflow = True
+        self.extras_dropped += 1
+        return False
 
     async def _run(self) -> None:
         tick = 0
@@ -88,18 +117,22 @@ class LiveFeed:
 
     def broadcast(self) -> None:
         now = self.clock()
+        extras, latest, overflow = self._extra, self._latest, self._overflow
+        self._extra, self._latest, self._overflow = [], {}, False
         if not self.clients:  # nobody watching: forget the changes without building views
             self.live.take_changes(now, views=False)
-            self._extra.clear()
+            return
+        if overflow:  # messages were dropped: what the clients hold is incomplete
+            self.live.take_changes(now, views=False)
+            self._resync_all()
             return
         changes = self.live.take_changes(now)
         frames = []
         if changes:
             frames.append(encode_json({"type": "unit", "ts": now, "units": changes}))
-        for extra in self._extra:
-            frames.append(encode_json(extra))
-        self._extra.clear()
-        if not frames or not self.clients:
+        for extra in extras:
+            frames.append(encode_json(latest[extra]() if isinstance(extra, str) else extra))
+        if not frames:
             return
         for client in list(self.clients):
             for frame in frames:
@@ -112,3 +145,12 @@ class LiveFeed:
                     break
                 client.queue.put_nowait(frame)
         self.frames += len(frames)
+
+    def _resync_all(self) -> None:
+        frame = self.snapshot_frame()
+        for client in list(self.clients):
+            while not client.queue.empty():
+                client.queue.get_nowait()
+            client.queue.put_nowait(frame)
+            client.resyncs += 1
+        self.frames += 1

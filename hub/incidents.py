@@ -6,12 +6,19 @@ the version the copy was built on, and only then made the current state. Open in
 from the log on start-up. Around it: `Fleet` (the recommender kept in step with the live picture),
 `ResponseTracker` (detectors and the ingest listener), `AckFollowUp` (re-send, escalate,
 video_start), `Alerts` (SOS) and the 12345 hand-over of diverted incidents.
+
+What devices report goes through `record`/`claim`: the hub's rules (`hub.domain.device_claims`) decide
+what a device may change, every claim ignored or corrected is counted by reason in `ignored`, logged,
+and noted in the incident (at most `DEVICE_NOTE_CAP` device notes each); a write that meets a database
+outage waits in the `Outbox` and is made, in order, when the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +27,7 @@ from devices.payloads import Command, encode_command
 from hub.alerts import Alerts
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryRules
 from hub.domain.compliance import response_times
+from hub.domain.device_claims import DEVICE_NOTE_CAP, ack_verdict
 from hub.domain.dispatch import Recommender
 from hub.domain.errors import DomainError, IllegalTransition
 from hub.domain.events import (
@@ -37,7 +45,7 @@ from hub.domain.events import (
     Reassigned,
     Supported,
 )
-from hub.domain.incident import Incident
+from hub.domain.incident import DEVICE_SOURCES, Incident
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
 from hub.errors import HubError
 from hub.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
@@ -45,12 +53,15 @@ from hub.feed import LiveFeed
 from hub.fleet import DRONE_KIND, Fleet
 from hub.hotline import HotlineHandOver
 from hub.live import LiveState
+from hub.outbox import Outbox
 from hub.storage.incidents import IncidentStore, summary_of
 from hub.tracking import ResponseTracker
 
 __all__ = ["IncidentConflict", "IncidentError", "IncidentInvalid", "IncidentNotFound", "IncidentService"]
 
 log = logging.getLogger(__name__)
+
+LIVE_LOG_ENTRIES = 30  # log entries an incident carries on the live feed (the panel shows as many)
 
 
 class IncidentError(HubError):
@@ -76,7 +87,8 @@ class IncidentService:
                  categories: CategoryRules = DEFAULT_CATEGORY_RULES, recommender: Recommender | None = None,
                  ack_timeout_s: float = 15.0, ack_resends: int = 1, auto_dispatch_priority: int = 1,
                  public_base_url: str = "http://127.0.0.1:8000", video_token_ttl_s: float = 300.0,
-                 sos_incident: bool = True, hotline: HotlineHandOver | None = None) -> None:
+                 sos_incident: bool = True, hotline: HotlineHandOver | None = None,
+                 milestone_max_shift_s: float = 300.0, sos_max_distance_m: float = 1000.0) -> None:
         self.store = store
         self.live = live
         self.feed = feed
@@ -90,6 +102,10 @@ class IncidentService:
         self.alerts = Alerts(self, sos_incident=sos_incident)
         self.hotline = hotline
         self.refused = 0  # device/detector events the state machine refused (logged, dropped)
+        self.ignored: Counter[str] = Counter()  # device claims ignored or corrected, by reason
+        self.max_shift_ms = int(milestone_max_shift_s * 1000)
+        self.sos_max_distance_m = sos_max_distance_m
+        self.outbox = Outbox()
         # Called with (incident_id, unit_id) when an assignment ends (cleared, cancelled, closed, diverted).
         self.on_release: list[Callable[[str, str], None]] = []
         # Awaited with the incident_id just before it closes, while its log still takes entries (video_stop).
@@ -122,12 +138,14 @@ class IncidentService:
             self._incidents[incident_id] = (incident, len(events))
             self._rearm(incident)
         await self.tracker.catch_up()
+        self.outbox.start()
         self.tracker.start()
         self.follow_up.start(self._check_interval_s)
 
     async def stop(self) -> None:
         await self.follow_up.stop()
         await self.tracker.stop()
+        await self.outbox.stop()
 
     def _rearm(self, incident: Incident) -> None:
         c = incident.created
@@ -181,8 +199,14 @@ class IncidentService:
     def open_incidents(self) -> Iterator[Incident]:
         return (i for i, _ in self._incidents.values() if i.closed is None)
 
+    def current(self, incident_id: str) -> Incident | None:
+        """The incident as held in memory (open ones and recently read ones), without a database read."""
+        held = self._incidents.get(incident_id)
+        return held[0] if held is not None else None
+
     def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
-        return {"incidents": [i.view(now_ms, self.policies) for i in self.open_incidents()]}
+        return {"incidents": [i.view(now_ms, self.policies, log_limit=LIVE_LOG_ENTRIES)
+                              for i in self.open_incidents()]}
 
     # --------------------------------------------------------------- writes
     async def create(self, body: Mapping[str, Any], *, source: str = "api",
@@ -213,11 +237,14 @@ class IncidentService:
             why = "by the dispatcher" if divert else f"category {category!r} is non-emergency/non-police (rule)"
             return await self.divert(incident_id, why, source=source)
         if priority <= self.auto_dispatch_priority:
-            try:
-                await self.auto_dispatch(incident_id, 1, exclude=exclude_units, source="system")
-            except IncidentConflict as exc:
-                await self.record(incident_id, Noted(ts=self.clock(), source="system",
-                                                     text=f"auto-dispatch (priority {priority}): {exc}"))
+            async def auto() -> None:
+                try:
+                    await self.auto_dispatch(incident_id, 1, exclude=exclude_units, source="system")
+                except IncidentConflict as exc:
+                    await self.record(incident_id, Noted(ts=self.clock(), source="system",
+                                                         text=f"auto-dispatch (priority {priority}): {exc}"))
+            # The incident is written; a database gone since must not lose its dispatch.
+            await self.outbox.run(incident_id, f"auto-dispatch of {incident_id}", auto)
         return await self.get(incident_id)
 
     async def dispatch(self, incident_id: str, unit_ids: Sequence[str], *, source: str = "api",
@@ -371,26 +398,114 @@ class IncidentService:
         return incident.view(self.clock(), self.policies)
 
     # ------------------------------------------------------ device messages
-    async def on_ack(self, device_id: str, event: Any) -> None:
+    async def on_ack(self, device_id: str, event: Any, received_ms: int) -> None:
+        """An `ack` counts only from the device the command went to (video_start) or a device of the
+        dispatched unit (dispatch); the dispatch counts as acknowledged from this moment on (no escalation),
+        even when its log entry has to wait for the database."""
         cmd_id = event.data.get("cmd_id")
-        video = self._video.pop(cmd_id, None)
+        dev = self.live.devices.get(device_id)
+        device_unit = dev.unit_id if dev is not None else None
+        video = self._video.get(cmd_id)
         if video is not None:
+            incident_id, unit_id, camera = video
+            if device_id != camera:
+                await self.refuse_claim("ack_wrong_device", incident_id, unit_id,
+                                        f"ack of video_start {cmd_id} (sent to {camera}) from {device_id}: ignored")
+                return
+            del self._video[cmd_id]
             self._watch.discard(cmd_id)
-            await self.record(video[0], Noted(ts=self.clock(), source="device", unit_id=video[1],
-                                              text=f"video_start acknowledged by {device_id}"))
+            await self.record(incident_id, Noted(ts=self.clock(), source="device", unit_id=unit_id,
+                                                 text=f"video_start acknowledged by {device_id}"))
             return
         found = self._pending.get(cmd_id)
-        if found is not None:
-            await self.record(found[0], Acknowledged(ts=event.ts, source="device", unit_id=found[1], cmd_id=cmd_id))
+        if found is None:
+            return
+        incident_id, unit_id = found
+        if device_unit != unit_id:
+            await self.refuse_claim("ack_wrong_unit", incident_id, unit_id,
+                                    f"ack of dispatch {cmd_id} to unit {unit_id} from {device_id}, a device of "
+                                    f"{'unit ' + device_unit if device_unit else 'no unit'}: ignored")
+            return
+        del self._pending[cmd_id]
+        self._watch.discard(cmd_id)
 
-    async def record(self, incident_id: str, event: Event) -> Incident | None:
-        """Commit a device/detector/system event; a refused one is logged, counted and dropped."""
-        try:
-            return await self.commit(incident_id, [event])
-        except (IncidentError, DomainError) as exc:
-            self.refused += 1
-            log.info("incident %s: %s (%s) refused: %s", incident_id, event.type, event.source, exc)
-            return None
+        def decide(incident: Incident) -> list[Event]:
+            a = incident.assignment(unit_id)
+            dispatched = a.marks["dispatched"].ts if a is not None and a.cmd_id == cmd_id else event.ts
+            verdict = ack_verdict(dispatched, event.ts, received_ms)
+            assert verdict.ts is not None  # an ack is never ignored, only re-timed
+            events: list[Event] = [Acknowledged(ts=verdict.ts, source="device", unit_id=unit_id, cmd_id=cmd_id)]
+            if verdict.reason is not None:
+                events += self.ignored_note(verdict.reason, incident.id, unit_id,
+                                            f"ack from {device_id}: {verdict.detail}", ts=verdict.ts)
+            return events
+
+        await self.claim(incident_id, f"ack of {cmd_id} from {device_id}", decide)
+
+    def count(self, reason: str) -> None:
+        self.ignored[reason] += 1
+
+    def ignored_note(self, reason: str, incident_id: str, unit_id: str | None, detail: str, *,
+                     ts: int | None = None, source: str = "device") -> list[Event]:
+        """Count and log a device claim the rules ignored or corrected; the note that says so in the incident."""
+        self.count(reason)
+        log.info("incident %s: %s (%s)", incident_id, detail, reason)
+        return [Noted(ts=self.clock() if ts is None else ts, source=source, unit_id=unit_id,
+                      text=f"{detail} [{reason}]")]
+
+    async def refuse_claim(self, reason: str, incident_id: str, unit_id: str | None, detail: str) -> None:
+        """A device claim ignored: counted, logged and noted in the incident (bounded, see `claim`)."""
+        await self.claim(incident_id, f"note ({reason})",
+                         lambda incident: self.ignored_note(reason, incident.id, unit_id, detail))
+
+    async def record(self, incident_id: str, *events: Event,
+                     then: Callable[[Incident], Awaitable[None]] | None = None) -> Incident | None:
+        """Commit device/detector/system events; a refused one is logged, counted and dropped. While the
+        database is down they wait in the outbox (None is returned) and `then` runs once they are written."""
+        return await self.claim(incident_id, f"{'+'.join(e.type for e in events)}", lambda _: list(events), then)
+
+    async def claim(self, incident_id: str, what: str, decide: Callable[[Incident], Sequence[Event]],
+                    then: Callable[[Incident], Awaitable[None]] | None = None) -> Incident | None:
+        """Commit what `decide` makes of the incident as it is when the write happens (now, or after an outage).
+
+        Notes from devices beyond `DEVICE_NOTE_CAP` per incident are counted (`device_note_capped`), not written."""
+        done: list[Incident] = []
+
+        async def job() -> None:
+            try:
+                incident = await self._incident(incident_id)
+                events = self._capped(incident, decide(incident))
+                if not events:
+                    return
+                done.append(await self.commit(incident_id, events))
+            except (IncidentError, DomainError) as exc:
+                self.refused += 1
+                log.info("incident %s: %s refused: %s", incident_id, what, exc)
+                return
+            if then is not None:
+                try:  # it must not fail the written job: the outbox would write it again
+                    await then(done[0])
+                except Exception:
+                    log.exception("incident %s: follow-up of %s failed", incident_id, what)
+
+        await self.outbox.run(incident_id, f"{what} on incident {incident_id}", job)
+        return done[0] if done else None
+
+    def _capped(self, incident: Incident, events: Sequence[Event]) -> list[Event]:
+        used, kept = incident.device_notes, []
+        for event in events:
+            if isinstance(event, Noted) and event.source in DEVICE_SOURCES:
+                if used >= DEVICE_NOTE_CAP:
+                    self.count("device_note_capped")
+                    log.info("incident %s: device note not written (cap %d): %s", incident.id, DEVICE_NOTE_CAP,
+                             event.text[:200])
+                    continue
+                used += 1
+                if used == DEVICE_NOTE_CAP:
+                    event = dataclasses.replace(event, text=f"{event.text} (the last device note kept on this "
+                                                            "incident: later ones are only counted)")
+            kept.append(event)
+        return kept
 
     def send(self, cmd_id: str, devices: Sequence[str], raw: bytes) -> None:
         for device_id in devices:
@@ -437,7 +552,10 @@ class IncidentService:
         return trial
 
     def _changed(self, incident: Incident) -> None:
-        self.feed.post({"type": "incident", "incident": incident.view(self.clock(), self.policies)})
+        """The live feed gets the incident's latest state once per frame, with the newest log entries only
+        (`log_size` says how many there are; GET /api/v1/incidents/{id} has them all)."""
+        self.feed.post_latest(f"incident:{incident.id}", lambda: {
+            "type": "incident", "incident": incident.view(self.clock(), self.policies, log_limit=LIVE_LOG_ENTRIES)})
 
     def _follow_status(self, incident: Incident, unit_id: str | None) -> None:
         """The unit's live status follows its active assignment (whatever order the milestones came in)."""
@@ -474,5 +592,5 @@ class IncidentService:
             log.warning("incident %s diverted, but this service has no 12345 hand-over", incident.id)
             return
         view = incident.view(self.clock(), self.policies)
-        del view["log"], view["sla"]  # the hotline needs the case, not the police's internal record
+        del view["log"], view["log_size"], view["sla"]  # the hotline needs the case, not the police's internal record
         self.hotline.submit(incident.id, view)

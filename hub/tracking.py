@@ -4,7 +4,10 @@ The listener runs inside the pipeline's synchronous stage, so it only looks up w
 concerns a response (an ack of a pending command, a contact, an SOS, fixes of a tracked unit) and
 queues it; one worker task turns the queue into incident events through the incident service.
 Detectors run on device time (SPEC 1), so a store-and-forward batch that arrives late gives the
-same milestones as live data.
+same milestones as live data; they never answer with a time before the dispatch (fixes before it are
+not read). What a device claims goes through `hub.domain.device_claims` first: a contact before the
+call or the dispatch, or a second contact, is ignored; a detected departure or arrival may move an
+earlier one back by at most `milestone_max_shift_s` (a late batch), never more.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +23,9 @@ from devices.payloads import Fix
 from devices.tasks import cancel_and_wait
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
-from hub.domain.events import Arrived, Contacted, Departed
+from hub.domain.device_claims import contact_verdict, detected_verdict
+from hub.domain.events import Arrived, Contacted, Departed, Event
+from hub.domain.incident import Incident
 from hub.pipeline import Message
 
 if TYPE_CHECKING:
@@ -107,9 +113,9 @@ class ResponseTracker:
             if m.event is not None:
                 kind = m.event.type
                 if kind == "ack" and svc.awaits_ack(m.event.data.get("cmd_id")):
-                    self._queue.put_nowait(("ack", (m.device_id, m.event)))
+                    self._queue.put_nowait(("ack", (m.device_id, m.event, m.received_ms)))
                 elif kind == "contact" or kind == "sos":
-                    self._queue.put_nowait((kind, (m.device_id, m.event)))
+                    self._queue.put_nowait((kind, (m.device_id, m.event, m.received_ms)))
             if m.fixes or m.status is not None:
                 dev = svc.live.devices.get(m.device_id)
                 unit_id = dev.unit_id if dev is not None else None
@@ -139,16 +145,28 @@ class ResponseTracker:
             finally:
                 self._queue.task_done()
 
-    async def _on_contact(self, device_id: str, event: Any) -> None:
+    async def _on_contact(self, device_id: str, event: Any, received_ms: int) -> None:
         svc = self.svc
         incident_id = event.data.get("incident_id")
         dev = svc.live.devices.get(device_id)
         if not isinstance(incident_id, str) or dev is None or dev.unit_id is None:
+            svc.count("contact_without_incident_or_unit")
+            log.info("contact from %s without an incident id or a unit: ignored", device_id)
             return
         if not svc.is_open(incident_id):
-            log.info("contact from %s for incident %s, which is not open here: dropped", device_id, incident_id)
+            svc.count("contact_incident_not_open")
+            log.info("contact from %s for incident %s, which is not open here: dropped", device_id, incident_id[:80])
             return
-        await svc.record(incident_id, Contacted(ts=event.ts, source="device", unit_id=dev.unit_id))
+        unit_id = dev.unit_id
+
+        def decide(incident: Incident) -> list[Event]:
+            verdict = contact_verdict(incident, unit_id, event.ts)
+            if verdict.ts is None:
+                assert verdict.reason is not None
+                return svc.ignored_note(verdict.reason, incident.id, unit_id, f"{device_id}: {verdict.detail}")
+            return [Contacted(ts=verdict.ts, source="device", unit_id=unit_id)]
+
+        await svc.claim(incident_id, f"contact from {device_id}", decide)
 
     async def _detect(self, unit_id: str, fixes: list[Fix]) -> None:
         tracking = self.units.get(unit_id)
@@ -156,12 +174,32 @@ class ResponseTracker:
             return
         departed = tracking.departure.add(fixes)
         arrived = tracking.arrival.add(fixes)
-        svc = self.svc
+        svc, incident_id = self.svc, tracking.incident_id
         if departed is not None:
-            await svc.record(tracking.incident_id, Departed(ts=departed.ts, source="motion", unit_id=unit_id))
+            event: Departed | Arrived = Departed(ts=departed.ts, source="motion", unit_id=unit_id)
+            await svc.claim(incident_id, f"departure of {unit_id}", self._detected(event))
         if arrived is not None:
-            first = not svc.has_mark(tracking.incident_id, unit_id, "arrived")  # a late batch may move it earlier
-            incident = await svc.record(tracking.incident_id, Arrived(ts=arrived.ts, source="geofence",
-                                                                      unit_id=unit_id))
-            if incident is not None and first:
-                await svc.follow_up.video_start(tracking.incident_id, unit_id)
+            first = False
+
+            def decide(incident: Incident) -> list[Event]:
+                nonlocal first
+                a = incident.assignment(unit_id)
+                first = a is not None and "arrived" not in a.marks  # a late batch may move it earlier
+                return self._detected(Arrived(ts=arrived.ts, source="geofence", unit_id=unit_id))(incident)
+
+            async def on_scene(incident: Incident) -> None:
+                if first and svc.has_mark(incident_id, unit_id, "arrived"):
+                    await svc.follow_up.video_start(incident_id, unit_id)
+
+            await svc.claim(incident_id, f"arrival of {unit_id}", decide, on_scene)
+
+    def _detected(self, event: Departed | Arrived) -> Callable[[Incident], list[Event]]:
+        def decide(incident: Incident) -> list[Event]:
+            a = incident.assignment(str(event.unit_id))
+            verdict = detected_verdict(a, event.type, event.ts, self.svc.max_shift_ms)
+            if verdict.ts is None:
+                assert verdict.reason is not None
+                return self.svc.ignored_note(verdict.reason, incident.id, event.unit_id, verdict.detail,
+                                             source=event.source)
+            return [event]
+        return decide

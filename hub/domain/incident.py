@@ -39,9 +39,11 @@ from hub.domain.events import (
 from hub.domain.sla import BUILTIN_POLICIES, MILESTONES, Policy, evaluate
 from hub.domain.unit_status import UnitStatus
 
-__all__ = ["ASSIGNMENT_MILESTONES", "Assignment", "Diversion", "Incident", "Milestone"]
+__all__ = ["ASSIGNMENT_MILESTONES", "DEVICE_SOURCES", "Assignment", "Diversion", "Incident", "Milestone"]
 
 ASSIGNMENT_MILESTONES = ("dispatched", "acknowledged", "departed", "contacted", "arrived", "cleared")
+# Sources that speak for a device: the device itself, and the detectors reading its fixes.
+DEVICE_SOURCES = frozenset({"device", "geofence", "motion"})
 
 @dataclass(frozen=True)
 class Milestone:
@@ -122,6 +124,7 @@ class Incident:
         self.incident_marks: dict[str, Milestone] = {}  # contacted/arrived without a unit, supported
         self.closed: Milestone | None = None
         self.diversion: Diversion | None = None
+        self.device_notes = 0  # notes from DEVICE_SOURCES: the service caps them per incident
 
     @classmethod
     def replay(cls, incident_id: str, events: Iterable[Event]) -> Incident:
@@ -178,6 +181,8 @@ class Incident:
                 self.diversion = Diversion(event.reason, event.ts)
             elif isinstance(event, HandedOver):
                 self._hand_over(event)
+            elif isinstance(event, Noted) and event.source in DEVICE_SOURCES:
+                self.device_notes += 1
         self.log.append(event)
 
     def _check_accepts(self, event: Event) -> None:
@@ -277,11 +282,18 @@ class Incident:
             found["cleared"].append(self.closed)
         return {name: min(marks, key=lambda m: m.ts) if marks else None for name, marks in found.items()}
 
-    def view(self, now_ms: int, policies: Mapping[str, Policy] = BUILTIN_POLICIES) -> dict[str, Any]:
+    def _log_tail(self, limit: int | None) -> list[Event]:
+        if limit is None:
+            return self.log
+        return self.log[-limit:] if limit > 0 else []
+
+    def view(self, now_ms: int, policies: Mapping[str, Policy] = BUILTIN_POLICIES, *,
+             log_limit: int | None = None) -> dict[str, Any]:
         """The incident as GET /api/v1/incidents/{id} shows it, SLA evaluated at `now_ms`.
 
         A diverted incident has no SLA (the police targets no longer apply); an unknown policy name
-        evaluates to no targets."""
+        evaluates to no targets. `log_limit`: only the newest entries of the log (the live feed's view;
+        `log_size` says how many there are in all)."""
         c = self._require_created()
         milestones = self.milestones()
         policy = policies.get(c.policy) if c.policy else None
@@ -307,5 +319,6 @@ class Incident:
             "milestones": {name: None if m is None else m.to_dict() for name, m in milestones.items()},
             "assignments": [a.to_dict() for a in self.assignments],
             "sla": sla,
-            "log": [e.to_dict() for e in self.log],
+            "log": [e.to_dict() for e in self._log_tail(log_limit)],
+            "log_size": len(self.log),
         }
