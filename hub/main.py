@@ -13,7 +13,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from pydantic import ValidationError
+
 from hub.config import Settings
+from hub.errors import HubStartError
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
@@ -55,13 +58,32 @@ def _listening(settings: Settings, args: argparse.Namespace) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+def _cannot_start(reason: str) -> int:
+    """A start-up fault: one line on stderr, exit status 1 (whatever started has been stopped by then)."""
+    print(f"fieldhub: cannot start: {reason}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _settings(**values: Any) -> Settings:
+    """The settings; a bad FIELDHUB_* value raises HubStartError naming the variable."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        bad = "; ".join(f"FIELDHUB_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise HubStartError(f"configuration: {bad}") from exc
+
+
 async def cmd_serve(args: argparse.Namespace) -> int:
     from hub.server import Hub
 
-    settings = _listening(Settings(), args)
-    async with Hub(settings) as hub:
-        print(f"fieldhub serving on http://{args.host or settings.host}:{args.port or settings.port}", flush=True)
-        await _until_signal(hub.serve(args.host, args.port))
+    try:
+        settings = _listening(_settings(), args)
+        async with Hub(settings) as hub:
+            print(f"fieldhub serving on http://{args.host or settings.host}:{args.port or settings.port}",
+                  flush=True)
+            await _until_signal(hub.serve(args.host, args.port))
+    except HubStartError as exc:  # raised only while starting: the hub has stopped what it had started
+        return _cannot_start(str(exc))
     return 0
 
 
@@ -71,33 +93,39 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
-    settings = _listening(Settings(bootstrap_token=token, city_seed=args.seed), args)
+    try:
+        settings = _listening(_settings(bootstrap_token=token, city_seed=args.seed), args)
+    except HubStartError as exc:
+        return _cannot_start(str(exc))
     docks = city_docks(args.seed, stations=args.drones) if args.drones > 0 else []
     if docks and settings.mavlink_url is None:  # the demo's own drones, on a loopback port the hub picks
         settings = settings.model_copy(update={
             "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json")})
     host, port = args.host or settings.host, args.port or settings.port
-    async with Hub(settings) as hub:
-        started = asyncio.Event()
-        server = asyncio.create_task(hub.serve(host, port, started))
-        await started.wait()
-        assert hub.mqtt_url is not None
-        url = f"http://{host}:{port}"
-        print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
-              f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
-        city = run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
-                       incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
-        jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
-        if docks and hub.drones is not None:
-            jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), mqtt_url=hub.mqtt_url))
-            print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
-                  flush=True)
-        try:
-            await _until_signal(*jobs)
-        finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
+    try:
+        async with Hub(settings) as hub:
+            started = asyncio.Event()
+            server = asyncio.create_task(hub.serve(host, port, started))
+            await started.wait()
+            assert hub.mqtt_url is not None
+            url = f"http://{host}:{port}"
+            print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
+                  f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
+            city = run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
+                           incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
+            jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
+            if docks and hub.drones is not None:
+                jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), mqtt_url=hub.mqtt_url))
+                print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
+                      flush=True)
+            try:
+                await _until_signal(*jobs)
+            finally:
+                server.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server
+    except HubStartError as exc:  # raised only while starting
+        return _cannot_start(str(exc))
     return 0
 
 
@@ -255,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("hostile", help="1 %% hostile messages and a flooding device vs clean runs: loss, rate, p99")
+    from bench import hostile
+
+    hostile.add_arguments(b)
+    b.set_defaults(func=hostile.main)
     b = bsub.add_parser("accuracy", help="end-to-end arrival/departure accuracy against the simulator's truth")
     from bench.e2e_accuracy import add_arguments as add_accuracy_arguments
 

@@ -1,19 +1,15 @@
-"""Time partitioning of the fixes table: TimescaleDB when present, native otherwise.
+"""Native time partitioning of the fixes table (TimescaleDB's hypertable is in ``timescale.py``).
 
-Fix times are ``bigint`` epoch milliseconds (the wire format), so TimescaleDB
-uses integer time with an ``integer_now`` function; native partitions are
-ranges of whole UTC days named ``fixes_pYYYYMMDD``.
+Fix times are ``bigint`` epoch milliseconds (the wire format); native partitions
+are ranges of whole UTC days named ``fixes_pYYYYMMDD``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Final
 
 from psycopg import AsyncConnection, sql
-
-log = logging.getLogger(__name__)
 
 DAY_MS: Final = 86_400_000
 
@@ -45,60 +41,9 @@ def partition_start(ts_ms: int, days: int = 1) -> int:
     return ts_ms - ts_ms % width
 
 
-async def timescale_available(conn: AsyncConnection) -> bool:
-    cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    return await cur.fetchone() is not None
-
-
-async def create_fixes_table(conn: AsyncConnection, *, use_timescale: bool, partition_days: int,
-                             compress_after_days: int, retention_days: int) -> str:
-    """Create the fixes table once; returns the mode used ("timescaledb" or "native")."""
-    if use_timescale:
-        try:
-            async with conn.transaction():
-                await _create_hypertable(conn, partition_days, compress_after_days, retention_days)
-            return "timescaledb"
-        except Exception as exc:  # e.g. available but not in shared_preload_libraries
-            log.warning("TimescaleDB present but unusable (%s); using native partitioning", exc)
+async def create_native_fixes(conn: AsyncConnection) -> None:
+    """The fixes table as native range partitions of ``ts`` (the partitions come from ``create_partition``)."""
     await conn.execute(f"CREATE TABLE fixes ({FIXES_COLUMNS}) PARTITION BY RANGE (ts)")
-    return "native"
-
-
-async def _create_hypertable(conn: AsyncConnection, partition_days: int,
-                             compress_after_days: int, retention_days: int) -> None:
-    # Written against the TimescaleDB 2.x API (create_hypertable with integer
-    # time, set_integer_now_func, compression and retention policies, and a
-    # continuous aggregate). Not exercised on this machine: no package ships it.
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    await conn.execute(f"CREATE TABLE fixes ({FIXES_COLUMNS})")
-    await conn.execute(
-        "SELECT create_hypertable('fixes', 'ts', chunk_time_interval => %s::bigint)",
-        (partition_days * DAY_MS,),
-    )
-    await conn.execute(
-        "CREATE FUNCTION fieldhub_now_ms() RETURNS bigint LANGUAGE sql STABLE AS "
-        "$$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$"
-    )
-    await conn.execute("SELECT set_integer_now_func('fixes', 'fieldhub_now_ms')")
-    await conn.execute(
-        "ALTER TABLE fixes SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id', "
-        "timescaledb.compress_orderby = 'ts DESC')"
-    )
-    await conn.execute("SELECT add_compression_policy('fixes', compress_after => %s::bigint)",
-                       (compress_after_days * DAY_MS,))
-    await conn.execute("SELECT add_retention_policy('fixes', drop_after => %s::bigint)",
-                       (retention_days * DAY_MS,))
-    await conn.execute(
-        "CREATE MATERIALIZED VIEW fixes_hourly WITH (timescaledb.continuous) AS "
-        "SELECT device_id, time_bucket(3600000::bigint, ts) AS bucket, count(*) AS fixes, "
-        "avg(lat) AS lat, avg(lon) AS lon, max(speed) AS max_speed "
-        "FROM fixes GROUP BY device_id, bucket WITH NO DATA"
-    )
-    await conn.execute(
-        "SELECT add_continuous_aggregate_policy('fixes_hourly', start_offset => %s::bigint, "
-        "end_offset => 3600000::bigint, schedule_interval => INTERVAL '15 minutes')",
-        (3 * DAY_MS,),
-    )
 
 
 async def existing_partitions(conn: AsyncConnection) -> set[int]:

@@ -21,6 +21,8 @@ async def healthz(hub: HubDep) -> dict[str, Any]:
         "mqtt": hub.bridge is not None and hub.bridge.connected.is_set(),
         "database": hub.writer.available,
         "storage_mode": hub.db.mode,
+        # Why this mode (e.g. TimescaleDB present but unusable, or without compression): a degraded mode is visible.
+        "storage_mode_reason": hub.db.mode_reason,
     }
 
 
