@@ -14,11 +14,12 @@ trickle ICE is supported and ICE restarts are not, so a restart gets ``422``; ``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from hub.api.errors import ApiError
+from hub.api.inputs import unstorable
 from video.errors import (
     BadOffer,
     BadSdpFragment,
@@ -38,6 +39,8 @@ __all__ = ["SDP", "SDPFRAG", "video_router"]
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
+# Device, stream and session ids (SPEC 1; session ids are hex): anything else is a 422 before a lookup.
+Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 # Most specific first: the first matching class gives the status.
 _STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (BadOffer, 400),
@@ -94,11 +97,16 @@ async def _text_body(request: Request, media_type: str) -> str:
         body += chunk
         if len(body) > MAX_SDP_BYTES:
             raise ApiError(413, "too_large", f"the body is larger than {MAX_SDP_BYTES} bytes")
+    code = "bad_offer" if media_type == SDP else "bad_sdpfrag"
     try:
-        return body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        code = "bad_offer" if media_type == SDP else "bad_sdpfrag"
         raise ApiError(400, code, "the body is not UTF-8 text") from exc
+    # SDP text has no NUL or control characters (RFC 8866 5); none may reach a peer connection or a log.
+    why = unstorable(text)
+    if why is not None:
+        raise ApiError(400, code, f"the body {why}")
+    return text
 
 
 def _created(request: Request, session_id: str, sdp: str) -> Response:
@@ -147,11 +155,11 @@ def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str
         return Response(status_code=200)
 
     @router.options("/whip/{device_id}")
-    async def whip_options(device_id: str) -> Response:
+    async def whip_options(device_id: Id) -> Response:
         return _options("OPTIONS, POST")
 
     @router.post("/whip/{device_id}")
-    async def whip_publish(device_id: str, request: Request) -> Response:
+    async def whip_publish(device_id: Id, request: Request) -> Response:
         await authorize_publish(device_id, _bearer(request))
         offer = await _text_body(request, SDP)
         try:
@@ -161,23 +169,23 @@ def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str
         return _created(request, answer.session_id, answer.sdp)
 
     @router.patch("/whip/{device_id}/{session_id}")
-    async def whip_patch(device_id: str, session_id: str, request: Request) -> Response:
+    async def whip_patch(device_id: Id, session_id: Id, request: Request) -> Response:
         await authorize_publish(device_id, _bearer(request))
         session_of("publisher", device_id, session_id)
         return await patch(request, session_id)
 
     @router.delete("/whip/{device_id}/{session_id}")
-    async def whip_delete(device_id: str, session_id: str, request: Request) -> Response:
+    async def whip_delete(device_id: Id, session_id: Id, request: Request) -> Response:
         await authorize_publish(device_id, _bearer(request))
         session_of("publisher", device_id, session_id)
         return await end(session_id)
 
     @router.options("/whep/{stream_id}")
-    async def whep_options(stream_id: str) -> Response:
+    async def whep_options(stream_id: Id) -> Response:
         return _options("OPTIONS, POST")
 
     @router.post("/whep/{stream_id}")
-    async def whep_view(stream_id: str, request: Request) -> Response:
+    async def whep_view(stream_id: Id, request: Request) -> Response:
         await authorize_view(_bearer(request))
         offer = await _text_body(request, SDP)
         try:
@@ -187,13 +195,13 @@ def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str
         return _created(request, answer.session_id, answer.sdp)
 
     @router.patch("/whep/{stream_id}/{session_id}")
-    async def whep_patch(stream_id: str, session_id: str, request: Request) -> Response:
+    async def whep_patch(stream_id: Id, session_id: Id, request: Request) -> Response:
         await authorize_view(_bearer(request))
         session_of("viewer", stream_id, session_id)
         return await patch(request, session_id)
 
     @router.delete("/whep/{stream_id}/{session_id}")
-    async def whep_delete(stream_id: str, session_id: str, request: Request) -> Response:
+    async def whep_delete(stream_id: Id, session_id: Id, request: Request) -> Response:
         await authorize_view(_bearer(request))
         session_of("viewer", stream_id, session_id)
         return await end(session_id)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
+from hub.api.body_limit import BodyLimit
+from hub.api.inputs import refuse_unstorable_params
 from hub.api.routes import drones, health, incidents, live, one_map, streams, units
 from hub.server import Hub
 from video.http import video_router
 
 
 def create_app(hub: Hub) -> FastAPI:
-    app = FastAPI(title="fieldhub", version="0.1.0")
+    # Every route, the WHIP/WHEP ones and those added later included, checks its path and query values.
+    app = FastAPI(title="fieldhub", version="0.1.0", dependencies=[Depends(refuse_unstorable_params)])
     app.state.hub = hub
     errors.install(app)
+    # Outside the routes and their exception handlers: a body over the limit is refused before anything runs.
+    app.add_middleware(BodyLimit, max_bytes=hub.settings.http_max_body_bytes)
     app.include_router(health.router)
     app.include_router(units.router)
     app.include_router(incidents.router)

@@ -23,8 +23,13 @@ class ApiError(Exception):
         self.message = message
 
 
+def _printable(text: str) -> str:
+    """A message that may quote a client's input is written with its unencodable characters escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": _printable(message)}
     if details is not None:
         error["details"] = details
     return {"error": error}
@@ -46,7 +51,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        details = [{"loc": [p if isinstance(p, int) else _printable(str(p)) for p in e.get("loc", ())],
+                    "msg": _printable(str(e.get("msg", "")))} for e in exc.errors()]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         return JSONResponse(error_body("invalid", message, details), status_code=422)

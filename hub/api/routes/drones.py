@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from hub.api.deps import HubDep, Principal, Reader, require
 from hub.api.errors import ApiError
+from hub.api.inputs import ApiModel
 from hub.api.routes.incidents import ID, IncidentId, _api_error
 from hub.drones import DroneCommandFailed, DroneNotFound, DroneService, NoDroneAvailable
 from hub.incidents import IncidentError
@@ -22,14 +23,14 @@ DroneDispatcher = Annotated[Principal, require("dispatcher", "drone_operator")]
 _STATUS = {"link_lost": 409, "command_rejected": 409, "command_failed": 409, "command_timeout": 504}
 
 
-class GotoIn(BaseModel):
+class GotoIn(ApiModel):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
     # Metres above the dock; 120 m is the usual legal ceiling for small drones.
     alt: float = Field(default=60.0, ge=10, le=120, allow_inf_nan=False)
 
 
-class SendIn(BaseModel):
+class SendIn(ApiModel):
     drone_id: str | None = Field(default=None, pattern=ID)
 
 

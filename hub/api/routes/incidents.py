@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
+from hub.api.inputs import ApiModel, Line
 from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, IncidentService
 
 router = APIRouter(tags=["incidents"])
@@ -20,22 +21,22 @@ MAX_TS = 4_102_444_800_000
 DAY_MS = 86_400_000
 
 
-class IncidentIn(BaseModel):
-    category: str = Field(min_length=1, max_length=64)
+class IncidentIn(ApiModel):
+    category: Line = Field(min_length=1, max_length=64)
     priority: int = Field(ge=1, le=4, strict=True)
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
     address: str = Field(default="", max_length=500)
     summary: str = Field(default="", max_length=4000)
     received_at: int | None = Field(default=None, ge=0, le=MAX_TS)
-    policy: str | None = Field(default=None, min_length=1, max_length=64)
+    policy: Line | None = Field(default=None, min_length=1, max_length=64)
     # Overrides the arrival zone radius the category rules give (SPEC default 100 m).
     arrival_radius_m: float | None = Field(default=None, ge=10, le=5000, allow_inf_nan=False)
     # True: divert to the 12345 hotline at once; False: never by rule; null: by the category rules.
     divert: bool | None = None
 
 
-class DispatchIn(BaseModel):
+class DispatchIn(ApiModel):
     unit_ids: list[Annotated[str, Field(pattern=ID)]] | None = Field(default=None, min_length=1, max_length=50)
     auto: bool = False
     count: int = Field(default=1, ge=1, le=20)
@@ -47,7 +48,7 @@ class DispatchIn(BaseModel):
         return self
 
 
-class EventIn(BaseModel):
+class EventIn(ApiModel):
     type: Literal["contacted", "supported", "arrived", "note"]
     ts: int | None = Field(default=None, ge=0, le=MAX_TS)
     unit_id: str | None = Field(default=None, pattern=ID)
@@ -60,23 +61,23 @@ class EventIn(BaseModel):
         return self
 
 
-class CancelIn(BaseModel):
+class CancelIn(ApiModel):
     unit_id: str = Field(pattern=ID)
-    reason: str = Field(default="cancelled by the dispatcher", min_length=1, max_length=500)
+    reason: Line = Field(default="cancelled by the dispatcher", min_length=1, max_length=500)
 
 
-class ReassignIn(BaseModel):
+class ReassignIn(ApiModel):
     from_unit_id: str = Field(pattern=ID)
     to_unit_id: str | None = Field(default=None, pattern=ID)  # null: the best available unit
-    reason: str = Field(default="reassigned by the dispatcher", min_length=1, max_length=500)
+    reason: Line = Field(default="reassigned by the dispatcher", min_length=1, max_length=500)
 
 
-class DivertIn(BaseModel):
-    reason: str = Field(default="non-emergency/non-police (dispatcher)", min_length=1, max_length=500)
+class DivertIn(ApiModel):
+    reason: Line = Field(default="non-emergency/non-police (dispatcher)", min_length=1, max_length=500)
 
 
-class CloseIn(BaseModel):
-    reason: str = Field(default="", max_length=500)
+class CloseIn(ApiModel):
+    reason: Line = Field(default="", max_length=500)
 
 
 def _service(hub: Any) -> IncidentService:

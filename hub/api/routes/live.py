@@ -56,7 +56,8 @@ async def live(ws: WebSocket) -> None:
 
 
 async def _drain_incoming(ws: WebSocket) -> None:
-    """Read (and ignore) what the client sends, to notice when it goes away."""
+    """Read (and ignore) what the client sends, text or binary, to notice when it goes away."""
+    # Not `receive_text()`: a binary frame has no "text" and would end the reader with a KeyError.
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            await ws.receive_text()
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass

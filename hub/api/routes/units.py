@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
+from hub.api.inputs import ApiModel, Line
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
 
@@ -17,17 +18,17 @@ ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 UnitId = Annotated[str, Path(pattern=ID)]
 
 
-class Point(BaseModel):
+class Point(ApiModel):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
 
 
-class UnitIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+class UnitIn(ApiModel):
+    name: Line = Field(min_length=1, max_length=100)
     kind: str = Field(default="patrol", pattern=r"^[a-z_]{1,32}$")
     devices: list[Annotated[str, Field(pattern=ID)]] = Field(default_factory=list, max_length=32)
     home: Point | None = None
-    capabilities: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list,
+    capabilities: list[Annotated[Line, Field(min_length=1, max_length=64)]] = Field(default_factory=list,
                                                                                    max_length=64)
 
 

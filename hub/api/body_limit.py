@@ -1,0 +1,81 @@
+"""The request body limit, applied before routing, authentication or parsing (a pure ASGI middleware).
+
+Starlette's own ``RequestBodyLimitMiddleware`` answers in plain text and, when the declared length is over
+the limit, lets the route run (token look-up included) before it swaps the answer; the contract wants the
+JSON error and nothing done for a body that is refused, so this one refuses a declared length up front and
+counts a streamed (chunked) body as it arrives, never holding more than the limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["BodyLimit", "BodyTooLarge"]
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit: the app's handler answers 413 JSON."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def _answer(status: int, code: str, message: str) -> tuple[Message, Message]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    return start, {"type": "http.response.body", "body": body}
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """The Content-Length header (the server already refused a malformed one); -1: unreadable."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else -1
+    return None
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared is not None and (declared < 0 or declared > self.max_bytes):
+            refused = _answer(413, "too_large", str(BodyTooLarge(self.max_bytes).detail)) if declared >= 0 \
+                else _answer(400, "bad_request", "unreadable Content-Length")
+            for message in refused:
+                await send(message)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge as exc:
+            # Normally the app's exception handler has answered already; this is for code that let it through.
+            if started:
+                raise
+            for message in _answer(413, "too_large", str(exc.detail)):
+                await send(message)
