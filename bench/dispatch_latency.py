@@ -35,7 +35,7 @@ from bench.loadgen import FIX
 from bench.probes import rss_bytes
 from bench.publisher import Publisher, connect, encode_topic
 from bench.report import distribution, machine_facts
-from bench.stack import BenchStack
+from bench.stack import BenchStack, add_database_url
 from devices.topics import device_topic
 from sim.city import build_city
 
@@ -158,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bounds = city.bounds()
     fleet = Fleet(args.units, bounds, rng)
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-dispatch-latency-"))
-    stack = BenchStack(workdir)
+    stack = BenchStack(workdir, database_url=args.database_url)
     watch = CommandWatch()
     fresh: asyncio.Task[None] | None = None
     try:
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-check-live", dest="check_live", action="store_false")
+    add_database_url(p)
     return p
 
 

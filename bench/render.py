@@ -53,7 +53,7 @@ from bench.render_page import (
     summarise,
 )
 from bench.report import distribution, machine_facts
-from bench.stack import PROJECT_ROOT, BenchError, BenchStack
+from bench.stack import PROJECT_ROOT, BenchError, BenchStack, add_database_url
 
 log = logging.getLogger("bench.render")
 
@@ -247,7 +247,7 @@ def page_numbers(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, results: dict[str, Any], workdir: Path) -> None:
-    stack = BenchStack(workdir)
+    stack = BenchStack(workdir, database_url=args.database_url)
     fleet: FleetProcess | None = None
     try:
         log.info("starting Mosquitto, PostgreSQL and the hub in %s", workdir)
@@ -370,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--city-seed", type=int, default=7, help="must be the hub's FIELDHUB_CITY_SEED (default 7)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
+    add_database_url(p)
     p.add_argument("--out", type=Path)
     return p
 

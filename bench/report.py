@@ -91,7 +91,8 @@ def machine_facts() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- table
-def _n(value: Any, digits: int = 0) -> str:
+def fmt_number(value: Any, digits: int = 0) -> str:
+    """A count or rate for a table: thousands separated, '-' for none."""
     if value is None:
         return "-"
     if isinstance(value, float) and digits:
@@ -157,3 +158,6 @@ def table(results: dict[str, Any]) -> str:
             ratio = f"{100 * hub_rate / rate:.1f} %" if rate else "-"
             out.append(f"  {label:<54} {_n(rate):>8} {unit:<7} {ratio}")
     return "\n".join(out)
+
+
+_n = fmt_number

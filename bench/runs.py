@@ -125,10 +125,8 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
         return metric_sum(last, name) - metric_sum(base, name)
 
     count = stored[0]
-    (t0, first_cpu, _), (t1, last_cpu, _) = timeline.processes[0], timeline.processes[-1]
-    cpu_s = {k: (last_cpu.get(k) or 0.0) - (first_cpu.get(k) or 0.0) for k in last_cpu}
-    # Whatever else ran on the machine meanwhile (other users' processes, the kernel's own threads).
-    cpu_s["others"] = max(0.0, cpu_s.pop("machine", 0.0) - sum(cpu_s.values()))
+    cpu = cpu_usage(timeline)
+    cpu_s = cpu["seconds"]
     stages = {s: delta(f"fieldhub_stage_seconds_total{{stage={s}}}") for s in STAGES}
     outside = cpu_s.get("hub", 0.0) - sum(stages.values())
     rss = [r for _, _, r in timeline.processes if r]
@@ -148,8 +146,7 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
         "hub_rss_mib": {"idle": _mib(rss[0]) if rss else None, "peak": _mib(max(rss)) if rss else None,
                         "end": _mib(rss[-1]) if rss else None},
         "devices_tracked": round(last.get("fieldhub_devices_tracked", 0)),
-        "cpu": {"wall_s": round(t1 - t0, 2), "seconds": {k: round(v, 2) for k, v in cpu_s.items()},
-                "cores": {k: round(v / (t1 - t0), 2) if t1 > t0 else None for k, v in cpu_s.items()}},
+        "cpu": cpu,
         "hub_time": {"stage_seconds": {s: round(v, 3) for s, v in stages.items()},
                      "stages_s": round(sum(stages.values()), 2), "outside_stages_s": round(outside, 2),
                      "us_per_fix": {"stages": _per(sum(stages.values()), count), "outside_stages": _per(outside, count),
@@ -158,6 +155,16 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
                                    default=0) for q in ("inbox", "writer")},
         "series": _series(published, stored_curve, timeline, t_first),
     }
+
+
+def cpu_usage(timeline: Timeline) -> dict[str, Any]:
+    """CPU seconds and cores of each measured process between the first and the last process sample."""
+    (t0, first_cpu, _), (t1, last_cpu, _) = timeline.processes[0], timeline.processes[-1]
+    cpu_s = {k: (last_cpu.get(k) or 0.0) - (first_cpu.get(k) or 0.0) for k in last_cpu}
+    # Whatever else ran on the machine meanwhile (other users' processes, the kernel's own threads).
+    cpu_s["others"] = max(0.0, cpu_s.pop("machine", 0.0) - sum(cpu_s.values()))
+    return {"wall_s": round(t1 - t0, 2), "seconds": {k: round(v, 2) for k, v in cpu_s.items()},
+            "cores": {k: round(v / (t1 - t0), 2) if t1 > t0 else None for k, v in cpu_s.items()}}
 
 
 def _per(seconds: float, fixes: int) -> float:

@@ -1,6 +1,8 @@
 """The system under test: a private Mosquitto, a private PostgreSQL and the hub as a subprocess.
 
-Everything lives in one fresh directory and is stopped by :meth:`BenchStack.close`
+With ``database_url`` the stack starts no PostgreSQL and uses that one (an external PostgreSQL or
+TimescaleDB), so the same benchmark measures the hub against it. Everything else
+lives in one fresh directory and is stopped by :meth:`BenchStack.close`
 (synchronous, bounded, safe to call twice and after a partial start). The hub
 runs as its own process (``python -m hub.main serve``) so its CPU and memory are
 measured apart from the load generator and from the benchmark itself. Children
@@ -10,6 +12,7 @@ stops them in order) and are asked by the kernel to end if the benchmark dies.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -18,16 +21,18 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import psycopg
 
 from bench.probes import find_process
 from hub.embedded import EmbeddedPostgres, MosquittoBroker, free_port
@@ -77,13 +82,21 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) 
 
 
 class BenchStack:
-    def __init__(self, workdir: Path, hub_env: Mapping[str, str] | None = None) -> None:
+    """``database_url``: an external PostgreSQL or TimescaleDB to use instead of starting our own (the hub
+    migrates it; the benchmark's rows stay in it). ``commit_timestamps``: the benchmark reads each row's
+    commit time (``pg_xact_commit_timestamp``), so PostgreSQL must track them: our own is configured so, an
+    external one must already be (``track_commit_timestamp = on``, which needs a server restart)."""
+
+    def __init__(self, workdir: Path, hub_env: Mapping[str, str] | None = None, *, database_url: str | None = None,
+                 commit_timestamps: bool = False) -> None:
         self.workdir = workdir
         # Extra FIELDHUB_* settings for the hub (e.g. a drone link); they win over the stack's own.
         self.hub_env = dict(hub_env or {})
         self.token = "fh_bench_" + secrets.token_urlsafe(16)
         self.broker = MosquittoBroker(workdir / "mosquitto")
         self.postgres = EmbeddedPostgres(workdir / "pg")
+        self.external_database = database_url
+        self.commit_timestamps = commit_timestamps
         self.database_url = ""
         self.hub: subprocess.Popen[bytes] | None = None
         self.hub_url = ""
@@ -97,8 +110,31 @@ class BenchStack:
         if not MosquittoBroker.available():
             raise BenchError("mosquitto is not on PATH (apt-get install mosquitto mosquitto-clients)")
         await asyncio.to_thread(self.broker.start)
-        self.database_url = await asyncio.to_thread(self.postgres.start)
+        if self.external_database:
+            self.database_url = self.external_database
+            await asyncio.to_thread(self._check_external)
+        else:
+            self.database_url = await asyncio.to_thread(self.postgres.start)
+            if self.commit_timestamps:
+                await asyncio.to_thread(self._track_commit_timestamps)
         await self.start_hub()
+
+    def _track_commit_timestamps(self) -> None:
+        """Turn ``track_commit_timestamp`` on in our own PostgreSQL (a restart, well under a second)."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+        self.postgres.stop()
+        self.postgres.restart()
+
+    def _check_external(self) -> None:
+        try:
+            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as conn:
+                row = conn.execute("SHOW track_commit_timestamp").fetchone()
+        except psycopg.Error as exc:
+            raise BenchError(f"the database at --database-url does not answer: {exc}") from exc
+        if self.commit_timestamps and (row is None or row[0] != "on"):
+            raise BenchError("this benchmark reads commit times: set track_commit_timestamp = on on the external "
+                             "server (ALTER SYSTEM SET track_commit_timestamp = on; then restart it)")
 
     async def start_hub(self) -> None:
         port = free_port()
@@ -152,7 +188,9 @@ class BenchStack:
         return find_process(proc.pid if proc is not None else None)
 
     def postgres_process(self) -> psutil.Process | None:
-        """The postmaster (its backends are its children)."""
+        """The postmaster (its backends are its children); None for an external database."""
+        if self.external_database:
+            return None
         with contextlib.suppress(OSError, ValueError, IndexError):
             return find_process(int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0]))
         return None
@@ -165,6 +203,14 @@ class BenchStack:
             self.broker.stop()
         with contextlib.suppress(Exception):
             self.postgres.close()
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``: run the benchmark against an external PostgreSQL or TimescaleDB (see :class:`BenchStack`)."""
+    parser.add_argument("--database-url", metavar="URL",
+                        help="an external PostgreSQL or TimescaleDB (postgresql://...) instead of a private one: "
+                             "the hub migrates it and writes the benchmark's rows into it, and raw database limits "
+                             "are measured against it")
 
 
 def run_bench(name: str, run: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], argv: Sequence[str] | None,
@@ -185,3 +231,50 @@ def run_bench(name: str, run: Callable[[str], Coroutine[Any, Any, dict[str, Any]
     first, *rest = report(result)
     print(first, f"\nwall time {result['wall_s']} s; results in {out}\n", *rest, sep="\n")
     return 0
+
+
+def cancel_on_sigterm() -> asyncio.Event:
+    """SIGTERM cancels the benchmark like Ctrl-C does, so the clean-up runs; the event tells which it was."""
+    terminated = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_term() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+    return terminated
+
+
+async def run_on_stack(stack: BenchStack, workdir: Path, results: dict[str, Any],
+                       body: Callable[[], Awaitable[None]]) -> tuple[bool, bool]:
+    """Run a benchmark's ``body`` on ``stack`` and stop everything whatever happened; what went wrong lands in
+    ``results["error"]`` (what was measured stays). Returns (failed, terminated by SIGTERM). A failed run keeps
+    ``workdir`` (hub.log, mosquitto/, pg/log) for inspection."""
+    terminated = cancel_on_sigterm()
+    failed = True
+    try:
+        await body()
+        failed = False
+    except BenchError as exc:
+        results["error"] = str(exc)
+        log.error("benchmark failed: %s", exc)
+    except Exception as exc:  # still clean up, still write what was measured
+        results["error"] = repr(exc)
+        log.exception("benchmark failed")
+    except asyncio.CancelledError:
+        results["error"] = "interrupted"
+        if not terminated.is_set():
+            raise
+    finally:
+        log.info("stopping the hub, the broker and PostgreSQL")
+        await asyncio.to_thread(stack.close)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        if failed and results.get("error") != "interrupted":
+            log.warning("kept %s for inspection (hub.log, mosquitto/, pg/log)", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return failed, terminated.is_set()

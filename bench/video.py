@@ -34,7 +34,7 @@ import httpx
 from bench.drones import sampled, until
 from bench.probes import find_process, machine_busy_seconds, scrape
 from bench.report import machine_facts
-from bench.stack import BenchError, BenchStack, python_env, run_bench
+from bench.stack import BenchError, BenchStack, add_database_url, python_env, run_bench
 from bench.video_load import FPS, DecodingViewer, LoopPublisher, encode_loop, frame_number, raw_pair
 from bench.video_stats import (
     cores_summary,
@@ -105,7 +105,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     facts = machine_facts()
     loop = await asyncio.to_thread(encode_loop, LOOP_FRAMES, GOP, args.kbps)
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-video-"))
-    stack = BenchStack(workdir, hub_env={} if args.record else {"FIELDHUB_VIDEO_RECORDING": "false"})
+    stack = BenchStack(workdir, hub_env={} if args.record else {"FIELDHUB_VIDEO_RECORDING": "false"},
+                       database_url=args.database_url)
     loads = [LoopPublisher(loop, (k * GOP) % LOOP_FRAMES, k / (args.streams * FPS)) for k in range(args.streams)]
     publishers: list[WhipPublisher] = []
     children = {name: ViewerProcess(workdir / f"{name}.log") for name in ("decoders", "counters")}
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kbps", type=int, default=2000, help="the loop's VP8 bitrate in kbit/s")
     p.add_argument("--no-record", dest="record", action="store_false", help="turn the hub's recording off")
     p.add_argument("--samples", type=Path, help="also write every send and arrival time to this JSON file")
+    add_database_url(p)
     p.add_argument("--out", type=Path, help="JSON results (default bench/results/video-<UTC date>.json)")
     return p
 
