@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import Settings
+from hub.errors import HubStartError
 from hub.incident_config import IncidentConfigError, load_incident_config
 from tests.conftest import running_hub
 
@@ -65,6 +66,7 @@ async def test_the_hub_uses_the_file_and_refuses_to_start_with_a_bad_one(setting
                                                          "lon": 117.18})
         assert r.json()["arrival_radius_m"] == 75.0
     bad = write(tmp_path, {"arrival_zones": {"default_m": "far"}})
-    with pytest.raises(IncidentConfigError, match="radius"):
+    with pytest.raises(HubStartError, match="radius") as refused:
         async with running_hub(settings.model_copy(update={"incident_config": bad})):
             pass
+    assert isinstance(refused.value.__cause__, IncidentConfigError)
