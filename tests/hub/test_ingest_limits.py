@@ -70,7 +70,8 @@ async def test_a_flooding_device_is_limited_and_counted_while_another_loses_noth
         cur = await conn.execute("SELECT device_id, detail, raw FROM rejects WHERE reason = 'rate_limited'")
         device, detail, raw = await cur.fetchone()  # type: ignore[misc]
     assert device == "flood-1" and detail.startswith(f"{limited} telemetry messages dropped")
-    assert json.loads(bytes(raw))["ts"] == t0 + stored  # the first one dropped
+    # The first one dropped: right after the burst, unless the bucket refilled while the flood was still arriving.
+    assert t0 + burst <= json.loads(bytes(raw))["ts"] <= t0 + stored
     assert await hub.count("SELECT count(*) FROM rejects WHERE device_id = 'calm-1'") == 0
     metrics = (await hub.api.get("/metrics")).text
     assert f'fieldhub_rejects_total{{reason="rate_limited"}} {float(limited)}' in metrics
