@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     device_events_per_s: float = 5.0
     device_events_burst: int = 100
     # When the hub's MQTT session resumes (session present) the broker delivers what it held at line speed;
-    # the limits (which measure the hub's receive time) wait this long so that backlog is not taken for a flood.
+    # the limits (which measure the hub's receive time) are 50 times wider for this long, so that backlog is not
+    # taken for a flood while a flood meanwhile is still bounded (hub/pipeline.py CATCH_UP_FACTOR).
     device_limits_catch_up_s: float = 60.0
     # A device-reported milestone (ack, contact) or a detected one may not move an existing milestone by more.
     milestone_max_shift_s: float = 300.0

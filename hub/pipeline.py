@@ -49,6 +49,7 @@ DAY_MS = 86_400_000
 CHANNELS = ("telemetry", "status", "event")
 # The largest receive maximum MQTT 5 allows: a compliant broker never has more QoS 1 messages in flight.
 QOS1_HEADROOM = 65_535
+CATCH_UP_FACTOR = 50  # how much wider the limits are while the broker delivers the backlog of a resumed session
 HOUSEKEEPING_MS = 10_000  # idle rate buckets and dedupe memory of forgotten devices go this often
 
 
@@ -88,7 +89,10 @@ class Pipeline:
         self.limiter = RateLimiter(rate_limits or {})
         # When the MQTT session resumes, the broker delivers what it held for the hub at line speed: a device's
         # 1 Hz fixes of a ten-minute outage arrive within a second. The limits measure the hub's receive time,
-        # so they wait ``catch_up_ms`` (see :meth:`catch_up`) rather than drop that backlog as a flood.
+        # so for ``catch_up_ms`` (see :meth:`catch_up`) they are CATCH_UP_FACTOR times wider rather than drop
+        # that backlog as a flood; a flood meanwhile is still bounded (by default 1,000 messages/s a device).
+        self.catch_up_limiter = RateLimiter({kind: Limit(limit.per_s * CATCH_UP_FACTOR, limit.burst * CATCH_UP_FACTOR)
+                                             for kind, limit in (rate_limits or {}).items()})
         self.catch_up_ms = catch_up_ms
         self._limits_from_ms = 0
         self.drops = DropSummaries(keep_bytes=raw_limit)
@@ -139,7 +143,7 @@ class Pipeline:
         return self._future if qos else None
 
     def catch_up(self) -> None:
-        """The MQTT session resumed: let the broker's backlog in before the rate limits apply again."""
+        """The MQTT session resumed: wider limits while the broker delivers its backlog."""
         self._limits_from_ms = now_ms() + self.catch_up_ms
 
     @property
@@ -229,6 +233,7 @@ class Pipeline:
         """Forget rate buckets and dedupe memory that no longer matter."""
         self._housekeeping_ms = now + HOUSEKEEPING_MS
         self.limiter.evict_idle(now)
+        self.catch_up_limiter.evict_idle(now)
         known = self.live.devices
         if len(self._recent) > len(known) or any(d not in known for d in self._recent):
             self._recent = {d: r for d, r in self._recent.items() if d in known}
@@ -252,9 +257,13 @@ class Pipeline:
 
     def limit(self, m: Message) -> None:
         """The device's message bucket for this channel, before any decoding: a flood costs little."""
-        if m.received_ms >= self._limits_from_ms and not self.limiter.allow(m.channel, m.device_id, m.received_ms):
-            per_s, burst = self.limiter.limits[m.channel]
+        limiter = self._limiter(m)
+        if not limiter.allow(m.channel, m.device_id, m.received_ms):
+            per_s, burst = limiter.limits[m.channel]
             m.reject = PayloadError("rate_limited", f"more than {per_s:g} {m.channel} messages/s (burst {burst})")
+
+    def _limiter(self, m: Message) -> RateLimiter:
+        return self.limiter if m.received_ms >= self._limits_from_ms else self.catch_up_limiter
 
     def decode(self, m: Message) -> None:
         """Payload to fixes/status/event by the contract."""
@@ -281,9 +290,9 @@ class Pipeline:
             else:
                 kept.append(fix)
         m.fixes = kept
-        if m.fixes and m.received_ms >= self._limits_from_ms and not self.limiter.allow(
-                "fixes", m.device_id, m.received_ms, len(m.fixes)):
-            per_s, burst = self.limiter.limits["fixes"]
+        limiter = self._limiter(m)
+        if m.fixes and not limiter.allow("fixes", m.device_id, m.received_ms, len(m.fixes)):
+            per_s, burst = limiter.limits["fixes"]
             m.reject = PayloadError("rate_limited", f"{len(m.fixes)} fixes exceed {per_s:g} fixes/s (burst {burst})")
 
     def dedupe(self, m: Message) -> None:

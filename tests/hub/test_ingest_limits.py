@@ -125,6 +125,19 @@ async def test_the_backlog_a_broker_delivers_after_a_reconnect_is_not_rate_limit
         assert await db.scalar("SELECT count(*) FROM fixes") == 600 and pipeline.rejects == {}
 
 
+async def test_a_flood_while_the_backlog_arrives_is_still_limited(database_url: str) -> None:
+    async with parts(database_url, ["d1"], rate_limits=LIMITS) as (pipeline, _, db):
+        pipeline.catch_up()
+        t0 = now_ms() - 600_000
+        for i in range(6000):  # more than the widened burst (50 x 100)
+            pipeline.submit(topic("d1"), fix(t0 + i), 1)
+        await pipeline.drain()
+        await wait_for(lambda: pipeline.writer.pending_rows == 0)
+        stored = int(await db.scalar("SELECT count(*) FROM fixes"))
+        assert stored + pipeline.rejects["rate_limited"] == 6000
+        assert 5000 <= stored < 5600  # the widened burst, plus 1,000/s for the moments the submits took
+
+
 async def test_qos0_beyond_the_inbox_is_dropped_as_one_summary_and_qos1_beyond_the_hard_cap_is_not_acked(
         database_url: str) -> None:
     async with parts(database_url, ["d1"], inbox_limit=10) as (pipeline, _, db):
