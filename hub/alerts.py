@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devices.payloads import Fix
-from hub.domain.device_claims import Coalescer, sos_place
+from hub.domain.device_claims import Coalescer, sos_place, sos_received_verdict
 from hub.domain.events import Noted
 from hub.domain.sla import evaluate
 from hub.errors import StorageUnavailable
@@ -161,15 +161,12 @@ class Alerts:
         self._repeats.forget(key)  # a new SOS incident: its first repeat is reported at once
         alert = self.raise_alert("sos", event.ts, f"SOS from {who}{flag}", device_id=device_id, unit_id=unit_id,
                                  lat=lat, lon=lon, position_replaced=place.replaced or None)
-        # The call is received when the button was pressed, unless the device dates it implausibly.
-        received_at = event.ts
-        if not received_ms - svc.max_shift_ms <= event.ts <= received_ms:
-            received_at = received_ms
-            if event.ts < received_ms - svc.max_shift_ms:
-                svc.count("sos_ts_backdated")
-                flag += f"; the device dated it {event.ts}, received at {received_ms}: timed at its receipt"
+        received = sos_received_verdict(event.ts, received_ms, svc.max_shift_ms)
+        if received.reason is not None:
+            svc.count(received.reason)
+            flag += f"; {received.detail}"
         body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
-                "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "", "received_at": received_at}
+                "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "", "received_at": received.ts}
         self._sos_incidents[key] = PENDING  # repeats until it exists are counted, not new incidents
 
         async def create() -> None:
@@ -190,7 +187,9 @@ class Alerts:
                                                     text=f"SOS from {who}{flag}"))
             await self._tell(device_id, unit_id, incident_id)
 
-        if not await svc.outbox.run(f"sos:{key}", f"SOS incident for {who}", create):
+        # Refused (outbox full): the next SOS of this unit must create its incident, not count as a repeat.
+        if not await svc.outbox.run(f"sos:{key}", f"SOS incident for {who}", create,
+                                    on_refused=lambda: self._sos_incidents.pop(key, None)):
             log.warning("SOS from %s: alert %s raised; its incident waits for the database", who, alert["id"])
 
     async def _again(self, key: str, who: str, device_id: str, unit_id: str | None, incident_id: str, ts: int,

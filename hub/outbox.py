@@ -59,23 +59,26 @@ class Outbox:
             log.error("outbox: %d incident write(s) lost at shutdown, the database is still unreachable: %s",
                       self._size, ", ".join(what for jobs in self._jobs.values() for what, _ in jobs)[:2000])
 
-    async def run(self, key: str, what: str, job: Job) -> bool:
-        """Run `job` now, or keep it for later (True: done now; False: waiting or refused)."""
+    async def run(self, key: str, what: str, job: Job, *, on_refused: Callable[[], object] | None = None) -> bool:
+        """Run `job` now, or keep it for later (True: done now; False: waiting or refused). `on_refused` is
+        called when the outbox is full and the job is dropped, so a caller can undo what it reserved for it."""
         if self._size:  # something waits: the database is down, and order must hold
-            self._keep(key, what, job)
+            self._keep(key, what, job, on_refused)
             return False
         try:
             await job()
         except StorageUnavailable as exc:
             log.warning("outbox: %s waits for the database (%s)", what, exc)
-            self._keep(key, what, job)
+            self._keep(key, what, job, on_refused)
             return False
         return True
 
-    def _keep(self, key: str, what: str, job: Job) -> None:
+    def _keep(self, key: str, what: str, job: Job, on_refused: Callable[[], object] | None) -> None:
         if self._size >= self.limit:
             self.dropped += 1
             log.error("outbox full (%d): %s dropped", self._size, what)
+            if on_refused is not None:
+                on_refused()
             return
         self._jobs.setdefault(key, deque()).append((what, job))
         self._size += 1
