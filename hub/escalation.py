@@ -184,9 +184,9 @@ class AckFollowUp:
         """No ack after the re-sends: cancel the assignment and dispatch the next recommended unit."""
         svc = self.service
         svc._pending.pop(c.cmd_id, None)
-        held = svc._incidents.get(c.incident_id)
-        a = held[0].assignment(c.unit_id) if held is not None else None
-        if held is None or a is None or not a.active or a.cmd_id != c.cmd_id or "acknowledged" in a.marks:
+        incident = svc.current(c.incident_id)
+        a = incident.assignment(c.unit_id) if incident is not None else None
+        if a is None or not a.active or a.cmd_id != c.cmd_id or "acknowledged" in a.marks:
             return
         waited = f"{svc.ack_timeout_s:g} s and {c.resends} re-send(s)"
         try:

@@ -134,14 +134,13 @@ class LiveFeed:
             frames.append(encode_json(latest[extra]() if isinstance(extra, str) else extra))
         if not frames:
             return
+        snapshot: bytes | None = None  # built once per frame, however many clients fell behind
         for client in list(self.clients):
             for frame in frames:
                 if client.queue.full():
                     # Too slow: drop its backlog and start it over from a snapshot.
-                    while not client.queue.empty():
-                        client.queue.get_nowait()
-                    client.queue.put_nowait(self.snapshot_frame())
-                    client.resyncs += 1
+                    snapshot = snapshot or self.snapshot_frame()
+                    _restart(client, snapshot)
                     break
                 client.queue.put_nowait(frame)
         self.frames += len(frames)
@@ -149,8 +148,13 @@ class LiveFeed:
     def _resync_all(self) -> None:
         frame = self.snapshot_frame()
         for client in list(self.clients):
-            while not client.queue.empty():
-                client.queue.get_nowait()
-            client.queue.put_nowait(frame)
-            client.resyncs += 1
+            _restart(client, frame)
         self.frames += 1
+
+
+def _restart(client: FeedClient, snapshot: bytes) -> None:
+    """Drop the client's backlog and start it over from `snapshot`."""
+    while not client.queue.empty():
+        client.queue.get_nowait()
+    client.queue.put_nowait(snapshot)
+    client.resyncs += 1

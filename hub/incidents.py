@@ -27,7 +27,7 @@ from devices.payloads import Command, encode_command
 from hub.alerts import Alerts
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryRules
 from hub.domain.compliance import response_times
-from hub.domain.device_claims import DEVICE_NOTE_CAP, ack_verdict
+from hub.domain.device_claims import DEVICE_NOTE_CAP, Verdict, ack_verdict
 from hub.domain.dispatch import Recommender
 from hub.domain.errors import DomainError, IllegalTransition
 from hub.domain.events import (
@@ -432,13 +432,9 @@ class IncidentService:
         def decide(incident: Incident) -> list[Event]:
             a = incident.assignment(unit_id)
             dispatched = a.marks["dispatched"].ts if a is not None and a.cmd_id == cmd_id else event.ts
-            verdict = ack_verdict(dispatched, event.ts, received_ms)
-            assert verdict.ts is not None  # an ack is never ignored, only re-timed
-            events: list[Event] = [Acknowledged(ts=verdict.ts, source="device", unit_id=unit_id, cmd_id=cmd_id)]
-            if verdict.reason is not None:
-                events += self.ignored_note(verdict.reason, incident.id, unit_id,
-                                            f"ack from {device_id}: {verdict.detail}", ts=verdict.ts)
-            return events
+            return self.verdict_events(  # an ack is never ignored, only re-timed
+                ack_verdict(dispatched, event.ts, received_ms), incident, unit_id, f"ack from {device_id}: ",
+                lambda ts: Acknowledged(ts=ts, source="device", unit_id=unit_id, cmd_id=cmd_id))
 
         await self.claim(incident_id, f"ack of {cmd_id} from {device_id}", decide)
 
@@ -453,16 +449,25 @@ class IncidentService:
         return [Noted(ts=self.clock() if ts is None else ts, source=source, unit_id=unit_id,
                       text=f"{detail} [{reason}]")]
 
+    def verdict_events(self, verdict: Verdict, incident: Incident, unit_id: str | None, prefix: str,
+                       make: Callable[[int], Event], *, source: str = "device") -> list[Event]:
+        """What a checked device claim becomes: its event at the verdict's time (none when ignored), then the
+        note that says why it was corrected or ignored (counted and logged by `ignored_note`)."""
+        events = [] if verdict.ts is None else [make(verdict.ts)]
+        if verdict.reason is not None:
+            events += self.ignored_note(verdict.reason, incident.id, unit_id, prefix + verdict.detail,
+                                        ts=verdict.ts, source=source)
+        return events
+
     async def refuse_claim(self, reason: str, incident_id: str, unit_id: str | None, detail: str) -> None:
         """A device claim ignored: counted, logged and noted in the incident (bounded, see `claim`)."""
         await self.claim(incident_id, f"note ({reason})",
                          lambda incident: self.ignored_note(reason, incident.id, unit_id, detail))
 
-    async def record(self, incident_id: str, *events: Event,
-                     then: Callable[[Incident], Awaitable[None]] | None = None) -> Incident | None:
+    async def record(self, incident_id: str, *events: Event) -> Incident | None:
         """Commit device/detector/system events; a refused one is logged, counted and dropped. While the
-        database is down they wait in the outbox (None is returned) and `then` runs once they are written."""
-        return await self.claim(incident_id, f"{'+'.join(e.type for e in events)}", lambda _: list(events), then)
+        database is down they wait in the outbox (None is returned)."""
+        return await self.claim(incident_id, "+".join(e.type for e in events), lambda _: list(events))
 
     async def claim(self, incident_id: str, what: str, decide: Callable[[Incident], Sequence[Event]],
                     then: Callable[[Incident], Awaitable[None]] | None = None) -> Incident | None:
@@ -591,6 +596,6 @@ class IncidentService:
         if self.hotline is None:
             log.warning("incident %s diverted, but this service has no 12345 hand-over", incident.id)
             return
-        view = incident.view(self.clock(), self.policies)
+        view = incident.view(self.clock(), self.policies, log_limit=0)
         del view["log"], view["log_size"], view["sla"]  # the hotline needs the case, not the police's internal record
         self.hotline.submit(incident.id, view)

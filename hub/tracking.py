@@ -160,11 +160,8 @@ class ResponseTracker:
         unit_id = dev.unit_id
 
         def decide(incident: Incident) -> list[Event]:
-            verdict = contact_verdict(incident, unit_id, event.ts)
-            if verdict.ts is None:
-                assert verdict.reason is not None
-                return svc.ignored_note(verdict.reason, incident.id, unit_id, f"{device_id}: {verdict.detail}")
-            return [Contacted(ts=verdict.ts, source="device", unit_id=unit_id)]
+            return svc.verdict_events(contact_verdict(incident, unit_id, event.ts), incident, unit_id,
+                                      f"{device_id}: ", lambda ts: Contacted(ts=ts, source="device", unit_id=unit_id))
 
         await svc.claim(incident_id, f"contact from {device_id}", decide)
 
@@ -195,11 +192,7 @@ class ResponseTracker:
 
     def _detected(self, event: Departed | Arrived) -> Callable[[Incident], list[Event]]:
         def decide(incident: Incident) -> list[Event]:
-            a = incident.assignment(str(event.unit_id))
-            verdict = detected_verdict(a, event.type, event.ts, self.svc.max_shift_ms)
-            if verdict.ts is None:
-                assert verdict.reason is not None
-                return self.svc.ignored_note(verdict.reason, incident.id, event.unit_id, verdict.detail,
-                                             source=event.source)
-            return [event]
+            verdict = detected_verdict(incident.assignment(str(event.unit_id)), event.type, event.ts,
+                                       self.svc.max_shift_ms)
+            return self.svc.verdict_events(verdict, incident, event.unit_id, "", lambda _: event, source=event.source)
         return decide

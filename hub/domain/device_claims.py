@@ -11,7 +11,8 @@ hostile device must not rewrite the record, so each claim is checked here before
   contact never moves the first (the first one the officer pressed stands);
 - a detected departure or arrival may move an existing one earlier (a late store-and-forward batch)
   by at most ``max_shift_ms``; a larger move is refused, and nothing detected lies before the dispatch;
-- an SOS position farther than ``max_distance_m`` from the device's fresh last fix is replaced by it.
+- an SOS position farther than ``max_distance_m`` from the device's fresh last fix is replaced by it, and
+  an SOS dated after its receipt, or more than ``max_shift_ms`` before it, is timed at its receipt.
 
 Every function returns a `Verdict` (the time to record, or None to ignore, and the reason) and
 changes nothing: the caller counts, logs and notes it. Times are epoch milliseconds, passed in.
@@ -27,7 +28,7 @@ from devices.payloads import Fix
 from hub.domain.incident import Assignment, Incident
 
 __all__ = ["ACK_AHEAD_TOLERANCE_MS", "DEVICE_NOTE_CAP", "Coalescer", "SosPlace", "Verdict", "ack_verdict",
-           "contact_verdict", "detected_verdict", "sos_place"]
+           "contact_verdict", "detected_verdict", "sos_place", "sos_received_verdict"]
 
 # A device clock a little ahead of the hub's is normal (NTP, radio latency); beyond this the ack is
 # timed by the hub. Small enough not to move an SLA, large enough not to flag every device.
@@ -124,6 +125,17 @@ def sos_place(lat: float | None, lon: float | None, last_fix: Fix | None, now_ms
     if distance > max_distance_m:
         return SosPlace(last_fix.lat, last_fix.lon, True, distance)
     return SosPlace(lat, lon)
+
+
+def sos_received_verdict(device_ms: int, received_ms: int, max_shift_ms: int) -> Verdict:
+    """When the SOS call was received: when its button was pressed, unless the device dates it after the hub's
+    receipt or more than `max_shift_ms` before it; then at the receipt (only a backdated one is flagged)."""
+    if received_ms - max_shift_ms <= device_ms <= received_ms:
+        return Verdict(device_ms)
+    if device_ms < received_ms - max_shift_ms:
+        return Verdict(received_ms, "sos_ts_backdated",
+                       f"the device dated it {device_ms}, received at {received_ms}: timed at its receipt")
+    return Verdict(received_ms)
 
 
 class Coalescer:
