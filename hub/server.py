@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -198,16 +199,19 @@ class Hub:
         await cancel_and_wait(*self._tasks)
 
     async def _maintain(self) -> None:
-        """Partitions and retention, at start and then hourly. The start's run deletes the device logs' backlog
-        (in batches) while the hub already serves, so a large backlog does not delay the start."""
+        """Partitions and retention, hourly. The fixes were maintained when the database opened; the start's run
+        here deletes only the device logs' backlog (in batches) while the hub already serves, so a large backlog
+        does not delay the start."""
+        run: Callable[[], Awaitable[object]] = self.db.prune_logs
         while True:
             try:
-                await self.db.maintain()
+                await run()
             except StorageUnavailable as exc:
                 log.warning("storage maintenance failed (%s); next try in an hour", one_line(exc))
             except Exception:
                 log.exception("storage maintenance failed; next try in an hour")
             await asyncio.sleep(3600)
+            run = self.db.maintain
 
     async def serve(self, host: str | None = None, port: int | None = None,
                     started: asyncio.Event | None = None) -> None:

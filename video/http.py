@@ -18,6 +18,7 @@ from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Path, Request, Response
 
+from devices.topics import ID_PATTERN
 from hub.api.errors import ApiError
 from hub.api.inputs import unstorable
 from video.errors import (
@@ -40,7 +41,7 @@ __all__ = ["SDP", "SDPFRAG", "video_router"]
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 # Device, stream and session ids (SPEC 1; session ids are hex): anything else is a 422 before a lookup.
-Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Id = Annotated[str, Path(pattern=ID_PATTERN.pattern)]
 # Most specific first: the first matching class gives the status.
 _STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (BadOffer, 400),

@@ -8,10 +8,11 @@ counts a streamed (chunked) body as it arrives, never holding more than the limi
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.api.errors import error_body
 
 __all__ = ["BodyLimit", "BodyTooLarge"]
 
@@ -23,11 +24,8 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-def _answer(status: int, code: str, message: str) -> tuple[Message, Message]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    return start, {"type": "http.response.body", "body": body}
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+    await JSONResponse(error_body(code, message), status_code=status)(scope, receive, send)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -48,11 +46,11 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
-        if declared is not None and (declared < 0 or declared > self.max_bytes):
-            refused = _answer(413, "too_large", str(BodyTooLarge(self.max_bytes).detail)) if declared >= 0 \
-                else _answer(400, "bad_request", "unreadable Content-Length")
-            for message in refused:
-                await send(message)
+        if declared is not None and declared < 0:
+            await _refuse(scope, receive, send, 400, "bad_request", "unreadable Content-Length")
+            return
+        if declared is not None and declared > self.max_bytes:
+            await _refuse(scope, receive, send, 413, "too_large", str(BodyTooLarge(self.max_bytes).detail))
             return
         received = 0
         started = False
@@ -77,5 +75,4 @@ class BodyLimit:
             # Normally the app's exception handler has answered already; this is for code that let it through.
             if started:
                 raise
-            for message in _answer(413, "too_large", str(exc.detail)):
-                await send(message)
+            await _refuse(scope, receive, send, 413, "too_large", str(exc.detail))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
@@ -21,12 +22,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from hub.errors import StorageSetupError, one_line
 from hub.storage import partitions, timescale
+from hub.storage.timescale import NOT_INSTALLED
 
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK: Final = 0x66686231  # pg_advisory_lock key: "fhb1"
 LOCK_WAIT_S: Final = 5
-NOT_INSTALLED: Final = "TimescaleDB is not installed on the database server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,11 @@ async def _migrate(conn: AsyncConnection) -> set[str]:
 async def _fixes(conn: AsyncConnection, url: str, plan: StoragePlan, done: set[str],
                  connect_timeout_s: float) -> StorageSetup:
     """Create the fixes table at the first start (TimescaleDB if it works, else native); reconcile its policies."""
+    def fresh() -> Awaitable[AsyncConnection]:  # TimescaleDB is tried on connections of its own
+        return connect(url, connect_timeout_s)
+
     if "fixes" not in done:
-        why = await timescale.create_hypertable(lambda: connect(url, connect_timeout_s), plan.partition_days)
+        why = await timescale.create_hypertable(fresh, plan.partition_days)
         if why is None:
             mode, reason = "timescaledb", ""
         else:
@@ -136,7 +140,7 @@ async def _fixes(conn: AsyncConnection, url: str, plan: StoragePlan, done: set[s
         reason = str(row[1]) if row and row[0] == mode else f"{mode} chosen at the first start (reason not recorded)"
     if mode != "timescaledb":
         return StorageSetup(mode, reason, compression=False, retention_by_maintenance=True)
-    features = await timescale.reconcile(lambda: connect(url, connect_timeout_s), retention_days=plan.retention_days,
+    features = await timescale.reconcile(fresh, retention_days=plan.retention_days,
                                          compress_after_days=plan.compress_after_days)
     reason = "TimescaleDB hypertable" + ("; " + "; ".join(features.missing) if features.missing else
                                          " with compression and retention policies")

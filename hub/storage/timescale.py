@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Connect = Callable[[], Awaitable[AsyncConnection]]
 
+NOT_INSTALLED: Final = "TimescaleDB is not installed on the database server"
+
 ENABLE_COMPRESSION: Final = ("ALTER TABLE fixes SET (timescaledb.compress, timescaledb.compress_segmentby = "
                              "'device_id', timescaledb.compress_orderby = 'ts DESC')")
 # Integer time: the windows are bigint milliseconds, measured from fieldhub_now_ms() (set_integer_now_func).
@@ -65,7 +67,7 @@ async def create_hypertable(connect: Connect, partition_days: int) -> str | None
         async with conn:
             cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
             if await cur.fetchone() is None:
-                return "TimescaleDB is not installed on the database server"
+                return NOT_INSTALLED
             async with conn.transaction():
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 await conn.execute(f"CREATE TABLE fixes ({FIXES_COLUMNS})")
