@@ -37,6 +37,7 @@ from hub.config import Settings
 from hub.embedded import free_port
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
 from tests.hostile import DAY_MS, good_fix, hostile_message
+from tests.hub.test_ingest import _equals
 from tests.hub.test_recovery import start_hub_process, wait_healthy
 
 GOOD_DEVICES = 3
@@ -180,8 +181,8 @@ async def test_nul_in_any_string_does_not_stop_storage_for_others(open_hub: Runn
         client.publish("fieldhub/v1/dev/ok-1/telemetry", json.dumps(good_fix(t, 10 + i)).encode(), qos=1)
     for i in range(125):  # the trial of the issue: 125 later good fixes
         client.publish("fieldhub/v1/dev/ok-1/telemetry", json.dumps(good_fix(t, 100 + i)).encode(), qos=1)
-    await wait_for(lambda: _equal(hub.count("SELECT count(*) FROM fixes WHERE device_id = 'ok-1'"), 132), 20)
-    await wait_for(lambda: _equal(hub.count("SELECT count(*) FROM rejects WHERE device_id = 'nul-1'"), 7), 20)
+    await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM fixes WHERE device_id = 'ok-1'"), 132), 20)
+    await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM rejects WHERE device_id = 'nul-1'"), 7), 20)
     reasons = {r for (r,) in await _rows(hub.hub.database_url or "",
                                          "SELECT reason FROM rejects WHERE device_id = 'nul-1'")}
     assert reasons == {"bad_text"}
@@ -201,16 +202,12 @@ async def test_deep_nesting_does_not_drop_the_rest_of_its_cut(open_hub: RunningH
         client.publish("fieldhub/v1/dev/deep-good/telemetry", json.dumps(good_fix(t, i)).encode(), qos=1)
         if i % 100 == 50:
             client.publish("fieldhub/v1/dev/deep-bad/telemetry", b"[" * 5000 + b"]" * 5000, qos=1)
-    await wait_for(lambda: _equal(hub.count("SELECT count(*) FROM fixes WHERE device_id = 'deep-good'"), 400), 20)
-    await wait_for(lambda: _equal(hub.count("SELECT count(*) FROM rejects WHERE device_id = 'deep-bad'"), 4), 20)
+    await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM fixes WHERE device_id = 'deep-good'"), 400), 20)
+    await wait_for(lambda: _equals(hub.count("SELECT count(*) FROM rejects WHERE device_id = 'deep-bad'"), 4), 20)
     assert hub.hub.pipeline.rejects.get("too_deep") == 4
     # Nothing of the good device was refused (the rest of each cut was decoded as usual).
     assert await hub.count("SELECT count(*) FROM rejects WHERE device_id = 'deep-good'") == 0
     await client.disconnect()
-
-
-async def _equal(value: Any, expected: int) -> bool:
-    return int(await value) == expected
 
 
 # ---------------------------------------------------------------- restarts with poison at the broker
