@@ -73,6 +73,11 @@ def check_text(s: str, what: str = "string") -> None:
         raise PayloadError("bad_text", f"{what} holds U+{ord(bad.group()):04X} at {bad.start()}")
 
 
+def too_deep() -> PayloadError:
+    """The refusal of a document nested deeper than MAX_DEPTH, whichever check finds it."""
+    return PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}")
+
+
 # ------------------------------------------------------------------ parsing
 def nesting_exceeds(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     """True when ``raw`` may nest containers deeper than ``limit``.
@@ -128,11 +133,11 @@ def parse(raw: bytes) -> Any:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
     if nesting_exceeds(raw):
-        raise PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}")
+        raise too_deep()
     try:
         return _decoder.decode(raw)
     except RecursionError:  # not expected after the pre-scan; kept as a net
-        raise PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}") from None
+        raise too_deep() from None
     except UnicodeDecodeError as exc:
         raise PayloadError("invalid_json", storable_text(f"not UTF-8: {exc}", 200)) from None
     except msgspec.DecodeError as exc:
@@ -144,7 +149,7 @@ def parse(raw: bytes) -> Any:
     try:
         return json.loads(bytes(raw).decode("utf-8"), parse_int=_huge_int)
     except RecursionError:
-        raise PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}") from None
+        raise too_deep() from None
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise PayloadError("invalid_json", storable_text(first_error, 200)) from None
 
@@ -197,14 +202,14 @@ class Inspector:
 
     def _object(self, obj: dict[Any, Any], depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}")
+            raise too_deep()
         if len(obj) > MAX_KEYS:
             raise PayloadError("too_many_keys", f"an object has {len(obj)} keys > {MAX_KEYS}")
         self.items(obj, depth)
 
     def _array(self, array: list[Any], depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise PayloadError("too_deep", f"containers nested deeper than {MAX_DEPTH}")
+            raise too_deep()
         if len(array) > MAX_ARRAY:
             raise PayloadError("too_long", f"an array has {len(array)} elements > {MAX_ARRAY}")
         for item in array:

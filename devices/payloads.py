@@ -84,7 +84,7 @@ class Fix(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, forbid_unkn
 # Fast path: typed decoding straight into Fix structs. Anything it refuses (a bad
 # value, an unknown key to keep as an attribute, NaN...) goes to the slow path,
 # which finds the exact reason or keeps the attributes.
-_fast_fix_decoder = msgspec.json.Decoder(Fix | Annotated[list[Fix], msgspec.Meta(min_length=1, max_length=1000)])
+_fast_fix_decoder = msgspec.json.Decoder(Fix | Annotated[list[Fix], msgspec.Meta(min_length=1, max_length=MAX_BATCH)])
 
 
 class Status(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -196,7 +196,7 @@ def _string(obj: Mapping[str, Any], name: str, max_len: int = 64) -> str:
 def _internal(exc: Exception) -> PayloadError:
     """A failure nobody foresaw still becomes a reject, never an exception that escapes."""
     if isinstance(exc, RecursionError):
-        return PayloadError("too_deep", f"containers nested deeper than {bounds.MAX_DEPTH}")
+        return bounds.too_deep()
     return PayloadError("internal", storable_text(f"{type(exc).__name__}: {exc}", 200))
 
 

@@ -11,12 +11,9 @@ ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Channel = Literal["telemetry", "status", "event", "cmd"]
 CHANNELS: Final[frozenset[str]] = frozenset({"telemetry", "status", "event", "cmd"})
 
-# What the hub subscribes to: everything devices send.
-HUB_SUBSCRIPTIONS: Final = (
-    f"{ROOT}/dev/+/telemetry",
-    f"{ROOT}/dev/+/status",
-    f"{ROOT}/dev/+/event",
-)
+# The channels devices publish on ("cmd" is the hub's), and what the hub subscribes to: all of them.
+DEVICE_CHANNELS: Final = ("telemetry", "status", "event")
+HUB_SUBSCRIPTIONS: Final = tuple(f"{ROOT}/dev/+/{channel}" for channel in DEVICE_CHANNELS)
 
 
 def is_valid_id(value: str) -> bool:

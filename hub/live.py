@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.payloads import Fix, Status
+from devices.payloads import MAX_FUTURE_SKEW_MS, Fix, Status
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ def position_view(fix: Fix | None) -> dict[str, Any] | None:
 class LiveState:
     """Devices and units as the hub sees them now, with change tracking for the live feed."""
 
-    def __init__(self, stale_after_ms: int = 120_000, max_future_ms: int = 300_000) -> None:
+    def __init__(self, stale_after_ms: int = 120_000, max_future_ms: int = MAX_FUTURE_SKEW_MS) -> None:
         self.stale_after_ms = stale_after_ms
         self.max_future_ms = max_future_ms
         self.devices: dict[str, DeviceLive] = {}

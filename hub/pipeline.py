@@ -46,7 +46,6 @@ from hub.writer import BatchWriter
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-CHANNELS = ("telemetry", "status", "event")
 # The largest receive maximum MQTT 5 allows: a compliant broker never has more QoS 1 messages in flight.
 QOS1_HEADROOM = 65_535
 CATCH_UP_FACTOR = 50  # how much wider the limits are while the broker delivers the backlog of a resumed session
@@ -77,7 +76,7 @@ Listener = Callable[[Message], None]
 class Pipeline:
     def __init__(self, live: LiveState, writer: BatchWriter, *, retention_days: int = 90,
                  inbox_limit: int = 200_000, raw_limit: int = 1024,
-                 max_future_ms: int = 300_000, rate_limits: dict[str, Limit] | None = None,
+                 max_future_ms: int = payloads.MAX_FUTURE_SKEW_MS, rate_limits: dict[str, Limit] | None = None,
                  catch_up_ms: int = 60_000) -> None:
         self.live = live
         self.writer = writer
@@ -252,7 +251,7 @@ class Pipeline:
                 m.reject = PayloadError("invalid_id", f"device id {m.device_id[:80]!r}")
             else:
                 m.reject = PayloadError("unknown_device", m.device_id)
-        elif m.channel not in CHANNELS:
+        elif m.channel not in topics.DEVICE_CHANNELS:
             m.reject = PayloadError("bad_topic", f"devices do not publish on {m.channel[:80]}")
 
     def limit(self, m: Message) -> None:
