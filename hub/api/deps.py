@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from devices.clock import now_ms
 from hub.api.errors import ApiError
 from hub.server import Hub
+from hub.tokens import TokenRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +37,30 @@ def bearer(header: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-async def authenticate(hub: Hub, secret: str | None) -> Principal:
+async def authenticate(hub: Hub, secret: str | None, client: str | None = None) -> Principal:
+    """The principal of a bearer ``secret``, checked in memory (see :mod:`hub.tokens`): 401 when it does not
+    authenticate, 429 ``too_many_failures`` once ``client`` (its address) has failed too often. A request
+    without any token is not a failed guess and is not counted."""
     if not secret:
         raise ApiError(401, "unauthorized", "missing bearer token")
-    row = await hub.lookup_token(secret)
-    if row is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked token")
-    return Principal(row["token_id"], row["name"], row["role"], row.get("device_id"))
+    try:
+        token = hub.tokens.check(secret)
+    except TokenRefused as exc:
+        if client is not None and not hub.auth_failures.failed(client, now_ms()):
+            raise ApiError(429, "too_many_failures", "too many failed authentications from this address",
+                           headers={"Retry-After": str(hub.auth_failures.retry_after_s)}) from None
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    return Principal(token.token_id, token.name, token.role, token.device_id)
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    """The peer's address; behind a proxy on loopback (uvicorn trusts 127.0.0.1 by default: FORWARDED_ALLOW_IPS)
+    the client's, from its X-Forwarded-For."""
+    return connection.client.host if connection.client is not None else None
 
 
 async def current_principal(request: Request, hub: HubDep) -> Principal:
-    return await authenticate(hub, bearer(request.headers.get("authorization")))
+    return await authenticate(hub, bearer(request.headers.get("authorization")), client_address(request))
 
 
 def require(*roles: str) -> object:
@@ -61,4 +77,5 @@ def require(*roles: str) -> object:
 
 Reader = Annotated[Principal, require("dispatcher", "viewer", "drone_operator")]
 Dispatcher = Annotated[Principal, require("dispatcher")]
+Admin = Annotated[Principal, require()]
 

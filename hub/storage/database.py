@@ -246,23 +246,7 @@ class Database:
                 (device_ids, from_ms, to_ms, limit))
             return await cur.fetchall()
 
-    # ------------------------------------------------------------------ tokens
-    async def insert_token(self, name: str, role: str, digest: str, device_id: str | None = None) -> int:
-        async with self.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO tokens (name, role, hash, device_id) VALUES (%s, %s, %s, %s) RETURNING token_id",
-                (name, role, digest, device_id))
-            row = await cur.fetchone()
-            assert row is not None
-            return int(row[0])
-
-    async def find_token(self, digest: str) -> dict[str, Any] | None:
-        async with self.connection(timeout=2.0) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                "SELECT token_id, name, role, device_id FROM tokens WHERE hash = %s AND revoked_at IS NULL",
-                (digest,))
-            return await cur.fetchone()
+    # Tokens: hub/storage/tokens.py (TokenStore).
 
     # ------------------------------------------------------------- inspection
     async def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:

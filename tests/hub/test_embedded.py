@@ -1,39 +1,82 @@
-"""Embedded defaults: with no URLs configured the hub starts its own PostgreSQL and broker."""
+"""Embedded defaults: with no URLs configured the hub starts its own PostgreSQL and a secure broker."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from pathlib import Path
 
 import pytest
+from gmqtt.mqtt.handler import MQTTConnectError
 
+from devices.broker import BrokerAddress
 from devices.client import DeviceClient
 from devices.payloads import Fix
 from hub.config import Settings
 from hub.embedded import MosquittoBroker, free_port
+from hub.errors import HubStartError
 from tests.conftest import TOKEN, running_hub, wait_for
+from tests.hub.test_device_identity import Probe
 
 
-async def test_no_urls_embedded_postgres_and_amqtt_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(MosquittoBroker, "available", staticmethod(lambda: False))  # as if not installed
-    settings = Settings(mqtt_url=None, database_url=None, data_dir=tmp_path, port=free_port(), bootstrap_token=TOKEN)
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(mqtt_url=None, database_url=None, data_dir=tmp_path, port=free_port(), bootstrap_token=TOKEN,
+                    broker_tls_port=0, broker_mtls_port=0)
+
+
+async def test_embedded_services_devices_over_tls_and_no_takeover_of_the_hub(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
     async with running_hub(settings) as hub:
-        assert hub.hub.mqtt_protocol == 4 and (tmp_path / "pg" / "PG_VERSION").exists()
+        assert (tmp_path / "pg" / "PG_VERSION").exists()
+        conf = (tmp_path / "mosquitto" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in conf and "mosquitto_dynamic_security.so" in conf
+        assert "max_inflight_messages 20000" in conf
+        assert oct(os.stat(tmp_path / "broker-admin.json").st_mode & 0o777) == "0o600"
         await hub.put_unit("E1", ["e1-trk"])
-        async with DeviceClient("e1-trk", hub.hub.mqtt_url or "", unit_id="E1", protocol=4) as dev:
-            dev.send_fix(Fix(time.time_ns() // 1_000_000, 34.26, 117.18))
-            await wait_for(lambda: _one(hub), timeout=15)
+        url = await hub.device_url("e1-trk")
+        assert url.startswith("mqtts://e1-trk:")
+        # Someone with a device's login, or with none, tries the hub's client id: refused, the hub stays on.
+        connects = hub.hub.bridge.connects  # type: ignore[union-attr]
+        for who in (url, BrokerAddress.parse(hub.hub.mqtt_url or "").with_login(None, None).url()):
+            with pytest.raises(MQTTConnectError):
+                await Probe(settings.mqtt_client_id).connect(who)
+        async with DeviceClient("e1-trk", url, unit_id="E1") as dev:
+            t0 = time.time_ns() // 1_000_000 - 60_000
+            for i in range(40):
+                dev.send_fix(Fix(t0 + i * 1000, 34.26, 117.18))
+            await wait_for(lambda: _count(hub, 40), timeout=15)
+        assert hub.hub.bridge.connects == connects  # type: ignore[union-attr]
     assert not (tmp_path / "pg" / "postmaster.pid").exists()  # shut down cleanly
+    assert not (tmp_path / "broker-admin.json").exists()
+    # A restart builds the broker's logins from the table: the device's secret still works.
+    secret = BrokerAddress.parse(url).password
+    async with running_hub(_settings(tmp_path)) as hub:
+        assert hub.hub.broker_links is not None and hub.hub.broker_links.device_url  # (a new port: ports are free ones)
+        again = BrokerAddress.parse(hub.hub.broker_links.device_url).with_login("e1-trk", secret).url()
+        async with DeviceClient("e1-trk", again, unit_id="E1") as dev:
+            assert dev.connected
 
 
-async def _one(hub: object) -> bool:
-    return await hub.count() == 1  # type: ignore[attr-defined,no-any-return]
+async def _count(hub: object, n: int) -> bool:
+    return await hub.count() == n  # type: ignore[attr-defined,no-any-return]
 
 
-async def test_embedded_mosquitto_is_started_and_stopped(tmp_path: Path) -> None:
+async def test_no_mosquitto_no_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MosquittoBroker, "available", staticmethod(lambda: False))  # as if not installed
+    t0 = time.monotonic()
+    with pytest.raises(HubStartError, match="mosquitto is not installed"):
+        async with running_hub(_settings(tmp_path)):
+            pass
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()  # what did start was stopped
+
+
+def test_embedded_mosquitto_anonymous_mode_is_loopback_only(tmp_path: Path) -> None:
     broker = MosquittoBroker(tmp_path)
-    broker.start()
+    broker.start()  # the benchmark's baseline
     assert broker.process is not None and broker.process.poll() is None
-    assert "max_inflight_messages 20000" in (tmp_path / "mosquitto.conf").read_text()
+    conf = (tmp_path / "mosquitto.conf").read_text()
+    assert f"listener {broker.port} 127.0.0.1" in conf and "8883" not in conf
     broker.stop()
     assert broker.process is None

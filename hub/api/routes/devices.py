@@ -1,0 +1,76 @@
+"""Devices' MQTT logins (admin only): add, list, rotate, revoke. A secret is in the answer once and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from hub.api.deps import Admin, HubDep
+from hub.api.errors import ApiError
+from hub.api.inputs import ApiModel
+from hub.provisioning import Provisioner, ProvisioningError
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+DeviceId = Annotated[str, Path(pattern=ID)]
+KINDS = r"^(bodycam|radio|vehicle|drone|camera|phone|tracker|gateway)$"
+
+_STATUS = {"invalid": 422, "unknown_unit": 404, "unknown_device": 404, "exists": 409, "broker": 502}
+
+
+class DeviceIn(ApiModel):
+    device_id: str = Field(pattern=ID)
+    unit_id: str = Field(pattern=ID)
+    kind: str | None = Field(default=None, pattern=KINDS)
+
+
+def _provisioner(hub: Any) -> Provisioner:
+    if hub.provisioner is None:
+        raise ApiError(503, "unavailable", "provisioning is not ready")
+    provisioner: Provisioner = hub.provisioner
+    return provisioner
+
+
+def _refused(exc: ProvisioningError) -> ApiError:
+    return ApiError(_STATUS.get(exc.code, 409), exc.code, str(exc))
+
+
+@router.get("")
+async def list_devices(hub: HubDep, who: Admin) -> dict[str, Any]:
+    rows = await _provisioner(hub).list()
+    for row in rows:
+        for key in ("created_at", "rotated_at", "revoked_at"):
+            row[key] = int(row[key].timestamp() * 1000) if row[key] is not None else None
+    return {"devices": rows}
+
+
+@router.post("", status_code=201)
+async def add_device(body: DeviceIn, hub: HubDep, who: Admin) -> JSONResponse:
+    try:
+        creds = await _provisioner(hub).add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
+    except ProvisioningError as exc:
+        raise _refused(exc) from exc
+    # Never cached anywhere: the secret exists in this answer only.
+    return JSONResponse(creds.as_dict(), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/{device_id}/rotate")
+async def rotate_device(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONResponse:
+    try:
+        creds = await _provisioner(hub).rotate(device_id, actor=who.name, role=who.role)
+    except ProvisioningError as exc:
+        raise _refused(exc) from exc
+    return JSONResponse(creds.as_dict(), headers={"Cache-Control": "no-store"})
+
+
+@router.delete("/{device_id}")
+async def revoke_device(device_id: DeviceId, hub: HubDep, who: Admin) -> dict[str, Any]:
+    try:
+        await _provisioner(hub).revoke(device_id, actor=who.name, role=who.role)
+    except ProvisioningError as exc:
+        raise _refused(exc) from exc
+    return {"device_id": device_id, "login": "revoked"}

@@ -1,0 +1,161 @@
+"""Provisioning: a device gets its login, a new secret, or loses it, in the hub's table and in the broker at once.
+
+The table is the truth. The broker learns each change through its dynamic-security plugin when the hub has the
+broker's administrator login (the embedded broker, or an external Mosquitto configured as in docs/brokers.md); a
+broker that checks logins against the table itself (EMQX) needs nothing more. The secret is returned once, to the
+caller, and never stored or logged.
+
+Order of the two writes: the table first, then the broker. A new login that the broker refuses is revoked again in
+the table, so the two never disagree about a working secret; a revocation the broker could not take is kept in the
+table (the embedded broker is rebuilt from it at the next start) and reported as an error, loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devices import topics
+from devices.broker import BrokerAddress
+from hub.audit import AuditRecorder
+from hub.domain import device_login
+from hub.dynsec import BrokerAdmin, BrokerAdminError
+from hub.storage.device_logins import DeviceLoginStore, LoginProblem
+
+__all__ = ["Credentials", "Provisioner", "ProvisioningError"]
+
+log = logging.getLogger(__name__)
+
+GONE = ("Client not found", "Role not found")
+
+
+class ProvisioningError(Exception):
+    """``code``: ``invalid``, ``unknown_unit``, ``unknown_device``, ``exists`` or ``broker`` (the broker could not
+    be told; the message says what state the table is in)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a device is given, once."""
+
+    device_id: str
+    username: str
+    password: str
+    mqtt_url: str | None  # where devices connect (no secret in it)
+    ca_file: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "username": self.username, "password": self.password,
+                "client_id": self.username, "mqtt_url": self.mqtt_url, "ca_file": self.ca_file}
+
+    def url(self) -> str:
+        """The device's full connection URL, secret included (for a device's configuration, not for a log)."""
+        if self.mqtt_url is None:
+            raise ProvisioningError("invalid", "no device MQTT URL is configured (FIELDHUB_DEVICE_MQTT_URL)")
+        return BrokerAddress.parse(self.mqtt_url).with_login(self.username, self.password).url()
+
+
+class Provisioner:
+    def __init__(self, store: DeviceLoginStore, *, admin_url: str | None, device_url: str | None,
+                 audit: AuditRecorder | None = None,
+                 on_added: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+        self.store = store
+        self.admin_url = admin_url
+        self.device_url = device_url
+        self.audit = audit
+        self.on_added = on_added  # (device_id, unit_id): the hub puts the device on its unit's live picture
+
+    def _credentials(self, device_id: str, secret: str) -> Credentials:
+        ca = BrokerAddress.parse(self.device_url).cafile if self.device_url else None
+        return Credentials(device_id, device_id, secret, self._public_url(), ca)
+
+    def _public_url(self) -> str | None:
+        if not self.device_url:
+            return None
+        return BrokerAddress.parse(self.device_url).with_login(None, None).url()
+
+    async def _broker(self, commands: list[dict[str, Any]], allow: tuple[str, ...] = ()) -> None:
+        if self.admin_url is None:
+            return  # the broker checks logins against the table (EMQX): nothing to tell it
+        async with BrokerAdmin(self.admin_url) as admin:
+            await admin.run(commands, allow=allow)
+
+    async def _audit(self, actor: str, role: str | None, action: str, device_id: str, **detail: object) -> None:
+        if self.audit is not None:
+            await self.audit.record(actor, action, device_id, dict(detail), role=role)
+
+    async def add(self, device_id: str, unit_id: str, kind: str | None, *, actor: str,
+                  role: str | None = None) -> Credentials:
+        if not topics.is_valid_id(device_id) or not topics.is_valid_id(unit_id):
+            raise ProvisioningError("invalid", "device and unit ids must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        secret = device_login.new_secret()
+        try:
+            await self.store.add(device_id, unit_id, kind, device_login.new_login(device_id, secret))
+        except LoginProblem as exc:
+            raise ProvisioningError(exc.code, str(exc)) from exc
+        try:
+            # A login left in the broker by an earlier, half-done attempt is replaced, not an error.
+            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
+            await self._broker(device_login.dynsec_create_device(device_id, secret))
+        except BrokerAdminError as exc:
+            await self.store.revoke(device_id)
+            raise ProvisioningError("broker", f"the broker refused the new login ({exc}); it was not created")
+        await self._audit(actor, role, "device.add", device_id, unit_id=unit_id, kind=kind)
+        if self.on_added is not None:
+            await self.on_added(device_id, unit_id)
+        return self._credentials(device_id, secret)
+
+    async def rotate(self, device_id: str, *, actor: str, role: str | None = None) -> Credentials:
+        secret = device_login.new_secret()
+        try:
+            await self.store.rotate(device_id, device_login.new_login(device_id, secret))
+        except LoginProblem as exc:
+            raise ProvisioningError(exc.code, str(exc)) from exc
+        try:
+            # The plugin keeps a connected client on its old secret: remove and re-create the login, which
+            # disconnects it, so from now on only the new secret works.
+            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
+            await self._broker(device_login.dynsec_create_device(device_id, secret))
+        except BrokerAdminError as exc:
+            raise ProvisioningError("broker", f"the new secret is stored but the broker could not take it ({exc}); "
+                                              "the device cannot connect until the broker is updated") from exc
+        await self._audit(actor, role, "device.rotate", device_id)
+        return self._credentials(device_id, secret)
+
+    async def revoke(self, device_id: str, *, actor: str, role: str | None = None) -> None:
+        try:
+            await self.store.revoke(device_id)
+        except LoginProblem as exc:
+            raise ProvisioningError(exc.code, str(exc)) from exc
+        await self._audit(actor, role, "device.revoke", device_id)
+        try:
+            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
+        except BrokerAdminError as exc:
+            log.error("device %s is revoked in the table but the broker was not told: %s", device_id, exc)
+            raise ProvisioningError("broker", f"revoked in the table, but the broker could not be told ({exc}): "
+                                              "it still accepts the device until it is reached") from exc
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self.store.list()
+
+    async def reconcile(self) -> int:
+        """At start against an external broker: remove from it every login the table says is revoked (a revocation
+        made while it was unreachable). Returns how many were removed."""
+        if self.admin_url is None:
+            return 0
+        revoked = set(await self.store.revoked())
+        if not revoked:
+            return 0
+        async with BrokerAdmin(self.admin_url) as admin:
+            present = [c for c in await admin.list_clients() if c in revoked]
+            for device_id in present:
+                await admin.run(device_login.dynsec_delete_device(device_id), allow=GONE)
+        if present:
+            log.warning("removed %d revoked device login(s) from the broker: %s", len(present), ", ".join(present))
+        return len(present)

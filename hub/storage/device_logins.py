@@ -1,0 +1,88 @@
+"""SQL of device logins (the hub's side of per-device MQTT credentials)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from hub.domain.device_login import StoredLogin
+from hub.storage.database import Database
+
+__all__ = ["DeviceLoginStore", "LoginProblem"]
+
+
+class LoginProblem(Exception):
+    """Why a provisioning step cannot be done: ``code`` is ``unknown_unit``, ``unknown_device``, ``exists`` or
+    ``revoked``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DeviceLoginStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, device_id: str, unit_id: str, kind: str | None, login: StoredLogin) -> None:
+        """Register the device on its unit and give it a login; a device with a live login is refused (rotate it
+        instead). A revoked device may be added again: it gets a new secret."""
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
+            if await cur.fetchone() is None:
+                raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
+                                                   "(PUT /api/v1/units/{unit_id})")
+            cur = await conn.execute("SELECT revoked_at FROM device_logins WHERE device_id = %s FOR UPDATE",
+                                     (device_id,))
+            row = await cur.fetchone()
+            if row is not None and row[0] is None:
+                raise LoginProblem("exists", f"device {device_id} already has a login: rotate or revoke it")
+            await conn.execute(
+                "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
+                "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
+                (device_id, unit_id, kind))
+            await conn.execute(
+                "INSERT INTO device_logins (device_id, salt, secret_hash, iterations) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (device_id) DO UPDATE SET salt = EXCLUDED.salt, secret_hash = EXCLUDED.secret_hash, "
+                "iterations = EXCLUDED.iterations, created_at = now(), rotated_at = NULL, revoked_at = NULL",
+                (device_id, login.salt, login.secret_hash, login.iterations))
+
+    async def rotate(self, device_id: str, login: StoredLogin) -> None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE device_logins SET salt = %s, secret_hash = %s, iterations = %s, rotated_at = now() "
+                "WHERE device_id = %s AND revoked_at IS NULL",
+                (login.salt, login.secret_hash, login.iterations, device_id))
+            if cur.rowcount == 0:
+                raise LoginProblem("unknown_device", f"device {device_id} has no live login")
+
+    async def revoke(self, device_id: str) -> None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE device_logins SET revoked_at = now() WHERE device_id = %s AND revoked_at IS NULL",
+                (device_id,))
+            if cur.rowcount == 0:
+                raise LoginProblem("unknown_device", f"device {device_id} has no live login")
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every device with its login state (``none``, ``active``, ``revoked``); never a secret or digest."""
+        async with self.db.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT d.device_id, d.unit_id, d.kind, l.created_at, l.rotated_at, l.revoked_at, "
+                "CASE WHEN l.device_id IS NULL THEN 'none' WHEN l.revoked_at IS NULL THEN 'active' "
+                "ELSE 'revoked' END AS login FROM devices d LEFT JOIN device_logins l USING (device_id) "
+                "ORDER BY d.device_id")
+            return await cur.fetchall()
+
+    async def active(self) -> list[StoredLogin]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT device_id, salt, secret_hash, iterations FROM device_logins "
+                                     "WHERE revoked_at IS NULL ORDER BY device_id")
+            return [StoredLogin(*row) for row in await cur.fetchall()]
+
+    async def revoked(self) -> list[str]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT device_id FROM device_logins WHERE revoked_at IS NOT NULL")
+            return [row[0] for row in await cur.fetchall()]
