@@ -50,6 +50,9 @@ async def test_the_page_recovers_after_the_hub_restarts(settings: Settings, hub_
         await web.page.locator(tid("conn", state="connected")).wait_for(timeout=30_000)
         assert await web.js("() => window.fieldhub.connected") is True
         assert len(web.sockets) >= 2 and web.sockets[-1][:1] == ["snapshot"], web.sockets
+        # Each (re)connect with a fresh single-use ticket, never the token in the URL.
+        assert all("?ticket=lt_" in url for url in web.socket_urls), web.socket_urls
+        assert len(set(web.socket_urls)) == len(web.socket_urls), web.socket_urls
         # Fresh data flows again: every unit gets a position newer than the restart.
         await web.until(f"""() => [...window.fieldhub.units.values()]
             .filter((u) => u.position && u.position.ts > {restarted_ms}).length >= {UNITS}""", timeout_s=20)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from hub.api.deps import HubDep
+from hub.api.deps import HubDep, Reader
 from hub.metrics import render
 
 router = APIRouter(tags=["health"])
@@ -27,7 +27,9 @@ async def healthz(hub: HubDep) -> dict[str, Any]:
 
 
 @router.get("/metrics")
-async def metrics(hub: HubDep) -> Response:
+async def metrics(hub: HubDep, _: Reader) -> Response:
+    """Behind a reader's token: the counters tell who is online, how busy and what was refused (Prometheus:
+    ``authorization: {type: Bearer, credentials_file: ...}`` in the scrape config)."""
     return Response(render(hub.registry), media_type="text/plain; version=0.0.4")
 
 

@@ -3,7 +3,8 @@
 /**
  * el("div", {class: "x", dataset: {testid: "y"}, onclick: fn}, child, "text", [more])
  * Attributes: `class`, `dataset` (object), `on<event>` (listener), `hidden`/`disabled`/`checked`/`value`
- * (properties), anything else via setAttribute; null/undefined/false values are skipped.
+ * (properties), `style` (through the CSSOM: the page's CSP refuses style attributes), anything else via
+ * setAttribute; null/undefined/false values are skipped.
  */
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -12,6 +13,7 @@ export function el(tag, attrs, ...children) {
       if (value == null || value === false) continue;
       if (key === "class") node.className = value;
       else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key === "style") node.style.cssText = value;
       else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
       else if (key === "hidden" || key === "disabled" || key === "checked" || key === "value") node[key] = value;
       else node.setAttribute(key, value === true ? "" : value);

@@ -73,9 +73,10 @@ function droneIcon(id) {
     rot, label: el("span", { class: "drone-name" }), alt: el("span", { class: "drone-alt" }),
     fill: el("i"), pct: el("span"),
     badge: el("span", { class: "drone-lost", dataset: { testid: "drone-link-lost" }, hidden: true }),
+    unsigned: el("span", { class: "warn", dataset: { testid: "drone-unsigned-mark" }, hidden: true }),
   };
   parts.root.append(rot, parts.badge,
-    el("span", { class: "drone-label" }, parts.label, parts.alt,
+    el("span", { class: "drone-label" }, parts.label, parts.unsigned, parts.alt,
       el("span", { class: "battery drone-battery" }, el("span", { class: "bar" }, parts.fill), parts.pct)));
   return parts;
 }
@@ -161,7 +162,8 @@ export class DroneLayer {
     const pos = view.position;
     p.root.className = `drone-mark state-${view.state || "unknown"} link-${view.link || "unknown"}`
       + `${store.selection.drone === view.drone_id ? " selected" : ""}${pos ? "" : " no-fix"}`;
-    Object.assign(p.root.dataset, { state: view.state || "", link: view.link || "unknown", mode: view.mode || "" });
+    Object.assign(p.root.dataset, { state: view.state || "", link: view.link || "unknown", mode: view.mode || "",
+      signing: view.signing || "" });
     p.root.style.color = colour;
     p.rot.style.transform = pos && pos.heading != null ? `rotate(${Math.round(pos.heading)}deg)` : "";
     p.label.textContent = view.drone_id;
@@ -172,7 +174,11 @@ export class DroneLayer {
     p.fill.parentNode.parentNode.classList.toggle("warn", pct != null && pct < LOW_BATTERY_PCT);
     p.badge.hidden = !lost;
     p.badge.textContent = t("drone.linkLost");
-    p.root.title = `${view.name || view.drone_id} · ${term("droneState", view.state)}${lost ? ` · ${t("drone.linkLost")}` : ""}`;
+    const unsigned = view.signing === "unsigned";  // let in without MAVLink 2 signing: said on the map too
+    p.unsigned.hidden = !unsigned;
+    p.unsigned.textContent = ` · ${t("drone.unsigned")}`;
+    p.root.title = `${view.name || view.drone_id} · ${term("droneState", view.state)}${lost ? ` · ${t("drone.linkLost")}` : ""}`
+      + `${unsigned ? ` · ${t("drone.unsignedHint")}` : ""}`;
   }
 
   trail(item, view, at, colour) {

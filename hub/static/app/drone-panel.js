@@ -1,5 +1,5 @@
-// One drone: state, flight mode, armed, altitude, speed, battery, link, dock and the incident it flies
-// for; and, for drone operators and admins, its commands: go to a point picked on the map (at an
+// One drone: state, flight mode, armed, altitude, speed, battery, link, signing (an "UNSIGNED" badge for a
+// drone let in without MAVLink 2 signing), dock and the incident it flies for; and, for drone operators and admins, its commands: go to a point picked on the map (at an
 // altitude, 60 m unless changed), return to its dock, land where it is. Each command's answer (or the
 // hub's refusal: link lost, drone refused, role) is shown in a toast.
 
@@ -49,21 +49,27 @@ export class DronePanel {
     if (!this.parts || this.parts.id !== id || this.parts.lang !== document.documentElement.lang) this.build(id);
     const p = this.parts;
     const pos = view.position;
-    const lost = view.link === "lost";
+    const badLink = view.link === "lost" || String(view.link || "").startsWith("refused");
+    const signing = view.signing || "signed";
     Object.assign(p.section.dataset, { state: view.state || "", link: view.link || "unknown" });
     p.dot.style.background = droneColour(view);
     p.name.textContent = view.name || id;
     p.state.textContent = term("droneState", view.state);
     p.state.style.color = droneColour(view);
+    p.unsigned.hidden = signing !== "unsigned";
     p.sub.textContent = `${id}${view.system_id != null ? ` · MAVLink ${view.system_id}` : ""} · ${term("kind", "drone")}`;
     const incidentId = (view.mission && view.mission.incident_id) || (store.assignmentOf(id) || {}).id;
     const incident = incidentId && store.incidents.get(incidentId);
     const pct = view.battery_pct;
     fill(p.facts,
       el("dt", null, t("drone.link")),
-      el("dd", { class: lost ? "bad" : view.link === "ok" ? "ok" : "warn", dataset: { testid: "drone-link" } },
+      el("dd", { class: badLink ? "bad" : view.link === "ok" ? "ok" : "warn", dataset: { testid: "drone-link" } },
         term("droneLink", view.link || "unknown"),
         view.updated_at ? el("span", { class: "muted" }, ` · ${t("unit.ago", { d: formatDuration(serverNow() - view.updated_at) })}`) : ""),
+      el("dt", null, t("drone.signing")),
+      el("dd", { class: signing === "signed" ? "ok" : signing === "unsigned" ? "warn" : "bad",
+        dataset: { testid: "drone-signing", signing }, title: signing === "unsigned" ? t("drone.unsignedHint") : "" },
+        term("droneSigning", signing)),
       el("dt", null, t("drone.mode")), el("dd", null, view.mode || "—",
         view.landed ? el("span", { class: "muted" }, ` · ${term("landed", view.landed)}`) : ""),
       el("dt", null, t("drone.armed")), el("dd", { class: view.armed ? "warn" : "" }, t(view.armed ? "drone.armed.yes" : "drone.armed.no")),
@@ -88,12 +94,14 @@ export class DronePanel {
     const p = {
       id, lang: document.documentElement.lang,
       dot: el("span", { class: "drone-dot" }), state: el("span", { class: "status" }), sub: el("div", { class: "muted" }),
+      unsigned: el("span", { class: "status warn", dataset: { testid: "drone-unsigned" }, title: t("drone.unsignedHint"),
+        hidden: true }, t("drone.unsigned")),
       name: el("button", { class: "link title", type: "button", onclick: () => this.focus() }),
       facts: el("dl", { class: "facts" }),
     };
     p.section = el("section", { class: "drone-panel unit-panel", dataset: { testid: "drone-panel", droneId: id } },
       el("header", { class: "panel-head" },
-        el("div", { class: "head-line" }, p.dot, p.name, p.state,
+        el("div", { class: "head-line" }, p.dot, p.name, p.state, p.unsigned,
           el("button", { class: "icon-btn", type: "button", title: t("unit.close"), onclick: () => store.select("drone", null) }, "×")),
         p.sub),
       p.facts,

@@ -1,9 +1,10 @@
 // The live feed (`/api/v1/live`): a snapshot, then deltas. Reconnects with exponential backoff
 // (0.5 s doubling to 10 s, jittered so a room of screens does not reconnect in step); every
-// reconnect starts over from a fresh snapshot, which replaces the whole state.
+// reconnect starts over from a fresh snapshot, which replaces the whole state. Every (re)connect opens the
+// WebSocket with a fresh single-use ticket: the long-lived token never goes into a URL.
 
+import { api } from "./api.js";
 import { observeServerTs } from "./clock.js";
-import { getToken, signOut } from "./session.js";
 import { toast } from "./toast.js";
 import * as store from "./store.js";
 
@@ -21,23 +22,36 @@ export class LiveFeed {
     this.retry = null;
   }
 
-  connect() {
+  /** Open the feed: a fresh single-use ticket first (POST /api/v1/live/ticket), then the WebSocket with it. */
+  async connect() {
     clearTimeout(this.retry);
     this.setState("connecting");
-    if (this.adoptEarly()) return;
+    if (await this.adoptEarly()) return;
+    let ticket;
+    try {
+      ticket = (await api("/api/v1/live/ticket", { method: "POST", quiet: true })).ticket;
+    } catch (exc) {
+      if (exc.status === 401) return;  // api() is signing out already
+      // The hub away or busy: try again as after a dropped feed; a role that may not read waits longest.
+      if (exc.status === 403) toast(exc.message || "role may not read the live feed");
+      this.retryLater(exc.status === 403);
+      return;
+    }
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/api/v1/live?token=${encodeURIComponent(getToken() || "")}`);
+    const ws = new WebSocket(`${proto}//${location.host}/api/v1/live?ticket=${encodeURIComponent(ticket)}`);
     this.ws = ws;
     ws.onmessage = (ev) => this.receive(ev.data);
     ws.onclose = (ev) => this.closed(ws, ev);
   }
 
-  /** The page's inline script may have opened the feed already (index.html): take it over, frames and all. */
-  adoptEarly() {
+  /** early.js may have opened the feed already: take it over, frames and all (once; reconnects get a new ticket). */
+  async adoptEarly() {
     const early = window.fieldhubEarly;
-    if (!early || !early.ws) return false;
-    const ws = early.ws;
-    early.ws = null;
+    if (!early || !early.live) return false;
+    const pending = early.live;
+    early.live = null;
+    const ws = await pending;
+    if (!ws) return false;
     this.ws = ws;
     for (const data of early.messages.splice(0)) this.receive(data);
     if (early.closed) { this.closed(ws, early.closed); return true; }
@@ -85,12 +99,18 @@ export class LiveFeed {
 
   closed(ws, ev) {
     if (ws !== this.ws) return;
-    if (ev.code === 4401) { signOut("bad"); return; }
+    this.ws = null;
+    // 4401: the ticket was refused (used, expired, or issued by a hub that has since restarted). The next
+    // ticket request says whether the token itself is still good; a 401 there signs out (api.js).
     if (ev.code === 4403) toast(ev.reason || "role may not read the live feed");
+    this.retryLater(ev.code === 4403);
+  }
+
+  retryLater(long = false) {
     this.setState("offline");
     const wait = this.backoff * (0.8 + Math.random() * 0.4);
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
-    this.retry = setTimeout(() => this.connect(), ev.code === 4403 ? MAX_BACKOFF_MS : wait);
+    this.retry = setTimeout(() => this.connect(), long ? MAX_BACKOFF_MS : wait);
   }
 
   setState(state) {
