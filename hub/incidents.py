@@ -25,6 +25,7 @@ from typing import Any
 from devices import topics
 from devices.payloads import Command, encode_command
 from hub.alerts import Alerts
+from hub.audit import HUB_ACTOR, AuditRecorder
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryRules
 from hub.domain.compliance import response_times
 from hub.domain.device_claims import DEVICE_NOTE_CAP, Verdict, ack_verdict
@@ -106,6 +107,7 @@ class IncidentService:
         self.max_shift_ms = int(milestone_max_shift_s * 1000)
         self.sos_max_distance_m = sos_max_distance_m
         self.outbox = Outbox()
+        self.audit: AuditRecorder | None = None  # set by the composition root; what the hub decides itself is audited
         # Called with (incident_id, unit_id) when an assignment ends (cleared, cancelled, closed, diverted).
         self.on_release: list[Callable[[str, str], None]] = []
         # Awaited with the incident_id just before it closes, while its log still takes entries (video_stop).
@@ -283,6 +285,9 @@ class IncidentService:
             self._watch.add(cmd_id, "dispatch", incident_id, unit_id, unit.devices, raw, event.ts)
             self.send(cmd_id, unit.devices, raw)  # a failed publish is retried by the re-send
             self.fleet.set_status(unit_id, "dispatched")
+        if source == "system":  # auto-dispatch, escalation; a route audits its caller's dispatch
+            await self._audit("incident.dispatch", incident_id, {"unit_ids": list(unit_ids), "aerial": aerial,
+                                                                 "cmd_ids": [str(e.cmd_id) for e in events]})
         return {"incident_id": incident_id,
                 "assignments": [a.to_dict() for a in incident.assignments if a.unit_id in unit_ids]}
 
@@ -316,6 +321,8 @@ class IncidentService:
         incident = await self.commit(incident_id, [Cancelled(ts=self.clock(), source=source, unit_id=unit_id,
                                                              reason=reason)])
         self._release(incident, [unit_id])
+        if source == "system":
+            await self._audit("incident.cancel", incident_id, {"unit_id": unit_id, "reason": reason})
         return incident.view(self.clock(), self.policies)
 
     async def reassign(self, incident_id: str, from_unit: str, to_unit: str | None, reason: str, *,
@@ -341,6 +348,9 @@ class IncidentService:
                                 text=f"no available unit to take over from {from_unit}"))
         incident = await self.commit(incident_id, events)
         self._release(incident, [from_unit])
+        if source == "system":  # the dispatch of `to_unit` below is audited by `dispatch`
+            await self._audit("incident.cancel", incident_id, {"unit_id": from_unit, "reason": reason,
+                                                               "to_unit_id": to_unit, "escalated": escalated})
         if to_unit is not None:
             try:
                 await self.dispatch(incident_id, [to_unit], source=source)
@@ -520,6 +530,16 @@ class IncidentService:
                 log.exception("command %s to device %s not published", cmd_id, device_id)
 
     # -------------------------------------------------------------- helpers
+    async def _audit(self, action: str, incident_id: str, detail: dict[str, object]) -> None:
+        """Audit what the hub did by itself (actor `hub`). The act is done: a failure here is logged, not raised
+        (an outage does not fail it: the audit log waits in the outbox)."""
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(HUB_ACTOR, action, incident_id, detail)
+        except Exception:
+            log.exception("incident %s: audit of %s failed: %s", incident_id, action, detail)
+
     def _lock(self, incident_id: str) -> asyncio.Lock:
         lock = self._locks.get(incident_id)
         if lock is None:

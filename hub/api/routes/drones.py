@@ -10,6 +10,7 @@ from pydantic import Field
 from hub.api.deps import HubDep, Principal, Reader, require
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel
+from hub.api.routes.audit import audit
 from hub.api.routes.incidents import ID, IncidentId, _api_error
 from hub.drones import DroneCommandFailed, DroneNotFound, DroneService, NoDroneAvailable
 from hub.incidents import IncidentError
@@ -59,6 +60,20 @@ async def _run(call: Any) -> dict[str, Any]:
         raise _api_error(exc) from exc
 
 
+async def _audited(hub: Any, who: Principal, action: str, drone_id: str, detail: dict[str, object],
+                   call: Any) -> dict[str, Any]:
+    """Run a drone command and audit it with its outcome: accepted, or why the drone or its link failed it
+    (an unknown drone is not a command and is not audited)."""
+    try:
+        result = await _run(call)
+    except ApiError as exc:
+        if exc.code in _STATUS:
+            await audit(hub, who, action, drone_id, {**detail, "result": exc.code})
+        raise
+    await audit(hub, who, action, drone_id, {**detail, "result": "accepted"})
+    return result
+
+
 @router.get("/api/v1/drones")
 async def list_drones(hub: HubDep, who: Reader) -> dict[str, Any]:
     service = getattr(hub, "drones", None)
@@ -85,21 +100,25 @@ async def drone_commands(drone_id: DroneId, hub: HubDep, who: Reader,
 
 @router.post("/api/v1/drones/{drone_id}/goto", status_code=202)
 async def goto(drone_id: DroneId, body: GotoIn, hub: HubDep, who: Operator) -> dict[str, Any]:
-    return await _run(_service(hub).goto(drone_id, body.lat, body.lon, body.alt, _who(who)))
+    return await _audited(hub, who, "drone.goto", drone_id, body.model_dump(),
+                          _service(hub).goto(drone_id, body.lat, body.lon, body.alt, _who(who)))
 
 
 @router.post("/api/v1/drones/{drone_id}/rtl", status_code=202)
 async def rtl(drone_id: DroneId, hub: HubDep, who: Operator) -> dict[str, Any]:
-    return await _run(_service(hub).rtl(drone_id, _who(who)))
+    return await _audited(hub, who, "drone.rtl", drone_id, {}, _service(hub).rtl(drone_id, _who(who)))
 
 
 @router.post("/api/v1/drones/{drone_id}/land", status_code=202)
 async def land(drone_id: DroneId, hub: HubDep, who: Operator) -> dict[str, Any]:
-    return await _run(_service(hub).land(drone_id, _who(who)))
+    return await _audited(hub, who, "drone.land", drone_id, {}, _service(hub).land(drone_id, _who(who)))
 
 
 @router.post("/api/v1/incidents/{incident_id}/drone", status_code=201)
 async def send_drone(incident_id: IncidentId, hub: HubDep, who: DroneDispatcher,
                      body: SendIn | None = None) -> dict[str, Any]:
-    return await _run(_service(hub).send_to_incident(incident_id, None if body is None else body.drone_id,
-                                                     _who(who)))
+    asked = None if body is None else body.drone_id
+    result = await _run(_service(hub).send_to_incident(incident_id, asked, _who(who)))
+    await audit(hub, who, "incident.drone", incident_id, {"drone_id": result["drone_id"], "asked_for": asked,
+                                                          "eta_s": result["eta_s"]})
+    return result

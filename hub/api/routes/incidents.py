@@ -11,6 +11,7 @@ from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
+from hub.api.routes.audit import audit
 from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, IncidentService
 
 router = APIRouter(tags=["incidents"])
@@ -129,11 +130,16 @@ async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: 
     service = _service(hub)
     try:
         if body.auto:
-            return await service.auto_dispatch(incident_id, body.count)
-        assert body.unit_ids is not None
-        return await service.dispatch(incident_id, body.unit_ids)
+            result = await service.auto_dispatch(incident_id, body.count)
+        else:
+            assert body.unit_ids is not None
+            result = await service.dispatch(incident_id, body.unit_ids)
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    await audit(hub, who, "incident.dispatch", incident_id, {
+        "unit_ids": [a["unit_id"] for a in result["assignments"]], "auto": body.auto,
+        "cmd_ids": [a["cmd_id"] for a in result["assignments"]]})
+    return result
 
 
 @router.get("/api/v1/incidents/{incident_id}/recommendations")
@@ -150,27 +156,51 @@ async def recommendations(incident_id: IncidentId, hub: HubDep, who: Reader,
 async def cancel(incident_id: IncidentId, body: CancelIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
     """Withdraw one unit from the incident; the incident stays open."""
     try:
-        return await _service(hub).cancel(incident_id, body.unit_id, body.reason)
+        view = await _service(hub).cancel(incident_id, body.unit_id, body.reason)
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    await audit(hub, who, "incident.cancel", incident_id, {"unit_id": body.unit_id, "reason": body.reason})
+    return view
 
 
 @router.post("/api/v1/incidents/{incident_id}/reassign")
 async def reassign(incident_id: IncidentId, body: ReassignIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
     try:
-        return await _service(hub).reassign(incident_id, body.from_unit_id, body.to_unit_id, body.reason)
+        view = await _service(hub).reassign(incident_id, body.from_unit_id, body.to_unit_id, body.reason)
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    # A reassignment is a cancel and, when a unit could take over, a dispatch: audited as both.
+    to_unit = _dispatched_after_reassign(view)
+    await audit(hub, who, "incident.cancel", incident_id, {"unit_id": body.from_unit_id, "reason": body.reason,
+                                                           "to_unit_id": to_unit})
+    if to_unit is not None:
+        await audit(hub, who, "incident.dispatch", incident_id, {"unit_ids": [to_unit], "auto": body.to_unit_id is None,
+                                                                 "reassigned_from": body.from_unit_id})
+    return view
+
+
+def _dispatched_after_reassign(view: dict[str, Any]) -> str | None:
+    """The unit dispatched after the last reassignment in the incident's log, if its dispatch went through."""
+    found = None
+    for entry in view.get("log", []):
+        if entry.get("type") == "reassigned":
+            found = None
+        elif entry.get("type") == "dispatched":
+            found = entry.get("unit_id")
+    return found
 
 
 @router.post("/api/v1/incidents/{incident_id}/divert")
 async def divert(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: DivertIn | None = None
                  ) -> dict[str, Any]:
     """Non-emergency/non-police (双非): hand the incident to the 12345 hotline."""
+    reason = body.reason if body else DivertIn().reason
     try:
-        return await _service(hub).divert(incident_id, body.reason if body else DivertIn().reason)
+        view = await _service(hub).divert(incident_id, reason)
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    await audit(hub, who, "incident.divert", incident_id, {"reason": reason})
+    return view
 
 
 @router.post("/api/v1/incidents/{incident_id}/events")
@@ -178,17 +208,22 @@ async def add_event(incident_id: IncidentId, body: EventIn, hub: HubDep, who: Di
     if body.ts is not None and body.ts > now_ms() + 60_000:
         raise ApiError(422, "invalid", "ts: must not be in the future")
     try:
-        return await _service(hub).add_event(incident_id, body.model_dump())
+        view = await _service(hub).add_event(incident_id, body.model_dump())
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    await audit(hub, who, "incident.event", incident_id, body.model_dump(exclude_none=True))
+    return view
 
 
 @router.post("/api/v1/incidents/{incident_id}/close")
 async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: CloseIn | None = None) -> dict[str, Any]:
+    reason = body.reason if body else ""
     try:
-        return await _service(hub).close(incident_id, body.reason if body else "")
+        view = await _service(hub).close(incident_id, reason)
     except IncidentError as exc:
         raise _api_error(exc) from exc
+    await audit(hub, who, "incident.close", incident_id, {"reason": reason})
+    return view
 
 
 @router.get("/api/v1/alerts")

@@ -11,6 +11,7 @@ from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
+from hub.api.routes.audit import audit
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
 
@@ -37,6 +38,7 @@ async def put_unit(unit_id: UnitId, body: UnitIn, hub: HubDep, who: Dispatcher) 
     if len(set(body.devices)) != len(body.devices):
         raise ApiError(422, "invalid", "devices: the same device is listed twice")
     await hub.put_unit(unit_id, body.model_dump())
+    await audit(hub, who, "unit.put", unit_id, body.model_dump())
     return hub.live.unit_view(unit_id, now_ms(), full=True)
 
 
