@@ -1,7 +1,9 @@
 """The hub's video desk: publish tokens, the streams the relay carries, automatic backhaul, recordings.
 
 `VideoDesk` wraps the relay (`video.service.VideoService`) in the hub. It stores every `video_start`
-token as a digest before the command goes out and checks it when the camera publishes over WHIP; it
+token as a digest before the command goes out and checks it when the camera publishes over WHIP: a token
+opens one session and then answers only for that session's resource (DELETE, PATCH), and a device that is
+live is never taken over by a second publisher, whatever its token; it
 turns the relay's stream starts and ends into `video_streams` rows, `video` messages on the live feed
 and incident-log entries; it starts the SOS unit's body cameras on an `sos` and sends `video_stop` to
 every camera started for an incident when the incident lets the unit go (cancel, divert, close); and it
@@ -17,7 +19,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from video.proxy import ProxyService
 from video.recording import SegmentRecorder, list_segments, prune_recordings
 from video.service import StreamInfo, VideoService
 
-__all__ = ["PublishRefused", "VideoDesk"]
+__all__ = ["PublishGrant", "PublishRefused", "VideoDesk"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,24 @@ class PublishRefused(HubError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+@dataclass(eq=False)
+class PublishGrant:
+    """A WHIP publish the desk allowed (`video.http.PublishGrant`): the router settles it once, either way."""
+
+    desk: VideoDesk
+    device_id: str
+    digest: str | None  # the video_start token's; None for an admin's API token
+    incident_id: str | None  # what the stream will belong to
+    unit_id: str | None
+    settled: bool = False
+
+    async def opened(self, session_id: str) -> None:
+        await self.desk.publish_settled(self, session_id)
+
+    async def failed(self) -> None:
+        await self.desk.publish_settled(self, None)
 
 
 class VideoDesk:
@@ -87,9 +107,8 @@ class VideoDesk:
                                         keyframe_request_interval_s=settings.video_keyframe_interval_s)
         self.accepting = False
         self.streams: dict[str, StreamRecord] = {}  # live streams by stream id
-        # device -> (incident, unit, token digest) of the publish being negotiated; then the live stream's digest.
-        self._granted: dict[str, tuple[str | None, str | None, str | None]] = {}
-        self._live_tokens: dict[str, str] = {}
+        self._granted: dict[str, PublishGrant] = {}  # the publish being negotiated: one per device at a time
+        self._bound: dict[str, tuple[str, str | None]] = {}  # live session -> (device, digest of its token)
         self.recorded: Counter[str] = Counter()  # recorder counters of the streams that ended
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(JOB_LIMIT)
         self.dropped_jobs = 0
@@ -134,10 +153,81 @@ class VideoDesk:
             auth.digest(body["token"], self.settings.token_pepper), device_id, unit_id, body.get("incident_id"),
             command.cmd_id, command.ts, int(body["token_expires"])))
 
-    async def authorize_publish(self, device_id: str, secret: str | None) -> None:
-        """A `video_start` token of this device, live and not stopped; or an admin API token (any known device)."""
+    async def authorize_publish(self, device_id: str, secret: str | None) -> PublishGrant:
+        """A `video_start` token of this device, not stopped, not expired and never used; or an admin API token
+        (any known device). Either way the device must not be live or negotiating: no second publisher takes a
+        stream over. The token is marked used here, before the offer is read, so a concurrent replay loses."""
         if not self.accepting:
             raise PublishRefused(503, "shutting_down", "the hub is shutting down")
+        digest, token = await self._credential(secret)
+        if token is not None:
+            self._check_alive(token)  # before anything else, an SDP offer included
+        if not self.live.is_known(device_id):
+            raise PublishRefused(404, "unknown_device", f"device {device_id} is not known to the hub")
+        if token is not None and token.device_id != device_id:
+            raise PublishRefused(403, "forbidden", f"this token was issued to another device, not {device_id}")
+        if token is not None and token.used_at is not None:
+            raise PublishRefused(409, "token_used", "this video_start token has opened its session already; "
+                                                    "a new publish needs a new video_start")
+        # From here to the reservation nothing awaits: two publishes cannot both pass this check.
+        if device_id in self._granted or self.service.stream_of_device(device_id) is not None:
+            raise PublishRefused(409, "stream_live", f"device {device_id} is publishing already; end that "
+                                                     "session (DELETE) before starting another")
+        dev = self.live.devices[device_id]
+        if token is None:
+            grant = PublishGrant(self, device_id, None, self.incidents.assigned_to(dev.unit_id) if dev.unit_id
+                                 else None, dev.unit_id)
+        else:
+            grant = PublishGrant(self, device_id, digest, token.incident_id, token.unit_id or dev.unit_id)
+        self._granted[device_id] = grant
+        if token is not None:
+            try:
+                claimed = await self.store.claim_token(digest, self.clock())
+            except BaseException:
+                del self._granted[device_id]
+                raise
+            if not claimed:  # another publish (this hub's or another's) claimed it since the look-up
+                del self._granted[device_id]
+                raise PublishRefused(409, "token_used", "this video_start token has opened its session already")
+        return grant
+
+    async def publish_settled(self, grant: PublishGrant, session_id: str | None) -> None:
+        """The router's word on a grant: the session it opened, or None (it failed, no session exists)."""
+        if grant.settled:
+            return
+        grant.settled = True
+        if self._granted.get(grant.device_id) is grant:  # mostly taken by `on_stream` already
+            del self._granted[grant.device_id]
+        if grant.digest is None:
+            return
+        if session_id is None:  # the client went away after the relay had started its session: spent
+            session_id = next((s for s, (_, d) in self._bound.items() if d == grant.digest), None)
+        try:
+            if session_id is None:
+                await self.store.release_token(grant.digest)
+            else:
+                await self.store.bind_token(grant.digest, session_id)
+        except Exception:  # the token stays used (the safe side); this run still knows the session's token
+            log.exception("video token use of %s not recorded (session %s)", grant.device_id, session_id)
+
+    async def authorize_session(self, device_id: str, session_id: str, secret: str | None) -> None:
+        """DELETE/PATCH on a WHIP session: the token that opened that session (stopped or expired too: a
+        session outlives its token's TTL and must always be endable by its publisher), or an admin API token."""
+        if not self.accepting:
+            raise PublishRefused(503, "shutting_down", "the hub is shutting down")
+        if secret and self._bound.get(session_id) == (device_id, auth.digest(secret, self.settings.token_pepper)):
+            return  # its live session's own token: answered from memory, so it ends even while the database is away
+        _, token = await self._credential(secret)
+        if token is None:
+            return  # an admin's API token
+        if token.device_id == device_id and token.session_id == session_id:
+            return  # the session it opened, no longer live: the relay answers 404
+        if token.device_id != device_id:
+            raise PublishRefused(403, "forbidden", f"this token was issued to another device, not {device_id}")
+        raise PublishRefused(403, "wrong_session", "this token did not open that session")
+
+    async def _credential(self, secret: str | None) -> tuple[str, VideoToken | None]:
+        """The token's digest and its `video_start` row; (digest, None) for an admin API token; else refused."""
         if not secret:
             raise PublishRefused(401, "unauthorized", "missing bearer token")
         digest = auth.digest(secret, self.settings.token_pepper)
@@ -146,22 +236,13 @@ class VideoDesk:
             row = await self.lookup_token(secret)
             if row is None or row["role"] != "admin":
                 raise PublishRefused(401, "unauthorized", "unknown token: publish with the video_start token")
-        elif self._live_tokens.get(device_id) == digest:
-            pass  # the token of the device's live stream still ends (DELETE) or trickles to it, stopped or not
-        elif token.stopped_at is not None:
-            raise PublishRefused(401, "unauthorized", "this token's video was stopped")
-        elif token.expires_at <= self.clock():
-            raise PublishRefused(401, "unauthorized", "the video_start token has expired")
-        if not self.live.is_known(device_id):
-            raise PublishRefused(404, "unknown_device", f"device {device_id} is not known to the hub")
-        if token is not None and token.device_id != device_id:
-            raise PublishRefused(403, "forbidden", f"this token was issued to another device, not {device_id}")
-        dev = self.live.devices[device_id]
-        if token is not None:
-            self._granted[device_id] = (token.incident_id, token.unit_id or dev.unit_id, digest)
-        else:
-            self._granted[device_id] = (self.incidents.assigned_to(dev.unit_id) if dev.unit_id else None,
-                                        dev.unit_id, None)
+        return digest, token
+
+    def _check_alive(self, token: VideoToken) -> None:
+        if token.stopped_at is not None:
+            raise PublishRefused(401, "token_stopped", "this token's video was stopped")
+        if token.expires_at <= self.clock():
+            raise PublishRefused(401, "token_expired", "the video_start token has expired")
 
     # -------------------------------------------------------------- streams
     def on_stream(self, state: str, info: StreamInfo) -> None:
@@ -169,23 +250,22 @@ class VideoDesk:
         if state == "started":
             dev = self.live.devices.get(info.device_id)
             fallback_unit = dev.unit_id if dev is not None else None
-            incident_id, unit_id, digest = self._granted.pop(info.device_id, (None, fallback_unit, None))
-            self._live_tokens.pop(info.device_id, None)
-            if digest is not None:
-                self._live_tokens[info.device_id] = digest
+            grant = self._granted.pop(info.device_id, None)
+            incident_id, unit_id, digest = ((grant.incident_id, grant.unit_id, grant.digest) if grant is not None
+                                            else (None, fallback_unit, None))
+            self._bound[info.stream_id] = (info.device_id, digest)  # a publisher's session id is its stream id
             record = StreamRecord(info.stream_id, info.device_id, unit_id, incident_id, info.codec, info.started_ms)
             self.streams[info.stream_id] = record
             self._post("started", record, info)
             self._queue(lambda: self._stream_started(record))
             return
+        self._bound.pop(info.stream_id, None)
         recorder = self.recorders.pop(info.stream_id, None)  # the relay has closed it: its counts are final
         if recorder is not None:
             self.recorded.update(recorder.stats())
         known = self.streams.pop(info.stream_id, None)
         if known is None:
             return
-        if not any(r.device_id == known.device_id for r in self.streams.values()):
-            self._live_tokens.pop(known.device_id, None)
         ended = replace(known, codec=info.codec or known.codec, ended_at=self.clock())
         self._post("ended", ended, info)
         self._queue(lambda: self._stream_ended(ended))

@@ -5,10 +5,13 @@
 - ``POST /whep/{stream_id}`` -> ``201`` likewise for one viewer; ``DELETE``/``PATCH`` on its session.
 - ``OPTIONS`` on either endpoint answers what it accepts (CORS pre-flight, RFC 9725 4.2).
 
-The authorizers run first, before any SDP is read. Errors are the API's JSON
-``{"error": {"code", "message"}}`` via :class:`hub.api.errors.ApiError`. PATCH follows RFC 9725 4.3.1:
-trickle ICE is supported and ICE restarts are not, so a restart gets ``422``; ``If-Match`` is required
-(``428``) and must name the session's entity tag (``412``).
+The authorizers run first, before any SDP is read. A publish authorizer may hand back a
+:class:`PublishGrant`: the router tells it the session the publish opened, or that it failed (so a
+single-use token is spent only on a session that exists). ``DELETE``/``PATCH`` on a WHIP session go to
+``authorize_session`` with the session id, so the token that opened one session cannot act on another.
+Errors are the API's JSON ``{"error": {"code", "message"}}`` via :class:`hub.api.errors.ApiError`.
+PATCH follows RFC 9725 4.3.1: trickle ICE is supported and ICE restarts are not, so a restart gets
+``422``; ``If-Match`` is required (``428``) and must name the session's entity tag (``412``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from video.errors import (
 from video.registry import Answer, SessionRef
 from video.sdp import MAX_SDP_BYTES
 
-__all__ = ["SDP", "SDPFRAG", "video_router"]
+__all__ = ["SDP", "SDPFRAG", "PublishAuthorizer", "PublishGrant", "SessionAuthorizer", "video_router"]
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
@@ -54,6 +57,20 @@ _STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (ForwardingUnavailable, 503),
     (MediaServerError, 502),
 )
+
+
+class PublishGrant(Protocol):
+    """A publish the authorizer allowed, still to be settled: exactly one of these is awaited, once."""
+
+    async def opened(self, session_id: str) -> None: ...
+
+    async def failed(self) -> None: ...
+
+
+# (device_id, bearer token) -> a grant, or None when there is nothing to settle; raises ApiError to refuse.
+PublishAuthorizer = Callable[[str, str | None], Awaitable[PublishGrant | None]]
+# (device_id, session_id, bearer token) for DELETE/PATCH on a WHIP session; raises ApiError to refuse.
+SessionAuthorizer = Callable[[str, str, str | None], Awaitable[None]]
 
 
 class WhipWhepService(Protocol):
@@ -119,10 +136,22 @@ def _options(methods: str) -> Response:
     return Response(status_code=204, headers={"Allow": methods, "Accept-Post": SDP, "Accept-Patch": SDPFRAG})
 
 
-def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str | None], Awaitable[None]],
-                 authorize_view: Callable[[str | None], Awaitable[None]]) -> APIRouter:
-    """The WHIP/WHEP routes; ``authorize_*`` raise :class:`ApiError` to refuse (bearer token may be None)."""
+def video_router(service: WhipWhepService, authorize_publish: PublishAuthorizer,
+                 authorize_view: Callable[[str | None], Awaitable[None]],
+                 authorize_session: SessionAuthorizer | None = None) -> APIRouter:
+    """The WHIP/WHEP routes; ``authorize_*`` raise :class:`ApiError` to refuse (bearer token may be None).
+
+    Without ``authorize_session``, DELETE/PATCH on a WHIP session ask ``authorize_publish`` (and settle any
+    grant as failed at once): enough for a fixed set of trusted publishers, not for single-use tokens."""
     router = APIRouter(tags=["video"])
+
+    async def may_act_on(device_id: str, session_id: str, token: str | None) -> None:
+        if authorize_session is not None:
+            await authorize_session(device_id, session_id, token)
+            return
+        grant = await authorize_publish(device_id, token)
+        if grant is not None:
+            await grant.failed()
 
     def session_of(kind: Literal["publisher", "viewer"], owner: str, session_id: str) -> None:
         try:
@@ -161,23 +190,29 @@ def video_router(service: WhipWhepService, authorize_publish: Callable[[str, str
 
     @router.post("/whip/{device_id}")
     async def whip_publish(device_id: Id, request: Request) -> Response:
-        await authorize_publish(device_id, _bearer(request))
-        offer = await _text_body(request, SDP)
+        grant = await authorize_publish(device_id, _bearer(request))
         try:
+            offer = await _text_body(request, SDP)
             answer = await service.publish(device_id, offer)
-        except VideoError as exc:
-            raise _api_error(exc) from exc
+        except BaseException as exc:  # a bad body, a bad offer, a client gone: no session, nothing spent
+            if grant is not None:
+                await grant.failed()
+            if isinstance(exc, VideoError):
+                raise _api_error(exc) from exc
+            raise
+        if grant is not None:
+            await grant.opened(answer.session_id)
         return _created(request, answer.session_id, answer.sdp)
 
     @router.patch("/whip/{device_id}/{session_id}")
     async def whip_patch(device_id: Id, session_id: Id, request: Request) -> Response:
-        await authorize_publish(device_id, _bearer(request))
+        await may_act_on(device_id, session_id, _bearer(request))
         session_of("publisher", device_id, session_id)
         return await patch(request, session_id)
 
     @router.delete("/whip/{device_id}/{session_id}")
     async def whip_delete(device_id: Id, session_id: Id, request: Request) -> Response:
-        await authorize_publish(device_id, _bearer(request))
+        await may_act_on(device_id, session_id, _bearer(request))
         session_of("publisher", device_id, session_id)
         return await end(session_id)
 

@@ -1,7 +1,9 @@
 """Video in PostgreSQL: `video_start` publish tokens (digests only) and the record of every stream.
 
 Times are epoch milliseconds. A token row is written before its `video_start` goes out, so a device
-that publishes the moment the command arrives finds it, and a hub restart keeps it valid.
+that publishes the moment the command arrives finds it, and a hub restart keeps it valid. A token opens
+one WHIP session: `claim_token` marks it used (atomically, so two publishes cannot both win), `bind_token`
+records the session it opened, and a restart finds it used.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class VideoToken:
     issued_at: int
     expires_at: int
     stopped_at: int | None = None
+    used_at: int | None = None  # a publish with it began (migration 009)
+    session_id: str | None = None  # the WHIP session it opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,8 @@ class StreamRecord:
     ended_at: int | None = None
 
 
-_TOKEN_COLUMNS = "hash, device_id, unit_id, incident_id, cmd_id, issued_at, expires_at, stopped_at"
+_TOKEN_COLUMNS = ("hash, device_id, unit_id, incident_id, cmd_id, issued_at, expires_at, stopped_at, used_at, "
+                  "session_id")
 _STREAM_COLUMNS = "stream_id, device_id, unit_id, incident_id, codec, started_at, ended_at"
 
 
@@ -51,15 +56,34 @@ class VideoStore:
     async def add_token(self, token: VideoToken) -> None:
         async with self.db.connection() as conn:
             await conn.execute(
-                f"INSERT INTO video_tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO video_tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (token.digest, token.device_id, token.unit_id, token.incident_id, token.cmd_id, token.issued_at,
-                 token.expires_at, token.stopped_at))
+                 token.expires_at, token.stopped_at, token.used_at, token.session_id))
 
     async def find_token(self, digest: str) -> VideoToken | None:
         async with self.db.connection(timeout=2.0) as conn:
             cur = await conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM video_tokens WHERE hash = %s", (digest,))
             row = await cur.fetchone()
         return None if row is None else VideoToken(*row)
+
+    async def claim_token(self, digest: str, now_ms: int) -> bool:
+        """Mark the token used by a publish that begins now; False if it was used already (by anyone)."""
+        async with self.db.connection(timeout=2.0) as conn:
+            cur = await conn.execute("UPDATE video_tokens SET used_at = %s WHERE hash = %s AND used_at IS NULL",
+                                     (now_ms, digest))
+            return cur.rowcount == 1
+
+    async def bind_token(self, digest: str, session_id: str) -> None:
+        """Record the session the token's publish opened."""
+        async with self.db.connection(timeout=2.0) as conn:
+            await conn.execute("UPDATE video_tokens SET session_id = %s WHERE hash = %s AND session_id IS NULL",
+                               (session_id, digest))
+
+    async def release_token(self, digest: str) -> None:
+        """The publish failed before any session existed (a bad offer): the token may publish again."""
+        async with self.db.connection(timeout=2.0) as conn:
+            await conn.execute("UPDATE video_tokens SET used_at = NULL WHERE hash = %s AND session_id IS NULL",
+                               (digest,))
 
     async def stop_tokens(self, incident_id: str, stopped_at: int,
                           device_ids: list[str] | None = None) -> list[tuple[str, str | None]]:

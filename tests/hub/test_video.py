@@ -97,8 +97,8 @@ class Feed:
 
 @contextlib.asynccontextmanager
 async def live_feed(hub: RunningHub) -> AsyncIterator[Feed]:
-    url = hub.base_url.replace("http", "ws") + f"/api/v1/live?token={TOKEN}"
-    async with websockets.connect(url) as ws:
+    url = hub.base_url.replace("http", "ws") + "/api/v1/live"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         feed = Feed(ws)
         yield feed
         feed._task.cancel()
@@ -223,7 +223,7 @@ async def test_arrival_backhaul_publish_view_stream_log_stop_and_recording(hub: 
         assert f"video_stop sent to v1-body (cmd {stop.cmd_id})" in notes(r.json())
         with pytest.raises(VideoError) as refused:
             await WhipPublisher(start.body["whip_url"], start.body["token"], Pattern()).start()
-        assert refused.value.code == "unauthorized"
+        assert refused.value.code == "token_stopped"
 
 
 async def whip(hub: RunningHub, device_id: str, token: str | None, body: str = "v=0\r\n",
@@ -250,7 +250,7 @@ async def test_publish_and_view_refusals(hub: RunningHub) -> None:
     expired = await issue(hub, "r1-body", None, ttl_ms=-1)
     cases = [(None, "r1-body", 401, "unauthorized"), ("fh_not_a_token", "r1-body", 401, "unauthorized"),
              (TOKEN, "r1-body", 401, "unauthorized"),  # a dispatcher's API token does not publish
-             (expired, "r1-body", 401, "unauthorized"), (other, "r1-body", 403, "forbidden"),
+             (expired, "r1-body", 401, "token_expired"), (other, "r1-body", 403, "forbidden"),
              (own, "ghost-cam", 404, "unknown_device"), (own, "r1-body", 400, "bad_offer")]
     for token, device_id, status, code in cases:
         r = await whip(hub, device_id, token)
@@ -307,9 +307,12 @@ async def test_admin_token_publishes_and_recordings_follow_the_dispatch_window(h
 
 
 async def test_shutdown_ends_live_streams_and_tokens_survive_a_restart(settings: Settings) -> None:
+    """The stream ends with the hub; its token, used, stays used after the restart; an unused token of the same
+    device stays valid, and is refused once its incident stops its video."""
     async with running_hub(settings) as hub:
         await hub.put_unit("K1", ["k1-body"])
         token = await issue(hub, "k1-body", "I-test")
+        unused = await issue(hub, "k1-body", "I-test")
         publisher = WhipPublisher(f"{hub.base_url}/whip/k1-body", token, Pattern())
         stream_id = await publisher.start()
     try:  # the hub stopped with the stream live: its end was still written on the way down
@@ -323,10 +326,15 @@ async def test_shutdown_ends_live_streams_and_tokens_survive_a_restart(settings:
     async with running_hub(settings.model_copy(update={"port": free_port()})) as hub:
         desk = hub.hub.video
         assert desk is not None
-        await desk.authorize_publish("k1-body", token)  # accepted: no exception
-        assert await VideoStore(hub.hub.db).stop_tokens("I-test", now_ms()) == [("k1-body", None)]
         r = await whip(hub, "k1-body", token)
-        assert r.status_code == 401 and "stopped" in r.json()["error"]["message"]
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "token_used"), r.text
+        grant = await desk.authorize_publish("k1-body", unused)  # accepted: no exception
+        await grant.failed()  # no offer followed: the token is not spent
+        assert await VideoStore(hub.hub.db).stop_tokens("I-test", now_ms()) == [("k1-body", None)]
+        for stopped in (token, unused):
+            r = await whip(hub, "k1-body", stopped)
+            assert (r.status_code, r.json()["error"]["code"]) == (401, "token_stopped"), r.text
+            assert "stopped" in r.json()["error"]["message"]
 
 
 async def test_sos_starts_the_units_cameras_and_cancel_or_close_stops_them(settings: Settings) -> None:

@@ -16,9 +16,9 @@ from hub.api.deps import HubDep, Reader, authenticate
 from hub.api.errors import ApiError
 from hub.incidents import IncidentNotFound
 from hub.server import Hub
-from hub.video import PublishRefused, VideoDesk
+from hub.video import PublishGrant, PublishRefused, VideoDesk
 
-__all__ = ["publish_authorizer", "router", "view_authorizer"]
+__all__ = ["publish_authorizer", "router", "session_authorizer", "view_authorizer"]
 
 router = APIRouter(tags=["video"])
 
@@ -33,12 +33,24 @@ def _desk(hub: Hub) -> VideoDesk:
     return hub.video
 
 
-def publish_authorizer(hub: Hub) -> Callable[[str, str | None], Awaitable[None]]:
+def publish_authorizer(hub: Hub) -> Callable[[str, str | None], Awaitable[PublishGrant]]:
     """WHIP: the device's `video_start` token (or an admin's API token); see `VideoDesk.authorize_publish`."""
 
-    async def authorize(device_id: str, token: str | None) -> None:
+    async def authorize(device_id: str, token: str | None) -> PublishGrant:
         try:
-            await _desk(hub).authorize_publish(device_id, token)
+            return await _desk(hub).authorize_publish(device_id, token)
+        except PublishRefused as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from exc
+
+    return authorize
+
+
+def session_authorizer(hub: Hub) -> Callable[[str, str, str | None], Awaitable[None]]:
+    """DELETE/PATCH on a WHIP session: the token that opened it; see `VideoDesk.authorize_session`."""
+
+    async def authorize(device_id: str, session_id: str, token: str | None) -> None:
+        try:
+            await _desk(hub).authorize_session(device_id, session_id, token)
         except PublishRefused as exc:
             raise ApiError(exc.status, exc.code, str(exc)) from exc
 
