@@ -42,7 +42,8 @@ from bench.report import machine_facts, percentile
 from bench.stack import BenchError, BenchStack, add_database_url, python_env, run_bench
 from devices.geo import offset
 from sim.city import build_city
-from sim.drones import DroneFleetSim
+from sim.drone_runner import write_keys
+from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, drone_docks, fleet_entries, police_stations
 
 M = mavlink2
@@ -300,6 +301,10 @@ async def raw_series(sim: DroneFleetSim, dock: DroneDock, target: tuple[float, f
                      rng: random.Random) -> tuple[list[float], list[float]]:
     """DO_REPOSITION alone, then DO_SET_MODE + DO_REPOSITION, ``n`` each, sequential, from our own socket."""
     gcs = RawGcs(dock.system_id)
+    key = sim.keys.get(dock.drone_id)
+    if key is not None:  # the drone signs, so it hears signed commands only
+        gcs.mav.signing.secret_key, gcs.mav.signing.sign_outgoing = key, True
+        gcs.mav.signing.timestamp = int((time.time() - 1_420_070_400) * 100_000)  # 10 us since 2015-01-01
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: gcs, local_addr=("127.0.0.1", 0))
     try:
         gcs.addr = sim.drone(dock.drone_id).local_addr
@@ -335,15 +340,17 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     ids = [d.drone_id for d in docks]
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-drones-"))
     (workdir / "fleet.json").write_text(json.dumps(fleet_entries(docks)))
+    keys = new_keys(docks)  # signed, as fielded drones are
     port = free_udp_port()
     stack = BenchStack(workdir, hub_env={"FIELDHUB_MAVLINK_URL": f"udpin:127.0.0.1:{port}",
                                          "FIELDHUB_DRONES": str(workdir / "fleet.json"),
+                                         "FIELDHUB_DRONE_KEYS": str(write_keys(docks, keys, workdir / "keys.json")),
                                          "FIELDHUB_DRONE_LINK_TIMEOUT_S": str(LINK_TIMEOUT_S)},
                        database_url=args.database_url)
     try:
         await stack.start()
         headers = {"authorization": f"Bearer {await create_operator_token(stack)}"}
-        async with DroneFleetSim(docks, ("127.0.0.1", port), seed=args.seed) as sim, httpx.AsyncClient(
+        async with DroneFleetSim(docks, ("127.0.0.1", port), seed=args.seed, keys=keys) as sim, httpx.AsyncClient(
                 base_url=stack.hub_url, headers=headers, timeout=30.0,
                 limits=httpx.Limits(max_connections=len(ids) + 4)) as api:
             async def all_ready() -> bool:

@@ -7,8 +7,10 @@ vehicle, and the link-loss watchdog.
 
 Codecs: one pymavlink MAVLink object per vehicle (its own seq, and its own signing
 state when it has a key). The sender's system id is read from the frame header
-first, so a keyed vehicle's frames are checked against its key only, and a frame
-that fails is dropped before it can create a vehicle or move its route.
+first and the link's :class:`~drone.signing.Admission` decides on it: a system
+outside the fleet, a fleet system without a key that was not let in unsigned, and
+a keyed system's unsigned or forged frame are dropped (counted by reason) before
+they can create a vehicle, set its route or earn it our heartbeat.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from drone.codec import DecodeError, decode, encode, frame_system_id, is_signed, mavlink, new_codec
+from drone.codec import DecodeError, decode, encode, frame_system_id, mavlink, new_codec
 from drone.errors import LinkLost, WaitTimeout
-from drone.signing import SigningKeys, signature_valid, signing_timestamp
+from drone.signing import REFUSAL_REASONS, Admission, SigningKeys, signing_timestamp
 from drone.state import check_link
 from drone.transport import Peer, Transport, open_transport
 from drone.vehicle import Vehicle
@@ -39,6 +41,7 @@ class MavlinkLink:
 
     def __init__(self, url: str, *, system_id: int = 250, component_id: int = 190,
                  heartbeat_timeout_s: float = 3.0, keys: SigningKeys | None = None,
+                 admission: Admission | None = None,
                  on_vehicle: Callable[[Vehicle], None] | None = None) -> None:
         if not 1 <= system_id <= 255 or not 0 <= component_id <= 255:
             raise ValueError("system_id must be 1..255 and component_id 0..255")
@@ -47,10 +50,13 @@ class MavlinkLink:
         self.component_id = component_id
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.stats: dict[str, int] = dict.fromkeys(
-            ("received", "sent", "bad_crc", "parse_errors", "bad_signature", "unknown_system",
+            ("received", "sent", "bad_crc", "parse_errors", *REFUSAL_REASONS, "unknown_system",
              "unknown_message", "send_errors", "send_dropped", "listener_dropped"), 0)
+        # Refused frames per sender and reason; at most 255 senders, so bounded.
+        self.refused: dict[int, dict[str, int]] = {}
         self.vehicles: dict[int, Vehicle] = {}
         self._keys = keys if keys is not None else SigningKeys()
+        self._admission = admission if admission is not None else Admission()
         self._on_vehicle = on_vehicle
         self._handles: dict[int, Vehicle] = {}  # every Vehicle object, heard or not
         self._subscribers: list[Subscriber] = []
@@ -126,9 +132,9 @@ class MavlinkLink:
         if system_id == 0 or system_id == self.system_id:
             self._count("unknown_system")  # no valid sender, or our own frames echoed back
             return
-        key = self._keys.get(system_id)
-        if key is not None and not (is_signed(frame) and signature_valid(key.secret, frame)):
-            self._count("bad_signature")
+        refusal = self._admission.refusal(system_id, self._keys.get(system_id), frame)
+        if refusal is not None:
+            self._refuse(system_id, refusal, peer)
             return
         vehicle = self.vehicle(system_id)
         signing = vehicle._codec.signing
@@ -136,9 +142,11 @@ class MavlinkLink:
         try:
             msg = decode(vehicle._codec, frame)
         except DecodeError as exc:
-            # A good signature pymavlink still refuses is a replayed/old timestamp.
-            self._count("bad_signature" if signing.reject_count != rejected else "parse_errors")
             log.debug("drop frame from system %s: %s", system_id, exc)
+            if signing.reject_count != rejected:  # a good signature pymavlink still refuses: a replayed timestamp
+                self._refuse(system_id, "bad_signature", peer)
+            else:
+                self._count("parse_errors")
             return
         if msg.get_type() == "BAD_DATA" or msg.get_type().startswith("UNKNOWN_"):
             self._count("unknown_message")
@@ -158,6 +166,13 @@ class MavlinkLink:
                 callback(vehicle, msg)
             except Exception:
                 log.exception("link subscriber failed")
+
+    def _refuse(self, system_id: int, reason: str, peer: Peer) -> None:
+        self._count(reason)
+        per_system = self.refused.setdefault(system_id, {})
+        per_system[reason] = per_system.get(reason, 0) + 1
+        if per_system[reason] == 1:  # once per sender and reason: a flood must not flood the log too
+            log.warning("MAVLink from system %s (%s) ignored: %s", system_id, peer, reason.replace("_", " "))
 
     # ------------------------------------------------------------------ send
     def _send_to(self, vehicle: Vehicle, message: Any) -> None:

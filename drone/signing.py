@@ -25,11 +25,14 @@ from typing import Any
 
 from drone.errors import SigningError
 
-__all__ = ["SIGNING_EPOCH", "SigningKey", "SigningKeys", "signature_valid", "signing_timestamp"]
+__all__ = ["REFUSAL_REASONS", "SIGNING_EPOCH", "Admission", "SigningKey", "SigningKeys", "signature_valid",
+           "signing_timestamp"]
 
 # MAVLink signing timestamps count 10 µs units since 2015-01-01 00:00:00 UTC.
 SIGNING_EPOCH = 1_420_070_400
 _SIGNATURE_LEN = 13
+# Why a link ignores a frame before decoding it (each a counter of the link's stats).
+REFUSAL_REASONS = ("outside_fleet", "refused_unsigned", "bad_signature")
 
 
 def signing_timestamp(now: float | None = None) -> int:
@@ -120,6 +123,30 @@ class SigningKeys(Mapping[int, SigningKey]):
         return f"SigningKeys(systems={sorted(self._keys)})"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whose MAVLink a link hears, decided per frame before it is decoded.
+
+    ``fleet`` None admits any system id (a bare ground station, a test); otherwise only those ids.
+    A keyed system must sign every frame with its key, fleet or not. A fleet system without a key
+    is heard only when it is in ``unsigned``: the operator opted in for that drone explicitly.
+    """
+
+    fleet: frozenset[int] | None = None
+    unsigned: frozenset[int] = frozenset()
+
+    def refusal(self, system_id: int, key: SigningKey | None, frame: bytes) -> str | None:
+        """The reason (one of REFUSAL_REASONS) to ignore ``frame`` from ``system_id``, or None to hear it."""
+        if self.fleet is not None and system_id not in self.fleet:
+            return "outside_fleet"
+        if key is not None:
+            # An unsigned frame from a keyed system is as bad as a forged one: both are refused.
+            return None if signature_valid(key.secret, frame) else "bad_signature"
+        if self.fleet is not None and system_id not in self.unsigned:
+            return "refused_unsigned"
+        return None
 
 
 def _system_id(path: Path, name: str) -> int:

@@ -7,13 +7,18 @@ The drone's telemetry enters the ingest pipeline as its device's fixes and statu
 device's would (:class:`TelemetryForwarder`), so it is stored, live, tracked for arrival
 and drawn like every unit. :class:`DroneRecord` adds what MAVLink knows (mode, armed, altitude,
 link) and the flight the hub gave it.
+
+Signing: a drone with a key in ``FIELDHUB_DRONE_KEYS`` must sign everything it sends. A drone
+without one is refused (its MAVLink ignored at the link) unless its fleet entry says
+``"unsigned": true``: an explicit, per-drone opt-in, shown on the one-map.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,10 @@ from hub.config import read_json_file
 from hub.domain.aerial import DroneCandidate
 from hub.errors import HubError
 
-__all__ = ["DroneConfig", "DroneRecord", "FleetConfigError", "Flight", "TelemetryForwarder", "load_fleet"]
+__all__ = ["DroneConfig", "DroneRecord", "FleetConfigError", "Flight", "TelemetryForwarder", "load_fleet",
+           "log_signing", "signing_of"]
+
+log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -47,6 +55,7 @@ class DroneConfig:
     dock_lon: float
     dock_name: str = ""
     camera: str | None = None  # the drone's camera device, if it carries one
+    unsigned: bool = False  # the operator let this drone in without MAVLink 2 signing
 
     @property
     def devices(self) -> list[str]:
@@ -54,8 +63,14 @@ class DroneConfig:
         return [self.drone_id] if self.camera is None else [self.drone_id, self.camera]
 
 
+def signing_of(config: DroneConfig, keyed: bool) -> str:
+    """``signed`` (it has a key), ``unsigned`` (no key, opted in) or ``refused`` (no key, no opt-in)."""
+    return "signed" if keyed else "unsigned" if config.unsigned else "refused"
+
+
 def load_fleet(path: Path) -> list[DroneConfig]:
-    """The fleet file: ``[{"drone_id", "system_id", "name"?, "camera"?, "dock": {"lat", "lon", "name"?}}, ...]``."""
+    """The fleet file: ``[{"drone_id", "system_id", "name"?, "camera"?, "unsigned"?, "dock": {"lat", "lon",
+    "name"?}}, ...]``."""
     data = read_json_file(path, "drone fleet", FleetConfigError)
     if not isinstance(data, list):
         raise FleetConfigError(f"{path}: a list of drones expected")
@@ -63,10 +78,14 @@ def load_fleet(path: Path) -> list[DroneConfig]:
     for k, d in enumerate(data):
         try:
             dock = d["dock"]
+            unsigned = d.get("unsigned", False)
             cfg = DroneConfig(str(d["drone_id"]), int(d["system_id"]), str(d.get("name") or d["drone_id"]),
-                              float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""), d.get("camera"))
+                              float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""), d.get("camera"),
+                              unsigned is True)
         except (KeyError, TypeError, ValueError) as exc:
             raise FleetConfigError(f"{path}: drone #{k}: {exc!r}") from exc
+        if not isinstance(unsigned, bool):  # "yes", 1, "false": an opt-in out of security must be unmistakable
+            raise FleetConfigError(f"{path}: drone {cfg.drone_id}: \"unsigned\" must be true or false")
         if not _ID.match(cfg.drone_id) or not 1 <= cfg.system_id <= 255:
             raise FleetConfigError(f"{path}: drone #{k}: bad drone_id {cfg.drone_id!r} or system_id {cfg.system_id}")
         if cfg.camera is not None and not (isinstance(cfg.camera, str) and _ID.match(cfg.camera)):
@@ -85,6 +104,24 @@ def load_fleet(path: Path) -> list[DroneConfig]:
     return fleet
 
 
+def log_signing(records: list[DroneRecord], keyed: set[int], have_file: bool) -> None:
+    """Once, at start: every drone the link will refuse (loudly), every one let in unsigned, stray keys."""
+    for r in records:
+        c = r.config
+        if r.signing == "refused":
+            log.error("drone %s (MAVLink system %s) REFUSED: no signing key%s and no \"unsigned\": true in its "
+                      "fleet entry; its MAVLink is ignored until one of them is given", c.drone_id, c.system_id,
+                      " in FIELDHUB_DRONE_KEYS" if have_file else " (FIELDHUB_DRONE_KEYS is not set)")
+        elif r.signing == "unsigned":
+            log.warning("drone %s (MAVLink system %s) flies UNSIGNED (opted in by its fleet entry): anyone on its "
+                        "link can speak for it", c.drone_id, c.system_id)
+        elif c.unsigned:
+            log.info("drone %s: has a signing key, so its \"unsigned\": true is ignored", c.drone_id)
+    stray = sorted(keyed - {r.config.system_id for r in records})
+    if stray:
+        log.warning("signing keys for MAVLink systems %s, which are not in the fleet: ignored", stray)
+
+
 @dataclass
 class Flight:
     """A flight the hub ordered: to an incident (or an operator's goto), until the drone is home."""
@@ -101,6 +138,7 @@ class Flight:
 class DroneRecord:
     config: DroneConfig
     vehicle: Vehicle
+    signing: str = "signed"  # see signing_of
     flight: Flight | None = None
     seen: bool = False
     last_fix_sent: float = 0.0
@@ -129,6 +167,15 @@ class DroneRecord:
         return DroneCandidate(self.drone_id, s.lat, s.lon, s.battery_pct, s.link_ok, s.armed, self.on_ground(),
                               self.dock_distance_m(), busy_with)
 
+    def link_name(self, refused: Mapping[str, int]) -> str:
+        """``refused_unsigned`` for a drone the link will not hear; ``refused_bad_signature`` for a keyed one
+        heard only with bad signatures so far; else ``unknown`` (never heard), ``ok`` or ``lost``."""
+        if self.signing == "refused":
+            return "refused_unsigned"
+        if not self.seen:
+            return "refused_bad_signature" if refused.get("bad_signature") else "unknown"
+        return "ok" if self.vehicle.state.link_ok else "lost"
+
     def state_name(self) -> str:
         s = self.vehicle.state
         if not self.seen:
@@ -139,7 +186,7 @@ class DroneRecord:
             return "returning" if self.flight.phase == "returning" else "flying"
         return "ready" if self.on_ground() and not s.armed else "flying"
 
-    def view(self, now_ms: int, on_scene: bool = False) -> dict[str, Any]:
+    def view(self, now_ms: int, on_scene: bool = False, refused: Mapping[str, int] | None = None) -> dict[str, Any]:
         s, c, f = self.vehicle.state, self.config, self.flight
         position = None
         if s.lat is not None and s.lon is not None:
@@ -154,7 +201,7 @@ class DroneRecord:
                        "target": {"lat": f.target[0], "lon": f.target[1], "alt_m": f.target[2]}}
         return {
             "drone_id": c.drone_id, "unit_id": c.drone_id, "name": c.name, "system_id": c.system_id,
-            "link": "unknown" if not self.seen else ("ok" if s.link_ok else "lost"),
+            "link": self.link_name(refused or {}), "signing": self.signing, "refused": dict(refused or {}),
             "armed": s.armed, "mode": s.mode, "landed": s.landed_state, "position": position,
             "battery_pct": s.battery_pct, "dock": {"lat": c.dock_lat, "lon": c.dock_lon, "name": c.dock_name},
             "state": state, "mission": mission, "updated_at": now_ms,

@@ -23,12 +23,12 @@ from typing import Any
 from devices.geo import haversine_m
 from drone.errors import CommandRejected, CommandTimeout, DroneError
 from drone.link import MavlinkLink
-from drone.signing import SigningKeys
+from drone.signing import Admission, SigningKeys
 from drone.vehicle import Vehicle
 from hub.config import Settings
 from hub.domain.aerial import DroneEnergy, choose_drone, must_return
 from hub.domain.events import Acknowledged, Noted
-from hub.drone_fleet import DroneConfig, DroneRecord, Flight, TelemetryForwarder
+from hub.drone_fleet import DroneConfig, DroneRecord, Flight, TelemetryForwarder, log_signing, signing_of
 from hub.errors import HubError
 from hub.feed import LiveFeed
 from hub.incidents import IncidentConflict, IncidentService
@@ -68,11 +68,16 @@ class DroneService:
         self.put_unit = put_unit
         self.energy = DroneEnergy(pct_per_km=settings.drone_pct_per_km, reserve_pct=settings.drone_reserve_pct,
                                   on_scene_min=settings.drone_on_scene_min)
-        keys = SigningKeys.load(settings.drone_keys) if settings.drone_keys else None
+        keys = SigningKeys.load(settings.drone_keys) if settings.drone_keys else SigningKeys()
+        # The link hears the fleet only: the keyed drones signed, the opted-in ones unsigned, nobody else.
+        admission = Admission(fleet=frozenset(c.system_id for c in fleet),
+                              unsigned=frozenset(c.system_id for c in fleet if c.unsigned and c.system_id not in keys))
         self.link = MavlinkLink(settings.mavlink_url, system_id=settings.mavlink_system_id,
-                                heartbeat_timeout_s=settings.drone_link_timeout_s, keys=keys)
+                                heartbeat_timeout_s=settings.drone_link_timeout_s, keys=keys, admission=admission)
         self.forward = TelemetryForwarder(submit, clock)
-        self.drones = {c.drone_id: DroneRecord(c, self.link.vehicle(c.system_id)) for c in fleet}
+        self.drones = {c.drone_id: DroneRecord(c, self.link.vehicle(c.system_id), signing_of(c, c.system_id in keys))
+                       for c in fleet}
+        log_signing(list(self.drones.values()), set(keys), settings.drone_keys is not None)
         self._by_system = {r.config.system_id: r for r in self.drones.values()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
@@ -109,7 +114,7 @@ class DroneService:
         f = r.flight
         on_scene = f is not None and f.incident_id is not None and self.incidents.has_mark(
             f.incident_id, r.drone_id, "arrived")
-        return r.view(self.clock(), on_scene)
+        return r.view(self.clock(), on_scene, self.link.refused.get(r.config.system_id))
 
     def views(self) -> list[dict[str, Any]]:
         return [self.view(r) for r in self.drones.values()]
@@ -141,6 +146,9 @@ class DroneService:
         """Run one drone command and audit it, whatever its outcome."""
         asked, result, detail = self.clock(), "accepted", ""
         try:
+            if r.signing == "refused":
+                raise DroneCommandFailed("refused_unsigned", f"drone {r.drone_id} has no signing key and no "
+                                         "\"unsigned\": true in the fleet file: its MAVLink is refused")
             if not r.vehicle.state.link_ok:
                 raise DroneCommandFailed("link_lost", f"drone {r.drone_id}: no link (no heartbeat)")
             await action()

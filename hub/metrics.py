@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drone.signing import REFUSAL_REASONS
+
 if TYPE_CHECKING:
     from hub.server import Hub
 
@@ -99,6 +101,8 @@ class HubCollector(Collector):
             yield from _incident_metrics(hub)
         if hub.video is not None:
             yield from _video_metrics(hub)
+        if hub.drones is not None:
+            yield from _drone_metrics(hub)
 
 
 def _incident_metrics(hub: Hub) -> Iterator[Metric]:
@@ -164,6 +168,18 @@ def _video_metrics(hub: Hub) -> Iterator[Metric]:
     for name, value in sorted(hub.video.recorded.items()):
         recorded.add_metric([name], value)
     yield recorded
+
+
+def _drone_metrics(hub: Hub) -> Iterator[Metric]:
+    assert hub.drones is not None
+    stats = hub.drones.link.stats
+    ignored = CounterMetricFamily("fieldhub_mavlink_ignored", "MAVLink frames ignored at the link, by reason "
+                                  "(a system outside the fleet, a fleet drone without key or opt-in, a bad "
+                                  "or missing signature)", labels=["reason"])
+    for reason in REFUSAL_REASONS:
+        ignored.add_metric([reason], stats.get(reason, 0))
+    yield ignored
+    yield CounterMetricFamily("fieldhub_mavlink_received", "MAVLink messages accepted", value=stats.get("received", 0))
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import random
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from sim.mav_mission import MissionReceiver
 from sim.mav_telemetry import DEFAULT_STREAMS, build_message, message_ids
 from sim.stations import DroneDock
 
-__all__ = ["DEFAULT_STREAMS", "DroneCounters", "DroneFleetSim", "SimDrone"]
+__all__ = ["DEFAULT_STREAMS", "DroneCounters", "DroneFleetSim", "SimDrone", "new_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +195,20 @@ class SimDrone(asyncio.DatagramProtocol):
             self.missions.handle(kind, msg, src, addr)
 
 
+def new_keys(docks: Iterable[DroneDock]) -> dict[str, bytes]:
+    """A fresh random 32-byte MAVLink 2 signing key per drone."""
+    return {d.drone_id: secrets.token_bytes(32) for d in docks}
+
+
 class DroneFleetSim:
     """N simulated drones on one asyncio loop; ``async with`` binds their sockets and starts the tick.
 
     ``speed`` runs the flight physics faster than real time (links, streams and
     timeouts stay in real time, as a ground station expects). ``keys`` maps a
-    drone id to its MAVLink 2 signing key.
+    drone id to its MAVLink 2 signing key; a drone not in it flies unsigned.
+    Without ``keys`` every drone signs with a fresh key (``self.keys``, to give the
+    ground station): a fielded drone signs, so the simulator does by default too.
+    Unsigned drones take an explicit ``keys={}``.
     """
 
     def __init__(self, docks: Iterable[DroneDock], gcs: tuple[str, int] = ("127.0.0.1", 14550), *,
@@ -213,11 +222,11 @@ class DroneFleetSim:
         self._wall0 = time.time()
         self._mono0 = time.monotonic()
         rng = random.Random(seed)
-        keys = keys or {}
+        self.keys: dict[str, bytes] = new_keys(self.docks) if keys is None else dict(keys)
         now = self.sim_now_ms()
         self.drones = [
             SimDrone(d, Copter(d.lat, d.lon, d.amsl_m, now, random.Random(rng.random()), config),
-                     gcs, keys.get(d.drone_id), self._wall0)
+                     gcs, self.keys.get(d.drone_id), self._wall0)
             for d in self.docks
         ]
         self._by_id = {d.drone_id: d for d in self.drones}

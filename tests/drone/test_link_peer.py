@@ -25,7 +25,7 @@ from drone import (
     WaitTimeout,
 )
 from drone.codec import encode, mavlink, new_codec
-from drone.signing import signature_valid
+from drone.signing import Admission, signature_valid
 from tests.drone.peer import FakeAutopilot
 
 pytestmark = pytest.mark.timeout(30)
@@ -122,6 +122,48 @@ async def test_unkeyed_vehicle_is_unsigned_both_ways_next_to_a_keyed_one() -> No
         await vehicle.command_long(mavlink.MAV_CMD_NAV_LAND)
         assert not plain.of_type("COMMAND_LONG")[0].get_signed()
         assert link.stats["bad_signature"] == 0 and 24 not in link.vehicles
+
+
+async def test_a_fleet_link_hears_its_fleet_only() -> None:
+    # 61 signs (keyed), 62 is let in unsigned, 63 is in the fleet without key or opt-in, 64 is outside the fleet.
+    admission = Admission(fleet=frozenset({61, 62, 63}), unsigned=frozenset({62}))
+    appeared: list[int] = []
+    async with (
+        MavlinkLink("udpin:127.0.0.1:0", keys=SigningKeys({61: KEY}), admission=admission,
+                    on_vehicle=lambda v: appeared.append(v.system_id)) as link,
+        FakeAutopilot(61, link.local_address, key=KEY) as signed,
+        FakeAutopilot(62, link.local_address) as opted_in,
+        FakeAutopilot(63, link.local_address) as no_key,
+        FakeAutopilot(64, link.local_address) as stranger,
+        FakeAutopilot(65, link.local_address, key=SigningKey(bytes(32))) as signed_stranger,
+    ):
+        await link.wait_vehicle(61, 3.0)
+        await link.wait_vehicle(62, 3.0)
+        await _eventually(lambda: link.stats["outside_fleet"] >= 10 and link.stats["refused_unsigned"] >= 5)
+        await asyncio.sleep(2.2)  # two rounds of our 1 Hz heartbeat
+        assert sorted(appeared) == [61, 62] and sorted(link.vehicles) == [61, 62]
+        assert signed.of_type("HEARTBEAT") and opted_in.of_type("HEARTBEAT")
+        for ignored in (no_key, stranger, signed_stranger):  # no state, no heartbeat, nothing at all
+            assert ignored.received == [], ignored.system_id
+        assert set(link.refused) == {63, 64, 65}
+        assert link.refused[63] == {"refused_unsigned": link.stats["refused_unsigned"]}
+        assert link.refused[64].keys() == link.refused[65].keys() == {"outside_fleet"}
+        assert link.stats["bad_signature"] == 0 and signed.rejected_frames == 0
+        # A keyed fleet drone stays keyed: an unsigned frame with its id is refused, not let in.
+        fake_61 = encode(new_codec(61, 1), mavlink.MAVLink_command_ack_message(400, 0, 0, 0, 250, 190))
+        stranger.send_raw(fake_61)
+        await _eventually(lambda: link.refused.get(61) == {"bad_signature": 1})
+
+
+async def test_tcpin_fleet_link_ignores_a_stranger() -> None:
+    async with MavlinkLink("tcpin:127.0.0.1:0", admission=Admission(fleet=frozenset({7}))) as server:
+        host, port = server.local_address
+        # The stranger is a whole link of its own (system 51) that would answer our heartbeat if it got one.
+        async with MavlinkLink(f"tcp:{host}:{port}", system_id=51, component_id=1) as stranger:
+            await _eventually(lambda: server.stats["outside_fleet"] >= 2, 5.0)
+            await asyncio.sleep(1.5)
+            assert server.vehicles == {} and 250 not in stranger.vehicles
+            assert stranger.stats["received"] == 0
 
 
 async def test_several_systems_on_one_udpin_port() -> None:

@@ -1,4 +1,4 @@
-"""Signing key files: permissions, formats, and that secrets never leak."""
+"""Signing key files: permissions, formats, and that secrets never leak; the link's admission rule."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from drone.codec import encode, mavlink, new_codec
 from drone.errors import SigningError
-from drone.signing import SIGNING_EPOCH, SigningKey, SigningKeys, signing_timestamp
+from drone.signing import REFUSAL_REASONS, SIGNING_EPOCH, Admission, SigningKey, SigningKeys, signing_timestamp
 
 SECRET_HEX = "8f" * 32
 
@@ -75,3 +78,46 @@ def test_key_validation_and_timestamp() -> None:
         SigningKey(bytes(32), link_id=256)
     assert signing_timestamp(SIGNING_EPOCH + 1.5) == 150_000  # 10 µs units since 2015-01-01
     assert SigningKeys({5: bytes(32)})[5].secret == bytes(32)
+
+
+KEY = SigningKey(bytes(range(32)))
+
+
+def _frame(system_id: int, key: SigningKey | None = None) -> bytes:
+    codec = new_codec(system_id, 1)
+    if key is not None:
+        codec.signing.secret_key, codec.signing.sign_outgoing = key.secret, True
+        codec.signing.timestamp = signing_timestamp()
+    return encode(codec, mavlink.MAVLink_heartbeat_message(2, 3, 0, 0, 4, 3))
+
+
+def test_admission_of_a_fleet_link() -> None:
+    fleet = Admission(fleet=frozenset({1, 2, 3}), unsigned=frozenset({2}))
+    assert fleet.refusal(1, KEY, _frame(1, KEY)) is None  # keyed, signed right
+    assert fleet.refusal(1, KEY, _frame(1)) == "bad_signature"  # keyed, unsigned
+    assert fleet.refusal(1, KEY, _frame(1, SigningKey(bytes(32)))) == "bad_signature"  # keyed, another key
+    assert fleet.refusal(2, None, _frame(2)) is None  # opted in unsigned
+    assert fleet.refusal(3, None, _frame(3)) == "refused_unsigned"  # no key, no opt-in
+    assert fleet.refusal(3, None, _frame(3, KEY)) == "refused_unsigned"  # a signature nobody can check
+    assert fleet.refusal(9, None, _frame(9)) == "outside_fleet"
+    assert fleet.refusal(9, KEY, _frame(9, KEY)) == "outside_fleet"  # a stray key does not let a stranger in
+    # An opt-in never weakens a key: the keyed drone must still sign.
+    both = Admission(fleet=frozenset({1}), unsigned=frozenset({1}))
+    assert both.refusal(1, KEY, _frame(1)) == "bad_signature"
+
+
+def test_a_bare_link_hears_anyone_and_checks_the_keyed() -> None:
+    bare = Admission()
+    assert bare.refusal(9, None, _frame(9)) is None
+    assert bare.refusal(9, KEY, _frame(9)) == "bad_signature"
+
+
+@given(system_id=st.integers(1, 255), frame=st.binary(max_size=300), keyed=st.booleans())
+def test_admission_never_raises_and_never_admits_a_stranger(system_id: int, frame: bytes, keyed: bool) -> None:
+    fleet = Admission(fleet=frozenset({1, 2}), unsigned=frozenset({2}))
+    reason = fleet.refusal(system_id, KEY if keyed else None, frame)
+    assert reason is None or reason in REFUSAL_REASONS
+    if system_id not in (1, 2):
+        assert reason == "outside_fleet"
+    elif keyed:
+        assert reason == "bad_signature"  # random bytes never carry KEY's signature

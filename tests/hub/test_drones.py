@@ -3,13 +3,17 @@
 Incident -> drone chosen and dispatched -> airborne -> arrival over the scene recorded -> incident closed ->
 RTL -> landed on its dock; a drone with too little battery is passed over; a lost link mid-flight and a
 low battery in flight send the drone home with the reason in the incident log; operator commands are
-role-checked and audited; MAVLink 2 signing keeps out a drone with the wrong key.
+role-checked and audited; MAVLink 2 signing keeps out a drone with the wrong key, a fleet drone without a key
+(unless its fleet entry opts in to fly unsigned) and anything from a system id outside the fleet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,9 +26,10 @@ import pytest
 from devices.geo import haversine_m, offset
 from hub.config import Settings
 from sim.copter import CopterConfig
-from sim.drones import DroneFleetSim
+from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, fleet_entries
 from tests.conftest import RunningHub, running_hub, wait_for
+from tests.drone.peer import FakeAutopilot
 
 BASE = (34.2610, 117.1859)
 DOCKS = [DroneDock("UAV-01", 1, *BASE, "Central Police Station"),
@@ -34,23 +39,37 @@ SCENE = offset(*BASE, 0.0, 250.0)  # 250 m east of UAV-01's dock, ~650 m from UA
 
 @asynccontextmanager
 async def drone_stack(settings: Settings, tmp_path: Path, *, sim_keys: dict[str, bytes] | None = None,
-                      hub_keys: dict[int, str] | None = None, config: CopterConfig | None = None,
-                      speed: float = 1.0, **changes: Any) -> AsyncIterator[tuple[RunningHub, DroneFleetSim]]:
-    fleet = tmp_path / "drones.json"
-    fleet.write_text(json.dumps(fleet_entries(DOCKS)))
-    update: dict[str, Any] = {"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet, "drone_cruise_alt_m": 30.0,
-                              "auto_dispatch_priority": 0, **changes}
-    if hub_keys is not None:
-        keys = tmp_path / "drone-keys.json"
-        keys.write_text(json.dumps({str(k): v for k, v in hub_keys.items()}))
-        os.chmod(keys, 0o600)
-        update["drone_keys"] = keys
-    async with running_hub(settings.model_copy(update=update)) as rh:
+                      hub_keys: dict[int, str] | None = None, unsigned: tuple[str, ...] = (),
+                      config: CopterConfig | None = None, speed: float = 1.0,
+                      **changes: Any) -> AsyncIterator[tuple[RunningHub, DroneFleetSim]]:
+    """The hub and the simulated drones; by default every drone signs with a key both sides share. ``unsigned``:
+    the drones whose fleet entries opt in to fly without a key."""
+    shared = new_keys(DOCKS)
+    sim_keys = shared if sim_keys is None else sim_keys
+    if hub_keys is None:
+        hub_keys = {d.system_id: shared[d.drone_id].hex() for d in DOCKS}
+    async with hub_stack(settings, tmp_path, hub_keys, unsigned, **changes) as rh:
         assert rh.hub.drones is not None
         gcs = rh.hub.drones.link.local_address
         async with DroneFleetSim(DOCKS, ("127.0.0.1", gcs[1]), keys=sim_keys, config=config,
                                  speed=speed) as sim:
             yield rh, sim
+
+
+@asynccontextmanager
+async def hub_stack(settings: Settings, tmp_path: Path, hub_keys: dict[int, str], unsigned: tuple[str, ...] = (),
+                    **changes: Any) -> AsyncIterator[RunningHub]:
+    """The hub with the fleet of DOCKS on a MAVLink link, the key file holding ``hub_keys``."""
+    fleet = tmp_path / "drones.json"
+    fleet.write_text(json.dumps([{**e, "unsigned": True} if e["drone_id"] in unsigned else e
+                                 for e in fleet_entries(DOCKS)]))
+    keys = tmp_path / "drone-keys.json"
+    keys.write_text(json.dumps({str(k): v for k, v in hub_keys.items()}))
+    os.chmod(keys, 0o600)
+    update: dict[str, Any] = {"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet, "drone_keys": keys,
+                              "drone_cruise_alt_m": 30.0, "auto_dispatch_priority": 0, **changes}
+    async with running_hub(settings.model_copy(update=update)) as rh:
+        yield rh
 
 
 async def drones(rh: RunningHub) -> dict[str, dict[str, Any]]:
@@ -264,7 +283,10 @@ async def test_signing_admits_the_drone_with_the_right_key_and_refuses_a_wrong_o
         link = rh.hub.drones.link
         await wait_for(lambda: link.stats["bad_signature"] >= 3, timeout=5)
         views = await drones(rh)
-        assert views["UAV-02"]["link"] == "unknown" and views["UAV-02"]["position"] is None
+        assert views["UAV-02"]["link"] == "refused_bad_signature" and views["UAV-02"]["position"] is None
+        assert views["UAV-02"]["refused"]["bad_signature"] >= 3 and 2 not in link.vehicles
+        assert views["UAV-01"]["signing"] == "signed" and views["UAV-01"]["refused"] == {}
+        assert sim.drone("UAV-02").counters.received == 0  # not even our heartbeat: it never got through
         # A command to the signed drone is signed with its key, so the simulated drone accepts it.
         operator = await token(rh, "drone_operator")
         try:
@@ -273,6 +295,61 @@ async def test_signing_admits_the_drone_with_the_right_key_and_refuses_a_wrong_o
         finally:
             await operator.aclose()
         assert sim.drone("UAV-01").counters.refused == 0
+
+
+async def test_mavlink_from_a_system_outside_the_fleet_is_ignored_at_the_link(settings: Settings,
+                                                                              tmp_path: Path) -> None:
+    keys = new_keys(DOCKS)
+    async with hub_stack(settings, tmp_path, {d.system_id: keys[d.drone_id].hex() for d in DOCKS}) as rh:
+        assert rh.hub.drones is not None
+        link = rh.hub.drones.link
+        # A real MAVLink 2 autopilot (pymavlink, UDP), unsigned, heartbeating at 5 Hz from system id 77.
+        async with FakeAutopilot(77, link.local_address) as stranger:
+            await wait_for(lambda: link.stats["outside_fleet"] >= 5, timeout=5)
+            await asyncio.sleep(3.0)  # the hub's heartbeat goes out at 1 Hz: three would have reached it by now
+            assert stranger.of_type("HEARTBEAT") == [] and stranger.received == []
+            assert link.stats["received"] == 0 and 77 not in link.vehicles
+            views = await drones(rh)
+            assert sorted(views) == ["UAV-01", "UAV-02"] and all(v["link"] == "unknown" for v in views.values())
+            units = (await rh.api.get("/api/v1/units")).json()["units"]
+            assert all(u["position"] is None for u in units)
+            r = await rh.api.get("/metrics")
+            assert r.status_code == 200, r.text
+            counted = re.search(r'^fieldhub_mavlink_ignored_total\{reason="outside_fleet"\} (\S+)$', r.text, re.M)
+            assert counted is not None and float(counted.group(1)) >= 5
+            assert re.search(r'^fieldhub_mavlink_ignored_total\{reason="refused_unsigned"\} 0\.0$', r.text, re.M)
+
+
+async def test_a_fleet_drone_without_a_key_is_refused_unless_its_entry_opts_in(
+        settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hub.drone_fleet")
+    # Neither drone has a key and neither signs; only UAV-02's fleet entry says "unsigned": true.
+    async with drone_stack(settings, tmp_path, sim_keys={}, hub_keys={}, unsigned=("UAV-02",)) as (rh, sim):
+        await ready(rh, "UAV-02")
+        assert rh.hub.drones is not None
+        link = rh.hub.drones.link
+        await wait_for(lambda: link.stats["refused_unsigned"] >= 10, timeout=5)
+        views = await drones(rh)
+        assert (views["UAV-02"]["signing"], views["UAV-02"]["link"]) == ("unsigned", "ok")
+        assert views["UAV-02"]["refused"] == {} and sim.drone("UAV-02").counters.received > 0  # our heartbeats
+        refused = views["UAV-01"]
+        assert (refused["signing"], refused["link"], refused["state"]) == ("refused", "refused_unsigned", "offline")
+        assert refused["position"] is None and refused["refused"]["refused_unsigned"] >= 10
+        assert 1 not in link.vehicles and sim.drone("UAV-01").counters.received == 0
+        # Not flown, not sent: refused with the reason.
+        operator = await token(rh, "drone_operator")
+        try:
+            r = await operator.post("/api/v1/drones/UAV-01/land")
+            assert r.status_code == 409 and r.json()["error"]["code"] == "refused_unsigned", r.text
+            r = await rh.api.post(f"/api/v1/incidents/{await incident(rh)}/drone", json={})
+            assert r.status_code == 201 and r.json()["drone_id"] == "UAV-02", r.text
+        finally:
+            await operator.aclose()
+        # Said loudly once at start (not once per frame), and the opt-in said too.
+        messages = [(rec.levelno, rec.getMessage()) for rec in caplog.records if rec.name == "hub.drone_fleet"]
+        assert [level for level, m in messages if "UAV-01" in m] == [logging.ERROR]
+        assert any("UAV-01" in m and "REFUSED" in m and "unsigned" in m for _, m in messages)
+        assert any(level == logging.WARNING and "UAV-02" in m and "UNSIGNED" in m for level, m in messages)
 
 
 @pytest.fixture(autouse=True)

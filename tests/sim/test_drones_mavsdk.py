@@ -83,7 +83,8 @@ async def test_mavsdk_flies_the_sim_through_mavproxy(tmp_path: Path) -> None:
     master, out = free_udp_port(), free_udp_port()
     config = CopterConfig(rtl_loiter_s=1.0)
     with mavproxy(master, out, tmp_path / "mavproxy.log"):
-        async with DroneFleetSim([DOCK], ("127.0.0.1", master), speed=5.0, config=config) as fleet:
+        # Unsigned on purpose (keys={}): this ground station (MAVSDK through MAVProxy) is given no key.
+        async with DroneFleetSim([DOCK], ("127.0.0.1", master), speed=5.0, config=config, keys={}) as fleet:
             cfg = mavsdk.Configuration.create_with_component_type(mavsdk.ComponentType.GROUND_STATION)
             async with mavsdk.Mavsdk(cfg) as sdk:
                 await sdk.add_any_connection(f"udpin://127.0.0.1:{out}")
@@ -209,10 +210,37 @@ class Gcs:
 async def fleet_and_gcs(key: bytes | None = None, **kw: Any) -> AsyncIterator[tuple[DroneFleetSim, Gcs]]:
     gcs = Gcs(key)
     try:
-        async with DroneFleetSim([DOCK], gcs.addr, keys={DOCK.drone_id: key} if key else None, **kw) as fleet:
+        async with DroneFleetSim([DOCK], gcs.addr, keys={DOCK.drone_id: key} if key else {}, **kw) as fleet:
             yield fleet, gcs
     finally:
         gcs.close()
+
+
+async def test_the_sim_signs_by_default_with_a_fresh_key_per_drone() -> None:
+    keyless = Gcs()
+    try:
+        async with DroneFleetSim([DOCK], keyless.addr) as fleet:
+            key = fleet.keys[DOCK.drone_id]
+            assert len(key) == 32 and key != bytes(32)
+            drone = fleet.drone(DOCK.drone_id)
+            heard = await keyless.collect(1.0)
+            # What it sends is signed (MAVLink 2 incompat flag 0x01; a keyless codec does not check it)...
+            assert heard and all(bytes(m.get_msgbuf())[2] & 0x01 for m in heard)
+            keyless.command(drone.local_addr, M.MAV_CMD_DO_SET_MODE, M.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, Mode.LOITER)
+            await asyncio.sleep(0.5)
+            assert drone.counters.refused == 1 and drone.counters.commands == 0  # ...and it hears signed only
+            keyed = Gcs(key)
+            try:
+                keyed.command(drone.local_addr, M.MAV_CMD_DO_SET_MODE, M.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED,
+                              Mode.LOITER)
+                await asyncio.sleep(0.5)
+            finally:
+                keyed.close()
+            assert drone.counters.commands == 1 and fleet.copters[0].mode is Mode.LOITER
+        another = DroneFleetSim([DOCK], keyless.addr)
+        assert another.keys[DOCK.drone_id] != key  # fresh per fleet, never a built-in key
+    finally:
+        keyless.close()
 
 
 async def test_signing_refuses_unsigned_and_wrongly_signed_commands() -> None:

@@ -10,8 +10,9 @@ yielded once ``GET /api/v1/drones`` lists every one with ``link`` "ok", ``state`
 What is checked: a dispatcher sends a drone to an incident and watches it leave its dock with its route drawn
 to the incident, the incident's timeline taking the drone's milestones; a viewer sees drones (marks, docks,
 panel, search, layer toggle) and no drone command; a drone operator flies one (go to a point picked on the map,
-return); a drone whose link is lost looks lost, and its commands are refused with the hub's reason; a hub
-without drones gives a page without drone marks.
+return); a drone whose link is lost looks lost, and its commands are refused with the hub's reason; a drone let
+in without MAVLink 2 signing (``"unsigned": true``, the fixture's second drone) is labelled unsigned on the map and
+in its panel, a signed one is not; a hub without drones gives a page without drone marks.
 """
 
 from __future__ import annotations
@@ -282,6 +283,35 @@ async def test_a_drone_whose_link_is_lost_looks_lost_and_refuses_commands(
     await drone_panel.wait_for()
     await drone_panel.locator(tid("drone-land")).click()
     await web.page.locator(tid("toast", kind="error")).filter(has_text=drone_id).first.wait_for(timeout=10_000)
+
+
+# ---------------------------------------------------------------------- unsigned
+async def test_a_drone_let_in_unsigned_is_labelled_so_on_the_map_and_in_its_panel(
+        drone_city: DroneCity, open_page: OpenPage) -> None:
+    signed_id, unsigned_id = drone_city.drone_ids[:2]
+    views = await drone_views(drone_city.hub.api)
+    assert (views[signed_id]["signing"], views[unsigned_id]["signing"]) == ("signed", "unsigned")
+    web = await open_page(drone_city.base_url, TOKEN)
+    await web.until(f"() => window.fieldhub.drones.size >= {len(drone_city.drone_ids)}")
+    for drone_id, unsigned in ((signed_id, False), (unsigned_id, True)):
+        marker = web.page.locator(tid("drone-marker", drone_id=drone_id))
+        await marker.wait_for()
+        assert await marker.get_attribute("data-signing") == ("unsigned" if unsigned else "signed")
+        mark_badge = marker.locator(tid("drone-unsigned-mark"))
+        assert await mark_badge.is_visible() is unsigned, drone_id
+        await web.by_id("search").fill(drone_id.lower())
+        hit = web.page.locator(tid("search-result", kind="drone", id=drone_id))
+        await hit.wait_for(timeout=5000)
+        await hit.click()
+        drone_panel = web.page.locator(tid("drone-panel", drone_id=drone_id))
+        await drone_panel.wait_for()
+        badge = drone_panel.locator(tid("drone-unsigned"))
+        assert await badge.is_visible() is unsigned, drone_id
+        fact = drone_panel.locator(tid("drone-signing"))
+        assert await fact.get_attribute("data-signing") == ("unsigned" if unsigned else "signed")
+        if unsigned:
+            assert (await badge.inner_text()).strip() in ("UNSIGNED", "未签名")
+            assert "UNSIGNED" in (await mark_badge.inner_text()) or "未签名" in (await mark_badge.inner_text())
 
 
 # ------------------------------------------------------------------ no drones
