@@ -20,13 +20,14 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import Any, Final, Protocol
 
 import httpx
 
 from devices.payloads import Command
 from sim.camera import DronePosition, SceneTrack, View
-from video.client import WhipPublisher
+from video.client import WhipPublisher, tls_verification
 from video.errors import VideoError
 
 __all__ = ["VIDEO_COMMANDS", "CameraCounters", "CameraDevice", "Feed", "SimCameras", "camera_for"]
@@ -96,12 +97,17 @@ class SimCameras:
     Cameras render ``width`` x ``height`` at ``fps``. ``refusals`` counts the hub's error codes. At most
     ``max_feeds`` publish at once: each encodes its own VP8 (about 5 ms a frame at 640x360), and a
     simulator of hundreds of units on a small machine must not turn every arrival into a stream.
+    ``ca_file`` is the CA an https WHIP URL is verified against (a hub with its own CA); without it the default
+    trust store. Verification is never off.
     """
 
     def __init__(self, *, width: int = 640, height: int = 360, fps: float = 15.0, start_timeout_s: float = 15.0,
                  stop_timeout_s: float = 5.0, close_grace_s: float = 3.0, max_feeds: int = 8,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, ca_file: str | PathLike[str] | None = None) -> None:
+        if http is not None and ca_file is not None:
+            raise ValueError("ca_file applies to the cameras' own HTTP client: configure the given one instead")
         self.width, self.height, self.fps = width, height, fps
+        self._verify = tls_verification(ca_file)  # a CA file that cannot be read fails here, not at the first start
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.close_grace_s = close_grace_s
@@ -186,7 +192,7 @@ class SimCameras:
             track.stop()
             return
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.start_timeout_s)
+            self._http = httpx.AsyncClient(timeout=self.start_timeout_s, verify=self._verify)
         publisher = WhipPublisher(url, token, track, http=self._http)
         feed: Feed | None = None
         self._starting += 1

@@ -4,13 +4,18 @@
 :class:`WhepViewer` watches a stream and yields its decoded frames. Both gather all their ICE
 candidates before sending the offer (aiortc does not trickle), and both are async context managers
 whose exit ends the session (``DELETE``) and closes the peer connection.
+
+Over HTTPS the server's certificate is always verified: against ``ca_file`` when given (a hub with its own CA),
+else against the default trust store. There is no way to turn verification off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
+from os import PathLike
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
@@ -32,7 +37,7 @@ from video.errors import (
 )
 from video.http import SDP
 
-__all__ = ["WhepViewer", "WhipPublisher", "refusal"]
+__all__ = ["WhepViewer", "WhipPublisher", "refusal", "tls_verification"]
 
 _BY_CODE: dict[str, type[VideoError]] = {
     cls.code: cls
@@ -55,17 +60,31 @@ def refusal(response: httpx.Response) -> VideoError:
     return exc
 
 
+def tls_verification(ca_file: str | PathLike[str] | None) -> ssl.SSLContext | bool:
+    """httpx's ``verify``: a context trusting exactly ``ca_file`` (PEM), or True (the default trust store).
+    A CA file that cannot be read raises ``OSError``/``ssl.SSLError`` here, before any connection."""
+    if ca_file is None:
+        return True
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class _WhipWhepSession:
     """What publisher and viewer share: offer over POST, answer applied, DELETE to end."""
 
-    def __init__(self, url: str, token: str, http: httpx.AsyncClient | None, codecs: Sequence[str] | None) -> None:
+    def __init__(self, url: str, token: str, http: httpx.AsyncClient | None, codecs: Sequence[str] | None,
+                 ca_file: str | PathLike[str] | None = None) -> None:
+        if http is not None and ca_file is not None:
+            raise ValueError("ca_file applies to the session's own HTTP client: configure the given one instead")
         self.url = url
         self.token = token
         self.codecs = [c.upper() for c in codecs] if codecs else None
+        verify = tls_verification(ca_file)  # before the peer connection: a bad CA file leaves nothing to close
         self.pc = RTCPeerConnection()
         self.session_url: str | None = None
         self.stream_id: str | None = None
-        self._http = http or httpx.AsyncClient(timeout=10.0)
+        self._http = http or httpx.AsyncClient(timeout=10.0, verify=verify)
         self._own_http = http is None
 
     def _add_video(self, track_or_kind: MediaStreamTrack | str, direction: str) -> None:
@@ -113,11 +132,12 @@ class _WhipWhepSession:
 
 
 class WhipPublisher(_WhipWhepSession):
-    """Publish ``track`` to a WHIP endpoint (``url`` = ``.../whip/{device_id}``); ``codecs`` limits the offer."""
+    """Publish ``track`` to a WHIP endpoint (``url`` = ``.../whip/{device_id}``); ``codecs`` limits the offer;
+    ``ca_file`` is the CA an https endpoint is verified against (without ``http``)."""
 
     def __init__(self, url: str, token: str, track: MediaStreamTrack, *, http: httpx.AsyncClient | None = None,
-                 codecs: Sequence[str] | None = None) -> None:
-        super().__init__(url, token, http, codecs)
+                 codecs: Sequence[str] | None = None, ca_file: str | PathLike[str] | None = None) -> None:
+        super().__init__(url, token, http, codecs, ca_file)
         self.track = track
 
     async def __aenter__(self) -> WhipPublisher:
@@ -131,11 +151,12 @@ class WhipPublisher(_WhipWhepSession):
 
 
 class WhepViewer(_WhipWhepSession):
-    """Watch a stream from a WHEP endpoint (``url`` = ``.../whep/{stream_id}``); ``codecs`` limits the offer."""
+    """Watch a stream from a WHEP endpoint (``url`` = ``.../whep/{stream_id}``); ``codecs`` limits the offer;
+    ``ca_file`` as for :class:`WhipPublisher`."""
 
     def __init__(self, url: str, token: str, *, http: httpx.AsyncClient | None = None,
-                 codecs: Sequence[str] | None = None) -> None:
-        super().__init__(url, token, http, codecs)
+                 codecs: Sequence[str] | None = None, ca_file: str | PathLike[str] | None = None) -> None:
+        super().__init__(url, token, http, codecs, ca_file)
         self.session_id: str | None = None
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
 
