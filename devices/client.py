@@ -61,6 +61,7 @@ class DeviceClient:
         self.kind = kind
         self.unit_id = unit_id
         self.address = BrokerAddress.parse(mqtt_url)
+        self._ssl = self.address.ssl_context()
         self.protocol = MQTTv50 if protocol == 5 else MQTTv311
         self.on_command = on_command
         self.buffer: deque[Fix] = deque(maxlen=buffer_size)
@@ -100,6 +101,13 @@ class DeviceClient:
         client.on_message = self._on_message
         return client
 
+    def set_login(self, username: str, password: str, url: str | None = None) -> None:
+        """The login (and, optionally, the broker) to connect with from the next connect on."""
+        address = BrokerAddress.parse(url) if url else self.address
+        self.address = address.with_login(username, password)
+        self._ssl = self.address.ssl_context()
+        self._client.set_auth_credentials(username, password)
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -115,7 +123,8 @@ class DeviceClient:
     async def _connect_loop(self) -> None:
         while not self._stopping:
             try:
-                await self._client.connect(self.address.host, self.address.port, version=self.protocol, keepalive=30)
+                await self._client.connect(self.address.host, self.address.port, ssl=self._ssl or False,
+                                           version=self.protocol, keepalive=30)
                 return  # from here on gmqtt reconnects by itself
             except (TimeoutError, OSError) as exc:
                 log.debug("%s: broker not reachable (%s), retrying", self.device_id, exc)

@@ -24,7 +24,7 @@ from typing import Any
 
 from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
-from gmqtt.mqtt.handler import MqttPackageHandler
+from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
 
 from devices.broker import BrokerAddress
 from devices.topics import HUB_SUBSCRIPTIONS
@@ -56,6 +56,7 @@ class MqttBridge:
         self.connected = asyncio.Event()
         self.connects = 0
         self.acks_sent = 0
+        self.retained_cleared = 0
         self.version = MQTTv50 if protocol == 5 else MQTTv311
         # MQTT 3.1.1 has no properties: its session lives until the broker drops it.
         props: dict[str, int] = ({"session_expiry_interval": session_expiry_s, "receive_maximum": receive_maximum}
@@ -82,9 +83,12 @@ class MqttBridge:
             left = deadline - loop.time()
             try:
                 await asyncio.wait_for(
-                    self._client.connect(self.address.host, self.address.port, version=self.version, keepalive=30),
+                    self._client.connect(self.address.host, self.address.port, ssl=self.address.ssl_context() or False,
+                                         version=self.version, keepalive=30),
                     max(0.5, left))
                 break
+            except MQTTConnectError as exc:  # CONNACK refused: retrying a wrong login changes nothing
+                raise HubError(f"MQTT broker {where} refused the hub's login ({self.address.username}): {exc}") from exc
             except (TimeoutError, OSError) as exc:
                 if loop.time() + 0.5 > deadline:
                     raise HubError(f"MQTT broker {where} not reachable: {exc or 'timed out'}") from exc
@@ -105,20 +109,31 @@ class MqttBridge:
         if flags:  # session present: what the broker held for it arrives now, all at once
             self.pipeline.catch_up()
         for topic in HUB_SUBSCRIPTIONS:
-            client.subscribe(topic, qos=1)
+            # Retain-as-published (MQTT 5): the hub sees a device's retain flag on live messages and can refuse it.
+            client.subscribe(topic, qos=1, retain_as_published=self.version == MQTTv50)
         self.connected.set()
-        log.info("MQTT connected to %s (session present: %s)", self.address.url(), bool(flags))
+        log.info("MQTT connected to %s (session present: %s)", self.address.safe_url(), bool(flags))
 
     def _on_disconnect(self, client: MqttClient, packet: Any, exc: Exception | None = None) -> None:
         self.connected.clear()
         log.warning("MQTT connection lost; reconnecting")
 
+    def _retained(self, topic: str, properties: Any) -> bool:
+        """A retained message a device may not keep (anything but its status) is cleared from the broker at once
+        (an empty retained message on its topic); the pipeline then refuses it with the reason ``retained``."""
+        if not properties.get("retain") or topic.endswith("/status"):
+            return False
+        if self.pipeline.device_known(topic):  # never write on behalf of a device the hub does not know
+            self._client.publish(topic, b"", qos=1, retain=True)
+            self.retained_cleared += 1
+        return True
+
     def _on_message(self, client: MqttClient, topic: str, payload: bytes, qos: int, properties: Any) -> int:
-        self.pipeline.submit(topic, payload, 0)
+        self.pipeline.submit(topic, payload, 0, self._retained(topic, properties))
         return 0
 
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
-        future = self.pipeline.submit(topic, payload, 1)
+        future = self.pipeline.submit(topic, payload, 1, self._retained(topic, properties))
         if future is None:
             # Refused at the pipeline's hard cap (a broker ignoring our receive maximum): never acknowledged,
             # so the broker keeps it and sends it again when the session resumes.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +20,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # HTTPS for the API, the one-map, the live feed (wss) and WHIP/WHEP: a PEM certificate (chain) and its key.
+    # Both or neither; unset: plain HTTP (loopback use). `fieldhub serve --tls-self-signed` issues a pair from the
+    # hub's own CA (data_dir/tls).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     # MQTT bridge. The client id names the broker-side persistent session.
     mqtt_client_id: str = "fieldhub-hub"
@@ -27,8 +33,19 @@ class Settings(BaseSettings):
     # the hub acknowledges a message only once it is committed.
     # About two seconds of full load: bounds the hub's memory and its garbage collector's work.
     mqtt_receive_maximum: int = 20000
-    # 5 or 4 (3.1.1). The in-process fallback broker (amqtt) speaks only 3.1.1.
+    # 5 or 4 (3.1.1).
     mqtt_protocol: int = 5
+    # Device identity (issue 13). The hub's login is `mqtt_client_id` (username = client id) in FIELDHUB_MQTT_URL.
+    # With `mqtt_admin_url` (a Mosquitto dynamic-security administrator login) the hub adds, re-keys and removes
+    # device logins in the broker at once; without it (EMQX reading the hub's tables) only the tables change.
+    # `device_mqtt_url` is what devices are told to connect to (mqtts://host:8883?cafile=...).
+    # The embedded broker: TLS for devices on broker_tls_host:broker_tls_port (0: a free port; 8883 taken: a free
+    # port, logged), client certificates on broker_mtls_port; plaintext only on loopback, for the hub.
+    mqtt_admin_url: str | None = None
+    device_mqtt_url: str | None = None
+    broker_tls_host: str = "127.0.0.1"
+    broker_tls_port: int = 8883
+    broker_mtls_port: int = 8884
     # Start-up: a broker not reachable within this fails the start with its reason (connect and CONNACK).
     mqtt_connect_timeout_s: float = 8.0
 
@@ -70,7 +87,7 @@ class Settings(BaseSettings):
     # An incident created with priority <= this (1 highest) is dispatched at once to the best unit; 0: never.
     auto_dispatch_priority: int = 1
     # Base of the WHIP URL sent in video_start (f"{base}/whip/{device_id}") and its token's lifetime; unset:
-    # http://{host}:{port} of this hub (loopback when it listens on all interfaces), see `base_url()`.
+    # http(s)://{host}:{port} of this hub (loopback when it listens on all interfaces), see `base_url()`.
     public_base_url: str | None = None
     video_token_ttl_s: float = 300.0
     # Live video (WHIP in, WHEP out, relayed without re-encoding). An `sos` also starts the SOS unit's body
@@ -99,8 +116,10 @@ class Settings(BaseSettings):
     hotline_token: str | None = None
 
     # Drones (MAVLink 2). Without a URL the hub runs no drone link. The fleet file is JSON:
-    # [{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}, "camera"?: "<its camera's device id>"}];
-    # the signing keys file ({"<system_id>": "<64 hex>"}, mode 0600) turns MAVLink 2 signing on for the drones it names.
+    # [{"drone_id", "system_id", "name"?, "dock": {"lat", "lon", "name"?}, "camera"?: "<its camera's device id>",
+    #   "unsigned"?: true}]; the signing keys file ({"<system_id>": "<64 hex>"}, mode 0600) holds each drone's
+    # MAVLink 2 key. A fleet drone without a key is refused unless its entry opts in with "unsigned": true;
+    # MAVLink from system ids outside the fleet is ignored.
     mavlink_url: str | None = None  # e.g. udpin:0.0.0.0:14550
     mavlink_system_id: int = 250
     drones: Path | None = None
@@ -145,15 +164,24 @@ class Settings(BaseSettings):
     # threshold (700) made the collector take half the hub's CPU at 10k fixes/s.
     gc_threshold: int = 50_000
     token_pepper: str = "fieldhub"
+    # Failed bearer authentications per client address (HTTP and WebSocket): beyond the burst, at this rate a
+    # minute, a bad token is answered 429 `too_many_failures` with Retry-After. Valid tokens are never limited.
+    auth_failures_per_min: Annotated[float, Field(gt=0)] = 10.0
+    auth_failures_burst: Annotated[int, Field(ge=1)] = 10
     # Demo/test convenience: a dispatcher token created on start-up (printed by the demo).
     bootstrap_token: str | None = None
+    # Demo/test convenience: an admin token created on start-up (the demo's simulators provision their devices'
+    # logins with it; never printed).
+    bootstrap_admin_token: str | None = None
 
     def base_url(self) -> str:
-        """Where devices reach this hub over HTTP (the WHIP URL of `video_start`)."""
+        """Where devices reach this hub over HTTP(S) (the WHIP URL of `video_start`)."""
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
 
 
 def read_json_file(path: Path, what: str, error: type[Exception]) -> Any:

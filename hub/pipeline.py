@@ -65,6 +65,7 @@ class Message:
     status: Status | None = None
     event: Event | None = None
     reject: PayloadError | None = None
+    retained: bool = False  # the device set the retain flag (seen because the hub subscribes retain-as-published)
     # Elements of a batch refused on their own: (index, error).
     element_rejects: list[tuple[int, PayloadError]] = field(default_factory=list)
 
@@ -124,7 +125,7 @@ class Pipeline:
         self.cuts = 0
 
     # -------------------------------------------------------------- intake
-    def submit(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None] | None:
+    def submit(self, topic: str, payload: bytes, qos: int, retained: bool = False) -> asyncio.Future[None] | None:
         """Hand over one raw message; returns the future of its commit (QoS 1), or None (QoS 0, or refused)."""
         depth = len(self._inbox)
         if depth >= self.inbox_limit:
@@ -135,11 +136,15 @@ class Pipeline:
             if depth >= self.inbox_limit + QOS1_HEADROOM:
                 self.qos1_refused += 1
                 return None
-        self._inbox.append(Message(topic, payload, now_ms()))
+        self._inbox.append(Message(topic, payload, now_ms(), retained=retained))
         self._wake.set()
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         return self._future if qos else None
+
+    def device_known(self, topic: str) -> bool:
+        parsed = topics.parse_device_topic(topic)
+        return parsed is not None and parsed[0] in self.live.devices and parsed[1] in topics.DEVICE_CHANNELS
 
     def catch_up(self) -> None:
         """The MQTT session resumed: wider limits while the broker delivers its backlog."""
@@ -253,6 +258,10 @@ class Pipeline:
                 m.reject = PayloadError("unknown_device", m.device_id)
         elif m.channel not in topics.DEVICE_CHANNELS:
             m.reject = PayloadError("bad_topic", f"devices do not publish on {m.channel[:80]}")
+        elif m.retained and m.channel != "status":
+            # The broker cannot refuse a retained publish per topic (its ACLs do not see the flag); the hub refuses
+            # it here and the bridge has already cleared it from the broker, so no later subscriber is fed it.
+            m.reject = PayloadError("retained", f"a device may retain only its status, not its {m.channel}")
 
     def limit(self, m: Message) -> None:
         """The device's message bucket for this channel, before any decoding: a flood costs little."""

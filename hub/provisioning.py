@@ -86,6 +86,13 @@ class Provisioner:
         async with BrokerAdmin(self.admin_url) as admin:
             await admin.run(commands, allow=allow)
 
+    async def _give_broker(self, device_id: str, secret: str) -> None:
+        """The device's login in the broker, replacing any it had: a login left by an earlier, half-done attempt,
+        or the old secret on rotation (the plugin would keep a connected client on it; removing the login
+        disconnects it, so from now on only the new secret works)."""
+        await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
+        await self._broker(device_login.dynsec_create_device(device_id, secret))
+
     async def _audit(self, actor: str, role: str | None, action: str, device_id: str, **detail: object) -> None:
         if self.audit is not None:
             await self.audit.record(actor, action, device_id, dict(detail), role=role)
@@ -100,12 +107,10 @@ class Provisioner:
         except LoginProblem as exc:
             raise ProvisioningError(exc.code, str(exc)) from exc
         try:
-            # A login left in the broker by an earlier, half-done attempt is replaced, not an error.
-            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
-            await self._broker(device_login.dynsec_create_device(device_id, secret))
+            await self._give_broker(device_id, secret)
         except BrokerAdminError as exc:
             await self.store.revoke(device_id)
-            raise ProvisioningError("broker", f"the broker refused the new login ({exc}); it was not created")
+            raise ProvisioningError("broker", f"the broker refused the new login ({exc}); it was not created") from exc
         await self._audit(actor, role, "device.add", device_id, unit_id=unit_id, kind=kind)
         if self.on_added is not None:
             await self.on_added(device_id, unit_id)
@@ -118,10 +123,7 @@ class Provisioner:
         except LoginProblem as exc:
             raise ProvisioningError(exc.code, str(exc)) from exc
         try:
-            # The plugin keeps a connected client on its old secret: remove and re-create the login, which
-            # disconnects it, so from now on only the new secret works.
-            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
-            await self._broker(device_login.dynsec_create_device(device_id, secret))
+            await self._give_broker(device_id, secret)
         except BrokerAdminError as exc:
             raise ProvisioningError("broker", f"the new secret is stored but the broker could not take it ({exc}); "
                                               "the device cannot connect until the broker is updated") from exc

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,33 +23,39 @@ from prometheus_client import CollectorRegistry
 from devices.clock import now_ms
 from devices.tasks import cancel_and_wait
 from hub import auth
+from hub.audit import AuditLog
 from hub.bridge import MqttBridge
+from hub.broker_setup import BrokerLinks, external_links, start_embedded_broker
 from hub.config import Settings
+from hub.device_sync import DeviceSync
 from hub.domain.dispatch import Recommender
 from hub.domain.ratelimit import Limit
 from hub.drone_fleet import load_fleet
 from hub.drones import DroneService
-from hub.embedded import AmqttBroker, EmbeddedPostgres, MosquittoBroker
+from hub.embedded import EmbeddedPostgres, MosquittoBroker
 from hub.errors import HubStartError, StorageUnavailable, one_line
 from hub.feed import LiveFeed
 from hub.hotline import HotlineHandOver
 from hub.incident_config import load_incident_config
 from hub.incidents import IncidentService
 from hub.live import LiveState
+from hub.logsafe import redact_url
 from hub.metrics import HubCollector
 from hub.overlays import city_overlays, load_overlays
 from hub.pipeline import Pipeline
+from hub.provisioning import Provisioner
 from hub.storage import Database
+from hub.storage.device_logins import DeviceLoginStore
 from hub.storage.drones import DroneAudit
 from hub.storage.incidents import IncidentStore
+from hub.storage.tokens import TokenStore
 from hub.storage.video import VideoStore
+from hub.tokens import TokenRefused, TokenRegistry
 from hub.video import VideoDesk
 from hub.writer import BatchWriter
 from sim.city import City, build_city
 
 log = logging.getLogger(__name__)
-
-TOKEN_CACHE_S = 30.0
 
 
 
@@ -62,12 +69,15 @@ class Hub:
         self.feed = LiveFeed(self.live, now_ms, interval_s=self.settings.live_frame_interval_s,
                              client_queue=self.settings.live_client_queue)
         self.bridge: MqttBridge | None = None
+        self.broker_links: BrokerLinks | None = None
+        self.provisioner: Provisioner | None = None
         self.mqtt_url = self.settings.mqtt_url
         self.database_url = self.settings.database_url
         self.mqtt_protocol = self.settings.mqtt_protocol
         self.registry = CollectorRegistry()
         self._stack = AsyncExitStack()
-        self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.auth_failures = auth.FailedAuthLimiter(self.settings.auth_failures_per_min,
+                                                    self.settings.auth_failures_burst)
         self._tasks: list[asyncio.Task[None]] = []
         self._base_map: dict[str, Any] | None = None
         self._city: City | None = None
@@ -77,6 +87,7 @@ class Hub:
         self.drones: DroneService | None = None
         self.video: VideoDesk | None = None
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
+        self._https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
@@ -99,27 +110,40 @@ class Hub:
         config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
         self.overlays()  # likewise a bad overlays file
         fleet = load_fleet(s.drones) if s.drones else []  # and a bad drone fleet file
+        self._https = https_context(s.tls_cert, s.tls_key)  # and a bad certificate or key
         self._phase = "embedded database"
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
             self.database_url = await asyncio.to_thread(pg.start)
             stack.callback(pg.close)
-        self._phase = "embedded broker"
-        if self.mqtt_url is None:
-            if MosquittoBroker.available():
-                broker = MosquittoBroker(s.data_dir / "mosquitto")
-                self.mqtt_url = await asyncio.to_thread(broker.start)
-                stack.callback(broker.stop)
-            else:
-                fallback = AmqttBroker()
-                self.mqtt_url = await fallback.start()
-                self.mqtt_protocol = 4
-                stack.push_async_callback(fallback.stop)
         self._phase = "storage"
         self.db = await stack.enter_async_context(Database(
             self.database_url, partition_days=s.partition_days, partitions_ahead=s.partitions_ahead,
             retention_days=s.retention_days, compress_after_days=s.compress_after_days,
             log_retention_days=s.log_retention_days))
+        self.audit = AuditLog(self.db)
+        # Every bearer check is answered from memory by the registry, which follows the table by LISTEN/NOTIFY.
+        self.tokens = await stack.enter_async_context(TokenRegistry(TokenStore(self.db), self.database_url,
+                                                                    s.token_pepper, now_ms))
+        # The broker after the database: the embedded one takes its device logins from the table.
+        self._phase = "embedded broker"
+        logins = DeviceLoginStore(self.db)
+        if self.mqtt_url is None:
+            if not MosquittoBroker.available():
+                raise HubStartError("embedded broker: mosquitto is not installed (apt-get install mosquitto); "
+                                    "there is no insecure fallback")
+            self.broker_links = await start_embedded_broker(s, logins, stack)
+        else:
+            self.broker_links = external_links(s)
+        self.mqtt_url = self.broker_links.hub_url
+        self.provisioner = Provisioner(logins, admin_url=self.broker_links.admin_url,
+                                       device_url=self.broker_links.device_url, audit=self.audit,
+                                       on_added=self._device_added)
+        if s.mqtt_url is not None:
+            self._phase = "broker logins"
+            await self.provisioner.reconcile()
+        await stack.enter_async_context(DeviceSync(self.database_url, self._device_notified,
+                                                   lambda: self._device_added("", None)))
         for row in await self.db.load_units():
             home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
             self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
@@ -158,6 +182,9 @@ class Hub:
                                          sos_incident=s.sos_incident, hotline=hotline,
                                          milestone_max_shift_s=s.milestone_max_shift_s,
                                          sos_max_distance_m=s.sos_max_distance_m)
+        # Audit rows that meet a database outage wait in the incident outbox, in order with the incident writes.
+        self.audit.defer_to(self.incidents.outbox)
+        self.incidents.audit = self.audit
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.tracker.on_message)
         # Live video. Its exit (before the incidents stop) refuses new publishes and viewers, closes every peer
@@ -173,15 +200,22 @@ class Hub:
         stack.push_async_callback(self._cancel_tasks)
         if s.bootstrap_token:
             self.bootstrap_secret = s.bootstrap_token
-            if await self.lookup_token(s.bootstrap_token) is None:
-                await self.db.insert_token("bootstrap", "dispatcher", auth.digest(s.bootstrap_token, s.token_pepper))
-                self._tokens.clear()
+        for secret, name, role, variable in ((s.bootstrap_token, "bootstrap", "dispatcher", "BOOTSTRAP_TOKEN"),
+                                             (s.bootstrap_admin_token, "bootstrap-admin", "admin",
+                                              "BOOTSTRAP_ADMIN_TOKEN")):
+            if not secret:
+                continue
+            known = self.tokens.known(secret)
+            if known is None:
+                await self.tokens.create(name, role, secret=secret)
+            elif known.state(now_ms()) != "valid":  # revoked or expired on purpose: it stays so
+                log.warning("the %s token (FIELDHUB_%s) is %s", name, variable, known.state(now_ms()))
         # Long-lived start-up objects leave the collector's view; young ones are collected less often.
         gc.collect()
         gc.freeze()
         gc.set_threshold(s.gc_threshold, 50, 100)
-        log.info("hub up: mqtt %s, database %s (storage %s: %s)", self.mqtt_url, _redact(self.database_url),
-                 self.db.mode, self.db.mode_reason)
+        log.info("hub up: mqtt %s, database %s (storage %s: %s)", redact_url(self.mqtt_url),
+                 redact_url(self.database_url), self.db.mode, self.db.mode_reason)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -220,8 +254,11 @@ class Hub:
 
         from hub.api.app import create_app
 
+        https = self._https
+        # log_config=None: uvicorn's records go to the root handlers, through their redacting filter (hub/logsafe.py).
         config = uvicorn.Config(create_app(self), host=host or self.settings.host, port=port or self.settings.port,
-                                log_level="warning", lifespan="off", ws_max_size=1 << 20)
+                                log_level="warning", log_config=None, lifespan="off", ws_max_size=1 << 20,
+                                ssl_context_factory=(lambda _config, _default: https) if https else None)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
@@ -234,35 +271,40 @@ class Hub:
             server.should_exit = True
 
     # ------------------------------------------------------------ operations
+    async def _device_added(self, device_id: str, unit_id: str | None = None) -> None:
+        """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown);
+        without ``unit_id`` every unit is re-read (a notification, or a reconnect after missed ones)."""
+        for row in await self.db.load_units():
+            if unit_id is None or row["unit_id"] == unit_id:
+                home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
+                self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
+                                        list(row["capabilities"]))
+
+    async def _device_notified(self, device_id: str) -> None:
+        unit = await self.db.scalar("SELECT unit_id FROM devices WHERE device_id = %s", (device_id,))
+        known = self.live.devices.get(device_id)
+        if unit is not None and (known is None or known.unit_id != unit):
+            await self._device_added(device_id, str(unit))
+
     async def put_unit(self, unit_id: str, body: dict[str, Any]) -> None:
         unit = dict(body, unit_id=unit_id)
         await self.db.upsert_unit(unit)
         self.live.register_unit(unit_id, body["name"], body["kind"], body["devices"], body.get("home"),
                                 body.get("capabilities"))
 
-    async def create_token(self, role: str, name: str) -> str:
-        if role not in auth.ROLES:
-            raise ValueError(f"unknown role {role!r}; one of {', '.join(auth.ROLES)}")
-        secret = auth.new_secret()
-        await self.db.insert_token(name, role, auth.digest(secret, self.settings.token_pepper))
+    async def create_token(self, role: str, name: str, expires_in_s: float | None = None) -> str:
+        """A new token's secret (ValueError for a bad role, name or lifetime)."""
+        secret, _ = await self.tokens.create(name, role, expires_in_s=expires_in_s)
         return secret
 
     async def lookup_token(self, secret: str) -> dict[str, Any] | None:
-        digest = auth.digest(secret, self.settings.token_pepper)
-        cached = self._tokens.get(digest)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < TOKEN_CACHE_S:
-            return cached[1]
+        """The token of ``secret`` if it authenticates now (unknown, revoked, expired: None). Answered from
+        memory (see :mod:`hub.tokens`): at once, and also while the database is away."""
         try:
-            row = await self.db.find_token(digest)
-        except StorageUnavailable:
-            if cached is not None:  # database away: a known token keeps working
-                return cached[1]
-            raise
-        if len(self._tokens) > 10_000:
-            self._tokens.clear()
-        self._tokens[digest] = (now, row)
-        return row
+            row = self.tokens.check(secret)
+        except TokenRefused:
+            return None
+        return {"token_id": row.token_id, "name": row.name, "role": row.role, "device_id": row.device_id}
 
     def city(self) -> City:
         """The simulated city of `city_seed`: the base map and the road graph for dispatch ETAs."""
@@ -282,8 +324,22 @@ class Hub:
         return self._base_map
 
 
-def _redact(url: str | None) -> str:
-    if not url or "@" not in url:
-        return url or ""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+def https_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS server context of ``cert`` and its ``key`` (PEM files); None for plain HTTP. HubStartError names
+    the file when either cannot be read or they do not make a pair, so a bad file stops the start at once."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise HubStartError("tls: FIELDHUB_TLS_CERT and FIELDHUB_TLS_KEY (--tls-cert, --tls-key) go together")
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise HubStartError(f"tls: {what} {path}: cannot read: {exc.strerror or one_line(exc)}") from exc
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise HubStartError(f"tls: certificate {cert} with key {key} unusable: {one_line(exc)}") from exc
+    return ctx

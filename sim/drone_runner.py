@@ -1,5 +1,8 @@
-"""Running the drone simulator next to a hub: the docks of a city's police stations, the fleet file for the hub,
-and the drones' gimbal cameras.
+"""Running the drone simulator next to a hub: the docks of a city's police stations, the fleet file and the
+MAVLink 2 signing key file for the hub, and the drones' gimbal cameras.
+
+The key file is the hub's ``FIELDHUB_DRONE_KEYS`` format (``{"<system_id>": "<64 hex>"}``, mode 0600): the
+simulated drones sign with the keys in it, the hub checks with the same file.
 
 A police drone's camera has its own 4G/5G module: to the hub it is an MQTT device of kind ``camera`` in the
 drone's unit, speaking SPEC 2 like a body camera. :class:`DroneCameras` plays those devices for a
@@ -15,18 +18,25 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
+import httpx
+
+from devices.broker import BrokerAddress
 from devices.client import DeviceClient
 from devices.payloads import Command
+from devices.provision import provision
 from sim.city import build_city
-from sim.drones import DroneFleetSim
+from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, camera_id, drone_docks, fleet_entries, police_stations
 from sim.video_devices import SimCameras
 
-__all__ = ["CAMERA_KIND", "DroneCameras", "city_docks", "run_drones", "write_fleet"]
+__all__ = ["CAMERA_KIND", "DroneCameras", "city_docks", "drone_keys", "read_keys", "run_drones", "write_fleet",
+           "write_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +49,65 @@ def city_docks(seed: int, stations: int = 4, per_station: int = 1) -> list[Drone
     return drone_docks(police_stations(build_city(seed=seed), stations), per_station)
 
 
-def write_fleet(docks: list[DroneDock], path: Path) -> Path:
-    """The hub's fleet file (``FIELDHUB_DRONES``) for these docks."""
+def write_fleet(docks: list[DroneDock], path: Path, *, unsigned: bool = False) -> Path:
+    """The hub's fleet file (``FIELDHUB_DRONES``) for these docks; ``unsigned`` opts every drone in to fly
+    without signing (else the hub needs their keys, :func:`write_keys`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fleet_entries(docks), indent=1) + "\n")
+    entries = [{**e, "unsigned": True} if unsigned else e for e in fleet_entries(docks)]
+    path.write_text(json.dumps(entries, indent=1) + "\n")
     return path
+
+
+def write_keys(docks: list[DroneDock], keys: dict[str, bytes], path: Path) -> Path:
+    """The hub's signing key file (``FIELDHUB_DRONE_KEYS``) for these drones' ``keys``, readable by its owner only.
+
+    Created 0600 from the start (never world-readable, not even for a moment) and replaced whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({str(d.system_id): keys[d.drone_id].hex() for d in docks if d.drone_id in keys}, indent=1)
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_keys(docks: list[DroneDock], path: Path) -> dict[str, bytes]:
+    """The keys of these drones in a key file of the hub's format (drones without an entry fly unsigned)."""
+    data = json.loads(path.read_text())
+    by_system = {d.system_id: d.drone_id for d in docks}
+    keys: dict[str, bytes] = {}
+    for system_id, value in data.items():
+        drone_id = by_system.get(int(system_id))
+        if drone_id is not None:
+            keys[drone_id] = bytes.fromhex(value if isinstance(value, str) else value["key"])
+    return keys
+
+
+def drone_keys(docks: list[DroneDock], path: Path) -> dict[str, bytes]:
+    """The drones' keys from the key file at ``path``; made (fresh random keys) when there is none yet."""
+    if path.exists():
+        return read_keys(docks, path)
+    keys = new_keys(docks)
+    write_keys(docks, keys, path)
+    return keys
+
+
+CameraLogin = Callable[[str, str], Awaitable[str]]
+
+
+def rest_login(hub_url: str, token: str, mqtt_url: str = "") -> CameraLogin:
+    """Cameras' logins from the hub's API (``token``: an admin's), on ``mqtt_url`` or where the hub says."""
+
+    async def login(device_id: str, unit_id: str) -> str:
+        async with httpx.AsyncClient(base_url=hub_url, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=10) as http:
+            return (await provision(http, device_id, unit_id, "camera")).url(mqtt_url or None)
+
+    return login
 
 
 class DroneCameras:
@@ -55,8 +119,11 @@ class DroneCameras:
     """
 
     def __init__(self, fleet: DroneFleetSim, mqtt_url: str, *, cameras: SimCameras | None = None,
-                 protocol: int = 5) -> None:
+                 protocol: int = 5, login: CameraLogin | None = None) -> None:
         self.fleet = fleet
+        self.login = login
+        # With ``login`` the broker comes with each camera's login: the URL here is only a placeholder until then.
+        mqtt_url = mqtt_url or "mqtts://127.0.0.1:8883"
         self.cameras = cameras if cameras is not None else SimCameras()
         self.devices: dict[str, DeviceClient] = {}
         for dock in fleet.docks:
@@ -66,7 +133,11 @@ class DroneCameras:
 
     async def __aenter__(self) -> DroneCameras:
         try:
-            for device in self.devices.values():
+            for drone_id, device in self.devices.items():
+                if self.login is not None:  # each camera its own login, as a deployed one has
+                    url = await self.login(device.device_id, drone_id)
+                    address = BrokerAddress.parse(url)
+                    device.set_login(address.username or "", address.password or "", url)
                 await device.start(wait=None)
             deadline = time.monotonic() + _CONNECT_WAIT_S
             while time.monotonic() < deadline and not all(d.connected for d in self.devices.values()):
@@ -103,14 +174,17 @@ class DroneCameras:
 
 
 async def run_drones(docks: list[DroneDock], gcs: tuple[str, int], duration_s: float | None = None,
-                     mqtt_url: str | None = None) -> None:
+                     mqtt_url: str | None = None, keys: dict[str, bytes] | None = None,
+                     login: CameraLogin | None = None) -> None:
     """Fly the simulated drones of ``docks``, talking MAVLink 2 to the ground station at ``gcs``, until cancelled.
 
-    With ``mqtt_url``, every drone's camera joins the broker there too and streams when the hub asks.
+    ``keys``: the drones' signing keys (the hub's key file, :func:`drone_keys`); ``{}`` flies them unsigned.
+    With ``mqtt_url`` (or ``login``), every drone's camera joins the broker too and streams when the hub asks;
+    ``login(device_id, unit_id)`` gives each camera its own login's URL (see :func:`rest_login`).
     """
-    async with DroneFleetSim(docks, gcs) as fleet, contextlib.AsyncExitStack() as stack:
-        if mqtt_url is not None:
-            await stack.enter_async_context(DroneCameras(fleet, mqtt_url))
+    async with DroneFleetSim(docks, gcs, keys=keys) as fleet, contextlib.AsyncExitStack() as stack:
+        if mqtt_url is not None or login is not None:
+            await stack.enter_async_context(DroneCameras(fleet, mqtt_url or "", login=login))
         if duration_s is None:
             await asyncio.Event().wait()
         else:

@@ -19,7 +19,9 @@ from typing import Final
 import httpx
 
 from devices.client import DeviceClient
+from devices.errors import DevicesError
 from devices.payloads import Command
+from devices.provision import provision
 from sim.city import City
 from sim.response import Response
 from sim.traffic import Battery, GpsModel, SimVehicle
@@ -87,8 +89,9 @@ def build_fleet(city: City, seed: int, count: int, mqtt_url: str, protocol: int,
         for suffix, kind, acc, drain in DEVICE_PLAN:
             device_id = f"{unit.unit_id}-{suffix}"
             device_rng = random.Random(rng.getrandbits(64))
-            client = DeviceClient(device_id, mqtt_url, kind=kind, unit_id=unit.unit_id, protocol=protocol,
-                                  on_command=functools.partial(on_command, unit))
+            # The broker and login come from the hub when the unit is registered (register_all).
+            client = DeviceClient(device_id, mqtt_url or "mqtts://127.0.0.1:8883", kind=kind, unit_id=unit.unit_id,
+                                  protocol=protocol, on_command=functools.partial(on_command, unit))
             interval_ms = int(device_rng.uniform(*interval_s) * 1000)
             unit.devices.append(SimDevice(device_id, kind, unit, client, GpsModel(device_rng, acc_m=acc),
                                           Battery(device_rng, now_ms, drain_per_hour=drain), interval_ms))
@@ -96,16 +99,21 @@ def build_fleet(city: City, seed: int, count: int, mqtt_url: str, protocol: int,
     return units
 
 
-async def register_all(hub_url: str, token: str, units: list[SimUnit], city: City, attempts: int) -> None:
-    """PUT every unit; the first alone, so a hub that is still starting is waited for and a bad token fails fast."""
+async def register_all(hub_url: str, token: str, units: list[SimUnit], city: City, attempts: int,
+                       mqtt_url: str = "") -> None:
+    """PUT every unit; the first alone, so a hub that is still starting is waited for and a bad token fails fast.
+    Then each device gets its own MQTT login from the hub (the token must be an admin's), like a deployed device;
+    ``mqtt_url`` (no login in it) overrides where the hub says devices connect."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=hub_url, headers=headers, timeout=10.0) as http:
         await _register(http, units[0], city, attempts)
+        await _logins(http, units[0], mqtt_url)
         limit = asyncio.Semaphore(16)
 
         async def one(unit: SimUnit) -> None:
             async with limit:
                 await _register(http, unit, city, attempts)
+                await _logins(http, unit, mqtt_url)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -113,6 +121,15 @@ async def register_all(hub_url: str, token: str, units: list[SimUnit], city: Cit
                     group.create_task(one(unit))
         except ExceptionGroup as eg:
             raise eg.exceptions[0] from None
+
+
+async def _logins(http: httpx.AsyncClient, unit: SimUnit, mqtt_url: str) -> None:
+    for device in unit.devices:
+        try:
+            login = await provision(http, device.device_id, unit.unit_id, device.kind)
+        except (DevicesError, httpx.TransportError) as exc:
+            raise SimError(f"no MQTT login for {device.device_id}: {exc}") from exc
+        device.client.set_login(login.username, login.password, login.url(mqtt_url or None))
 
 
 async def _register(http: httpx.AsyncClient, unit: SimUnit, city: City, attempts: int) -> None:

@@ -104,7 +104,8 @@ class CitySim:
 
     async def start(self) -> None:
         self._build()
-        await fleet.register_all(self.hub_url, self.token, self.units, self._city, self.register_attempts)
+        await fleet.register_all(self.hub_url, self.token, self.units, self._city, self.register_attempts,
+                                 self.mqtt_url)
         await fleet.connect_all(self.devices)
         self._task = asyncio.create_task(self._run(), name="citysim")
         self.started.set()

@@ -2,6 +2,12 @@
 
 Each test gets its own database (created fresh) and its own hub session id, so
 tests do not see each other's data or MQTT sessions.
+
+The broker runs as deployed: the dynamic-security plugin, no anonymous access, devices over TLS with their own
+logins (``RunningHub.device_url`` provisions one through the hub). ``broker.url`` is a service login with the hub's
+rights (not pinned to a client id): each test's hub connects with it under its own session id, and the tests of the
+hub's own defences (unknown devices, hostile payloads on any topic) publish with it. ``broker.admin_url`` is the
+plugin's administrator, which the hubs provision devices with.
 """
 
 from __future__ import annotations
@@ -17,11 +23,18 @@ from typing import Any
 import httpx
 import pytest
 
+from devices.broker import BrokerAddress
+from hub.broker_setup import ADMIN_USER
 from hub.config import Settings
-from hub.embedded import EmbeddedPostgres, MosquittoBroker, free_port
+from hub.domain.device_login import dynsec_create_device, dynsec_delete_device, new_login, new_secret
+from hub.dynsec import BrokerAdmin
+from hub.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
+from hub.provisioning import ProvisioningError
 from hub.server import Hub
+from hub.tls import ensure_ca
 
 TOKEN = "fh_test_dispatcher_token"
+ADMIN_TOKEN = "fh_test_admin_token"  # provisions devices' logins (simulators, as an installer would)
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +42,44 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fieldhub")
 
 
+class SecureBroker(MosquittoBroker):
+    service_url: str  # the service login (see the module's docstring)
+    admin_url: str
+    anonymous_url: str  # no login at all: refused
+
+    @property
+    def url(self) -> str:
+        return self.service_url
+
+    async def device_login(self, device_id: str) -> str:
+        """A device login made straight in the broker (for simulator tests that run without a hub): the device's
+        own TLS URL with a fresh secret, and an ACL for its own topics only."""
+        secret = new_secret()
+        async with BrokerAdmin(self.admin_url) as admin:
+            await admin.run(dynsec_delete_device(device_id), allow=("Client not found", "Role not found"))
+            await admin.run(dynsec_create_device(device_id, secret))
+        return self.device_url(device_id, secret)
+
+    def login(self, client: Any) -> None:
+        """Give a bare gmqtt client the service login."""
+        address = BrokerAddress.parse(self.service_url)
+        client.set_auth_credentials(address.username, address.password)
+
+
+SERVICE_USER = "tests-service"
+
+
 @pytest.fixture(scope="session")
-def broker(workdir: Path) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(workdir / "mosquitto")
-    b.start()
+def broker(workdir: Path) -> Iterator[SecureBroker]:
+    b = SecureBroker(workdir / "mosquitto")
+    admin_secret, service_secret = new_secret(), new_secret()
+    b.start(BrokerSecurity(hub=new_login("fieldhub-hub", new_secret()), admin=new_login(ADMIN_USER, admin_secret),
+                           devices=[], pki=ensure_ca(workdir / "tls"),
+                           services=(new_login(SERVICE_USER, service_secret),)))
+    plain = BrokerAddress.parse(f"mqtt://127.0.0.1:{b.port}")
+    b.anonymous_url = plain.url()
+    b.service_url = plain.with_login(SERVICE_USER, service_secret).url()
+    b.admin_url = plain.with_login(ADMIN_USER, admin_secret).url()
     yield b
     b.stop()
 
@@ -51,19 +98,22 @@ def database_url(postgres: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
-def settings(broker: MosquittoBroker, database_url: str, tmp_path: Path) -> Settings:
-    return Settings(mqtt_url=broker.url, database_url=database_url, data_dir=tmp_path,
-                    port=free_port(), bootstrap_token=TOKEN, mqtt_client_id="hub-" + uuid.uuid4().hex[:8],
+def settings(broker: SecureBroker, database_url: str, tmp_path: Path) -> Settings:
+    return Settings(mqtt_url=broker.url, mqtt_admin_url=broker.admin_url, device_mqtt_url=broker.device_url(),
+                    database_url=database_url, data_dir=tmp_path,
+                    port=free_port(), bootstrap_token=TOKEN, bootstrap_admin_token=ADMIN_TOKEN,
+                    mqtt_client_id="hub-" + uuid.uuid4().hex[:8],
                     write_retry_s=0.5)
 
 
 class RunningHub:
     """A hub serving HTTP on a free port, with an API client bound to it."""
 
-    def __init__(self, hub: Hub, base_url: str) -> None:
+    def __init__(self, hub: Hub, base_url: str, verify: Any = True) -> None:
         self.hub = hub
         self.base_url = base_url
-        self.api = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        self.api = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10,
+                                     verify=verify)
 
     async def put_unit(self, unit_id: str, devices: list[str], **extra: Any) -> dict[str, Any]:
         body = {"name": unit_id, "kind": "patrol", "devices": devices, **extra}
@@ -71,17 +121,36 @@ class RunningHub:
         assert r.status_code == 200, r.text
         return r.json()
 
+    async def device_url(self, device_id: str, unit_id: str | None = None, kind: str | None = None) -> str:
+        """The device's own MQTT-over-TLS URL with a login provisioned through the hub (as an installer would; a
+        device with a login gets a new secret). The device must be on a unit (``put_unit``) or ``unit_id`` given."""
+        provisioner = self.hub.provisioner
+        assert provisioner is not None
+        live = self.hub.live.devices.get(device_id)
+        unit = unit_id or (live.unit_id if live is not None else None)
+        assert unit is not None, f"{device_id} is on no unit: put_unit first or pass unit_id"
+        try:
+            creds = await provisioner.add(device_id, unit, kind, actor="tests")
+        except ProvisioningError as exc:
+            if exc.code != "exists":
+                raise
+            creds = await provisioner.rotate(device_id, actor="tests")
+        return creds.url()
+
     async def count(self, query: str = "SELECT count(*) FROM fixes", *params: Any) -> int:
         return int(await self.hub.db.scalar(query, params))
 
 
 @asynccontextmanager
-async def running_hub(settings: Settings) -> AsyncIterator[RunningHub]:
+async def running_hub(settings: Settings, verify: Any = True) -> AsyncIterator[RunningHub]:
+    """The hub serving on its port (HTTPS when the settings name a certificate; ``verify``: the API client's
+    trust, e.g. an SSL context trusting only a test's CA)."""
     async with Hub(settings) as hub:
         started = asyncio.Event()
         server = asyncio.create_task(hub.serve(started=started))
         await asyncio.wait_for(started.wait(), 10)
-        rh = RunningHub(hub, f"http://127.0.0.1:{settings.port}")
+        scheme = "https" if settings.tls_cert else "http"
+        rh = RunningHub(hub, f"{scheme}://127.0.0.1:{settings.port}", verify)
         try:
             yield rh
         finally:
@@ -114,6 +183,9 @@ def hub_env(settings: Settings) -> dict[str, str]:
     """Environment for a hub run as a separate process with the same services."""
     env = dict(os.environ)
     env.update(FIELDHUB_MQTT_URL=settings.mqtt_url or "", FIELDHUB_DATABASE_URL=settings.database_url or "",
-               FIELDHUB_BOOTSTRAP_TOKEN=TOKEN, FIELDHUB_MQTT_CLIENT_ID=settings.mqtt_client_id,
+               FIELDHUB_MQTT_ADMIN_URL=settings.mqtt_admin_url or "",
+               FIELDHUB_DEVICE_MQTT_URL=settings.device_mqtt_url or "",
+               FIELDHUB_BOOTSTRAP_TOKEN=TOKEN, FIELDHUB_BOOTSTRAP_ADMIN_TOKEN=ADMIN_TOKEN,
+               FIELDHUB_MQTT_CLIENT_ID=settings.mqtt_client_id,
                FIELDHUB_DATA_DIR=str(settings.data_dir), FIELDHUB_WRITE_RETRY_S="0.5")
     return env

@@ -35,8 +35,7 @@ __all__ = [
     "dynsec_config",
     "dynsec_create_device",
     "dynsec_delete_device",
-    "dynsec_set_secret",
-    "hash_secret",
+        "hash_secret",
     "new_login",
     "new_secret",
     "verify_secret",
@@ -154,6 +153,3 @@ def dynsec_delete_device(device_id: str) -> list[dict[str, Any]]:
     return [{"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role(device_id)}]
 
-
-def dynsec_set_secret(device_id: str, secret: str) -> list[dict[str, Any]]:
-    return [{"command": "setClientPassword", "username": device_id, "password": secret}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -76,13 +77,13 @@ class DeviceLoginStore:
                 "ORDER BY d.device_id")
             return await cur.fetchall()
 
-    async def active(self) -> list[StoredLogin]:
+    async def active(self) -> builtins.list[StoredLogin]:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT device_id, salt, secret_hash, iterations FROM device_logins "
                                      "WHERE revoked_at IS NULL ORDER BY device_id")
             return [StoredLogin(*row) for row in await cur.fetchall()]
 
-    async def revoked(self) -> list[str]:
+    async def revoked(self) -> builtins.list[str]:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT device_id FROM device_logins WHERE revoked_at IS NOT NULL")
             return [row[0] for row in await cur.fetchall()]

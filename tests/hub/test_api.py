@@ -77,7 +77,7 @@ async def test_auth_and_roles(hub: RunningHub) -> None:
 async def test_track_range_and_errors(hub: RunningHub) -> None:
     await hub.put_unit("T1", ["t1-trk"])
     t0 = now_ms() - 100_000
-    async with DeviceClient("t1-trk", hub.hub.mqtt_url or "", unit_id="T1") as dev:
+    async with DeviceClient("t1-trk", await hub.device_url("t1-trk"), unit_id="T1") as dev:
         for i in range(20):
             dev.send_fix(Fix(t0 + i * 1000, 34.2, 117.2 + i * 1e-4))
         await wait_for(lambda: _count_is(hub, 20))
@@ -102,8 +102,8 @@ async def _count_is(hub: RunningHub, n: int) -> bool:
 async def test_live_feed_snapshot_then_coalesced_deltas(hub: RunningHub) -> None:
     await hub.put_unit("L1", ["l1-trk"])
     await hub.put_unit("L2", ["l2-trk"])
-    ws_url = hub.base_url.replace("http", "ws") + f"/api/v1/live?token={TOKEN}"
-    async with websockets.connect(ws_url) as ws:
+    ws_url = hub.base_url.replace("http", "ws") + "/api/v1/live"
+    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert snapshot["type"] == "snapshot"
         assert {u["unit_id"] for u in snapshot["units"]} == {"L1", "L2"}
@@ -111,7 +111,7 @@ async def test_live_feed_snapshot_then_coalesced_deltas(hub: RunningHub) -> None
             while True:
                 await asyncio.wait_for(ws.recv(), 0.6)
         t0 = now_ms()
-        async with DeviceClient("l1-trk", hub.hub.mqtt_url or "", unit_id="L1") as dev:
+        async with DeviceClient("l1-trk", await hub.device_url("l1-trk"), unit_id="L1") as dev:
             for i in range(10):  # ten fixes within one frame interval
                 dev.send_fix(Fix(t0 + i, 34.2 + i * 1e-5, 117.2))
             frames = []
@@ -129,9 +129,9 @@ async def test_live_feed_snapshot_then_coalesced_deltas(hub: RunningHub) -> None
 
 
 async def test_live_feed_refuses_bad_tokens(hub: RunningHub) -> None:
-    ws_url = hub.base_url.replace("http", "ws") + "/api/v1/live?token=fh_bogus"
+    ws_url = hub.base_url.replace("http", "ws") + "/api/v1/live"
     with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
-        async with websockets.connect(ws_url) as ws:
+        async with websockets.connect(ws_url, additional_headers={"Authorization": "Bearer fh_bogus"}) as ws:
             await asyncio.wait_for(ws.recv(), 5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
 

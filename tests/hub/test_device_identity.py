@@ -82,7 +82,7 @@ async def test_anonymous_and_wrong_secret_are_refused(hub: RunningHub, broker: S
 
 
 async def test_a_device_cannot_speak_for_another(hub: RunningHub, broker: SecureBroker) -> None:
-    victim_url, attacker_url = await _two_devices(hub)
+    _victim_url, attacker_url = await _two_devices(hub)
     watcher = await Probe("watch-" + uuid.uuid4().hex[:6]).connect(broker.url)  # sees all a device really publishes
     await watcher.subscribe("fieldhub/v1/dev/#")
     now = int(time.time() * 1000)
@@ -148,7 +148,7 @@ async def test_a_device_may_retain_only_its_status(hub: RunningHub, broker: Secu
 
 
 async def test_a_device_cannot_take_another_client_id(hub: RunningHub) -> None:
-    victim_url, attacker_url = await _two_devices(hub)
+    _victim_url, attacker_url = await _two_devices(hub)
     with pytest.raises(MQTTConnectError):
         await Probe("victim-cam").connect(attacker_url)  # the attacker's login, the victim's client id
     with pytest.raises(MQTTConnectError):

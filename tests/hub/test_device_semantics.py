@@ -106,7 +106,7 @@ async def test_video_start_ack_counts_only_from_the_camera_it_was_sent_to(hub: R
         publish(topic, payload)
 
     svc.publish = recording
-    async with DeviceClient(trk, hub.hub.mqtt_url or "", unit_id="V1") as t:
+    async with DeviceClient(trk, await hub.device_url(trk), unit_id="V1") as t:
         await at_position(hub, "V1", t, 200)
         iid = (await hub.api.post("/api/v1/incidents", json=INCIDENT)).json()["id"]
         await hub.api.post(f"/api/v1/incidents/{iid}/dispatch", json={"unit_ids": ["V1"]})
@@ -128,7 +128,7 @@ async def test_ack_dated_before_the_dispatch_is_recorded_at_its_receipt(hub: Run
     iid = (await hub.api.post("/api/v1/incidents", json=INCIDENT)).json()["id"]
     r = await hub.api.post(f"/api/v1/incidents/{iid}/dispatch", json={"unit_ids": ["L1"]})
     a = r.json()["assignments"][0]
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="L1") as dev:  # connects after the dispatch
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="L1") as dev:  # connects after the dispatch
         sent = now_ms()
         dev.send_event("ack", ts=a["dispatched"] - 3_600_000, cmd_id=a["cmd_id"])  # its clock is an hour behind
         ack = await milestone(hub, iid, "acknowledged")
@@ -146,7 +146,7 @@ async def test_ack_dated_before_the_dispatch_is_recorded_at_its_receipt(hub: Run
 async def test_backdated_and_moving_contacts_are_ignored(hub: RunningHub) -> None:
     dev_id = uid("c-trk")
     await hub.put_unit("C1", [dev_id])
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="C1") as dev:
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="C1") as dev:
         await at_position(hub, "C1", dev, 300)
         created = (await hub.api.post("/api/v1/incidents", json=INCIDENT)).json()
         iid, received = created["id"], created["received_at"]
@@ -170,7 +170,7 @@ async def test_backdated_and_moving_contacts_are_ignored(hub: RunningHub) -> Non
 async def test_a_fix_23_hours_ahead_does_not_become_the_units_position(hub: RunningHub) -> None:
     dev_id = uid("f-trk")
     await hub.put_unit("F1", [dev_id])
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="F1") as dev:
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="F1") as dev:
         now = now_ms()
         dev.send_fix(Fix(ts=now - 1000, lat=LAT, lon=LON, acc=5.0))
         await wait_for(lambda: hub.hub.live.units["F1"].fix is not None)
@@ -189,7 +189,7 @@ async def test_a_fix_23_hours_ahead_does_not_become_the_units_position(hub: Runn
 async def test_a_far_away_sos_is_placed_at_the_last_fix_and_flagged(hub: RunningHub) -> None:
     dev_id = uid("s-radio")
     await hub.put_unit("S1", [dev_id])
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="S1", kind="radio") as dev:
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="S1", kind="radio") as dev:
         await at_position(hub, "S1", dev, 0)
         far = offset(LAT, LON, 8000, 0)
         dev.send_event("sos", lat=far[0], lon=far[1])
@@ -214,7 +214,7 @@ async def test_an_sos_flood_grows_neither_the_log_nor_the_alerts(hub: RunningHub
     dev_id = uid("flood-radio")
     await hub.put_unit("S9", [dev_id])
     svc = service(hub)
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="S9", kind="radio") as dev:
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="S9", kind="radio") as dev:
         await at_position(hub, "S9", dev, 0)
         dev.send_event("sos")
         await wait_for(lambda: svc.alerts.list(10))
@@ -233,7 +233,7 @@ async def test_device_notes_are_capped_and_live_frames_carry_only_the_newest_log
     dev_id = uid("n-trk")
     await hub.put_unit("N1", [dev_id])
     svc = service(hub)
-    async with DeviceClient(dev_id, hub.hub.mqtt_url or "", unit_id="N1") as dev:
+    async with DeviceClient(dev_id, await hub.device_url(dev_id), unit_id="N1") as dev:
         await at_position(hub, "N1", dev, 300)
         created = (await hub.api.post("/api/v1/incidents", json=INCIDENT)).json()
         iid = created["id"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,11 @@ from hub.drone_fleet import DroneConfig, FleetConfigError, load_fleet
 from hub.escalation import camera_devices
 from hub.live import LiveState
 from sim.copter import CopterConfig
-from sim.drone_runner import DroneCameras, run_drones
+from sim.drone_runner import DroneCameras, drone_keys, read_keys, rest_login, run_drones
 from sim.framecode import read_code
 from sim.stations import DroneDock, camera_id, fleet_entries
 from sim.video_devices import SimCameras
-from tests.conftest import RunningHub, running_hub, wait_for
+from tests.conftest import ADMIN_TOKEN, RunningHub, running_hub, wait_for
 from tests.hub.test_drones import (
     DOCKS,
     SCENE,
@@ -57,7 +59,8 @@ async def test_a_drone_over_the_scene_streams_its_camera_until_the_incident_clos
     base_url = f"http://127.0.0.1:{settings.port}"
     async with drone_stack(settings, tmp_path, public_base_url=base_url, config=BRISK,
                            speed=4.0) as (rh, sim), \
-            DroneCameras(sim, rh.hub.mqtt_url or "", cameras=SimCameras(width=WIDTH, height=HEIGHT, fps=10)) as cams:
+            DroneCameras(sim, "", cameras=SimCameras(width=WIDTH, height=HEIGHT, fps=10),
+                         login=rest_login(rh.base_url, ADMIN_TOKEN)) as cams:
         cam1, cam2 = camera_id("UAV-01"), camera_id("UAV-02")
         assert rh.hub.live.units["UAV-01"].devices == ["UAV-01", cam1]
         await ready(rh, "UAV-01", "UAV-02")
@@ -118,16 +121,24 @@ def _commands(cams: DroneCameras, drone_id: str, kind: str) -> list[Any]:
 
 async def test_run_drones_with_a_broker_brings_each_drones_camera_online_and_offline(settings: Settings,
                                                                                      tmp_path: Path) -> None:
-    """What `fieldhub demo` and `fieldhub sim --drones` run: drones on MAVLink, their cameras on MQTT."""
+    """What `fieldhub demo` and `fieldhub sim --drones` run: drones on MAVLink, signing with the keys of the
+    hub's key file (made on first use, owner-only), their cameras on MQTT."""
     fleet = tmp_path / "drones.json"
     fleet.write_text(json.dumps(fleet_entries(DOCKS)))
-    settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet})
+    key_file = tmp_path / "keys" / "drone-keys.json"
+    keys = drone_keys(DOCKS, key_file)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and sorted(json.loads(key_file.read_text())) == ["1", "2"]
+    assert drone_keys(DOCKS, key_file) == read_keys(DOCKS, key_file) == keys  # read again, not made anew
+    settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet,
+                                           "drone_keys": key_file})
     async with running_hub(settings) as rh:
         assert rh.hub.drones is not None
         gcs = ("127.0.0.1", rh.hub.drones.link.local_address[1])
-        task = asyncio.create_task(run_drones(DOCKS, gcs, mqtt_url=rh.hub.mqtt_url))
+        task = asyncio.create_task(run_drones(DOCKS, gcs, keys=keys, login=rest_login(rh.base_url, ADMIN_TOKEN)))
         try:
             await ready(rh, "UAV-01", "UAV-02")
+            assert rh.hub.drones.link.stats["bad_signature"] == 0
+            assert all(v["signing"] == "signed" for v in rh.hub.drones.views())
             await wait_for(lambda: all(_state(rh, camera_id(d.drone_id)) == ("camera", "online") for d in DOCKS),
                            timeout=10)
         finally:
@@ -172,6 +183,19 @@ def test_a_fleet_file_without_cameras_still_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"drone_id": "UAV-07", "system_id": 7, "dock": {"lat": 34.26, "lon": 117.18}}]))
     assert load_fleet(path) == [DroneConfig("UAV-07", 7, "UAV-07", 34.26, 117.18, "", None)]
     assert load_fleet(path)[0].devices == ["UAV-07"]
+
+
+def test_unsigned_is_an_explicit_per_drone_opt_in(tmp_path: Path) -> None:
+    entries = fleet_entries(DOCKS)
+    entries[1]["unsigned"] = True
+    path = tmp_path / "drones.json"
+    path.write_text(json.dumps(entries))
+    assert [c.unsigned for c in load_fleet(path)] == [False, True]
+    for loose in ("yes", "true", 1, None):  # anything but JSON true/false is a mistake, not an opt-in
+        entries[1]["unsigned"] = loose
+        path.write_text(json.dumps(entries))
+        with pytest.raises(FleetConfigError, match="unsigned"):
+            load_fleet(path)
 
 
 @pytest.mark.parametrize("cameras", [

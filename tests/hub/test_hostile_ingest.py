@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices import payloads
+from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.errors import PayloadError
 from hub.config import Settings
@@ -66,9 +67,10 @@ def expected_verdict(channel: str, raw: bytes, received_ms: int, s: Settings) ->
 
 
 async def _connect(url: str, client_id: str) -> MqttClient:
-    host, port = url.removeprefix("mqtt://").split(":")
+    address = BrokerAddress.parse(url)
     client = MqttClient(client_id)
-    await client.connect(host, int(port))
+    client.set_auth_credentials(address.username, address.password)
+    await client.connect(address.host, address.port)
     return client
 
 

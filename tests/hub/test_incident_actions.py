@@ -157,7 +157,7 @@ async def test_diversion_by_rule_and_by_dispatcher_is_handed_to_12345(settings: 
         async with running_hub(fast) as hub:
             assert hub.hub.incidents is not None and hub.hub.incidents.hotline is not None
             await hub.put_unit("D1", ["d1-trk"])
-            async with DeviceClient("d1-trk", hub.hub.mqtt_url or "", unit_id="D1") as d1:
+            async with DeviceClient("d1-trk", await hub.device_url("d1-trk"), unit_id="D1") as d1:
                 await located(hub, "D1", d1, 300)
                 # By rule: a utility failure is not a police matter; nobody is dispatched, even at priority 1.
                 r = await hub.api.post("/api/v1/incidents", json={**INCIDENT, "category": "utility_water",

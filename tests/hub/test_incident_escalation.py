@@ -39,7 +39,7 @@ async def test_unacknowledged_dispatch_is_resent_then_escalated_to_the_next_unit
         publish(topic, payload)
 
     service.publish = recording
-    async with DeviceClient("backup-trk", hub.hub.mqtt_url or "", unit_id="BACKUP") as backup:
+    async with DeviceClient("backup-trk", await hub.device_url("backup-trk"), unit_id="BACKUP") as backup:
         send(backup, parked(*offset(LAT, LON, 800, 0), now_ms() - 1000, 1))
         await wait_for(lambda: hub.hub.live.units["BACKUP"].fix is not None)
         iid = (await hub.api.post("/api/v1/incidents", json={**INCIDENT, "priority": 3})).json()["id"]
@@ -95,8 +95,8 @@ async def test_unacknowledged_dispatch_is_resent_then_escalated_to_the_next_unit
 async def test_priority_one_is_auto_dispatched_on_creation(hub: RunningHub) -> None:
     await hub.put_unit("A1", ["a1-trk"])
     await hub.put_unit("A2", ["a2-trk"])
-    async with DeviceClient("a1-trk", hub.hub.mqtt_url or "", unit_id="A1") as a1, \
-            DeviceClient("a2-trk", hub.hub.mqtt_url or "", unit_id="A2") as a2:
+    async with DeviceClient("a1-trk", await hub.device_url("a1-trk"), unit_id="A1") as a1, \
+            DeviceClient("a2-trk", await hub.device_url("a2-trk"), unit_id="A2") as a2:
         t = now_ms() - 1000
         send(a1, parked(*offset(LAT, LON, 300, 0), t, 1))
         send(a2, parked(*offset(LAT, LON, 2000, 0), t, 1))

@@ -80,7 +80,7 @@ async def test_incident_from_creation_to_close(hub: RunningHub) -> None:
     listed = (await hub.api.get("/api/v1/incidents", params={"status": "open"})).json()["incidents"]
     assert [i["id"] for i in listed] == [iid]
 
-    async with DeviceClient("p1-trk", hub.hub.mqtt_url or "", unit_id="P1") as dev:
+    async with DeviceClient("p1-trk", await hub.device_url("p1-trk"), unit_id="P1") as dev:
         t_parked = now_ms() - 2000
         send(dev, parked(*origin, t_parked, 2))
         await wait_for(lambda: hub.hub.live.units["P1"].fix is not None)
@@ -151,8 +151,8 @@ async def test_incident_from_creation_to_close(hub: RunningHub) -> None:
 async def test_auto_dispatch_picks_the_nearest_available_unit(hub: RunningHub) -> None:
     await hub.put_unit("NEAR", ["near-trk"])
     await hub.put_unit("FAR", ["far-trk"])
-    async with DeviceClient("near-trk", hub.hub.mqtt_url or "", unit_id="NEAR") as near, \
-            DeviceClient("far-trk", hub.hub.mqtt_url or "", unit_id="FAR") as far:
+    async with DeviceClient("near-trk", await hub.device_url("near-trk"), unit_id="NEAR") as near, \
+            DeviceClient("far-trk", await hub.device_url("far-trk"), unit_id="FAR") as far:
         t = now_ms() - 1000
         send(near, parked(*offset(LAT, LON, 300, 0), t, 1))
         send(far, parked(*offset(LAT, LON, 3000, 0), t, 1))
@@ -260,7 +260,7 @@ async def test_restart_keeps_milestones_and_still_detects_arrival(settings: Sett
     async with running_hub(settings) as rh:
         await rh.put_unit("R1", ["r1-trk"])
         iid = (await rh.api.post("/api/v1/incidents", json=INCIDENT)).json()["id"]
-        dev = DeviceClient("r1-trk", rh.hub.mqtt_url or "", unit_id="R1")
+        dev = DeviceClient("r1-trk", await rh.device_url("r1-trk"), unit_id="R1")
         await dev.start()
         send(dev, parked(*origin, now_ms() - 2000, 2))
         await wait_for(lambda: rh.hub.live.units["R1"].fix is not None)

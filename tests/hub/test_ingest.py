@@ -7,6 +7,7 @@ import json
 
 from gmqtt import Client as MqttClient
 
+from devices.broker import BrokerAddress
 from devices.client import DeviceClient
 from devices.clock import now_ms
 from devices.payloads import Fix
@@ -18,16 +19,17 @@ TELEMETRY_REJECTS = "SELECT count(*) FROM rejects WHERE right(topic, 10) = '/tel
 
 async def raw_publisher(url: str, client_id: str) -> MqttClient:
     """A bare MQTT client, for payloads no well-behaved device would send."""
-    host, port = url.removeprefix("mqtt://").split(":")
+    address = BrokerAddress.parse(url)
     client = MqttClient(client_id)
-    await client.connect(host, int(port))
+    client.set_auth_credentials(address.username, address.password)
+    await client.connect(address.host, address.port)
     return client
 
 
 async def test_single_fixes_and_batches_are_stored_and_tracked(hub: RunningHub) -> None:
     await hub.put_unit("P1", ["p1-trk"])
     t0 = now_ms() - 60_000
-    async with DeviceClient("p1-trk", hub.hub.mqtt_url or "", kind="vehicle", unit_id="P1") as dev:
+    async with DeviceClient("p1-trk", await hub.device_url("p1-trk"), kind="vehicle", unit_id="P1") as dev:
         for i in range(5):
             dev.send_fix(Fix(t0 + i * 1000, 34.26 + i * 1e-4, 117.18, acc=5.0, speed=8.0, heading=90.0))
         # A store-and-forward style batch of 300 fixes in one message.
@@ -70,7 +72,7 @@ async def test_duplicates_are_stored_once(hub: RunningHub) -> None:
 async def test_out_of_order_fixes_are_all_stored_but_live_keeps_the_newest(hub: RunningHub) -> None:
     await hub.put_unit("P3", ["p3-trk"])
     t0 = now_ms() - 30_000
-    async with DeviceClient("p3-trk", hub.hub.mqtt_url or "", unit_id="P3") as dev:
+    async with DeviceClient("p3-trk", await hub.device_url("p3-trk"), unit_id="P3") as dev:
         for ts, lat in [(t0 + 20_000, 34.30), (t0 + 5_000, 34.10), (t0 + 10_000, 34.20), (t0 + 25_000, 34.35),
                         (t0 + 1_000, 34.00)]:
             dev.send_fix(Fix(ts, lat, 117.0))
@@ -100,7 +102,7 @@ async def test_bad_payloads_are_rejected_with_reasons_while_good_traffic_flows(h
         ("ghost-device", json.dumps(fix).encode(), "unknown_device"),
     ]
     client = await raw_publisher(hub.hub.mqtt_url or "", "bad-sender")
-    async with DeviceClient("good-1", hub.hub.mqtt_url or "", unit_id="GOOD") as good:
+    async with DeviceClient("good-1", await hub.device_url("good-1"), unit_id="GOOD") as good:
         for i, (device, payload, _) in enumerate(cases):
             good.send_fix(Fix(t + i * 100, 34.2, 117.2))
             client.publish(f"fieldhub/v1/dev/{device}/telemetry", payload, qos=1)
@@ -135,7 +137,7 @@ async def _rejects(hub: RunningHub) -> list[tuple[str, str]]:
 
 async def test_status_events_last_will_and_mqtt_311_device(hub: RunningHub) -> None:
     await hub.put_unit("P4", ["p4-radio"])
-    dev = DeviceClient("p4-radio", hub.hub.mqtt_url or "", kind="radio", unit_id="P4", protocol=4)
+    dev = DeviceClient("p4-radio", await hub.device_url("p4-radio"), kind="radio", unit_id="P4", protocol=4)
     await dev.start()
     assert dev.connected
     dev.send_fix(Fix(now_ms(), 34.2, 117.2))
@@ -152,7 +154,7 @@ async def test_status_events_last_will_and_mqtt_311_device(hub: RunningHub) -> N
 
 async def test_device_offline_uploads_its_backlog_on_reconnect(hub: RunningHub) -> None:
     await hub.put_unit("P5", ["p5-cam"])
-    dev = DeviceClient("p5-cam", hub.hub.mqtt_url or "", kind="bodycam", unit_id="P5")
+    dev = DeviceClient("p5-cam", await hub.device_url("p5-cam"), kind="bodycam", unit_id="P5")
     await dev.start()
     t0 = now_ms() - 600_000
     dev.send_fix(Fix(t0, 34.2, 117.2))

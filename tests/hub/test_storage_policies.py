@@ -56,7 +56,7 @@ async def test_a_shorter_retention_applies_at_the_next_start(settings: Settings,
         assert "storage policy retention_days changed: 90 -> 30" in caplog.text
         # The accepted-age window is the same setting: a fix older than 30 days is refused, a younger one stored.
         await rh.put_unit("R2", ["r2-trk"])
-        async with DeviceClient("r2-trk", rh.hub.mqtt_url or "", unit_id="R2") as dev:
+        async with DeviceClient("r2-trk", await rh.device_url("r2-trk"), unit_id="R2") as dev:
             dev.send_fix(Fix(now - 31 * DAY_MS, 34.2, 117.2))
             dev.send_fix(Fix(now - 29 * DAY_MS, 34.2, 117.2))
             await wait_for(lambda: rh.count("SELECT count(*) FROM rejects WHERE device_id = 'r2-trk' "

@@ -33,7 +33,7 @@ from sim.fleet import SimUnit
 from sim.response import Timing
 from sim.runner import CitySim
 from sim.scenarios import DeadZone, Plan, address_near, trace
-from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, RunningHub, running_hub, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -76,13 +76,16 @@ async def run(broker: MosquittoBroker, postgres: EmbeddedPostgres, tmp_path_fact
               ) -> AsyncIterator[Run]:
     database_url = postgres.create_database("t_" + uuid.uuid4().hex[:12])
     data_dir: Path = tmp_path_factory.mktemp("e2e-hub")
-    settings = Settings(mqtt_url=broker.url, database_url=database_url, data_dir=data_dir, port=free_port(),
-                        bootstrap_token=TOKEN, mqtt_client_id="hub-" + uuid.uuid4().hex[:8], write_retry_s=0.5)
+    settings = Settings(mqtt_url=broker.url, mqtt_admin_url=broker.admin_url,
+                        device_mqtt_url=broker.device_url(),
+                        database_url=database_url, data_dir=data_dir, port=free_port(),
+                        bootstrap_token=TOKEN, bootstrap_admin_token=ADMIN_TOKEN,
+                        mqtt_client_id="hub-" + uuid.uuid4().hex[:8], write_retry_s=0.5)
     timing = Timing(turnout_s=(3.0, 3.0), contact_after_s=(15.0, 15.0), on_scene_s=(100.0, 100.0),
                     release_before_clear_s=8.0)
     async with running_hub(settings) as rh:
         assert rh.hub.mqtt_url is not None
-        async with CitySim(rh.base_url, rh.hub.mqtt_url, TOKEN, units=2, seed=21, interval_s=(1.0, 1.0),
+        async with CitySim(rh.base_url, "", ADMIN_TOKEN, units=2, seed=21, interval_s=(1.0, 1.0),
                            timing=timing, start_parked=True) as sim:
             await wait_for(lambda: all(rh.hub.live.units[u.unit_id].fix for u in sim.units), timeout=10)
             drill = Drill(sim, rh.api, random.Random(4), settle_s=2.0, clear_timeout_s=240.0, stand_s=2.0)

@@ -10,7 +10,7 @@ from itertools import islice
 from sim.city import build_city
 from sim.incidents import MIX, IncidentGenerator, arrival_gaps, draw_call
 from sim.runner import CitySim
-from tests.conftest import TOKEN, RunningHub, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, RunningHub, wait_for
 
 
 def test_calls_come_as_a_poisson_stream_at_the_configured_rate() -> None:
@@ -76,7 +76,7 @@ async def test_the_generator_posts_valid_incidents_at_its_rate_and_gives_up_with
 
 async def test_the_dispatcher_sends_the_best_unit_and_closes_when_it_clears(hub: RunningHub) -> None:
     assert hub.hub.mqtt_url is not None
-    async with CitySim(hub.base_url, hub.hub.mqtt_url, TOKEN, units=1, seed=4, interval_s=(0.5, 0.5),
+    async with CitySim(hub.base_url, "", ADMIN_TOKEN, units=1, seed=4, interval_s=(0.5, 0.5),
                        start_parked=True) as sim, \
             IncidentGenerator(hub.base_url, TOKEN, sim._city, rate_per_min=1.0, seed=8, dispatch_delay_s=(0.1, 0.2),
                               close_delay_s=(0.1, 0.2), mix=[m for m in MIX if m.category == "theft"],

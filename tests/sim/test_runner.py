@@ -12,12 +12,12 @@ from hub.embedded import free_port
 from sim.response import Timing
 from sim.runner import CitySim, SimError
 from sim.scenarios import DeadZone, Plan
-from tests.conftest import TOKEN, RunningHub, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, RunningHub, wait_for
 
 
 async def test_units_register_and_every_fix_arrives(hub: RunningHub) -> None:
     assert hub.hub.mqtt_url is not None
-    async with CitySim(hub.base_url, hub.hub.mqtt_url, TOKEN, units=3, seed=3, interval_s=(0.2, 0.4)) as sim:
+    async with CitySim(hub.base_url, "", ADMIN_TOKEN, units=3, seed=3, interval_s=(0.2, 0.4)) as sim:
         assert sim.connected == 9
         await wait_for(lambda: min(sim.fixes_sent.values()) >= 5, timeout=20)
         listing = (await hub.api.get("/api/v1/units")).json()["units"]
@@ -43,7 +43,7 @@ async def test_units_register_and_every_fix_arrives(hub: RunningHub) -> None:
 
 async def test_positions_follow_the_cars(hub: RunningHub) -> None:
     assert hub.hub.mqtt_url is not None
-    async with CitySim(hub.base_url, hub.hub.mqtt_url, TOKEN, units=2, seed=5, interval_s=(0.2, 0.3)) as sim:
+    async with CitySim(hub.base_url, "", ADMIN_TOKEN, units=2, seed=5, interval_s=(0.2, 0.3)) as sim:
         await wait_for(lambda: sim.total_fixes >= 20, timeout=20)
 
         async def close_to_the_car() -> bool:

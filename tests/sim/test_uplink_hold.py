@@ -12,18 +12,19 @@ from devices import topics
 from devices.client import DeviceClient
 from devices.clock import now_ms
 from devices.payloads import Command, Fix, encode_command
-from hub.embedded import MosquittoBroker
-from tests.conftest import wait_for
+from tests.conftest import SecureBroker, wait_for
 
 
-async def test_held_fixes_and_events_go_out_as_one_batch_on_release(broker: MosquittoBroker) -> None:
+async def test_held_fixes_and_events_go_out_as_one_batch_on_release(broker: SecureBroker) -> None:
     seen: list[tuple[str, Any]] = []
     spy = MqttClient("spy-hold")
     spy.on_message = lambda client, topic, payload, qos, props: seen.append((topic, json.loads(payload))) or 0
+    broker.login(spy)
     await spy.connect("127.0.0.1", broker.port)
     spy.subscribe("fieldhub/v1/dev/hold-1/+", qos=1)
     commands: list[Command] = []
-    device = DeviceClient("hold-1", broker.url, kind="radio", unit_id="U1", on_command=commands.append)
+    device = DeviceClient("hold-1", await broker.device_login("hold-1"),
+                kind="radio", unit_id="U1", on_command=commands.append)
     await device.start()
     try:
         await wait_for(lambda: any(t.endswith("/status") for t, _ in seen))

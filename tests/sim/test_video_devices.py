@@ -25,11 +25,11 @@ from devices import topics
 from devices.client import DeviceClient
 from devices.payloads import Command, encode_command
 from hub.api.errors import ApiError, install
-from hub.embedded import MosquittoBroker, free_port
+from hub.embedded import free_port
 from sim.framecode import elapsed_ms, read_code
 from sim.runner import CitySim
 from sim.video_devices import SimCameras
-from tests.conftest import TOKEN, RunningHub, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, RunningHub, SecureBroker, wait_for
 from video.client import WhepViewer
 from video.frames import EncodedFrame
 from video.http import video_router
@@ -116,7 +116,7 @@ async def whip() -> AsyncIterator[WhipHub]:
 class EventSpy:
     """Every ``video`` event the devices publish, as the hub would receive them."""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
+    def __init__(self, broker: SecureBroker) -> None:
         self.broker = broker
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.client = MqttClient("spy-" + uuid.uuid4().hex[:8])
@@ -130,6 +130,7 @@ class EventSpy:
         self.client.on_message = on_message
 
     async def __aenter__(self) -> EventSpy:
+        self.broker.login(self.client)
         await self.client.connect("127.0.0.1", self.broker.port)
         self.client.subscribe("fieldhub/v1/dev/+/event", qos=1)
         await asyncio.sleep(0.1)
@@ -156,10 +157,10 @@ def _stop() -> Command:
     return Command(uuid.uuid4().hex[:12], time.time_ns() // 1_000_000, "video_stop")
 
 
-async def test_sim_unit_publishes_on_video_start_and_ends_on_video_stop(hub: RunningHub, broker: MosquittoBroker,
+async def test_sim_unit_publishes_on_video_start_and_ends_on_video_stop(hub: RunningHub, broker: SecureBroker,
                                                                         whip: WhipHub) -> None:
     """The whole device side: MQTT command -> WHIP publish -> frames whose codes decode -> video_stop."""
-    async with EventSpy(broker) as spy, CitySim(hub.base_url, broker.url, TOKEN, units=1, start_parked=True,
+    async with EventSpy(broker) as spy, CitySim(hub.base_url, "", ADMIN_TOKEN, units=1, start_parked=True,
                                                  camera_size=(320, 240), camera_fps=15) as sim:
         camera = "P001-cam"
         await wait_for(lambda: sim.connected == len(sim.devices), timeout=10)
@@ -205,8 +206,9 @@ async def test_sim_unit_publishes_on_video_start_and_ends_on_video_stop(hub: Run
         assert sim.cameras.counters.refused == sim.cameras.counters.failed == 0
 
 
-async def test_second_video_start_restarts_with_the_new_token(broker: MosquittoBroker, whip: WhipHub) -> None:
-    async with EventSpy(broker) as spy, DeviceClient("R1-cam", broker.url, kind="bodycam") as device, \
+async def test_second_video_start_restarts_with_the_new_token(broker: SecureBroker, whip: WhipHub) -> None:
+    async with EventSpy(broker) as spy, DeviceClient("R1-cam", await broker.device_login("R1-cam"),
+                kind="bodycam") as device, \
             SimCameras(width=320, height=240, fps=10) as cameras:
         first = _start(whip, "R1-cam")
         assert cameras.handle(device, first)
@@ -224,9 +226,9 @@ async def test_second_video_start_restarts_with_the_new_token(broker: MosquittoB
         assert cameras.counters.started == 2 and cameras.counters.refused == 0
 
 
-async def test_drone_camera_publishes_a_view_that_follows_the_drone(broker: MosquittoBroker, whip: WhipHub) -> None:
+async def test_drone_camera_publishes_a_view_that_follows_the_drone(broker: SecureBroker, whip: WhipHub) -> None:
     pose = [34.26101, 117.18592, 45.0]
-    async with DeviceClient("D1-cam", broker.url, kind="drone") as device, \
+    async with DeviceClient("D1-cam", await broker.device_login("D1-cam"), kind="drone") as device, \
             SimCameras(width=320, height=240, fps=15) as cameras:
         cameras.handle(device, _start(whip, "D1-cam"), view="drone", position=lambda: (pose[0], pose[1], pose[2]))
         await cameras.idle()
@@ -240,8 +242,9 @@ async def test_drone_camera_publishes_a_view_that_follows_the_drone(broker: Mosq
         assert feed.track.pose == tuple(pose)
 
 
-async def test_stream_ended_by_the_hub_is_reported_stopped(broker: MosquittoBroker, whip: WhipHub) -> None:
-    async with EventSpy(broker) as spy, DeviceClient("R6-cam", broker.url, kind="bodycam") as device, \
+async def test_stream_ended_by_the_hub_is_reported_stopped(broker: SecureBroker, whip: WhipHub) -> None:
+    async with EventSpy(broker) as spy, DeviceClient("R6-cam", await broker.device_login("R6-cam"),
+                kind="bodycam") as device, \
             SimCameras(width=320, height=240, fps=10) as cameras:
         cameras.handle(device, _start(whip, "R6-cam"))
         await cameras.idle()
@@ -254,8 +257,9 @@ async def test_stream_ended_by_the_hub_is_reported_stopped(broker: MosquittoBrok
         assert cameras.counters.lost == 1 and cameras.counters.stopped == 1
 
 
-async def test_refused_and_failed_publishes_are_counted_not_raised(broker: MosquittoBroker, whip: WhipHub) -> None:
-    async with EventSpy(broker) as spy, DeviceClient("R2-cam", broker.url, kind="bodycam") as device, \
+async def test_refused_and_failed_publishes_are_counted_not_raised(broker: SecureBroker, whip: WhipHub) -> None:
+    async with EventSpy(broker) as spy, DeviceClient("R2-cam", await broker.device_login("R2-cam"),
+                kind="bodycam") as device, \
             SimCameras(width=320, height=240, fps=10, start_timeout_s=5) as cameras:
         whip.issue("R2-cam")
         cameras.handle(device, _start(whip, "R2-cam", token="not-the-token"))
@@ -275,9 +279,9 @@ async def test_refused_and_failed_publishes_are_counted_not_raised(broker: Mosqu
         assert not cameras.handle(device, Command("c-ping", 1, "ping"))  # not a video command
 
 
-async def test_no_more_than_max_feeds_publish_at_once(broker: MosquittoBroker, whip: WhipHub) -> None:
-    async with DeviceClient("R7-cam", broker.url, kind="bodycam") as first, \
-            DeviceClient("R8-cam", broker.url, kind="bodycam") as second, \
+async def test_no_more_than_max_feeds_publish_at_once(broker: SecureBroker, whip: WhipHub) -> None:
+    async with DeviceClient("R7-cam", await broker.device_login("R7-cam"), kind="bodycam") as first, \
+            DeviceClient("R8-cam", await broker.device_login("R8-cam"), kind="bodycam") as second, \
             SimCameras(width=320, height=240, fps=10, max_feeds=1) as cameras:
         cameras.handle(first, _start(whip, "R7-cam"))
         cameras.handle(second, _start(whip, "R8-cam"))  # at the same time: the first one's publish counts
@@ -294,16 +298,17 @@ async def test_no_more_than_max_feeds_publish_at_once(broker: MosquittoBroker, w
         assert [s.stream_id for s in whip.service.streams()] == [cameras.feeds["R8-cam"].stream_id] != [old]
 
 
-async def test_close_ends_every_publication_without_hanging(broker: MosquittoBroker, whip: WhipHub) -> None:
+async def test_close_ends_every_publication_without_hanging(broker: SecureBroker, whip: WhipHub) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # a hub that takes the request and never answers, until the client hangs up
         writer.close()
 
     mute = await asyncio.start_server(silent, "127.0.0.1", 0)
     mute_port = mute.sockets[0].getsockname()[1]
-    async with EventSpy(broker) as spy, DeviceClient("R3-cam", broker.url, kind="bodycam") as device, \
-            DeviceClient("R4-cam", broker.url, kind="bodycam") as other, \
-            DeviceClient("R5-cam", broker.url, kind="bodycam") as stuck, mute:
+    async with EventSpy(broker) as spy, DeviceClient("R3-cam", await broker.device_login("R3-cam"),
+                kind="bodycam") as device, \
+            DeviceClient("R4-cam", await broker.device_login("R4-cam"), kind="bodycam") as other, \
+            DeviceClient("R5-cam", await broker.device_login("R5-cam"), kind="bodycam") as stuck, mute:
         cameras = SimCameras(width=320, height=240, fps=10, close_grace_s=1.0)
         cameras.handle(device, _start(whip, "R3-cam"))
         cameras.handle(other, _start(whip, "R4-cam"))

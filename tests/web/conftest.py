@@ -5,8 +5,9 @@ Fixtures:
 - ``browser``: one Debian Chromium for the session, driven by Playwright (never ``playwright install``).
 - ``open_page``: opens the page logged in with a token (``/?token=``) in a fresh browser context
   (its own localStorage), waits until the first snapshot is drawn, and collects uncaught page
-  errors and console errors: a test fails on either, unless it declares the console errors it
-  expects (``WebPage.expect_console``: a hub going away makes the browser log failed connections).
+  errors, console errors and Content-Security-Policy violations: a test fails on any, unless it
+  declares the console errors it expects (``WebPage.expect_console``: a hub going away makes the
+  browser log failed connections). A CSP violation is always a failure.
 - ``settings``: the shared settings with auto-dispatch off, so dispatching is the dispatcher's click.
 - ``city``: the hub in-process plus a :class:`~sim.runner.CitySim` of ``UNITS`` patrol units (three
   devices each) reporting at 1 Hz, waited for until every unit has a position.
@@ -38,11 +39,12 @@ from playwright.async_api import Error as PlaywrightError
 
 from hub.config import Settings
 from sim.city import build_city
-from sim.drones import DroneFleetSim
+from sim.drone_runner import write_keys
+from sim.drones import DroneFleetSim, new_keys
 from sim.response import Timing
 from sim.runner import CitySim
 from sim.stations import drone_docks, fleet_entries, police_stations
-from tests.conftest import TOKEN, RunningHub, hub_env, running_hub, wait_for
+from tests.conftest import ADMIN_TOKEN, RunningHub, hub_env, running_hub, wait_for
 
 CHROMIUM = Path(os.environ.get("FIELDHUB_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -78,6 +80,9 @@ class WebPage:
     expected_console: list[re.Pattern[str]] = field(default_factory=list)
     # Every /api/v1/live WebSocket the page opened, with the type of each frame it received, in order.
     sockets: list[list[str]] = field(default_factory=list)
+    socket_urls: list[str] = field(default_factory=list)
+    # `securitypolicyviolation` events: "directive blocked-uri (source:line)".
+    csp_violations: list[str] = field(default_factory=list)
 
     def expect_console(self, *patterns: str) -> None:
         """Console errors matching one of ``patterns`` (regular expressions) do not fail the test."""
@@ -124,6 +129,8 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
         page.on("pageerror", lambda exc: web.page_errors.append(f"{exc.name}: {exc.message}\n{exc.stack}"))
         page.on("console", lambda msg: _console(web, msg))
         page.on("websocket", lambda ws: _watch_socket(web, ws))
+        await page.expose_function("fieldhubCspViolation", lambda text: web.csp_violations.append(str(text)))
+        await page.add_init_script(CSP_WATCH)
         page.set_default_timeout(15_000)
         await page.goto(f"{base_url}/?token={token}" if token is not None else f"{base_url}/")
         if wait_ready:
@@ -137,10 +144,17 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
             problems.append("uncaught page errors:\n" + "\n".join(web.page_errors))
         if web.unexpected_console():
             problems.append("console errors:\n" + "\n".join(web.unexpected_console()))
+        if web.csp_violations:
+            problems.append("Content-Security-Policy violations:\n" + "\n".join(web.csp_violations))
         with contextlib.suppress(Exception):
             await web.context.close()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+# Before any of the page's scripts: report every violation of the page's policy to the test.
+CSP_WATCH = """document.addEventListener("securitypolicyviolation", (e) => window.fieldhubCspViolation(
+  `${e.effectiveDirective} ${e.blockedURI || "inline"} (${e.sourceFile}:${e.lineNumber})`));"""
 
 
 def _console(web: WebPage, msg: ConsoleMessage) -> None:
@@ -154,6 +168,7 @@ def _watch_socket(web: WebPage, ws: Any) -> None:
         return
     frames: list[str] = []
     web.sockets.append(frames)
+    web.socket_urls.append(ws.url)
 
     def received(payload: str | bytes) -> None:
         text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
@@ -186,7 +201,7 @@ class CityRun:
 
 def city_sim(settings: Settings, hub_url: str, units: int = UNITS) -> CitySim:
     # The sim's city must be the hub's (same seed): the hub's map and ETAs come from it.
-    return CitySim(hub_url, settings.mqtt_url or "", TOKEN, units=units, seed=settings.city_seed,
+    return CitySim(hub_url, "", ADMIN_TOKEN, units=units, seed=settings.city_seed,
                    interval_s=(1.0, 1.0), timing=TIMING)
 
 
@@ -223,15 +238,19 @@ async def all_drones_ready(api: httpx.AsyncClient, ids: list[str]) -> bool:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
-    """``city`` plus two simulated drones docked at two police stations of the same city, on the hub's link."""
+    """``city`` plus two simulated drones docked at two police stations of the same city, on the hub's link.
+    The first signs its MAVLink; the second flies unsigned, let in by ``"unsigned": true`` in its fleet entry."""
     docks = drone_docks(police_stations(build_city(seed=settings.city_seed), 2))
+    keys = new_keys(docks[:1])
     fleet = settings.data_dir / "drones.json"
-    fleet.write_text(json.dumps(fleet_entries(docks)))
-    settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet})
+    fleet.write_text(json.dumps([e if e["drone_id"] in keys else {**e, "unsigned": True}
+                                 for e in fleet_entries(docks)]))
+    settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet,
+                                           "drone_keys": write_keys(docks, keys, settings.data_dir / "keys.json")})
     async with running_hub(settings) as rh, city_sim(settings, rh.base_url) as sim:
         assert rh.hub.drones is not None
         gcs = ("127.0.0.1", rh.hub.drones.link.local_address[1])
-        async with DroneFleetSim(docks, gcs) as drones:
+        async with DroneFleetSim(docks, gcs, keys=keys) as drones:
             ids = [d.drone_id for d in docks]
             await wait_for(lambda: all_located(rh.api, UNITS), timeout=30, interval=0.25)
             await wait_for(lambda: all_drones_ready(rh.api, ids), timeout=20, interval=0.25)
@@ -317,7 +336,7 @@ async def video_city(settings: Settings) -> AsyncIterator[CityRun]:
     hub sends ``video_start`` (automatic backhaul on arrival): the hub's public URL is its own test port."""
     settings = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{settings.port}"})
     async with running_hub(settings) as rh, CitySim(
-            rh.base_url, settings.mqtt_url or "", TOKEN, units=VIDEO_UNITS, seed=settings.city_seed,
+            rh.base_url, "", ADMIN_TOKEN, units=VIDEO_UNITS, seed=settings.city_seed,
             interval_s=(1.0, 1.0), timing=TIMING, camera_size=VIDEO_SIZE, camera_fps=VIDEO_FPS) as sim:
         await wait_for(lambda: all_located(rh.api, VIDEO_UNITS), timeout=30, interval=0.25)
         yield CityRun(settings, rh, sim)

@@ -26,3 +26,15 @@ CREATE VIEW mqtt_acl AS
     UNION ALL
     SELECT device_id, 'allow', 'subscribe', 'fieldhub/v1/dev/' || device_id || '/cmd'
     FROM device_logins WHERE revoked_at IS NULL;
+
+-- A running hub follows logins made elsewhere (the CLI, another hub) by LISTEN on `fieldhub_devices`: a device
+-- provisioned onto a unit joins that unit's live picture at once. The payload is the device id, never a secret.
+CREATE FUNCTION fieldhub_devices_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('fieldhub_devices', NEW.device_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER device_logins_changed AFTER INSERT OR UPDATE ON device_logins
+    FOR EACH ROW EXECUTE FUNCTION fieldhub_devices_notify();

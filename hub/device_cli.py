@@ -1,0 +1,135 @@
+"""``fieldhub device add|list|revoke|rotate``: device logins from the command line, on the hub's database and broker.
+
+The broker is told through its dynamic-security administrator: FIELDHUB_MQTT_ADMIN_URL for an external Mosquitto,
+or, for the embedded broker, the administrator login the running hub left in ``data_dir/broker-admin.json``. When
+the embedded hub is not running only the table changes, which is enough: the embedded broker is built from the
+table at every start. A secret is printed once and never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hub.config import Settings
+
+__all__ = ["add_parser", "cmd_device"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("device", help="provision devices: their MQTT logins")
+    dsub = p.add_subparsers(dest="device_command", required=True)
+    d = dsub.add_parser("add", help="register a device on a unit and print its new login (shown once)")
+    d.add_argument("device_id")
+    d.add_argument("--unit", required=True, help="the unit it belongs to (must exist)")
+    d.add_argument("--kind", help="bodycam, radio, vehicle, drone, camera, phone, tracker or gateway")
+    d.add_argument("--json", action="store_true")
+    d = dsub.add_parser("rotate", help="give a device a new secret (the old one stops working; shown once)")
+    d.add_argument("device_id")
+    d.add_argument("--json", action="store_true")
+    d = dsub.add_parser("revoke", help="revoke a device's login: the broker disconnects and refuses it")
+    d.add_argument("device_id")
+    d = dsub.add_parser("list", help="devices and the state of their logins (never a secret)")
+    d.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_device)
+
+
+async def cmd_device(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from hub.errors import HubError, one_line
+    from hub.logsafe import redact
+    from hub.provisioning import ProvisioningError
+
+    try:
+        return await _run(args, settings)
+    except ProvisioningError as exc:
+        print(f"fieldhub: {exc}", file=sys.stderr, flush=True)
+        return 2 if exc.code in ("invalid", "unknown_unit", "unknown_device", "exists") else 1
+    except (HubError, psycopg.Error, OSError) as exc:
+        print(f"fieldhub: cannot {args.device_command} device logins: {redact(one_line(exc))}", file=sys.stderr,
+              flush=True)
+        return 1
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Any]:
+    from hub.embedded import EmbeddedPostgres
+    from hub.storage import Database
+
+    url, pg = settings.database_url, None
+    if url is None:
+        pg = EmbeddedPostgres(settings.data_dir / "pg")
+        url = await asyncio.to_thread(pg.start)
+    try:
+        async with Database(url) as db:
+            yield db
+    finally:
+        if pg is not None:
+            pg.close()
+
+
+async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
+    """(admin URL, device URL, a note) of the broker to tell."""
+    from hub.broker_setup import read_admin_file
+    from hub.dynsec import BrokerAdmin, BrokerAdminError
+
+    if settings.mqtt_url is not None:
+        note = "" if settings.mqtt_admin_url else "the broker checks logins against the database (no admin URL)"
+        return settings.mqtt_admin_url, settings.device_mqtt_url, note
+    running = read_admin_file(settings.data_dir)
+    if running:
+        try:
+            async with BrokerAdmin(running["admin_url"], timeout_s=3):
+                return running["admin_url"], running.get("device_url"), ""
+        except BrokerAdminError:
+            pass
+    return None, None, "the hub is not running: its embedded broker takes this change when it starts"
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.audit import AuditLog
+    from hub.provisioning import Provisioner
+    from hub.storage.device_logins import DeviceLoginStore
+
+    admin_url, device_url, note = await _broker(settings)
+    actor = f"cli:{getpass.getuser()}"
+    async with _database(settings) as db:
+        provisioner = Provisioner(DeviceLoginStore(db), admin_url=admin_url, device_url=device_url,
+                                  audit=AuditLog(db))
+        command = args.device_command
+        if command == "list":
+            rows = await provisioner.list()
+            if args.json:
+                print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+                                  for r in rows], indent=1))
+            else:
+                print(f"{'device':<24} {'unit':<16} {'kind':<9} {'login':<8} created")
+                for r in rows:
+                    created = r["created_at"].strftime("%Y-%m-%d %H:%M") if r["created_at"] else "-"
+                    print(f"{r['device_id']:<24} {r['unit_id'] or '-':<16} {r['kind'] or '-':<9} {r['login']:<8} "
+                          f"{created}")
+            return 0
+        if command == "revoke":
+            await provisioner.revoke(args.device_id, actor=actor)
+            print(f"device {args.device_id}: login revoked" + (f" ({note})" if note else ""))
+            return 0
+        if command == "add":
+            creds = await provisioner.add(args.device_id, args.unit, args.kind, actor=actor)
+        else:
+            creds = await provisioner.rotate(args.device_id, actor=actor)
+    if args.json:
+        print(json.dumps(creds.as_dict()), flush=True)
+    else:
+        print(f"device {creds.device_id}: new login (shown once; only its digest is kept)\n"
+              f"  username = client id: {creds.username}\n  password: {creds.password}\n"
+              f"  broker: {creds.mqtt_url or '(FIELDHUB_DEVICE_MQTT_URL not set)'}"
+              + (f"\n  CA certificate: {creds.ca_file}" if creds.ca_file else "")
+              + (f"\n  note: {note}" if note else ""), flush=True)
+    return 0
