@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 HUB_ACTOR: Final = "hub"  # the actor of what the hub does by itself (auto-dispatch, escalation)
 MAX_LIMIT: Final = 1000
 ACTIONS: Final = frozenset({
-    "token.create", "token.revoke", "device.add", "device.rotate", "device.revoke", "unit.put",
+    "token.create", "token.revoke", "device.add", "device.rotate", "device.revoke", "device.certificate", "unit.put",
     "incident.dispatch", "incident.cancel", "incident.close", "incident.event", "incident.divert",
     "drone.goto", "drone.rtl", "drone.land", "incident.drone"})
 _COLUMNS: Final = ("id, (extract(epoch FROM at) * 1000)::bigint AS at, actor, role, action, target, detail")

@@ -23,7 +23,7 @@ from hub.config import Settings
 from hub.domain import device_login
 from hub.embedded import BrokerSecurity, MosquittoBroker
 from hub.storage.device_logins import DeviceLoginStore
-from hub.tls import ensure_ca
+from hub.tls import Pki, ensure_ca
 
 __all__ = ["ADMIN_USER", "BrokerLinks", "admin_file", "read_admin_file", "start_embedded_broker"]
 
@@ -37,6 +37,8 @@ class BrokerLinks:
     hub_url: str  # the hub's own login (secret inside: never logged)
     admin_url: str | None  # the dynamic-security administrator, when the hub manages the broker's logins
     device_url: str | None  # where devices connect, without a login
+    mtls_url: str | None = None  # where devices with a client certificate connect
+    pki: Pki | None = None  # the CA of the embedded broker (signs client certificates)
 
 
 def external_links(settings: Settings) -> BrokerLinks:
@@ -93,10 +95,11 @@ async def start_embedded_broker(settings: Settings, store: DeviceLoginStore,
     stack.callback(broker.stop)
     loopback = BrokerAddress.parse(broker.loopback_url)
     links = BrokerLinks(loopback.with_login(settings.mqtt_client_id, hub_secret).url(),
-                        loopback.with_login(ADMIN_USER, admin_secret).url(), broker.device_url())
+                        loopback.with_login(ADMIN_USER, admin_secret).url(), broker.device_url(),
+                        broker.device_url(mtls=True), pki)
     path = admin_file(settings.data_dir)
     _write_private(path, {"admin_url": links.admin_url or "", "device_url": links.device_url or "",
-                          "mtls_url": broker.device_url(mtls=True)})
+                          "mtls_url": links.mtls_url or ""})
     stack.callback(lambda: path.unlink(missing_ok=True))
     log.info("embedded broker: devices connect to %s (client certificates: port %s)", links.device_url,
              broker.mtls_port)

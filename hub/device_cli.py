@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from hub.config import Settings
@@ -33,6 +35,10 @@ def add_parser(sub: Any) -> None:
     d = dsub.add_parser("rotate", help="give a device a new secret (the old one stops working; shown once)")
     d.add_argument("device_id")
     d.add_argument("--json", action="store_true")
+    d = dsub.add_parser("cert", help="issue a client certificate for a device with a login (embedded broker's CA): "
+                                     "writes DEVICE.pem and DEVICE.key (0600) into --out")
+    d.add_argument("device_id")
+    d.add_argument("--out", default=".", help="directory for the certificate and key (default: here)")
     d = dsub.add_parser("revoke", help="revoke a device's login: the broker disconnects and refuses it")
     d.add_argument("device_id")
     d = dsub.add_parser("list", help="devices and the state of their logins (never a secret)")
@@ -76,7 +82,7 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
 
 
 async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
-    """(admin URL, device URL, a note) of the broker to tell."""
+    """(admin URL, device URL, a note) of the broker to tell (the mTLS URL: ``read_admin_file``)."""
     from hub.broker_setup import read_admin_file
     from hub.dynsec import BrokerAdmin, BrokerAdminError
 
@@ -95,15 +101,32 @@ async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.audit import AuditLog
+    from hub.broker_setup import read_admin_file
     from hub.provisioning import Provisioner
     from hub.storage.device_logins import DeviceLoginStore
+    from hub.tls import Pki
 
     admin_url, device_url, note = await _broker(settings)
     actor = f"cli:{getpass.getuser()}"
+    ca = settings.data_dir / "tls"
+    pki = Pki(ca / "ca.pem", ca / "ca.key") if settings.mqtt_url is None and (ca / "ca.key").exists() else None
+    mtls_url = (read_admin_file(settings.data_dir) or {}).get("mtls_url")
     async with _database(settings) as db:
         provisioner = Provisioner(DeviceLoginStore(db), admin_url=admin_url, device_url=device_url,
-                                  audit=AuditLog(db))
+                                  audit=AuditLog(db), pki=pki, mtls_url=mtls_url)
         command = args.device_command
+        if command == "cert":
+            issued = await provisioner.certificate(args.device_id, actor=actor)
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{args.device_id}.pem").write_text(issued["certificate"])
+            fd = os.open(out / f"{args.device_id}.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(issued["private_key"])
+            print(f"device {args.device_id}: certificate {out / (args.device_id + '.pem')}, key "
+                  f"{out / (args.device_id + '.key')} (0600), CA {ca / 'ca.pem'}\n"
+                  f"  broker (client certificates): {issued['mqtt_url'] or '(the hub is not running)'}")
+            return 0
         if command == "list":
             rows = await provisioner.list()
             if args.json:

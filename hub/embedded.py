@@ -59,6 +59,7 @@ listener {tls_port} {tls_host}
 certfile {data_dir}/tls/broker.pem
 keyfile {data_dir}/tls/broker.key
 tls_version tlsv1.2
+use_username_as_clientid true
 listener {mtls_port} {tls_host}
 cafile {ca}
 certfile {data_dir}/tls/broker.pem
@@ -66,6 +67,8 @@ keyfile {data_dir}/tls/broker.key
 tls_version tlsv1.2
 require_certificate true
 use_identity_as_username true
+# The plugin's client-id pin is not consulted for certificate logins: the broker sets the client id itself.
+use_username_as_clientid true
 """
 
 # Only for measuring the cost of security (bench): the old anonymous loopback listener.

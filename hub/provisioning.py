@@ -23,6 +23,7 @@ from hub.audit import AuditRecorder
 from hub.domain import device_login
 from hub.dynsec import BrokerAdmin, BrokerAdminError
 from hub.storage.device_logins import DeviceLoginStore, LoginProblem
+from hub.tls import Pki, client_cert_pem
 
 __all__ = ["Credentials", "Provisioner", "ProvisioningError"]
 
@@ -64,8 +65,11 @@ class Credentials:
 class Provisioner:
     def __init__(self, store: DeviceLoginStore, *, admin_url: str | None, device_url: str | None,
                  audit: AuditRecorder | None = None,
-                 on_added: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 on_added: Callable[[str, str], Awaitable[None]] | None = None,
+                 pki: Pki | None = None, mtls_url: str | None = None) -> None:
         self.store = store
+        self.pki = pki  # the CA that signs devices' client certificates (the embedded broker trusts it)
+        self.mtls_url = mtls_url
         self.admin_url = admin_url
         self.device_url = device_url
         self.audit = audit
@@ -142,6 +146,19 @@ class Provisioner:
             log.error("device %s is revoked in the table but the broker was not told: %s", device_id, exc)
             raise ProvisioningError("broker", f"revoked in the table, but the broker could not be told ({exc}): "
                                               "it still accepts the device until it is reached") from exc
+
+    async def certificate(self, device_id: str, *, actor: str, role: str | None = None) -> dict[str, str]:
+        """A client certificate for a device with a live login: its common name is the device id, which the
+        broker's mTLS listener takes as the login (and as the client id). The key is made here and kept nowhere."""
+        if self.pki is None:
+            raise ProvisioningError("invalid", "no device CA here: client certificates come from the embedded "
+                                               "broker's CA (an external broker's CA issues its own)")
+        if device_id not in await self.store.active_ids([device_id]):
+            raise ProvisioningError("unknown_device", f"device {device_id} has no live login")
+        cert, key = client_cert_pem(self.pki, device_id)
+        await self._audit(actor, role, "device.certificate", device_id)
+        return {"device_id": device_id, "certificate": cert.decode(), "private_key": key.decode(),
+                "ca_certificate": self.pki.cert_path.read_text(), "mqtt_url": self.mtls_url or ""}
 
     async def list(self) -> list[dict[str, Any]]:
         return await self.store.list()

@@ -138,7 +138,8 @@ class Hub:
         self.mqtt_url = self.broker_links.hub_url
         self.provisioner = Provisioner(logins, admin_url=self.broker_links.admin_url,
                                        device_url=self.broker_links.device_url, audit=self.audit,
-                                       on_added=self._device_added)
+                                       on_added=self._device_added, pki=self.broker_links.pki,
+                                       mtls_url=self.broker_links.mtls_url)
         if s.mqtt_url is not None:
             self._phase = "broker logins"
             await self.provisioner.reconcile()

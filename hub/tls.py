@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Pki", "ensure_ca", "issue_client_cert", "issue_server_cert", "spki_sha256_b64"]
+__all__ = ["Pki", "client_cert_pem", "ensure_ca", "issue_client_cert", "issue_server_cert", "spki_sha256_b64"]
 
 CA_DAYS = 3650
 LEAF_DAYS = 397
@@ -109,6 +109,14 @@ def _issue(pki: Pki, directory: Path, name: str, common_name: str, usage: x509.O
         if (have == wanted and current.issuer == ca_cert.subject
                 and current.not_valid_after_utc - RENEW_BEFORE > _now()):
             return cert_path, key_path
+    cert, key = _build(pki, common_name, usage, hosts)
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _build(pki: Pki, common_name: str, usage: x509.ObjectIdentifier,
+           hosts: Sequence[str]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = _load(pki)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -122,10 +130,15 @@ def _issue(pki: Pki, directory: Path, name: str, common_name: str, usage: x509.O
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
     if hosts:
         builder = builder.add_extension(x509.SubjectAlternativeName(_san(hosts)), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    _write_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def client_cert_pem(pki: Pki, common_name: str) -> tuple[bytes, bytes]:
+    """A new client certificate and its private key, as PEM, kept nowhere (handed to the device once)."""
+    cert, key = _build(pki, common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 def issue_server_cert(pki: Pki, directory: Path, name: str, hosts: Sequence[str]) -> tuple[Path, Path]:

@@ -33,7 +33,7 @@ class DeviceLoginStore:
             cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
             if await cur.fetchone() is None:
                 raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
-                                                   "(PUT /api/v1/units/{unit_id})")
+                                                   f"(PUT /api/v1/units/{unit_id})")
             cur = await conn.execute("SELECT revoked_at FROM device_logins WHERE device_id = %s FOR UPDATE",
                                      (device_id,))
             row = await cur.fetchone()
@@ -82,6 +82,12 @@ class DeviceLoginStore:
             cur = await conn.execute("SELECT device_id, salt, secret_hash, iterations FROM device_logins "
                                      "WHERE revoked_at IS NULL ORDER BY device_id")
             return [StoredLogin(*row) for row in await cur.fetchall()]
+
+    async def active_ids(self, device_ids: builtins.list[str]) -> set[str]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT device_id FROM device_logins WHERE device_id = ANY(%s) "
+                                     "AND revoked_at IS NULL", (device_ids,))
+            return {row[0] for row in await cur.fetchall()}
 
     async def revoked(self) -> builtins.list[str]:
         async with self.db.connection() as conn:

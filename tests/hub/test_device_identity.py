@@ -147,12 +147,23 @@ async def test_a_device_may_retain_only_its_status(hub: RunningHub, broker: Secu
     await attacker.close()
 
 
-async def test_a_device_cannot_take_another_client_id(hub: RunningHub) -> None:
-    _victim_url, attacker_url = await _two_devices(hub)
-    with pytest.raises(MQTTConnectError):
-        await Probe("victim-cam").connect(attacker_url)  # the attacker's login, the victim's client id
-    with pytest.raises(MQTTConnectError):
-        await Probe(hub.hub.settings.mqtt_client_id).connect(attacker_url)  # ... or the hub's
+async def test_a_device_cannot_take_another_client_id(hub: RunningHub, broker: SecureBroker) -> None:
+    victim_url, attacker_url = await _two_devices(hub)
+    attacker = BrokerAddress.parse(attacker_url)
+    async with DeviceClient("victim-cam", victim_url, unit_id="VICTIM") as victim:
+        # On the device listener the broker replaces the client id asked for with the login's own: the attacker
+        # gets a session as itself, and the victim's and the hub's sessions stay where they are.
+        for stolen in ("victim-cam", hub.hub.settings.mqtt_client_id):
+            impostor = await Probe(stolen).connect(attacker_url)
+            await asyncio.sleep(1.0)
+            assert victim.connected and hub.hub.bridge.connected.is_set()  # type: ignore[union-attr]
+            await impostor.close()
+        # Where the id is the client's to choose (the loopback listener), the plugin's pin refuses it.
+        loopback = BrokerAddress.parse(broker.url).with_login(attacker.username, attacker.password)
+        for stolen in ("victim-cam", hub.hub.settings.mqtt_client_id):
+            with pytest.raises(MQTTConnectError):
+                await Probe(stolen).connect(loopback.url())
+        assert victim.connected
 
 
 async def test_a_revoked_device_is_cut_off_within_seconds(hub: RunningHub) -> None:

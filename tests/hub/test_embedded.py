@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -35,17 +37,44 @@ async def test_embedded_services_devices_over_tls_and_no_takeover_of_the_hub(tmp
         await hub.put_unit("E1", ["e1-trk"])
         url = await hub.device_url("e1-trk")
         assert url.startswith("mqtts://e1-trk:")
-        # Someone with a device's login, or with none, tries the hub's client id: refused, the hub stays on.
+        # Someone with no login, or a device's login on the hub's own listener, asks for the hub's client id:
+        # refused. On the device listener the broker replaces the id asked for with the login: a session as the
+        # device, not the hub's. Either way the hub stays connected, its session intact.
         connects = hub.hub.bridge.connects  # type: ignore[union-attr]
-        for who in (url, BrokerAddress.parse(hub.hub.mqtt_url or "").with_login(None, None).url()):
+        loopback = BrokerAddress.parse(hub.hub.mqtt_url or "")
+        for who in (loopback.with_login(None, None).url(),
+                    loopback.with_login("e1-trk", BrokerAddress.parse(url).password).url()):
             with pytest.raises(MQTTConnectError):
                 await Probe(settings.mqtt_client_id).connect(who)
+        impostor = await Probe(settings.mqtt_client_id).connect(url)
+        await asyncio.sleep(1.0)
+        assert hub.hub.bridge.connected.is_set()  # type: ignore[union-attr]
+        await impostor.close()
         async with DeviceClient("e1-trk", url, unit_id="E1") as dev:
             t0 = time.time_ns() // 1_000_000 - 60_000
             for i in range(40):
                 dev.send_fix(Fix(t0 + i * 1000, 34.26, 117.18))
             await wait_for(lambda: _count(hub, 40), timeout=15)
         assert hub.hub.bridge.connects == connects  # type: ignore[union-attr]
+        # A device with a client certificate (from the hub's CA) logs in with it alone, on the mTLS listener: the
+        # certificate's name is its login and its client id, whatever id it asks for.
+        admin = await hub.hub.create_token("admin", "installer")
+        r = await hub.api.post("/api/v1/devices/e1-trk/certificate", headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 200, r.text
+        (tmp_path / "e1.pem").write_text(r.json()["certificate"])
+        (tmp_path / "e1.key").write_text(r.json()["private_key"])
+        base = BrokerAddress.parse(r.json()["mqtt_url"])
+        with_cert = BrokerAddress(base.host, base.port, None, None, tls=True, cafile=base.cafile,
+                                  certfile=str(tmp_path / "e1.pem"), keyfile=str(tmp_path / "e1.key")).url()
+        probe = await Probe("not-e1").connect(with_cert)
+        probe.client.publish("fieldhub/v1/dev/e1-trk/telemetry",
+                             json.dumps({"ts": time.time_ns() // 1_000_000, "lat": 34.3, "lon": 117.2}).encode(), qos=1)
+        await wait_for(lambda: _count(hub, 41), timeout=15)
+        await probe.close()
+        without = BrokerAddress(base.host, base.port, "e1-trk", BrokerAddress.parse(url).password, tls=True,
+                                cafile=base.cafile).url()
+        with pytest.raises((MQTTConnectError, OSError, TimeoutError)):  # no certificate: no TLS session there
+            await Probe("e1-trk").connect(without)
     assert not (tmp_path / "pg" / "postmaster.pid").exists()  # shut down cleanly
     assert not (tmp_path / "broker-admin.json").exists()
     # A restart builds the broker's logins from the table: the device's secret still works.

@@ -67,6 +67,16 @@ async def rotate_device(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONRes
     return JSONResponse(creds.as_dict(), headers={"Cache-Control": "no-store"})
 
 
+@router.post("/{device_id}/certificate")
+async def device_certificate(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONResponse:
+    """A client certificate (and its new private key, shown once) for the broker's mTLS listener."""
+    try:
+        answer = await _provisioner(hub).certificate(device_id, actor=who.name, role=who.role)
+    except ProvisioningError as exc:
+        raise _refused(exc) from exc
+    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+
 @router.delete("/{device_id}")
 async def revoke_device(device_id: DeviceId, hub: HubDep, who: Admin) -> dict[str, Any]:
     try:
