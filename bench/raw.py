@@ -3,7 +3,10 @@
 - Mosquitto pass-through: ``mosquitto_pub -l`` (C) sends ~110-byte fix lines at
   QoS 0 into the broker, ``mosquitto_sub`` (C) receives them and stamps each one
   (``-F %U``); the rate is (messages - 1) / (last stamp - first stamp), timed
-  by the subscriber.
+  by the subscriber. On a stack with logins the publisher is one of the bench's
+  devices on its own telemetry topic, over TLS on the "secure" stack, and the
+  subscriber a read-only observer login on the loopback listener (where the hub
+  reads); on the anonymous stack both are anonymous, as before.
 - PostgreSQL COPY: psycopg 3 binary COPY of fix rows into a scratch table with
   the columns and primary key of ``fixes``, one transaction.
 - The hub's own storage path alone: ``Database.write`` (COPY into a temporary
@@ -22,7 +25,10 @@ from typing import Any
 
 import psycopg
 
-from bench.stack import stop_process
+from bench.logins import observer_login
+from bench.stack import BenchStack, stop_process
+from devices.broker import BrokerAddress
+from devices.topics import device_topic
 from hub.storage import Batch, Database
 from hub.storage.database import FIX_COLUMNS, FIX_TYPES
 from hub.storage.partitions import FIXES_COLUMNS
@@ -39,10 +45,28 @@ def fix_rows(count: int, prefix: str, start_ms: int) -> list[tuple[Any, ...]]:
             for i in range(count)]
 
 
-async def mosquitto_passthrough(port: int, workdir: Path, messages: int = 200_000) -> dict[str, Any]:
+async def client_args(stack: BenchStack) -> tuple[list[str], list[str], str]:
+    """(mosquitto_pub options, mosquitto_sub options, topic) for the stack's broker."""
+    if not stack.secure or not stack.logins:
+        port = ["-h", "127.0.0.1", "-p", str(stack.mqtt_port)]
+        return port, port, RAW_TOPIC
+    device, secret = next(iter(stack.logins.items()))
+    topic = device_topic(device, "telemetry")
+    observer = await observer_login(stack, topic)
+    assert observer is not None
+    where = BrokerAddress.parse(stack.device_url)
+    pub = ["-h", where.host, "-p", str(where.port), "-i", device, "-u", device, "-P", secret]
+    if where.tls and where.cafile:
+        pub += ["--cafile", where.cafile]
+    sub = ["-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-i", observer[0], "-u", observer[0], "-P", observer[1]]
+    return pub, sub, topic
+
+
+async def mosquitto_passthrough(stack: BenchStack, workdir: Path, messages: int = 200_000) -> dict[str, Any]:
     for tool in ("mosquitto_pub", "mosquitto_sub"):
         if shutil.which(tool) is None:
             return {"error": f"{tool} is not on PATH (apt-get install mosquitto-clients)"}
+    pub_args, sub_args, topic = await client_args(stack)
     lines = workdir / "raw-fixes.txt"
     start = 1_795_000_000_000
     with lines.open("w") as f:
@@ -50,16 +74,16 @@ async def mosquitto_passthrough(port: int, workdir: Path, messages: int = 200_00
             f.write(f'{{"ts":{start + i},"lat":34.261010,"lon":117.185920,"acc":4.5,"speed":8.3,'
                     f'"heading":92,"battery":81,"seq":{i}}}\n')
     stamps = workdir / "raw-stamps.txt"
-    common = ["-h", "127.0.0.1", "-p", str(port), "-t", RAW_TOPIC, "-q", "0"]
+    common = ["-t", topic, "-q", "0"]
     sub = pub = None
     try:
         with stamps.open("wb") as out:
-            sub = subprocess.Popen(["mosquitto_sub", *common, "-C", str(messages), "-F", "%U"], stdout=out,
+            sub = subprocess.Popen(["mosquitto_sub", *sub_args, *common, "-C", str(messages), "-F", "%U"], stdout=out,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
         await asyncio.sleep(SUBSCRIBE_SETTLE_S)  # connected and subscribed (milliseconds on loopback)
         with lines.open("rb") as source:
             pub_started = time.monotonic()
-            pub = subprocess.Popen(["mosquitto_pub", *common, "-l"], stdin=source, stdout=subprocess.DEVNULL,
+            pub = subprocess.Popen(["mosquitto_pub", *pub_args, *common, "-l"], stdin=source, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + PASSTHROUGH_TIMEOUT_S
         while sub.poll() is None and time.monotonic() < deadline:
@@ -70,7 +94,7 @@ async def mosquitto_passthrough(port: int, workdir: Path, messages: int = 200_00
         stop_process(sub, 5)
         stop_process(pub, 5)
     received = stamps.read_text().split()
-    result: dict[str, Any] = {"messages_sent": messages, "messages_received": len(received),
+    result: dict[str, Any] = {"security": stack.security, "messages_sent": messages, "messages_received": len(received),
                               "payload_bytes": len(lines.read_bytes()) // messages, "timed_out": timed_out,
                               "publisher_wall_s": round(pub_s, 3)}
     if len(received) >= 2:

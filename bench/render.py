@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from bench.logins import provision_devices
 from bench.probes import cpu_seconds, find_process, machine_busy_seconds, metric_sum, rss_bytes, scrape
 from bench.render_load import FleetProcess, device_ids, first_positions, unit_id
 from bench.render_page import (
@@ -256,8 +257,11 @@ async def run(args: argparse.Namespace, results: dict[str, Any], workdir: Path) 
         async with httpx.AsyncClient(base_url=stack.hub_url, headers=headers, timeout=60.0) as http:
             log.info("registering %d units", args.units)
             results["registration_s"] = round(await register(http, args.units, args.seed, args.city_seed), 1)
-            fleet = FleetProcess(stack.mqtt_port, devices=args.units, prefix=PREFIX, duration=3600, qos=args.qos,
-                                 connections=args.connections, seed=args.seed, city_seed=args.city_seed)
+            ids = device_ids(args.units, PREFIX)
+            results["logins"] = await provision_devices(stack, http, [(d, unit_id(d, PREFIX), "vehicle")
+                                                                      for d in ids])
+            fleet = FleetProcess(stack.device_url, stack.logins_file, devices=args.units, prefix=PREFIX,
+                                 duration=3600, qos=args.qos, seed=args.seed, city_seed=args.city_seed)
             await fleet.start()
             fleet.go()
             located = await wait_located(http, args.units)
@@ -366,7 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=900)
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
-    p.add_argument("--connections", type=int, default=20, help="MQTT connections of the fleet")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--city-seed", type=int, default=7, help="must be the hub's FIELDHUB_CITY_SEED (default 7)")
     p.add_argument("--chromium", default="/usr/bin/chromium")

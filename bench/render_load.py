@@ -10,7 +10,8 @@ patrol cars' do, and the map has cars standing as well as moving. GPS noise of a
 Pacing as in :mod:`bench.loadgen`: at each slice the generator sends what it owes to reach
 ``devices x rate_hz x elapsed``, message k going to device k mod N, so each device reports every
 1/rate_hz seconds, the devices' reports spread evenly over the second. Published with the raw
-publisher of :mod:`bench.publisher` over a few MQTT connections.
+publisher of :mod:`bench.publisher`, one connection per device with the login the parent provisioned for it
+(``--logins``), over TLS for an ``mqtts://`` ``--url``, as deployed devices connect.
 
 Parent protocol (JSON lines): the child prints ``ready`` once connected, waits for ``start`` on stdin,
 prints a ``sample`` every second and ``done`` at the end (after ``--duration`` s, or when stdin closes).
@@ -28,10 +29,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.loadgen import device_ids, emit, run_child, watch_parent
-from bench.publisher import MqttProtocolError, Publisher, connect, encode_topic
+from bench.loadgen import device_ids, emit, read_logins, run_child, watch_parent
+from bench.publisher import MqttProtocolError, Publisher, connect_devices, encode_topic
 from devices.topics import device_topic
 from sim.city import City, build_city
 
@@ -141,9 +143,8 @@ async def child_main(args: argparse.Namespace) -> int:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     fleet = build_fleet(args.devices, args.prefix, args.seed, args.city_seed, time.time())
-    connections: list[Publisher] = list(await asyncio.gather(
-        *(connect(args.host, args.port, f"bench-render-fleet-{i}") for i in range(args.connections))))
-    per_connection = -(-args.devices // len(connections))
+    connections: list[Publisher] = await connect_devices(args.url, device_ids(args.devices, args.prefix),
+                                                         read_logins(args.logins))
     emit("ready", devices=args.devices, connections=len(connections))
     if (await asyncio.wait_for(reader.readline(), 600)).strip() != b"start":
         return 1
@@ -163,7 +164,7 @@ async def child_main(args: argparse.Namespace) -> int:
             touched = set()
             for k in range(sent, due):
                 d = k % args.devices
-                connection = connections[d // per_connection]
+                connection = connections[d]
                 if not connection.publish(fleet.topics[d], fleet.payload(d, now), args.qos):
                     raise MqttProtocolError("65,535 messages awaiting PUBACK on one connection: the broker stalled")
                 touched.add(connection)
@@ -195,10 +196,10 @@ async def child_main(args: argparse.Namespace) -> int:
 class FleetProcess:
     """The parent's handle on the fleet child: ``start`` (connected), ``go``, ``close``."""
 
-    def __init__(self, port: int, *, devices: int, prefix: str, duration: float, rate_hz: float = 1.0,
-                 connections: int = 20, qos: int = 1, seed: int = 1, city_seed: int = 7) -> None:
-        self.argv = ["--port", str(port), "--devices", str(devices), "--prefix", prefix, "--duration", str(duration),
-                     "--rate-hz", str(rate_hz), "--connections", str(connections), "--qos", str(qos),
+    def __init__(self, url: str, logins: Path, *, devices: int, prefix: str, duration: float, rate_hz: float = 1.0,
+                 qos: int = 1, seed: int = 1, city_seed: int = 7) -> None:
+        self.argv = ["--url", url, "--logins", str(logins), "--devices", str(devices), "--prefix", prefix,
+                     "--duration", str(duration), "--rate-hz", str(rate_hz), "--qos", str(qos),
                      "--seed", str(seed), "--city-seed", str(city_seed)]
         self.proc: asyncio.subprocess.Process | None = None
         self.samples: list[dict[str, Any]] = []
@@ -213,7 +214,7 @@ class FleetProcess:
     def published(self) -> int:
         return int(self.samples[-1]["published"]) if self.samples else 0
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float = 300.0) -> None:
         from bench.stack import die_with_parent, python_env
 
         self.proc = await asyncio.create_subprocess_exec(
@@ -270,13 +271,12 @@ class FleetProcess:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.render_load", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--url", required=True, help="the broker: mqtt://host:port or mqtts://host:port?cafile=...")
+    p.add_argument("--logins", type=Path, help="JSON file: device id -> MQTT secret")
     p.add_argument("--devices", type=int, required=True)
     p.add_argument("--prefix", default="rd-")
     p.add_argument("--duration", type=float, required=True, help="seconds")
     p.add_argument("--rate-hz", type=float, default=1.0, help="fixes per device per second")
-    p.add_argument("--connections", type=int, default=20)
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--city-seed", type=int, default=7)

@@ -29,11 +29,9 @@ STAGES = ("decode", "validate", "dedupe", "state", "persist", "publish")
 class Load:
     rate: float
     duration: float
-    devices: int
-    connections: int
+    devices: int  # one MQTT connection each, with the device's own login
     qos: int
     warmup: float = 5.0
-    client_prefix: str = "bench-loadgen"
 
 
 async def count_fixes(database_url: str) -> tuple[int, int]:
@@ -48,8 +46,8 @@ async def count_fixes(database_url: str) -> tuple[int, int]:
 async def run_load(stack: BenchStack, http: httpx.AsyncClient, load: Load,
                    watcher: LiveWatcher | None = None) -> dict[str, Any]:
     before = await count_fixes(stack.database_url)
-    gen = GeneratorProcess(stack.mqtt_port, rate=load.rate, duration=load.duration, devices=load.devices,
-                           connections=load.connections, qos=load.qos, client_prefix=load.client_prefix)
+    gen = GeneratorProcess(stack.device_url, stack.logins_file, rate=load.rate, duration=load.duration,
+                           devices=load.devices, qos=load.qos)
     latency = None
     try:
         await _start(gen)
@@ -66,8 +64,8 @@ async def run_load(stack: BenchStack, http: httpx.AsyncClient, load: Load,
             if watcher is not None:
                 watcher.begin()
             gen.go()
-            log.info("load: %g fixes/s for %g s over %d devices, %d connections", load.rate, load.duration,
-                     load.devices, load.connections)
+            log.info("load: %g fixes/s for %g s over %d devices (%s), one connection each", load.rate,
+                     load.duration, load.devices, stack.security)
             try:
                 run = await gen.finish()
             except (MqttProtocolError, TimeoutError) as exc:
@@ -132,7 +130,7 @@ def analyze(load: Load, run: GeneratorRun, timeline: Timeline, stored: tuple[int
     rss = [r for _, _, r in timeline.processes if r]
     return {
         "load": {"rate": load.rate, "duration": load.duration, "devices": load.devices,
-                 "connections": load.connections, "qos": load.qos},
+                 "connections": load.devices, "qos": load.qos},
         "generator": {k: summary[k] for k in ("published", "acked", "rate", "cpu_s", "slices", "late_slices",
                                                "max_backlog_ms", "unknown_acks")},
         "stored": {"count": count, "distinct": stored[1], "loss": expected - stored[1],

@@ -8,6 +8,12 @@ runs as its own process (``python -m hub.main serve``) so its CPU and memory are
 measured apart from the load generator and from the benchmark itself. Children
 are started in their own session (Ctrl-C reaches only the benchmark, which then
 stops them in order) and are asked by the kernel to end if the benchmark dies.
+
+The broker runs as a deployment's does unless told otherwise (``security``, see
+``SECURITY_MODES``): Mosquitto's dynamic-security plugin, no anonymous access, the
+hub's own login on the loopback listener, devices over TLS with a CA of the stack's
+own, each with the login the hub issued it; the API token is an admin's, made with
+``fieldhub token create`` before the hub starts, so the bench can provision devices.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
-import secrets
+import resource
 import shutil
 import signal
 import subprocess
@@ -35,11 +41,24 @@ import psutil
 import psycopg
 
 from bench.probes import find_process
-from hub.embedded import EmbeddedPostgres, MosquittoBroker, free_port
+from devices.broker import BrokerAddress
+from hub.domain.device_login import StoredLogin, new_login, new_secret
+from hub.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
+from hub.storage import Database
+from hub.storage.device_logins import DeviceLoginStore
+from hub.tls import ensure_ca
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HUB_CLIENT_ID = "fieldhub-bench-hub"
+ADMIN_USER = "fieldhub-admin"  # hub.broker_setup.ADMIN_USER: the broker's dynamic-security administrator
+# How the stack's devices reach the broker:
+# - "secure": the deployment default: TLS (the broker verified against the stack's CA), one login per device,
+#   the broker's ACL (a device writes only its own topics), no anonymous access;
+# - "login": the same broker, logins and ACL, devices on the plaintext loopback listener (TLS's share of the cost);
+# - "anonymous": the old anonymous plaintext broker, for measuring what security costs, nothing else.
+SECURITY_MODES = ("secure", "login", "anonymous")
 HUB_START_S = 90.0
 HUB_STOP_S = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -88,11 +107,22 @@ class BenchStack:
     external one must already be (``track_commit_timestamp = on``, which needs a server restart)."""
 
     def __init__(self, workdir: Path, hub_env: Mapping[str, str] | None = None, *, database_url: str | None = None,
-                 commit_timestamps: bool = False) -> None:
+                 commit_timestamps: bool = False, security: str = "secure", live_logins: bool = False) -> None:
+        """``live_logins``: the hub has the broker's administrator login and every device it provisions can
+        connect at once (the deployment's way; fine for a few hundred devices, see :meth:`reload_logins`)."""
+        if security not in SECURITY_MODES:
+            raise ValueError(f"security must be one of {', '.join(SECURITY_MODES)}")
         self.workdir = workdir
+        self.security = security
+        self.live_logins = live_logins
         # Extra FIELDHUB_* settings for the hub (e.g. a drone link); they win over the stack's own.
         self.hub_env = dict(hub_env or {})
-        self.token = "fh_bench_" + secrets.token_urlsafe(16)
+        self.token = ""  # an admin token (it provisions devices), created in the database before the hub starts
+        self.hub_secret = new_secret()
+        self.admin_secret = new_secret()
+        # Every device login the bench was given (device id -> secret), for the load processes: 0600, in workdir.
+        self.logins: dict[str, str] = {}
+        self.logins_file = workdir / "device-logins.json"
         self.broker = MosquittoBroker(workdir / "mosquitto")
         self.postgres = EmbeddedPostgres(workdir / "pg")
         self.external_database = database_url
@@ -104,12 +134,46 @@ class BenchStack:
 
     @property
     def mqtt_port(self) -> int:
+        """The loopback plaintext listener (the hub's; anonymous only in the "anonymous" stack)."""
         return self.broker.port
+
+    @property
+    def secure(self) -> bool:
+        """Logins and ACL enforced by the broker (modes "secure" and "login")."""
+        return self.security != "anonymous"
+
+    @property
+    def device_url(self) -> str:
+        """Where the bench's devices connect, without a login: TLS with the CA for "secure", else loopback."""
+        if self.security == "secure":
+            return self.broker.device_url()
+        return self.broker.url
+
+    def hub_url_with_login(self) -> str:
+        """The hub's MQTT URL (its own login, plaintext loopback); secret inside: never log it."""
+        address = BrokerAddress.parse(self.broker.url)
+        return address.with_login(HUB_CLIENT_ID, self.hub_secret).url() if self.secure else address.url()
+
+    @property
+    def admin_url(self) -> str | None:
+        """The broker's dynamic-security administrator login (secret inside), None for the anonymous broker."""
+        if not self.secure:
+            return None
+        return BrokerAddress.parse(self.broker.url).with_login(ADMIN_USER, self.admin_secret).url()
+
+    def add_logins(self, logins: Mapping[str, str]) -> None:
+        """Remember device logins and rewrite the file the load processes read them from (0600)."""
+        self.logins.update(logins)
+        fd = os.open(self.logins_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.logins, f)
 
     async def start(self) -> None:
         if not MosquittoBroker.available():
             raise BenchError("mosquitto is not on PATH (apt-get install mosquitto mosquitto-clients)")
-        await asyncio.to_thread(self.broker.start)
+        raise_fd_limit()
+        self.add_logins({})
+        await asyncio.to_thread(self.broker.start, self._broker_security([]))
         if self.external_database:
             self.database_url = self.external_database
             await asyncio.to_thread(self._check_external)
@@ -117,7 +181,57 @@ class BenchStack:
             self.database_url = await asyncio.to_thread(self.postgres.start)
             if self.commit_timestamps:
                 await asyncio.to_thread(self._track_commit_timestamps)
+        self.token = await self._admin_token()
         await self.start_hub()
+
+    def _broker_security(self, devices: list[StoredLogin]) -> BrokerSecurity | None:
+        """As the hub's own embedded broker: the hub's login pinned to its client id, the administrator, the device
+        logins of the table, TLS from a CA of the stack's own (the same ports again at a restart)."""
+        if not self.secure:
+            return None
+        return BrokerSecurity(hub=new_login(HUB_CLIENT_ID, self.hub_secret),
+                              admin=new_login(ADMIN_USER, self.admin_secret), devices=devices,
+                              pki=ensure_ca(self.workdir / "ca"), tls_port=self.broker.tls_port or 0,
+                              mtls_port=self.broker.mtls_port or 0)
+
+    async def reload_logins(self) -> int:
+        """Restart the broker with every active device login of the hub's table, as the hub's embedded broker starts
+        (the database is the truth); the hub reconnects to its persistent session. Returns the number of logins.
+
+        Why not tell the running broker: the dynamic-security plugin rewrites its whole JSON file after every
+        command, so adding logins one by one is quadratic (measured here: the first 500 logins 35 s, the fourth
+        500 140 s; a 10,000-device fleet would take hours). So the hub runs without the administrator URL (the
+        table only, as with a broker that reads the table itself) and the bench reloads the broker once."""
+        if not self.secure or self.live_logins:
+            return len(self.logins)
+        async with Database(self.database_url) as db:
+            logins = await DeviceLoginStore(db).active()
+        await asyncio.to_thread(self.broker.stop)
+        await asyncio.to_thread(self.broker.start, self._broker_security(logins))
+        await asyncio.sleep(1.5)  # the hub notices the broker went away (then waits for it to be back)
+        await self._wait_healthy()
+        return len(logins)
+
+    def _hub_settings(self) -> dict[str, str]:
+        settings = {"FIELDHUB_MQTT_URL": self.hub_url_with_login(), "FIELDHUB_DATABASE_URL": self.database_url,
+                    "FIELDHUB_DATA_DIR": str(self.workdir / "hub"), "FIELDHUB_MQTT_CLIENT_ID": HUB_CLIENT_ID}
+        if self.secure:
+            settings["FIELDHUB_DEVICE_MQTT_URL"] = self.broker.device_url()
+            if self.live_logins:
+                settings["FIELDHUB_MQTT_ADMIN_URL"] = self.admin_url or ""
+        return {**settings, **self.hub_env}
+
+    async def _admin_token(self) -> str:
+        """An admin token made as an operator makes one (``fieldhub token create``) on the stack's database."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.main", "token", "create", "--role", "admin", "--name", "bench",
+            env=python_env(**self._hub_settings()), cwd=self.workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        out, err = await asyncio.wait_for(proc.communicate(), HUB_START_S)
+        lines = out.decode().split()
+        if proc.returncode != 0 or not lines:
+            raise BenchError(f"fieldhub token create failed ({proc.returncode}): {err.decode()[-500:]}")
+        return lines[0]
 
     def _track_commit_timestamps(self) -> None:
         """Turn ``track_commit_timestamp`` on in our own PostgreSQL (a restart, well under a second)."""
@@ -138,16 +252,17 @@ class BenchStack:
 
     async def start_hub(self) -> None:
         port = free_port()
-        settings = {"FIELDHUB_MQTT_URL": self.broker.url, "FIELDHUB_DATABASE_URL": self.database_url,
-                    "FIELDHUB_BOOTSTRAP_TOKEN": self.token, "FIELDHUB_DATA_DIR": str(self.workdir / "hub"),
-                    "FIELDHUB_MQTT_CLIENT_ID": "fieldhub-bench-hub"}
-        env = python_env(**{**settings, **self.hub_env})
+        env = python_env(**self._hub_settings())
         with self.hub_log.open("ab") as out:
             self.hub = subprocess.Popen(
                 [sys.executable, "-m", "hub.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent)
         self.hub_url = f"http://127.0.0.1:{port}"
+        await self._wait_healthy()
+
+    async def _wait_healthy(self) -> None:
+        assert self.hub is not None
         deadline = time.monotonic() + HUB_START_S
         async with httpx.AsyncClient(base_url=self.hub_url, timeout=2.0) as client:
             while True:
@@ -203,6 +318,13 @@ class BenchStack:
             self.broker.stop()
         with contextlib.suppress(Exception):
             self.postgres.close()
+
+
+def raise_fd_limit() -> None:
+    """One connection per device: the broker (started from here) and the load processes inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def add_database_url(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from hub.embedded import EmbeddedPostgres
 
 needs_mosquitto = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
 
-TINY = ["--rate", "300", "--duration", "3", "--devices", "30", "--connections", "3", "--hostile-every", "10",
+TINY = ["--rate", "300", "--duration", "3", "--devices", "30", "--hostile-every", "10",
         "--others-rate", "200", "--flood-rate", "400", "--warmup", "0.5", "--skip-raw"]
 
 
@@ -113,7 +113,7 @@ async def test_ingest_benchmark_runs_against_an_external_database(tmp_path: Path
     parser = argparse.ArgumentParser()
     ingest.add_arguments(parser)
     out = tmp_path / "ingest.json"
-    args = parser.parse_args(["--rate", "200", "--duration", "2", "--devices", "20", "--connections", "2",
+    args = parser.parse_args(["--rate", "200", "--duration", "2", "--devices", "20", "--security", "secure",
                               "--latency-rate", "0", "--skip-raw", "--database-url", database_url, "--out", str(out)])
 
     assert await ingest.main(args) == 0

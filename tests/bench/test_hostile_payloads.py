@@ -224,8 +224,8 @@ def _args(**extra: Any) -> argparse.Namespace:
 
 
 def test_hostile_messages_follow_a_good_fix_of_the_same_device_on_its_connection() -> None:
-    gen = HostileGenerator(_args(devices=20, connections=4))
-    recorders = [_Recorder() for _ in range(4)]
+    gen = HostileGenerator(_args(devices=20))
+    recorders = [_Recorder() for _ in range(20)]  # one connection per device
     gen.connections = recorders  # type: ignore[assignment]
     for k in range(200):
         gen.send(k)
@@ -251,7 +251,7 @@ def _is_good(payload: bytes) -> bool:
 
 
 def test_the_flood_is_one_device_with_distinct_valid_fixes() -> None:
-    gen = FloodGenerator(_args(devices=1, connections=1, device_prefix="bench-flood-"))
+    gen = FloodGenerator(_args(devices=1, device_prefix="bench-flood-"))
     recorder = _Recorder()
     gen.connections = [recorder]  # type: ignore[list-item]
     for k in range(500):

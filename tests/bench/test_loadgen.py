@@ -81,9 +81,9 @@ class _Recorder:
 
 
 def test_each_device_gets_strictly_increasing_ts_even_within_one_millisecond() -> None:
-    args = argparse.Namespace(devices=10, device_prefix="bench-", connections=3, qos=1)
+    args = argparse.Namespace(devices=10, device_prefix="bench-", qos=1)
     gen = Generator(args)
-    recorders = [_Recorder() for _ in range(args.connections)]
+    recorders = [_Recorder() for _ in range(args.devices)]
     gen.connections = recorders  # type: ignore[assignment]
     for k in range(200):  # 20 fixes per device, far faster than one per millisecond
         gen.send(k)
@@ -95,8 +95,9 @@ def test_each_device_gets_strictly_increasing_ts_even_within_one_millisecond() -
     for stamps in seen.values():
         assert len(stamps) == 20
         assert all(b > a for a, b in itertools.pairwise(stamps))
-    # Devices are split over the connections in blocks of devices/connections.
-    assert [len(r.sent) for r in recorders] == [80, 80, 40]
+    # One connection per device, carrying that device's fixes only (the broker lets a login write only its own).
+    assert [len(r.sent) for r in recorders] == [20] * 10
+    assert all(len({topic for topic, _ in r.sent}) == 1 for r in recorders)
 
 
 def test_commit_lag_reads_the_gap_between_two_curves() -> None:
@@ -109,19 +110,23 @@ def test_commit_lag_reads_the_gap_between_two_curves() -> None:
 
 # ---------------------------------------------------------------- end to end
 @needs_mosquitto
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 async def test_tiny_benchmark_stores_every_acknowledged_fix_once(tmp_path: Path) -> None:
+    """On the secure stack: every device provisioned through the hub, on its own TLS connection with its login."""
     parser = argparse.ArgumentParser()
     ingest.add_arguments(parser)
     out = tmp_path / "ingest.json"
-    args = parser.parse_args(["--rate", "500", "--duration", "3", "--devices", "50", "--connections", "5",
+    args = parser.parse_args(["--rate", "500", "--duration", "3", "--devices", "50", "--security", "secure",
                               "--latency-rate", "200", "--latency-duration", "2", "--skip-raw", "--out", str(out)])
     before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     assert await ingest.main(args) == 0
 
     results = json.loads(out.read_text())
+    assert results["config"]["security"] == "secure"
+    assert results["logins"]["devices"] == results["logins"]["broker_logins"] == 50
     run = results["ingest"]
+    assert run["load"]["connections"] == 50
     generator, stored = run["generator"], run["stored"]
     assert generator["published"] == 1500
     assert generator["acked"] == generator["published"]
