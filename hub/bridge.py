@@ -49,7 +49,7 @@ _check_internals()
 class MqttBridge:
     def __init__(self, url: str, pipeline: Pipeline, *, client_id: str = "fieldhub-hub",
                  session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int = 65535, protocol: int = 5,
-                 connect_timeout_s: float = 8.0) -> None:
+                 connect_timeout_s: float = 5.0) -> None:
         self.address = BrokerAddress.parse(url)
         self.connect_timeout_s = connect_timeout_s
         self.pipeline = pipeline

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     broker_tls_port: int = 8883
     broker_mtls_port: int = 8884
     # Start-up: a broker not reachable within this fails the start with its reason (connect and CONNACK).
-    mqtt_connect_timeout_s: float = 8.0
+    mqtt_connect_timeout_s: float = 5.0
 
     # Batched writer: flush when this many rows wait or this much time passed.
     write_batch_rows: int = 5000

@@ -113,7 +113,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     mtls_url = (read_admin_file(settings.data_dir) or {}).get("mtls_url")
     async with _database(settings) as db:
         provisioner = Provisioner(DeviceLoginStore(db), admin_url=admin_url, device_url=device_url,
-                                  audit=AuditLog(db), pki=pki, mtls_url=mtls_url)
+                                  audit=AuditLog(db), pki=pki, mtls_url=mtls_url,
+                                  reserved=frozenset({settings.mqtt_client_id}))
         command = args.device_command
         if command == "cert":
             issued = await provisioner.certificate(args.device_id, actor=actor)

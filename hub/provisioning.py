@@ -20,6 +20,7 @@ from typing import Any
 from devices import topics
 from devices.broker import BrokerAddress
 from hub.audit import AuditRecorder
+from hub.broker_setup import ADMIN_USER
 from hub.domain import device_login
 from hub.dynsec import BrokerAdmin, BrokerAdminError
 from hub.storage.device_logins import DeviceLoginStore, LoginProblem
@@ -66,8 +67,10 @@ class Provisioner:
     def __init__(self, store: DeviceLoginStore, *, admin_url: str | None, device_url: str | None,
                  audit: AuditRecorder | None = None,
                  on_added: Callable[[str, str], Awaitable[None]] | None = None,
-                 pki: Pki | None = None, mtls_url: str | None = None) -> None:
+                 pki: Pki | None = None, mtls_url: str | None = None, reserved: frozenset[str] = frozenset()) -> None:
         self.store = store
+        # Logins that are not devices' (the hub's, the administrator's): a device named so would replace them.
+        self.reserved = reserved | {ADMIN_USER}
         self.pki = pki  # the CA that signs devices' client certificates (the embedded broker trusts it)
         self.mtls_url = mtls_url
         self.admin_url = admin_url
@@ -105,6 +108,8 @@ class Provisioner:
                   role: str | None = None) -> Credentials:
         if not topics.is_valid_id(device_id) or not topics.is_valid_id(unit_id):
             raise ProvisioningError("invalid", "device and unit ids must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        if device_id in self.reserved:
+            raise ProvisioningError("invalid", f"{device_id} is the broker login of the hub or its administrator")
         secret = device_login.new_secret()
         try:
             await self.store.add(device_id, unit_id, kind, device_login.new_login(device_id, secret))

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.tasks import cancel_and_wait
 from hub import auth
@@ -57,6 +58,14 @@ from sim.city import City, build_city
 
 log = logging.getLogger(__name__)
 
+
+
+def _broker_logins(settings: Settings) -> frozenset[str]:
+    """The broker logins that are the hub's own (never a device's name)."""
+    names = {settings.mqtt_client_id}
+    if settings.mqtt_url:
+        names.add(BrokerAddress.parse(settings.mqtt_url).username or settings.mqtt_client_id)
+    return frozenset(names)
 
 
 class Hub:
@@ -139,7 +148,7 @@ class Hub:
         self.provisioner = Provisioner(logins, admin_url=self.broker_links.admin_url,
                                        device_url=self.broker_links.device_url, audit=self.audit,
                                        on_added=self._device_added, pki=self.broker_links.pki,
-                                       mtls_url=self.broker_links.mtls_url)
+                                       mtls_url=self.broker_links.mtls_url, reserved=_broker_logins(s))
         if s.mqtt_url is not None:
             self._phase = "broker logins"
             await self.provisioner.reconcile()
@@ -275,7 +284,7 @@ class Hub:
     async def _device_added(self, device_id: str, unit_id: str | None = None) -> None:
         """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown);
         without ``unit_id`` every unit is re-read (a notification, or a reconnect after missed ones)."""
-        for row in await self.db.load_units():
+        for row in await self.db.load_units(unit_id):
             if unit_id is None or row["unit_id"] == unit_id:
                 home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
                 self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,

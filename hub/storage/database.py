@@ -228,13 +228,15 @@ class Database:
                     "ON CONFLICT (device_id) DO UPDATE SET unit_id = EXCLUDED.unit_id",
                     [(d, unit["unit_id"]) for d in unit["devices"]])
 
-    async def load_units(self) -> list[dict[str, Any]]:
+    async def load_units(self, unit_id: str | None = None) -> list[dict[str, Any]]:
+        """Every unit with its devices, or only ``unit_id``."""
         async with self.connection(timeout=30.0) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT u.unit_id, u.name, u.kind, u.home_lat, u.home_lon, u.capabilities, "
                 "coalesce(array_agg(d.device_id ORDER BY d.device_id) FILTER (WHERE d.device_id IS NOT NULL), "
-                "'{}') AS devices FROM units u LEFT JOIN devices d ON d.unit_id = u.unit_id GROUP BY u.unit_id")
+                "'{}') AS devices FROM units u LEFT JOIN devices d ON d.unit_id = u.unit_id "
+                "WHERE %(unit)s::text IS NULL OR u.unit_id = %(unit)s GROUP BY u.unit_id", {"unit": unit_id})
             return await cur.fetchall()
 
     async def track(self, device_ids: list[str], from_ms: int, to_ms: int, limit: int) -> list[dict[str, Any]]:

@@ -539,7 +539,7 @@ async def test_whip_and_whep_refuse_bad_offers_with_4xx(hub: RunningHub) -> None
 
 async def test_a_client_that_sends_binary_or_junk_keeps_its_feed(hub: RunningHub) -> None:
     """What a client sends is read and ignored, whatever its type: it neither ends its own feed nor anyone's."""
-    async with websockets.connect(_watch_url(hub)) as ws:
+    async with websockets.connect(_watch_url(hub), additional_headers=BEARER) as ws:
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "snapshot"
         for junk in (b"\x00\xff" * 100, "\x00 not json", "[" * 10_000, b""):
             await ws.send(junk)

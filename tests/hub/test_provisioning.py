@@ -37,6 +37,10 @@ async def test_rest_add_rotate_revoke_and_only_a_digest_is_kept(hub: RunningHub)
         assert (await admin.post("/api/v1/devices", json={"device_id": "u1-cam", "unit_id": "U1"})).status_code == 409
         r = await admin.post("/api/v1/devices", json={"device_id": "x1", "unit_id": "NOPE"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_unit"
+        # A device named like the hub's or the administrator's broker login would replace that login: refused.
+        for name in (hub.hub.settings.mqtt_client_id, "fieldhub-admin", "tests-service"):
+            r = await admin.post("/api/v1/devices", json={"device_id": name, "unit_id": "U1"})
+            assert r.status_code == 422 and "broker login" in r.json()["error"]["message"], (name, r.text)
         # The device is on its unit at once: its fixes are not `unknown_device`.
         assert hub.hub.live.devices["u1-cam"].unit_id == "U1"
         async with hub.hub.db.connection() as conn:
