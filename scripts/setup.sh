@@ -23,7 +23,8 @@ apt_install() {
 
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
   echo "setup: installing Mosquitto from Debian"
-  apt_install mosquitto mosquitto-clients || echo "setup: WARNING no Mosquitto: the demo falls back to amqtt; tests need Mosquitto" >&2
+  # The hub has no insecure fallback: Mosquitto with its dynamic-security plugin (in Debian's package) is required.
+  apt_install mosquitto mosquitto-clients || { echo "setup: cannot install Mosquitto (apt-get install mosquitto)" >&2; exit 1; }
 fi
 # Debian's packaged broker may start as a service on 1883; fieldhub starts its own on a free port.
 
