@@ -70,14 +70,27 @@ async def test_embedded_services_devices_over_tls_and_no_takeover_of_the_hub(tmp
         probe.client.publish("fieldhub/v1/dev/e1-trk/telemetry",
                              json.dumps({"ts": time.time_ns() // 1_000_000, "lat": 34.3, "lon": 117.2}).encode(), qos=1)
         await wait_for(lambda: _count(hub, 41), timeout=15)
-        await probe.close()
+        # Revoked: the certificate still completes the TLS handshake (there is no CRL), but the login has no role
+        # any more, so its publish is denied (the broker closes the connection) and nothing is stored.
+        r = await hub.api.delete("/api/v1/devices/e1-trk", headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 200, r.text
+        await wait_for(lambda: not probe.client.is_connected, timeout=5)
+        again = await Probe("e1-trk").connect(with_cert)
+        again.client.publish("fieldhub/v1/dev/e1-trk/telemetry",
+                             json.dumps({"ts": time.time_ns() // 1_000_000, "lat": 34.4, "lon": 117.2}).encode(), qos=1)
+        await wait_for(lambda: not again.client.is_connected, timeout=5)
+        await asyncio.sleep(0.5)
+        assert await hub.count() == 41
         without = BrokerAddress(base.host, base.port, "e1-trk", BrokerAddress.parse(url).password, tls=True,
                                 cafile=base.cafile).url()
         with pytest.raises((MQTTConnectError, OSError, TimeoutError)):  # no certificate: no TLS session there
             await Probe("e1-trk").connect(without)
     assert not (tmp_path / "pg" / "postmaster.pid").exists()  # shut down cleanly
     assert not (tmp_path / "broker-admin.json").exists()
-    # A restart builds the broker's logins from the table: the device's secret still works.
+    # A restart builds the broker's logins from the table: a secret issued in one run works in the next.
+    async with running_hub(_settings(tmp_path)) as hub:
+        assert await hub.count("SELECT count(*) FROM device_logins WHERE revoked_at IS NULL") == 0
+        url = await hub.device_url("e1-trk")  # added again: a new secret
     secret = BrokerAddress.parse(url).password
     async with running_hub(_settings(tmp_path)) as hub:
         assert hub.hub.broker_links is not None and hub.hub.broker_links.device_url  # (a new port: ports are free ones)
