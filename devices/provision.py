@@ -13,7 +13,10 @@ import httpx
 from devices.broker import BrokerAddress
 from devices.errors import DevicesError
 
-__all__ = ["Login", "provision"]
+__all__ = ["UNTIL_LOGIN", "Login", "provision"]
+
+# A client made before its login is known: the real broker URL comes with the login (DeviceClient.set_login).
+UNTIL_LOGIN = "mqtts://127.0.0.1:8883"
 
 
 class Login:

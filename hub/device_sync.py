@@ -8,11 +8,12 @@ backoff and re-reads every unit, since notifications sent meanwhile are lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import psycopg
+
+from devices.tasks import cancel_and_wait
 
 __all__ = ["DeviceSync"]
 
@@ -36,10 +37,7 @@ class DeviceSync:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _follow(self) -> None:
         delay, first = 0.5, True
@@ -57,7 +55,7 @@ class DeviceSync:
                             await self.on_device(note.payload)
                         except Exception as exc:  # one device's refresh failing must not stop the follower
                             log.warning("device sync: %s not refreshed: %s", note.payload[:80], exc)
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # the database away, or the reload refused: retry; the follower never dies
                 self.listening.clear()
                 log.warning("device sync: connection lost (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

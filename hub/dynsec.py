@@ -19,14 +19,15 @@ from gmqtt.mqtt.constants import MQTTv50
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from devices.broker import BrokerAddress
-from hub.domain.device_login import CONTROL_TOPIC
+from hub.domain.device_login import CONTROL_TOPIC, dynsec_create_device, dynsec_delete_device
 from hub.errors import HubError
 
-__all__ = ["BrokerAdmin", "BrokerAdminError"]
+__all__ = ["GONE", "BrokerAdmin", "BrokerAdminError"]
 
 log = logging.getLogger(__name__)
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
+GONE = ("Client not found", "Role not found")  # what removing an absent login answers
 
 
 class BrokerAdminError(HubError):
@@ -114,6 +115,14 @@ class BrokerAdmin:
             if error and error not in allow:
                 raise BrokerAdminError(f"{response.get('command')}: {error}")
         return responses
+
+    async def replace_device(self, device_id: str, secret: str) -> None:
+        """The device's login and role with ``secret``, replacing any it had (one batch: the removal may find
+        nothing, the creation may not fail). Removing a login disconnects a client connected with it."""
+        await self.run(dynsec_delete_device(device_id) + dynsec_create_device(device_id, secret), allow=GONE)
+
+    async def remove_device(self, device_id: str) -> None:
+        await self.run(dynsec_delete_device(device_id), allow=GONE)
 
     async def list_clients(self) -> list[str]:
         (answer,) = await self.run([{"command": "listClients", "verbose": False}])

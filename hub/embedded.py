@@ -220,7 +220,8 @@ class MosquittoBroker:
         user = _broker_user(self.data_dir)
         conf.write_text(MOSQUITTO_CONF.format(data_dir=self.data_dir, max_queued_bytes=self.max_queued_bytes,
                                               security=extra) + (f"user {user}\n" if user else ""))
-        _broker_user(self.data_dir)  # again: the files just written
+        if user == "mosquitto":
+            _hand_over(self.data_dir)
         self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
         try:
@@ -265,16 +266,20 @@ class MosquittoBroker:
 def _broker_user(directory: Path) -> str | None:
     """Run as root, Mosquitto drops to the ``mosquitto`` user before it opens its files: hand that user its own
     directory (the key and the logins file stay 0600, readable by it alone) when it can reach it. Inside a private
-    (0700) directory it cannot, and the broker keeps root's rights instead, said once in the log."""
+    (0700) directory it cannot, and the broker keeps root's rights instead, said in the log. None: not root."""
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam("mosquitto")
+        pwd.getpwnam("mosquitto")
     except KeyError:
         return "root"
     if not all(p.stat().st_mode & 0o001 for p in directory.parents):
         log.info("the broker runs as root: %s is not reachable by the mosquitto user", directory)
         return "root"
+    return "mosquitto"
+
+
+def _hand_over(directory: Path) -> None:
+    entry = pwd.getpwnam("mosquitto")
     for path in [directory, *directory.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
-    return "mosquitto"

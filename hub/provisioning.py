@@ -30,8 +30,6 @@ __all__ = ["Credentials", "Provisioner", "ProvisioningError"]
 
 log = logging.getLogger(__name__)
 
-GONE = ("Client not found", "Role not found")
-
 
 class ProvisioningError(Exception):
     """``code``: ``invalid``, ``unknown_unit``, ``unknown_device``, ``exists`` or ``broker`` (the broker could not
@@ -87,18 +85,17 @@ class Provisioner:
             return None
         return BrokerAddress.parse(self.device_url).with_login(None, None).url()
 
-    async def _broker(self, commands: list[dict[str, Any]], allow: tuple[str, ...] = ()) -> None:
+    async def _broker(self, change: Callable[[BrokerAdmin], Awaitable[None]]) -> None:
         if self.admin_url is None:
             return  # the broker checks logins against the table (EMQX): nothing to tell it
         async with BrokerAdmin(self.admin_url) as admin:
-            await admin.run(commands, allow=allow)
+            await change(admin)
 
     async def _give_broker(self, device_id: str, secret: str) -> None:
         """The device's login in the broker, replacing any it had: a login left by an earlier, half-done attempt,
         or the old secret on rotation (the plugin would keep a connected client on it; removing the login
         disconnects it, so from now on only the new secret works)."""
-        await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
-        await self._broker(device_login.dynsec_create_device(device_id, secret))
+        await self._broker(lambda admin: admin.replace_device(device_id, secret))
 
     async def _audit(self, actor: str, role: str | None, action: str, device_id: str, **detail: object) -> None:
         if self.audit is not None:
@@ -146,7 +143,7 @@ class Provisioner:
             raise ProvisioningError(exc.code, str(exc)) from exc
         await self._audit(actor, role, "device.revoke", device_id)
         try:
-            await self._broker(device_login.dynsec_delete_device(device_id), allow=GONE)
+            await self._broker(lambda admin: admin.remove_device(device_id))
         except BrokerAdminError as exc:
             log.error("device %s is revoked in the table but the broker was not told: %s", device_id, exc)
             raise ProvisioningError("broker", f"revoked in the table, but the broker could not be told ({exc}): "
@@ -179,7 +176,7 @@ class Provisioner:
         async with BrokerAdmin(self.admin_url) as admin:
             present = [c for c in await admin.list_clients() if c in revoked]
             for device_id in present:
-                await admin.run(device_login.dynsec_delete_device(device_id), allow=GONE)
+                await admin.remove_device(device_id)
         if present:
             log.warning("removed %d revoked device login(s) from the broker: %s", len(present), ", ".join(present))
         return len(present)

@@ -152,12 +152,8 @@ class Hub:
         if s.mqtt_url is not None:
             self._phase = "broker logins"
             await self.provisioner.reconcile()
-        await stack.enter_async_context(DeviceSync(self.database_url, self._device_notified,
-                                                   lambda: self._device_added("", None)))
-        for row in await self.db.load_units():
-            home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
-            self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
-                                    list(row["capabilities"]))
+        await stack.enter_async_context(DeviceSync(self.database_url, self._device_notified, self._reload_units))
+        await self._reload_units()
         self.writer = await stack.enter_async_context(BatchWriter(
             self.db.write, batch_rows=s.write_batch_rows, interval_s=s.write_interval_s, retry_s=s.write_retry_s,
             max_pending_rows=s.write_max_pending_rows, raw_limit=s.rejects_raw_bytes))
@@ -281,20 +277,22 @@ class Hub:
             server.should_exit = True
 
     # ------------------------------------------------------------ operations
-    async def _device_added(self, device_id: str, unit_id: str | None = None) -> None:
-        """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown);
-        without ``unit_id`` every unit is re-read (a notification, or a reconnect after missed ones)."""
+    async def _device_added(self, device_id: str, unit_id: str) -> None:
+        """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown)."""
+        await self._reload_units(unit_id)
+
+    async def _reload_units(self, unit_id: str | None = None) -> None:
+        """Re-read ``unit_id`` (every unit: None, after notifications may have been missed) into the live picture."""
         for row in await self.db.load_units(unit_id):
-            if unit_id is None or row["unit_id"] == unit_id:
-                home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
-                self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
-                                        list(row["capabilities"]))
+            home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
+            self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
+                                    list(row["capabilities"]))
 
     async def _device_notified(self, device_id: str) -> None:
         unit = await self.db.scalar("SELECT unit_id FROM devices WHERE device_id = %s", (device_id,))
         known = self.live.devices.get(device_id)
         if unit is not None and (known is None or known.unit_id != unit):
-            await self._device_added(device_id, str(unit))
+            await self._reload_units(str(unit))
 
     async def put_unit(self, unit_id: str, body: dict[str, Any]) -> None:
         unit = dict(body, unit_id=unit_id)

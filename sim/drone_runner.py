@@ -29,7 +29,7 @@ import httpx
 from devices.broker import BrokerAddress
 from devices.client import DeviceClient
 from devices.payloads import Command
-from devices.provision import provision
+from devices.provision import UNTIL_LOGIN, provision
 from sim.city import build_city
 from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, camera_id, drone_docks, fleet_entries, police_stations
@@ -122,8 +122,7 @@ class DroneCameras:
                  protocol: int = 5, login: CameraLogin | None = None) -> None:
         self.fleet = fleet
         self.login = login
-        # With ``login`` the broker comes with each camera's login: the URL here is only a placeholder until then.
-        mqtt_url = mqtt_url or "mqtts://127.0.0.1:8883"
+        mqtt_url = mqtt_url or UNTIL_LOGIN  # with ``login`` the broker comes with each camera's login
         self.cameras = cameras if cameras is not None else SimCameras()
         self.devices: dict[str, DeviceClient] = {}
         for dock in fleet.docks:

@@ -21,7 +21,7 @@ import httpx
 from devices.client import DeviceClient
 from devices.errors import DevicesError
 from devices.payloads import Command
-from devices.provision import provision
+from devices.provision import UNTIL_LOGIN, provision
 from sim.city import City
 from sim.response import Response
 from sim.traffic import Battery, GpsModel, SimVehicle
@@ -90,7 +90,7 @@ def build_fleet(city: City, seed: int, count: int, mqtt_url: str, protocol: int,
             device_id = f"{unit.unit_id}-{suffix}"
             device_rng = random.Random(rng.getrandbits(64))
             # The broker and login come from the hub when the unit is registered (register_all).
-            client = DeviceClient(device_id, mqtt_url or "mqtts://127.0.0.1:8883", kind=kind, unit_id=unit.unit_id,
+            client = DeviceClient(device_id, mqtt_url or UNTIL_LOGIN, kind=kind, unit_id=unit.unit_id,
                                   protocol=protocol, on_command=functools.partial(on_command, unit))
             interval_ms = int(device_rng.uniform(*interval_s) * 1000)
             unit.devices.append(SimDevice(device_id, kind, unit, client, GpsModel(device_rng, acc_m=acc),

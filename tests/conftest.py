@@ -26,7 +26,7 @@ import pytest
 from devices.broker import BrokerAddress
 from hub.broker_setup import ADMIN_USER
 from hub.config import Settings
-from hub.domain.device_login import dynsec_create_device, dynsec_delete_device, new_login, new_secret
+from hub.domain.device_login import new_login, new_secret
 from hub.dynsec import BrokerAdmin
 from hub.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
 from hub.provisioning import ProvisioningError
@@ -56,8 +56,7 @@ class SecureBroker(MosquittoBroker):
         own TLS URL with a fresh secret, and an ACL for its own topics only."""
         secret = new_secret()
         async with BrokerAdmin(self.admin_url) as admin:
-            await admin.run(dynsec_delete_device(device_id), allow=("Client not found", "Role not found"))
-            await admin.run(dynsec_create_device(device_id, secret))
+            await admin.replace_device(device_id, secret)
         return self.device_url(device_id, secret)
 
     def login(self, client: Any) -> None:

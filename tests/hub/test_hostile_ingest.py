@@ -26,19 +26,17 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from gmqtt import Client as MqttClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices import payloads
-from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.errors import PayloadError
 from hub.config import Settings
 from hub.embedded import free_port
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
 from tests.hostile import DAY_MS, good_fix, hostile_message
-from tests.hub.test_ingest import _equals
+from tests.hub.test_ingest import _equals, raw_publisher
 from tests.hub.test_recovery import start_hub_process, wait_healthy
 
 GOOD_DEVICES = 3
@@ -66,14 +64,6 @@ def expected_verdict(channel: str, raw: bytes, received_ms: int, s: Settings) ->
         return [exc.reason], []
 
 
-async def _connect(url: str, client_id: str) -> MqttClient:
-    address = BrokerAddress.parse(url)
-    client = MqttClient(client_id)
-    client.set_auth_credentials(address.username, address.password)
-    await client.connect(address.host, address.port)
-    return client
-
-
 async def _rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         cur = await conn.execute(query, params)
@@ -91,7 +81,7 @@ async def _run_example(rh: RunningHub, s: Settings, messages: list[tuple[str, by
     bad_id = f"h{tag}"
     await rh.put_unit(f"G{tag}", good_ids)
     await rh.put_unit(f"H{tag}", [bad_id])
-    client = await _connect(s.mqtt_url or "", f"hostile-{tag}")
+    client = await raw_publisher(s.mqtt_url or "", f"hostile-{tag}")
     expected_reasons: Counter[str] = Counter()
     fixes: set[int] = set()
     statuses: set[tuple[int, str]] = set()
@@ -167,7 +157,7 @@ async def test_nul_in_any_string_does_not_stop_storage_for_others(open_hub: Runn
     hub = open_hub
     await hub.put_unit("OK", ["ok-1"])
     await hub.put_unit("NUL", ["nul-1"])
-    client = await _connect(hub.hub.mqtt_url or "", "nul-sender")
+    client = await raw_publisher(hub.hub.mqtt_url or "", "nul-sender")
     t = now_ms() - 1000
     poison = [
         ("telemetry", {"ts": t, "lat": 34.2, "lon": 117.1, "x": "a\u0000b"}),
@@ -198,7 +188,7 @@ async def test_deep_nesting_does_not_drop_the_rest_of_its_cut(open_hub: RunningH
     hub = open_hub
     await hub.put_unit("D", ["deep-good"])
     await hub.put_unit("DX", ["deep-bad"])
-    client = await _connect(hub.hub.mqtt_url or "", "deep-sender")
+    client = await raw_publisher(hub.hub.mqtt_url or "", "deep-sender")
     t = now_ms() - 5000
     for i in range(400):
         client.publish("fieldhub/v1/dev/deep-good/telemetry", json.dumps(good_fix(t, i)).encode(), qos=1)
@@ -224,7 +214,7 @@ POISON: list[tuple[str, bytes, bool]] = [  # (channel, payload, retained)
 
 async def _publish_round(url: str, t: int, good_ids: list[str], bad_id: str, extra: list[tuple[str, bytes]],
                          per_device: int) -> int:
-    client = await _connect(url, f"restart-pub-{uuid.uuid4().hex[:6]}")
+    client = await raw_publisher(url, f"restart-pub-{uuid.uuid4().hex[:6]}")
     sent = 0
     for i in range(per_device):
         for device in good_ids:

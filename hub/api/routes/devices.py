@@ -39,6 +39,11 @@ def _refused(exc: ProvisioningError) -> ApiError:
     return ApiError(_STATUS.get(exc.code, 409), exc.code, str(exc))
 
 
+def _issued(answer: dict[str, Any], status: int = 200) -> JSONResponse:
+    """An answer carrying a secret (a password, a private key): never cached anywhere, shown this once."""
+    return JSONResponse(answer, status_code=status, headers={"Cache-Control": "no-store"})
+
+
 @router.get("")
 async def list_devices(hub: HubDep, who: Admin) -> dict[str, Any]:
     rows = await _provisioner(hub).list()
@@ -54,8 +59,7 @@ async def add_device(body: DeviceIn, hub: HubDep, who: Admin) -> JSONResponse:
         creds = await _provisioner(hub).add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
     except ProvisioningError as exc:
         raise _refused(exc) from exc
-    # Never cached anywhere: the secret exists in this answer only.
-    return JSONResponse(creds.as_dict(), status_code=201, headers={"Cache-Control": "no-store"})
+    return _issued(creds.as_dict(), 201)
 
 
 @router.post("/{device_id}/rotate")
@@ -64,7 +68,7 @@ async def rotate_device(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONRes
         creds = await _provisioner(hub).rotate(device_id, actor=who.name, role=who.role)
     except ProvisioningError as exc:
         raise _refused(exc) from exc
-    return JSONResponse(creds.as_dict(), headers={"Cache-Control": "no-store"})
+    return _issued(creds.as_dict())
 
 
 @router.post("/{device_id}/certificate")
@@ -74,7 +78,7 @@ async def device_certificate(device_id: DeviceId, hub: HubDep, who: Admin) -> JS
         answer = await _provisioner(hub).certificate(device_id, actor=who.name, role=who.role)
     except ProvisioningError as exc:
         raise _refused(exc) from exc
-    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+    return _issued(answer)
 
 
 @router.delete("/{device_id}")
