@@ -99,6 +99,7 @@ class IncidentService:
         self.policies = policies
         self.categories = categories
         self.fleet = Fleet(live, recommender)
+        self.aerial_min_alt_m = 20.0  # a drone hovering lower over the scene has not arrived (set from the settings)
         self.tracker = ResponseTracker(self)
         self.alerts = Alerts(self, sos_incident=sos_incident)
         self.hotline = hotline
@@ -165,7 +166,8 @@ class IncidentService:
                                 self.clock())
             self.fleet.set_status(a.unit_id, a.unit_status.value)
             if "arrived" not in a.marks:  # the position at dispatch is not in the log: the first fix since
-                self.tracker.track(a.unit_id, incident.id, dispatched, None, c.lat, c.lon, incident.arrival_radius_m)
+                self.tracker.track(a.unit_id, incident.id, dispatched, None, c.lat, c.lon, incident.arrival_radius_m,
+                                   aerial_min_alt_m=self.aerial_min_alt_m if a.aerial else None)
 
     # ---------------------------------------------------------------- reads
     async def get(self, incident_id: str) -> dict[str, Any]:
@@ -277,7 +279,8 @@ class IncidentService:
             unit = self.live.units[unit_id]
             self._assigned[unit_id] = incident_id
             self._pending[cmd_id] = (incident_id, unit_id)
-            self.tracker.track(unit_id, incident_id, event.ts, unit.fix, c.lat, c.lon, incident.arrival_radius_m)
+            self.tracker.track(unit_id, incident_id, event.ts, unit.fix, c.lat, c.lon, incident.arrival_radius_m,
+                               aerial_min_alt_m=self.aerial_min_alt_m if aerial else None)
             if aerial:
                 self.fleet.set_status(unit_id, "dispatched")
                 continue

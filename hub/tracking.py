@@ -25,6 +25,7 @@ from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from hub.domain.device_claims import contact_verdict, detected_verdict
 from hub.domain.events import Arrived, Contacted, Departed, Event
+from hub.domain.hover import HoverArrivalDetector
 from hub.domain.incident import Incident
 from hub.pipeline import Message
 
@@ -46,7 +47,7 @@ class Tracking:
     incident_id: str
     since: int  # dispatch time
     departure: DepartureDetector
-    arrival: ArrivalDetector
+    arrival: ArrivalDetector | HoverArrivalDetector  # a drone arrives by hovering over the scene
 
 
 class ResponseTracker:
@@ -76,12 +77,20 @@ class ResponseTracker:
 
     # ------------------------------------------------------------- tracking
     def track(self, unit_id: str, incident_id: str, since: int, origin: Fix | None, lat: float, lon: float,
-              radius_m: float) -> None:
-        """Follow the unit from its dispatch at `since`; `origin` is where it was then (None: not known)."""
+              radius_m: float, *, aerial_min_alt_m: float | None = None) -> None:
+        """Follow the unit from its dispatch at `since`; `origin` is where it was then (None: not known).
+
+        With `aerial_min_alt_m` the unit is a drone: it arrives when it hovers in the zone at least that
+        high above home (seconds), not by the ground rule's stop or dwell (a minute).
+        """
+        arrival: ArrivalDetector | HoverArrivalDetector
+        if aerial_min_alt_m is None:
+            arrival = ArrivalDetector(lat, lon, radius_m, since_ms=since)
+        else:
+            arrival = HoverArrivalDetector(lat, lon, radius_m, since_ms=since, min_alt_m=aerial_min_alt_m)
         self.units[unit_id] = Tracking(
             incident_id, since,
-            DepartureDetector(origin.lat if origin else None, origin.lon if origin else None, since),
-            ArrivalDetector(lat, lon, radius_m, since_ms=since))
+            DepartureDetector(origin.lat if origin else None, origin.lon if origin else None, since), arrival)
 
     def untrack(self, unit_id: str, incident_id: str) -> None:
         t = self.units.get(unit_id)
@@ -100,7 +109,7 @@ class ResponseTracker:
                 continue
             rows = await self.svc.store.db.track(unit.devices, tracking.since, self.svc.clock() + 60_000,
                                                  CATCH_UP_ROWS)
-            fixes = [Fix(ts=r["ts"], lat=r["lat"], lon=r["lon"], acc=r["acc"], speed=r["speed"],
+            fixes = [Fix(ts=r["ts"], lat=r["lat"], lon=r["lon"], alt=r["alt"], acc=r["acc"], speed=r["speed"],
                          heading=r["heading"]) for r in rows]
             if fixes:
                 await self._detect(unit_id, fixes)

@@ -1,7 +1,10 @@
 """Which drone to send (空地一体): ready on its dock, enough battery for the round trip plus a reserve, nearest.
 
 Pure: the caller passes each drone's state as a :class:`DroneCandidate` and gets the choice and,
-for every drone passed over, the reason, so the dispatcher (and the incident log) can see why.
+for every drone passed over, the reason, so the dispatcher (and the incident log) can see why. Whether
+a drone is fit to fly at all (link, signing, telemetry, pre-arm health, on its dock, link failsafe) is
+:func:`hub.domain.drone_readiness.readiness`; a drone without a link failsafe is sent only when the
+operator explicitly allows it.
 
 The energy model is deliberately simple and conservative: a straight flight out at cruise speed,
 a climb to the cruise altitude, a hover over the scene, and the flight home, each costing a share
@@ -16,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from devices.geo import haversine_m
+from hub.domain.drone_readiness import Failsafe, readiness
 
 __all__ = ["DroneCandidate", "DroneChoice", "DroneEnergy", "choose_drone", "must_return"]
 
@@ -59,6 +63,14 @@ class DroneCandidate:
     on_ground: bool
     dock_distance_m: float | None  # from its dock; None without a position
     busy_with: str | None = None  # the incident it is on
+    signing: str = "signed"  # "signed", "unsigned" (opted in) or "refused" (no key, no opt-in)
+    heard: bool = True  # the hub has heard the drone at least once
+    signed_no_key: bool = False  # it signs and the hub has no key for it: it drops the hub's commands
+    telemetry_problem: str | None = None  # why the requested messages do not arrive, in words
+    position_fresh: bool = True
+    prearm_ok: bool | None = None  # the autopilot's pre-arm health; None when it does not report it
+    prearm_text: str | None = None  # its last refusal in STATUSTEXT ("Arm: Need Position Estimate")
+    failsafe: Failsafe | None = None  # its link failsafe; None when the parameters have not been read
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,39 +79,47 @@ class DroneChoice:
     distance_m: float
     eta_s: float
     needed_pct: float
+    overridden: str | None = None  # the readiness reason the operator chose to override (no link failsafe)
 
 
-def _refusal(c: DroneCandidate, lat: float, lon: float, energy: DroneEnergy) -> tuple[str | None, float]:
-    """Why ``c`` cannot go (None if it can), and its distance to the scene."""
+def _refusal(c: DroneCandidate, lat: float, lon: float, energy: DroneEnergy,
+             allow_no_failsafe: bool) -> tuple[str | None, float, str | None]:
+    """Why ``c`` cannot go (None if it can), its distance to the scene, and the reason overridden if any."""
     if c.busy_with is not None:
-        return f"on incident {c.busy_with}", math.inf
-    if not c.link_ok:
-        return "no link", math.inf
-    if c.lat is None or c.lon is None or c.dock_distance_m is None:
-        return "no position", math.inf
-    if c.armed or not c.on_ground:
-        return "flying", math.inf
-    if c.dock_distance_m > energy.dock_radius_m:
-        return f"not on its dock ({c.dock_distance_m:.0f} m away)", math.inf
+        return f"on incident {c.busy_with}", math.inf, None
+    ready = readiness(c, energy)
+    overridden = None
+    if ready.state == "no_failsafe" and allow_no_failsafe:
+        overridden = ready.reason
+    elif ready.state != "ready":
+        return ready.reason or ready.state, math.inf, None
+    assert c.lat is not None and c.lon is not None  # readiness checked the position
     distance = haversine_m(c.lat, c.lon, lat, lon)
     needed = energy.mission_pct(distance)
     if c.battery_pct is None or c.battery_pct < needed:
         have = "unknown" if c.battery_pct is None else f"{c.battery_pct:.0f} %"
-        return f"battery {have}, the round trip needs {needed:.0f} %", distance
-    return None, distance
+        return f"battery {have}, the round trip needs {needed:.0f} %", distance, None
+    return None, distance, overridden
 
 
-def choose_drone(candidates: Iterable[DroneCandidate], lat: float, lon: float,
-                 energy: DroneEnergy) -> tuple[DroneChoice | None, dict[str, str]]:
-    """The nearest drone that can fly to ``lat``/``lon`` and back, and why each other one could not."""
+def choose_drone(candidates: Iterable[DroneCandidate], lat: float, lon: float, energy: DroneEnergy, *,
+                 allow_no_failsafe: bool = False) -> tuple[DroneChoice | None, dict[str, str]]:
+    """The nearest drone that can fly to ``lat``/``lon`` and back, and why each other one could not.
+
+    A drone on an incident is refused with it; any other drone that is not ``ready`` with its readiness
+    reason, except that with ``allow_no_failsafe`` (the operator asked for it explicitly) a drone whose only
+    fault is its link failsafe may go, and the choice names what was overridden. Then the battery decides.
+    A drone with a link failsafe goes before a nearer one without.
+    """
     best: DroneChoice | None = None
     refused: dict[str, str] = {}
     for c in candidates:
-        why, distance = _refusal(c, lat, lon, energy)
+        why, distance, overridden = _refusal(c, lat, lon, energy, allow_no_failsafe)
         if why is not None:
             refused[c.drone_id] = why
-        elif best is None or distance < best.distance_m:
-            best = DroneChoice(c.drone_id, distance, distance / energy.cruise_mps, energy.mission_pct(distance))
+        elif best is None or (overridden is not None, distance) < (best.overridden is not None, best.distance_m):
+            best = DroneChoice(c.drone_id, distance, distance / energy.cruise_mps, energy.mission_pct(distance),
+                               overridden)
     return best, refused
 
 
