@@ -11,6 +11,11 @@ first and the link's :class:`~drone.signing.Admission` decides on it: a system
 outside the fleet, a fleet system without a key that was not let in unsigned, and
 a keyed system's unsigned or forged frame are dropped (counted by reason) before
 they can create a vehicle, set its route or earn it our heartbeat.
+
+Signed, no key: a system we have no key for that signs its frames uses a key we do
+not have, and ArduPilot then drops every unsigned command of ours without a word.
+The link records such systems in ``signed_unkeyed`` (heard or refused); a heard one
+gets ``state.signed_unkeyed`` and its commands fail at once instead of timing out.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Final
 
 from drone.codec import DecodeError, decode, encode, frame_system_id, mavlink, new_codec
 from drone.errors import LinkLost, WaitTimeout
-from drone.signing import REFUSAL_REASONS, Admission, SigningKeys, signing_timestamp
+from drone.signing import REFUSAL_REASONS, Admission, SigningKeys, is_signed_frame, signing_timestamp
 from drone.state import check_link
 from drone.transport import Peer, Transport, open_transport
 from drone.vehicle import Vehicle
@@ -55,6 +60,8 @@ class MavlinkLink:
         # Refused frames per sender and reason; at most 255 senders, so bounded.
         self.refused: dict[int, dict[str, int]] = {}
         self.vehicles: dict[int, Vehicle] = {}
+        # Systems seen signing while we have no key for them (heard or refused): at most 255, so bounded.
+        self.signed_unkeyed: set[int] = set()
         self._keys = keys if keys is not None else SigningKeys()
         self._admission = admission if admission is not None else Admission()
         self._on_vehicle = on_vehicle
@@ -132,7 +139,10 @@ class MavlinkLink:
         if system_id == 0 or system_id == self.system_id:
             self._count("unknown_system")  # no valid sender, or our own frames echoed back
             return
-        refusal = self._admission.refusal(system_id, self._keys.get(system_id), frame)
+        key = self._keys.get(system_id)
+        refusal = self._admission.refusal(system_id, key, frame)
+        if refusal == "signed_no_key":
+            self.signed_unkeyed.add(system_id)
         if refusal is not None:
             self._refuse(system_id, refusal, peer)
             return
@@ -160,12 +170,23 @@ class MavlinkLink:
                     self._on_vehicle(vehicle)
                 except Exception:
                     log.exception("on_vehicle callback failed")
+        if key is None and is_signed_frame(frame):
+            self._signed_unkeyed(vehicle, peer)
         vehicle._handle(msg, time.monotonic())
         for callback in list(self._subscribers):
             try:
                 callback(vehicle, msg)
             except Exception:
                 log.exception("link subscriber failed")
+
+    def _signed_unkeyed(self, vehicle: Vehicle, peer: Peer) -> None:
+        if vehicle.state.signed_unkeyed:
+            return
+        self.signed_unkeyed.add(vehicle.system_id)
+        vehicle.state.signed_unkeyed = True
+        log.warning("MAVLink from system %s (%s) is signed but the hub has no key for it: it will ignore our "
+                    "commands", vehicle.system_id, peer)
+        vehicle._changed("signing")
 
     def _refuse(self, system_id: int, reason: str, peer: Peer) -> None:
         self._count(reason)

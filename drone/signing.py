@@ -25,20 +25,28 @@ from typing import Any
 
 from drone.errors import SigningError
 
-__all__ = ["REFUSAL_REASONS", "SIGNING_EPOCH", "Admission", "SigningKey", "SigningKeys", "signature_valid",
-           "signing_timestamp"]
+__all__ = ["REFUSAL_REASONS", "SIGNING_EPOCH", "Admission", "SigningKey", "SigningKeys", "is_signed_frame",
+           "signature_valid", "signing_timestamp"]
 
 # MAVLink signing timestamps count 10 µs units since 2015-01-01 00:00:00 UTC.
 SIGNING_EPOCH = 1_420_070_400
 _SIGNATURE_LEN = 13
 # Why a link ignores a frame before decoding it (each a counter of the link's stats).
-REFUSAL_REASONS = ("outside_fleet", "refused_unsigned", "bad_signature")
+# signed_no_key: a fleet drone with neither key nor opt-in that signs its frames, i.e. uses a key the hub
+# does not have (it would also drop every unsigned command of ours); told apart from refused_unsigned
+# because the fix differs: give the hub its key.
+REFUSAL_REASONS = ("outside_fleet", "refused_unsigned", "bad_signature", "signed_no_key")
 
 
 def signing_timestamp(now: float | None = None) -> int:
     """The signing timestamp for wall time ``now`` (seconds since the Unix epoch)."""
     t = time.time() if now is None else now
     return max(0, int((t - SIGNING_EPOCH) * 100_000))
+
+
+def is_signed_frame(frame: bytes) -> bool:
+    """True when ``frame`` is MAVLink 2 with the signed flag (whatever the key)."""
+    return len(frame) >= 3 and frame[0] == 0xFD and bool(frame[2] & 0x01)
 
 
 def signature_valid(secret: bytes, frame: bytes) -> bool:
@@ -48,7 +56,7 @@ def signature_valid(secret: bytes, frame: bytes) -> bool:
     stream's timestamp before comparing the signature, so a forged frame with a far
     future timestamp would otherwise lock out the genuine sender.
     """
-    if len(frame) < _SIGNATURE_LEN + 12 or frame[0] != 0xFD or not frame[2] & 0x01:
+    if len(frame) < _SIGNATURE_LEN + 12 or not is_signed_frame(frame):
         return False
     digest = hashlib.sha256(secret + frame[:-6]).digest()[:6]
     return hmac.compare_digest(digest, frame[-6:])
@@ -131,7 +139,9 @@ class Admission:
 
     ``fleet`` None admits any system id (a bare ground station, a test); otherwise only those ids.
     A keyed system must sign every frame with its key, fleet or not. A fleet system without a key
-    is heard only when it is in ``unsigned``: the operator opted in for that drone explicitly.
+    is heard only when it is in ``unsigned``: the operator opted in for that drone explicitly. Such a
+    drone may still sign (with a key we lack): it is heard, so the map shows it, and the link marks
+    it; one neither keyed nor opted in that signs is refused as ``signed_no_key``.
     """
 
     fleet: frozenset[int] | None = None
@@ -145,7 +155,7 @@ class Admission:
             # An unsigned frame from a keyed system is as bad as a forged one: both are refused.
             return None if signature_valid(key.secret, frame) else "bad_signature"
         if self.fleet is not None and system_id not in self.unsigned:
-            return "refused_unsigned"
+            return "signed_no_key" if is_signed_frame(frame) else "refused_unsigned"
         return None
 
 

@@ -1,7 +1,7 @@
 """Vehicle state -> the hub's payload shapes (pure).
 
-A drone becomes a device of kind ``drone``: its position is a :class:`Fix` (device
-time, altitude relative to home) and its health a :class:`Status` plus the drone
+A drone becomes a device of kind ``drone``: its position is a :class:`Fix` (hub
+time, see :mod:`drone.clock`; altitude relative to home) and its health a :class:`Status` plus the drone
 fields the generic Status has no slot for (mode, armed, landed, link).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from devices.payloads import Fix, Status
 from drone.state import VehicleState
 
-__all__ = ["fix_of", "status_fields", "status_of"]
+__all__ = ["fix_of", "position_age_s", "status_fields", "status_of"]
 
 
 def _clamp(value: float | None, low: float, high: float) -> float | None:
@@ -45,6 +45,12 @@ def fix_of(state: VehicleState) -> Fix | None:
         heading=_clamp(state.heading_deg, 0.0, 360.0),
         battery=_clamp(state.battery_pct, 0.0, 100.0),
     )
+
+
+def position_age_s(state: VehicleState, now: float) -> float | None:
+    """Seconds since the last GLOBAL_POSITION_INT arrived (``now`` monotonic); None if none since boot."""
+    seen = state.last_seen.get("GLOBAL_POSITION_INT")
+    return None if seen is None else max(0.0, now - seen)
 
 
 def status_fields(state: VehicleState) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""One vehicle seen on a link: its state, change callbacks, commands and mission upload.
+"""One vehicle seen on a link: its state, change callbacks, commands, parameters and mission upload.
 
 A Vehicle never reads the socket: the link's single reader folds each message
 into ``state`` and hands it to the vehicle's listeners (bounded queues with a
 predicate). Commands register a listener *before* sending, so an ACK can never
 arrive in between and be lost.
+
+ArduPilot explains a refusal only in STATUSTEXT, sent around the COMMAND_ACK: every
+command also listens to the vehicle's texts, and a refusal carries those sent from
+the first send until the ACK plus a short grace (:class:`~drone.errors.CommandRejected`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from devices.geo import haversine_m
 from drone import mission_protocol
+from drone import params as param_protocol
 from drone.codec import mavlink
-from drone.errors import CommandRejected, CommandTimeout, LinkLost, WaitTimeout
+from drone.errors import CommandRejected, CommandTimeout, DroneError, LinkLost, SigningError, WaitTimeout
 from drone.mission import MissionItem
 from drone.modes import MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, mode_number
-from drone.state import KINDS, VehicleState, apply_message
+from drone.state import KINDS, VehicleState, apply_message, text_of
 
 if TYPE_CHECKING:
     from drone.link import MavlinkLink
@@ -39,6 +45,11 @@ MAV_RESULT_COMMAND_LONG_ONLY: Final = 7
 IN_PROGRESS_WAIT_S: Final = 30.0
 # How long a state change a command asked for (mode, armed) may take to show in a heartbeat.
 STATE_CONFIRM_S: Final = 3.0
+# STATUSTEXTs that explain a refusal may trail its ACK by this much (another queue on the autopilot).
+TEXT_GRACE_S: Final = 0.2
+# How long set_home waits for HOME_POSITION to read back the new home.
+HOME_READBACK_S: Final = 3.0
+SIGNED_NO_KEY: Final = "drone signs its MAVLink but the hub has no key for it: it would ignore this command"
 _FORCE_MAGIC: Final = 21196  # param2 of COMPONENT_ARM_DISARM that skips pre-arm checks
 _LISTENER_QUEUE: Final = 256
 _CLOSED: Final = object()
@@ -129,6 +140,23 @@ class Vehicle:
         finally:
             self._listeners.remove(entry)
 
+    @contextlib.contextmanager
+    def listen_texts(self) -> Iterator[asyncio.Queue[Any]]:
+        """A queue of the vehicle's STATUSTEXTs while inside the block (see :meth:`texts_after_grace`)."""
+        with self.listen(lambda msg: bool(msg.get_type() == "STATUSTEXT")) as texts:
+            yield texts
+
+    @staticmethod
+    async def texts_after_grace(texts: asyncio.Queue[Any]) -> list[tuple[int, str]]:
+        """(severity, text) of every STATUSTEXT queued so far and within :data:`TEXT_GRACE_S` from now."""
+        await asyncio.sleep(TEXT_GRACE_S)
+        found: list[tuple[int, str]] = []
+        while not texts.empty():
+            msg = texts.get_nowait()
+            if msg is not _CLOSED:
+                found.append((int(msg.severity), text_of(msg.text)))
+        return found
+
     @staticmethod
     async def next_message(queue: asyncio.Queue[Any], timeout_s: float) -> Any | None:
         """The next queued message, None on timeout; LinkLost once the link closed."""
@@ -142,7 +170,12 @@ class Vehicle:
 
     # ------------------------------------------------------------------ sending
     def send(self, message: Any) -> None:
-        """Encode (and sign, if this vehicle has a key) and send one message to it."""
+        """Encode (and sign, if this vehicle has a key) and send one message to it.
+
+        SigningError at once for a vehicle that signs with a key we lack: it would drop the message.
+        """
+        if self.state.signed_unkeyed:
+            raise SigningError(SIGNED_NO_KEY)
         self._link._send_to(self, message)
 
     def _is_ack(self, command: int) -> Callable[[Any], bool]:
@@ -172,14 +205,14 @@ class Vehicle:
     async def _command(self, command: int, build: Callable[[int], Any], timeout_s: float, retries: int) -> int:
         lock = self._command_locks.setdefault(command, asyncio.Lock())
         async with lock:
-            with self.listen(self._is_ack(command)) as acks:
+            with self.listen(self._is_ack(command)) as acks, self.listen_texts() as texts:
                 for attempt in range(max(retries, 0) + 1):
                     self.send(build(attempt))
                     result = await self._await_result(acks, command, timeout_s)
                     if result is None:
                         continue
                     if result != MAV_RESULT_ACCEPTED:
-                        raise CommandRejected(result, command)
+                        raise CommandRejected(result, command, await self.texts_after_grace(texts))
                     return result
         raise CommandTimeout(f"vehicle {self.system_id}: no COMMAND_ACK for command {command} "
                              f"after {max(retries, 0) + 1} attempts of {timeout_s} s")
@@ -247,18 +280,61 @@ class Vehicle:
     async def land(self) -> None:
         await self.command_long(mavlink.MAV_CMD_NAV_LAND)
 
-    async def set_message_interval(self, message: str | int, hz: float) -> None:
+    async def set_message_interval(self, message: str | int, hz: float, *, timeout_s: float = 1.0,
+                                   retries: int = 3) -> None:
         """Ask for ``message`` at ``hz``; 0 Hz disables it."""
-        if isinstance(message, str):
-            message_id = getattr(mavlink, f"MAVLINK_MSG_ID_{message.upper()}", None)
-            if message_id is None:
-                raise ValueError(f"unknown MAVLink message {message!r}")
-        else:
-            message_id = message
+        message_id = _message_id(message)
         if not math.isfinite(hz) or hz < 0:
             raise ValueError(f"rate must be >= 0 Hz, got {hz}")
         interval_us = -1 if hz == 0 else round(1e6 / hz)
-        await self.command_long(mavlink.MAV_CMD_SET_MESSAGE_INTERVAL, (message_id, interval_us))
+        await self.command_long(mavlink.MAV_CMD_SET_MESSAGE_INTERVAL, (message_id, interval_us),
+                                timeout_s=timeout_s, retries=retries)
+
+    async def request_message(self, message: str | int) -> None:
+        """Ask for one ``message`` now (MAV_CMD_REQUEST_MESSAGE); it arrives like any other."""
+        await self.command_long(mavlink.MAV_CMD_REQUEST_MESSAGE, (_message_id(message),))
+
+    async def reboot(self) -> None:
+        """Reboot the autopilot (ArduPilot refuses while armed); its stream rates are forgotten."""
+        await self.command_long(mavlink.MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN, (1,), retries=1)
+
+    # ------------------------------------------------------------------ parameters and home
+    async def read_param(self, name: str, *, timeout_s: float = 1.0, retries: int = 2) -> float:
+        """One parameter by name (PARAM_REQUEST_READ); ParamError naming it when nothing comes back."""
+        return await param_protocol.read(self, name, timeout_s=timeout_s, retries=retries)
+
+    async def set_param(self, name: str, value: float, *, param_type: int | None = None, timeout_s: float = 1.0,
+                        retries: int = 2) -> float:
+        """PARAM_SET and the echoed value; ParamError when the autopilot keeps another value.
+
+        ``param_type`` defaults to the type last seen for ``name`` in a PARAM_VALUE, else REAL32.
+        """
+        return await param_protocol.write(self, name, value, param_type=param_type, timeout_s=timeout_s,
+                                          retries=retries)
+
+    async def set_home(self, lat: float, lon: float, amsl_m: float, *, tolerance_m: float = 1.0,
+                       timeout_s: float = HOME_READBACK_S) -> None:
+        """DO_SET_HOME to this point (metres above sea level), then read HOME_POSITION back.
+
+        DroneError when the home read back is more than ``tolerance_m`` away (or none comes).
+        """
+        await self.command_int(mavlink.MAV_CMD_DO_SET_HOME, frame=mavlink.MAV_FRAME_GLOBAL, params=(0,),
+                               x=round(lat * 1e7), y=round(lon * 1e7), z=amsl_m)
+        with self.listen(lambda msg: bool(msg.get_type() == "HOME_POSITION")) as homes:
+            with contextlib.suppress(CommandRejected):  # no REQUEST_MESSAGE: the HOME_POSITION stream still tells
+                await self.request_message("HOME_POSITION")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            off_m: float | None = None
+            # A HOME_POSITION queued before the command was applied may still carry the old home: wait for more.
+            while (msg := await self.next_message(homes, deadline - loop.time())) is not None:
+                off_m = math.hypot(haversine_m(lat, lon, msg.latitude / 1e7, msg.longitude / 1e7),
+                                   msg.altitude / 1000.0 - amsl_m)
+                if off_m <= tolerance_m:
+                    return
+        if off_m is None:
+            raise DroneError(f"vehicle {self.system_id}: no HOME_POSITION within {timeout_s} s after DO_SET_HOME")
+        raise DroneError(f"vehicle {self.system_id}: home reads back {off_m:.1f} m from where it was set")
 
     async def upload_mission(self, items: Sequence[MissionItem], *, timeout_s: float = 2.0, retries: int = 3) -> None:
         await mission_protocol.upload(self, items, timeout_s=timeout_s, retries=retries)
@@ -271,6 +347,15 @@ class Vehicle:
             if exc.result != MAV_RESULT_UNSUPPORTED:
                 raise
             await self.set_mode("AUTO")
+
+
+def _message_id(message: str | int) -> int:
+    if isinstance(message, int):
+        return message
+    message_id = getattr(mavlink, f"MAVLINK_MSG_ID_{message.upper()}", None)
+    if message_id is None:
+        raise ValueError(f"unknown MAVLink message {message!r}")
+    return int(message_id)
 
 
 def _seven(params: Sequence[float]) -> list[float]:

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from drone.codec import encode, mavlink, new_codec
 from drone.errors import SigningError
-from drone.signing import REFUSAL_REASONS, SIGNING_EPOCH, Admission, SigningKey, SigningKeys, signing_timestamp
+from drone.signing import (
+    REFUSAL_REASONS,
+    SIGNING_EPOCH,
+    Admission,
+    SigningKey,
+    SigningKeys,
+    is_signed_frame,
+    signing_timestamp,
+)
 
 SECRET_HEX = "8f" * 32
 
@@ -98,7 +106,9 @@ def test_admission_of_a_fleet_link() -> None:
     assert fleet.refusal(1, KEY, _frame(1, SigningKey(bytes(32)))) == "bad_signature"  # keyed, another key
     assert fleet.refusal(2, None, _frame(2)) is None  # opted in unsigned
     assert fleet.refusal(3, None, _frame(3)) == "refused_unsigned"  # no key, no opt-in
-    assert fleet.refusal(3, None, _frame(3, KEY)) == "refused_unsigned"  # a signature nobody can check
+    # Signed with a key the hub lacks: refused, with the reason that says what to fix (give the hub the key).
+    assert fleet.refusal(3, None, _frame(3, KEY)) == "signed_no_key"
+    assert fleet.refusal(2, None, _frame(2, KEY)) is None  # opted in: heard (the link marks it signed_unkeyed)
     assert fleet.refusal(9, None, _frame(9)) == "outside_fleet"
     assert fleet.refusal(9, KEY, _frame(9, KEY)) == "outside_fleet"  # a stray key does not let a stranger in
     # An opt-in never weakens a key: the keyed drone must still sign.
@@ -109,6 +119,7 @@ def test_admission_of_a_fleet_link() -> None:
 def test_a_bare_link_hears_anyone_and_checks_the_keyed() -> None:
     bare = Admission()
     assert bare.refusal(9, None, _frame(9)) is None
+    assert bare.refusal(9, None, _frame(9, KEY)) is None  # heard; the link marks it signed_unkeyed
     assert bare.refusal(9, KEY, _frame(9)) == "bad_signature"
 
 
@@ -121,3 +132,5 @@ def test_admission_never_raises_and_never_admits_a_stranger(system_id: int, fram
         assert reason == "outside_fleet"
     elif keyed:
         assert reason == "bad_signature"  # random bytes never carry KEY's signature
+    elif system_id == 1:
+        assert reason == ("signed_no_key" if is_signed_frame(frame) else "refused_unsigned")

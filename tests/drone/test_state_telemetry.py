@@ -51,30 +51,27 @@ def test_link_loss_after_timeout_only() -> None:
     assert state.link_ok and state.restored_at == 105.0
 
 
-def test_position_uses_device_time_once_system_time_is_known() -> None:
+def test_position_is_stamped_in_hub_time() -> None:
     state = VehicleState()
     apply_message(state, _position(10_000), now=1.0, wall_ms=WALL_MS)
-    assert state.position_ts_ms == WALL_MS  # no device clock yet: receive time
-    unix_us = 1_780_000_123_456_000
-    apply_message(state, mavlink.MAVLink_system_time_message(unix_us, 11_000), now=2.0, wall_ms=WALL_MS)
-    assert apply_message(state, _position(12_000), now=3.0, wall_ms=WALL_MS + 5) == ["position"]
-    assert state.position_ts_ms == unix_us // 1000 + 1_000
+    assert state.position_ts_ms == WALL_MS  # the first sample: boot 10 s = hub WALL_MS
+    # SYSTEM_TIME 3 ms later than its boot time says, from a clock 2.65 s behind the hub's.
+    unix_us = (WALL_MS + 1_000 - 2_650) * 1000
+    apply_message(state, mavlink.MAVLink_system_time_message(unix_us, 11_000), now=2.0, wall_ms=WALL_MS + 1_003)
+    # A position delayed 50 ms on the link is still stamped when it was measured, on the hub's clock.
+    assert apply_message(state, _position(12_000), now=3.0, wall_ms=WALL_MS + 2_050) == ["position"]
+    assert state.position_ts_ms == WALL_MS + 2_000
+    assert state.clock.drone_offset_ms == -2_650
     assert (state.lat, state.lon, state.alt_msl_m, state.relative_alt_m) == (52.52, 13.405, 85.0, 40.0)
     assert (state.vx, state.vy, state.vz) == (3.0, 4.0, -0.5)
     assert state.ground_speed_mps == 5.0 and state.heading_deg == 90.0
+    assert state.last_seen == {"GLOBAL_POSITION_INT": 3.0, "SYSTEM_TIME": 2.0}
 
 
-def test_reboot_drops_the_boot_offset() -> None:
+def test_system_time_without_gps_time_still_syncs_the_boot_clock() -> None:
     state = VehicleState()
-    apply_message(state, mavlink.MAVLink_system_time_message(1_780_000_000_000_000, 500_000), now=1.0, wall_ms=0)
-    apply_message(state, _position(200), now=2.0, wall_ms=WALL_MS)  # boot clock went back: rebooted
-    assert state.boot_offset_ms is None and state.position_ts_ms == WALL_MS
-
-
-def test_system_time_without_gps_time_is_ignored() -> None:
-    state = VehicleState()
-    apply_message(state, mavlink.MAVLink_system_time_message(0, 5000), now=1.0, wall_ms=WALL_MS)
-    assert state.boot_offset_ms is None
+    assert apply_message(state, mavlink.MAVLink_system_time_message(0, 5000), now=1.0, wall_ms=WALL_MS) == []
+    assert state.clock.drone_offset_ms is None and state.clock.hub_ms(6000) == WALL_MS + 1000
 
 
 def test_battery_sys_status_and_battery_status() -> None:
