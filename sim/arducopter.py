@@ -2,8 +2,11 @@
 
 The MAVLink numbers a ground station sees (flight modes, MAV_RESULT, landed
 states, the mission commands the copter flies), a stored mission item, the
-events the copter raises for its MAVLink endpoint, the parameters it is tuned
-by, and its pre-arm checks. Pure: no state, no I/O.
+events the copter raises for its MAVLink endpoint, the tunables its parameters
+stand for (the parameter table itself is :mod:`sim.mav_params`), its pre-arm and
+arming checks, and what its GCS failsafe does. Each follows a stock ArduCopter 4.7
+with default parameters (FACTS.md): a simulator kinder than the real autopilot
+would hide the hub's mistakes. Pure: no state, no I/O.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, Literal
 
-__all__ = ["ARMABLE_MODES", "FORCE_MAGIC", "MISSION_COMMANDS", "POSITION_MODES", "CopterConfig", "CopterEvent",
-           "LandedState", "MissionItem", "Mode", "NavCmd", "Result", "prearm_failure"]
+__all__ = ["ARMABLE_MODES", "BOOT_TEXT", "FORCE_MAGIC", "HOME_MAX_DISTANCE_M", "MISSION_COMMANDS", "POSITION_MODES",
+           "PREARM_REPORT_S", "REBOOT_FORCE_MAGIC", "ArmingCheck", "CopterConfig", "CopterEvent", "LandedState",
+           "MissionItem", "Mode", "NavCmd", "Result", "arm_failure", "gcs_failsafe_mode", "prearm_failure"]
 
 FORCE_MAGIC: Final = 21196  # param2 of COMPONENT_ARM_DISARM that skips the checks, as in ArduPilot
+REBOOT_FORCE_MAGIC: Final = 20190226  # param6 of PREFLIGHT_REBOOT_SHUTDOWN that reboots even when armed
+BOOT_TEXT: Final = "ArduCopter V4.7.0-dev (sim)"  # the first STATUSTEXT after a boot
+PREARM_REPORT_S: Final = 30.0  # a disarmed copter repeats its failing pre-arm check this often
+HOME_MAX_DISTANCE_M: Final = 50_000.0  # DO_SET_HOME farther than this from the copter is refused
 
 
 class Mode(IntEnum):
@@ -65,6 +73,15 @@ ARMABLE_MODES: Final = frozenset({Mode.STABILIZE, Mode.ALT_HOLD, Mode.GUIDED, Mo
 POSITION_MODES: Final = frozenset({Mode.AUTO, Mode.GUIDED, Mode.LOITER, Mode.RTL})  # refused without a GPS fix
 
 
+class ArmingCheck(IntEnum):
+    """ARMING_CHECK bits (the subset simulated): ALL enables every check, else only the bits set."""
+
+    ALL = 1
+    GPS = 1 << 3
+    INS = 1 << 4  # gyros and accelerometers: an injected sensor fault
+    BATTERY = 1 << 8
+
+
 @dataclass(frozen=True, slots=True)
 class MissionItem:
     """One stored mission item; ``alt`` in the item's ``frame`` (AMSL for 0/5, above home for 3/6)."""
@@ -82,16 +99,17 @@ class MissionItem:
 
 @dataclass(frozen=True, slots=True)
 class CopterEvent:
-    """Something to tell the ground station: a status text, a new current item, an item reached."""
+    """Something to tell the ground station: a status text, a new current item, an item reached, a new home."""
 
-    kind: Literal["text", "mission_current", "item_reached"]
+    kind: Literal["text", "mission_current", "item_reached", "home"]
     value: int = 0  # MAV_SEVERITY for text, the item seq otherwise
     text: str = ""
 
 
 @dataclass(slots=True)
 class CopterConfig:
-    """The tunables, named after the ArduCopter parameters they stand for."""
+    """The tunables, named after the ArduCopter parameters they stand for; defaults are a stock ArduCopter's
+    where one is simulated (FS_GCS_*, MAV_GCS_SYSID, ARMING_CHECK) and the simulator's own otherwise."""
 
     cruise_mps: float = 12.0  # WPNAV_SPEED
     climb_mps: float = 3.0  # WPNAV_SPEED_UP
@@ -109,18 +127,57 @@ class CopterConfig:
     low_battery_pct: float = 20.0  # BATT_LOW, action RTL
     hover_drain_pct_s: float = 100.0 / 1500.0  # a 25-minute hover
     move_drain_pct_m: float = 0.0015  # extra per metre flown at cruise speed
-    gcs_failsafe_s: float | None = None  # FS_GCS_ENABLE off by default
+    fs_gcs_enable: int = 0  # FS_GCS_ENABLE: 0 off (stock), 1 RTL, 2 AUTO goes on else RTL, 3/6 RTL, 4/5/7 LAND
+    fs_gcs_timeout_s: float = 5.0  # FS_GCS_TIMEOUT
+    gcs_sysid: int = 255  # MAV_GCS_SYSID: the only system whose GCS heartbeats count
+    arming_check: int = 1  # ArmingCheck.ALL; ARMING_CHECK: 0 skips the sensor, GPS and battery checks
     gps_error_m: float = 1.5
+    reboot_s: float = 3.0  # how long a reboot keeps the autopilot silent (real time)
+    angle_max_deg: float = 30.0  # ANGLE_MAX (centidegrees there)
+    clock_offset_ms: int = -2650  # the autopilot's clock against the host's: SITL's ran 2.65 s behind (FACTS.md)
 
 
-def prearm_failure(mode: Mode, gps_ok: bool, battery_pct: float, flying: bool, config: CopterConfig) -> str:
-    """The first of ArduCopter's pre-arm checks that fails (reported as "PreArm: ..."), or "" when all pass."""
-    if not gps_ok:
-        return "GPS: no 3D fix"
-    if battery_pct < config.arm_min_battery_pct:
+def _checked(config: CopterConfig, bit: ArmingCheck) -> bool:
+    return bool(config.arming_check & (ArmingCheck.ALL | bit))
+
+
+def prearm_failure(fault: str | None, gps_ok: bool, battery_pct: float, config: CopterConfig) -> str:
+    """The first of ArduCopter's pre-arm checks that fails, or "" when all pass (or ARMING_CHECK skips them).
+
+    The order is ArduPilot's: sensors, then position, then battery.
+    """
+    if fault and _checked(config, ArmingCheck.INS):
+        return fault
+    if not gps_ok and _checked(config, ArmingCheck.GPS):
+        return "Need Position Estimate"
+    if battery_pct < config.arm_min_battery_pct and _checked(config, ArmingCheck.BATTERY):
         return f"Battery 1 below minimum arming capacity ({battery_pct:.0f}%)"
+    return ""
+
+
+def arm_failure(fault: str | None, gps_ok: bool, battery_pct: float, mode: Mode, flying: bool,
+                config: CopterConfig, tilt_deg: float = 0.0) -> str:
+    """Why an arm request is refused (reported as "Arm: ..."), or "" to arm: the pre-arm checks, then the
+    arm-time ones: the copter leaning more than ANGLE_MAX (checked only when arming, so the pre-arm health
+    flag does not show it), and the ones ARMING_CHECK cannot skip (an armable mode, on the ground)."""
+    failure = prearm_failure(fault, gps_ok, battery_pct, config)
+    if failure:
+        return failure
+    if config.arming_check and abs(tilt_deg) > config.angle_max_deg:
+        return "Leaning"
     if flying:
         return "not landed"
     if mode not in ARMABLE_MODES:
         return f"Mode not armable: {mode.name}"
     return ""
+
+
+def gcs_failsafe_mode(fs_gcs_enable: int, mode: Mode) -> Mode | None:
+    """The mode FS_GCS_ENABLE switches to when the GCS is lost in ``mode``; None to carry on.
+
+    SmartRTL, DO_LAND_START and BRAKE are not simulated: 3 and 6 fall back to RTL, 4 and 7 to LAND, as
+    ArduCopter does when it has no SmartRTL path, landing sequence or position to brake at.
+    """
+    if fs_gcs_enable == 0 or (fs_gcs_enable == 2 and mode is Mode.AUTO):
+        return None
+    return Mode.LAND if fs_gcs_enable in (4, 5, 7) else Mode.RTL

@@ -1,12 +1,17 @@
 """A simulated multicopter that behaves like ArduCopter at the MAVLink protocol level.
 
 Pure: time comes in through :meth:`Copter.step`, randomness from a passed
-:class:`random.Random`. Commands return a MAV_RESULT the way ArduCopter 4.x
-answers them (arming-check failures and refused mode changes are FAILED, a
-malformed request DENIED). Things a ground station would be told about
-(mission progress, status texts) queue up as :class:`CopterEvent` for the
-MAVLink endpoint to send. How it flies is :mod:`sim.manoeuvre`; its vocabulary
-(modes, results, mission items, parameters) is :mod:`sim.arducopter`, re-exported here.
+:class:`random.Random`. Commands return a MAV_RESULT the way ArduCopter 4.7
+answers them (arming-check failures and refused mode changes are FAILED with
+the reason in a status text, a malformed request DENIED). Like a stock
+ArduCopter it resets home at every arming unless DO_SET_HOME locked it, applies
+its GCS failsafe only as FS_GCS_ENABLE says and only to heartbeats from
+MAV_GCS_SYSID, repeats a failing pre-arm check every 30 s, and can be powered
+off and booted again (:meth:`Copter.power_off`, :meth:`Copter.boot`). Things a
+ground station would be told about (mission progress, status texts, a new home)
+queue up as :class:`CopterEvent` for the MAVLink endpoint to send. How it flies
+is :mod:`sim.manoeuvre`; its vocabulary (modes, results, mission items, checks)
+is :mod:`sim.arducopter`, re-exported here.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import math
 import random
 from typing import Final
 
-from devices.geo import offset
+from devices.geo import haversine_m, offset
 from sim.arducopter import (
+    BOOT_TEXT,
     FORCE_MAGIC,
+    HOME_MAX_DISTANCE_M,
     MISSION_COMMANDS,
     POSITION_MODES,
+    PREARM_REPORT_S,
     CopterConfig,
     CopterEvent,
     LandedState,
@@ -27,6 +35,8 @@ from sim.arducopter import (
     Mode,
     NavCmd,
     Result,
+    arm_failure,
+    gcs_failsafe_mode,
     prearm_failure,
 )
 from sim.manoeuvre import Body, Flight, Stage, fly_to
@@ -49,6 +59,10 @@ class Copter:
         self.boot_ms = now_ms
         self.flight = Flight(self.dock, self.config)
         self.home_ne = (0.0, 0.0)
+        self.home_amsl = amsl_m
+        self.home_locked = False  # by DO_SET_HOME, until the next boot: arming then keeps home
+        self.fault: str | None = None  # an injected sensor fault, reported as the pre-arm check failing
+        self.tilt_deg = 0.0  # how far it leans on the ground (test hook)
         self.mode = Mode.STABILIZE
         self.armed = False
         self.battery_pct = battery_pct
@@ -61,7 +75,9 @@ class Copter:
         self._auto_running = False
         self._armed_ground_ms = now_ms
         self._low_battery_done = False
-        self._last_gcs_ms: int | None = None
+        self._last_gcs_ms: int | None = None  # the last heartbeat from MAV_GCS_SYSID; None: none since boot
+        self._gcs_failsafe = False
+        self._prearm_report_ms: int | None = None
         self._gps_bias = (0.0, 0.0)
 
     # ---------------------------------------------------------------- reading
@@ -81,10 +97,36 @@ class Copter:
     def gps_ok(self) -> bool:
         return self.gps_fix_type >= 3 and self.satellites >= 6
 
+    @property
+    def home_up(self) -> float:
+        """Home's height above the ground the copter stands on (0 unless DO_SET_HOME raised or lowered it)."""
+        return self.home_amsl - self.dock[2]
+
+    @property
+    def prearm_ok(self) -> bool:
+        """The pre-arm checks pass (MAV_SYS_STATUS_PREARM_CHECK healthy)."""
+        return not prearm_failure(self.fault, self.gps_ok, self.battery_pct, self.config)
+
+    @property
+    def gcs_failsafe(self) -> bool:
+        """The GCS failsafe has fired and no heartbeat from MAV_GCS_SYSID has come since."""
+        return self._gcs_failsafe
+
     def position(self) -> tuple[float, float, float]:
         """True ``(lat, lon, alt above home)``."""
         lat, lon = offset(self.dock[0], self.dock[1], self.body.n, self.body.e)
-        return lat, lon, self.body.alt
+        return lat, lon, self.body.alt - self.home_up
+
+    def amsl(self) -> float:
+        return self.dock[2] + self.body.alt
+
+    def time_boot_ms(self) -> int:
+        """``time_boot_ms``: milliseconds since the autopilot booted."""
+        return (self.now_ms - self.boot_ms) & 0xFFFFFFFF
+
+    def unix_time_us(self) -> int:
+        """The autopilot's own clock (``clock_offset_ms`` off the host's), or 0 while it has no GPS time."""
+        return (self.now_ms + self.config.clock_offset_ms) * 1000 if self.gps_ok else 0
 
     def gps_position(self) -> tuple[float, float]:
         """What the GPS receiver reports: the truth plus a slowly wandering error of a metre or two."""
@@ -92,9 +134,9 @@ class Copter:
         return lat, lon
 
     def home(self) -> tuple[float, float, float]:
-        """``(lat, lon, amsl)`` of home: where the copter last armed."""
+        """``(lat, lon, amsl)`` of home: where the copter last armed, or where DO_SET_HOME put it."""
         lat, lon = offset(self.dock[0], self.dock[1], *self.home_ne)
-        return lat, lon, self.dock[2]
+        return lat, lon, self.home_amsl
 
     def ground_speed(self) -> float:
         return math.hypot(self.body.vn, self.body.ve)
@@ -105,17 +147,20 @@ class Copter:
 
     # --------------------------------------------------------------- commands
     def arm(self, force: bool = False) -> Result:
+        """Arm, or refuse with "Arm: <reason>" (MAV_SEVERITY_ERROR) and FAILED; ``force`` skips the checks."""
         if self.armed:
             return Result.ACCEPTED
         if not force:
-            failure = prearm_failure(self.mode, self.gps_ok, self.battery_pct, self.body.flying, self.config)
+            failure = arm_failure(self.fault, self.gps_ok, self.battery_pct, self.mode, self.body.flying,
+                                  self.config, self.tilt_deg)
             if failure:
-                self._text(3, f"PreArm: {failure}")
+                self._text(3, f"Arm: {failure}")
                 return Result.FAILED
         self.armed = True
         self._armed_ground_ms = self.now_ms
         self._low_battery_done = False
-        self.home_ne = (self.body.n, self.body.e)  # ArduPilot resets home where it arms
+        if not self.home_locked:  # ArduPilot resets home where it arms, unless DO_SET_HOME set it
+            self._set_home(self.body.n, self.body.e, self.amsl())
         self._text(6, "Arming motors")
         return Result.ACCEPTED
 
@@ -148,7 +193,7 @@ class Copter:
         self._auto_running = False
         self.flight.hold_here()
         if new is Mode.RTL:
-            self.flight.stages = self.flight.rtl_stages(self.home_ne)
+            self.flight.stages = self.flight.rtl_stages(self._home_local())
         elif new is Mode.LAND:
             self.flight.stages = [Stage("land")]
         elif new is Mode.AUTO and self.body.flying:
@@ -156,23 +201,56 @@ class Copter:
         return Result.ACCEPTED
 
     def takeoff(self, alt_m: float) -> Result:
-        if self.mode is not Mode.GUIDED or not self.armed or self.body.flying or alt_m <= 0:
+        """Climb to ``alt_m`` above home; refused unless armed on the ground in GUIDED and going up."""
+        target = alt_m + self.home_up
+        if (self.mode is not Mode.GUIDED or not self.armed or self.body.flying or not math.isfinite(target)
+                or target <= self.body.alt):
             return Result.FAILED
-        self.flight.stages = [Stage("takeoff", self.body.n, self.body.e, alt_m)]
+        self.flight.stages = [Stage("takeoff", self.body.n, self.body.e, target)]
         return Result.ACCEPTED
 
     def goto(self, lat: float, lon: float, alt_m: float) -> Result:
         """Fly to a point in GUIDED (``alt_m`` above home) and hover there."""
         if self.mode is not Mode.GUIDED:
             return Result.DENIED
+        if not (math.isfinite(lat) and math.isfinite(lon) and math.isfinite(alt_m)):
+            return Result.DENIED
         if not self.armed or not self.body.flying:
             return Result.FAILED
         n, e = self.flight.local(lat, lon)
-        self.flight.stages = [Stage("goto", n, e, alt_m)]
+        self.flight.stages = [Stage("goto", n, e, alt_m + self.home_up)]
         return Result.ACCEPTED
 
+    def set_home(self, lat: float, lon: float, amsl_m: float) -> Result:
+        """MAV_CMD_DO_SET_HOME to a point: locks home until the next boot; FAILED beyond 50 km of the copter."""
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0 and math.isfinite(amsl_m)):
+            return Result.DENIED
+        here = self.position()
+        if haversine_m(here[0], here[1], lat, lon) > HOME_MAX_DISTANCE_M:
+            return Result.FAILED  # ArduPilot: too far from the EKF origin
+        self.home_locked = True
+        self._set_home(*self.flight.local(lat, lon), amsl_m)
+        return Result.ACCEPTED
+
+    def set_home_here(self) -> Result:
+        """MAV_CMD_DO_SET_HOME with param1 = 1: home where the copter is now (in the air too), locked."""
+        if not self.gps_ok:
+            return Result.FAILED
+        self.home_locked = True
+        self._set_home(self.body.n, self.body.e, self.amsl())
+        return Result.ACCEPTED
+
+    def set_fault(self, text: str | None) -> None:
+        """Inject a sensor fault reported as ``text`` (e.g. "Gyros inconsistent"), or clear it with None."""
+        self.fault = text or None
+
+    def set_tilt(self, degrees: float) -> None:
+        """Stand the copter on a slope of ``degrees`` (test hook): arming is refused with "Arm: Leaning" beyond
+        ANGLE_MAX, an arm-time check that the pre-arm health flag does not show."""
+        self.tilt_deg = degrees
+
     def set_speed(self, mps: float) -> Result:
-        if mps <= 0:
+        if not mps > 0:  # NaN too
             return Result.DENIED
         self.speed_mps = min(mps, 20.0)
         return Result.ACCEPTED
@@ -200,8 +278,40 @@ class Copter:
             self._run_item(seq)
         return Result.ACCEPTED
 
-    def gcs_heartbeat(self) -> None:
+    def gcs_heartbeat(self, system_id: int) -> None:
+        """A GCS heartbeat from ``system_id``: only MAV_GCS_SYSID's feed the GCS failsafe, as in ArduPilot."""
+        if system_id != self.config.gcs_sysid:
+            return
         self._last_gcs_ms = self.now_ms
+        if self._gcs_failsafe:
+            self._gcs_failsafe = False
+            self._text(4, "GCS Failsafe Cleared")
+
+    # ------------------------------------------------------------------ power
+    def power_off(self) -> None:
+        """The autopilot stops: the copter is on the ground below where it was, disarmed (a simulator
+        restart, not physics), and tells nobody."""
+        self.armed = False
+        self.flight.ground()
+        self._auto_running = False
+        self.events = []
+
+    def boot(self, now_ms: int) -> None:
+        """Start again at ``now_ms``: boot clock from 0, STABILIZE, home here and unlocked, no GCS seen.
+
+        Kept, as ArduPilot keeps them in its storage: the configuration (parameters) and the mission.
+        """
+        self.power_off()
+        self.now_ms = self.boot_ms = now_ms
+        self.mode = Mode.STABILIZE
+        self.speed_mps = self.config.cruise_mps
+        self.mission_current = 0
+        self._last_gcs_ms = None
+        self._gcs_failsafe = False
+        self._prearm_report_ms = None
+        self._text(6, BOOT_TEXT)
+        self.home_locked = False
+        self._set_home(self.body.n, self.body.e, self.amsl())
 
     def set_battery(self, pct: float) -> None:
         self.battery_pct = max(0.0, min(100.0, pct))
@@ -220,6 +330,7 @@ class Copter:
         self._gps_bias = (keep * self._gps_bias[0] + self.rng.gauss(0, sigma),
                           keep * self._gps_bias[1] + self.rng.gauss(0, sigma))
         if not self.armed:
+            self._report_prearm()
             return
         before = (self.body.n, self.body.e)
         self._navigate(dt)
@@ -243,15 +354,35 @@ class Copter:
             self._text(2, f"Battery 1 is low {self.battery_pct:.0f}%")
             if self.mode not in (Mode.RTL, Mode.LAND):
                 self._failsafe_rtl()
-        gcs_timeout = cfg.gcs_failsafe_s
-        if (gcs_timeout is not None and self._last_gcs_ms is not None
-                and self.now_ms - self._last_gcs_ms > gcs_timeout * 1000 and self.mode not in (Mode.RTL, Mode.LAND)):
-            self._text(2, "GCS Failsafe")
+        self._gcs_failsafe_check()
+
+    def _gcs_failsafe_check(self) -> None:
+        """FS_GCS_ENABLE: after a heartbeat from MAV_GCS_SYSID, none for FS_GCS_TIMEOUT while flying."""
+        cfg = self.config
+        if (cfg.fs_gcs_enable == 0 or self._gcs_failsafe or self._last_gcs_ms is None
+                or self.now_ms - self._last_gcs_ms <= cfg.fs_gcs_timeout_s * 1000):
+            return
+        self._gcs_failsafe = True
+        self._text(2, "GCS Failsafe")
+        target = gcs_failsafe_mode(cfg.fs_gcs_enable, self.mode)
+        if target is Mode.RTL and self.mode not in (Mode.RTL, Mode.LAND):
             self._failsafe_rtl()
+        elif target is Mode.LAND:
+            self.set_mode(Mode.LAND)
 
     def _failsafe_rtl(self) -> None:
         if self.set_mode(Mode.RTL) is not Result.ACCEPTED:
             self.set_mode(Mode.LAND)
+
+    def _report_prearm(self) -> None:
+        """ArduPilot repeats a failing pre-arm check as "PreArm: <reason>" every 30 s while disarmed."""
+        due = self._prearm_report_ms is None or self.now_ms - self._prearm_report_ms >= PREARM_REPORT_S * 1000
+        if not due:
+            return
+        failure = prearm_failure(self.fault, self.gps_ok, self.battery_pct, self.config)
+        if failure:
+            self._prearm_report_ms = self.now_ms
+            self._text(3, f"PreArm: {failure}")
 
     # ------------------------------------------------------------- navigation
     def _navigate(self, dt: float) -> None:
@@ -287,7 +418,7 @@ class Copter:
     def _run_item(self, seq: int) -> None:
         self.mission_current = seq
         self.events.append(CopterEvent("mission_current", seq))
-        stages = self.flight.item_stages(self.mission[seq], seq, self.home_ne)
+        stages = self.flight.item_stages(self.mission[seq], seq, self._home_local())
         if stages is not None:
             self.flight.stages = stages
 
@@ -296,7 +427,16 @@ class Copter:
         self.armed = False
         self.flight.ground()
         self._auto_running = False
+        self._gcs_failsafe = False
         self._text(6, "Disarming motors")
+
+    def _home_local(self) -> tuple[float, float, float]:
+        return self.home_ne[0], self.home_ne[1], self.home_up
+
+    def _set_home(self, n: float, e: float, amsl_m: float) -> None:
+        self.home_ne = (n, e)
+        self.home_amsl = amsl_m
+        self.events.append(CopterEvent("home"))  # ArduPilot sends HOME_POSITION whenever home changes
 
     def _text(self, severity: int, text: str) -> None:
         self.events.append(CopterEvent("text", severity, text))

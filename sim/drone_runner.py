@@ -35,12 +35,15 @@ from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, camera_id, drone_docks, fleet_entries, police_stations
 from sim.video_devices import SimCameras
 
-__all__ = ["CAMERA_KIND", "DroneCameras", "city_docks", "drone_keys", "read_keys", "run_drones", "write_fleet",
-           "write_keys"]
+__all__ = ["CAMERA_KIND", "FLEET_PARAMS", "DroneCameras", "city_docks", "drone_keys", "read_keys", "run_drones",
+           "write_fleet", "write_keys"]
 
 log = logging.getLogger(__name__)
 
 CAMERA_KIND: Final = "camera"
+# How a police fleet sets its copters up where they differ from ArduCopter's defaults: the link failsafe on
+# (RTL when the hub's heartbeats stop; the hub is system 255, ArduCopter's default ground station).
+FLEET_PARAMS: Final[dict[str, float]] = {"FS_GCS_ENABLE": 1.0}
 _CONNECT_WAIT_S: Final = 5.0  # then the clients go on retrying in the background
 
 
@@ -174,14 +177,17 @@ class DroneCameras:
 
 async def run_drones(docks: list[DroneDock], gcs: tuple[str, int], duration_s: float | None = None,
                      mqtt_url: str | None = None, keys: dict[str, bytes] | None = None,
-                     login: CameraLogin | None = None) -> None:
+                     login: CameraLogin | None = None, params: dict[str, float] | None = None) -> None:
     """Fly the simulated drones of ``docks``, talking MAVLink 2 to the ground station at ``gcs``, until cancelled.
 
     ``keys``: the drones' signing keys (the hub's key file, :func:`drone_keys`); ``{}`` flies them unsigned.
     With ``mqtt_url`` (or ``login``), every drone's camera joins the broker too and streams when the hub asks;
     ``login(device_id, unit_id)`` gives each camera its own login's URL (see :func:`rest_login`).
+    ``params``: the autopilots' parameters where they differ from a stock ArduCopter's; by default
+    :data:`FLEET_PARAMS`, a police fleet's (link failsafe on), ``{}`` for stock copters.
     """
-    async with DroneFleetSim(docks, gcs, keys=keys) as fleet, contextlib.AsyncExitStack() as stack:
+    params = dict(FLEET_PARAMS) if params is None else params
+    async with DroneFleetSim(docks, gcs, keys=keys, params=params) as fleet, contextlib.AsyncExitStack() as stack:
         if mqtt_url is not None or login is not None:
             await stack.enter_async_context(DroneCameras(fleet, mqtt_url or "", login=login))
         if duration_s is None:

@@ -2,18 +2,23 @@
 
 Each drone has its own UDP socket and its own system id (component 1), sends
 its streams to a ground-station address like ArduPilot's ``--out udp:HOST:PORT``
-and answers requests to wherever they came from. The codec is pymavlink's
-(with MAVLink 2 signing); the transport is our own asyncio datagram endpoint,
-and one tick task drives every :class:`~sim.copter.Copter` and its streams.
-What a drone sends and answers is in :mod:`sim.mav_telemetry`,
-:mod:`sim.mav_commands` and :mod:`sim.mav_mission`. None of them shares code
-with the hub's ``drone/`` package, so each side checks the other.
+and answers requests to wherever they came from. Like a stock ArduCopter it
+streams nothing but its heartbeat until a ground station asks
+(SET_MESSAGE_INTERVAL, REQUEST_DATA_STREAM); rates are per drone and lost when
+it reboots (:meth:`SimDrone.reboot`: silent for a while, then back with its
+boot clock at 0). The codec is pymavlink's (with MAVLink 2 signing); the
+transport is our own asyncio datagram endpoint, and one tick task drives every
+:class:`~sim.copter.Copter` and its streams. What a drone sends and answers is
+in :mod:`sim.mav_telemetry`, :mod:`sim.mav_commands`, :mod:`sim.mav_mission`
+and :mod:`sim.mav_params`. None of them shares code with the hub's ``drone/``
+package, so each side checks the other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -27,11 +32,12 @@ from typing import Any, Final, cast
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from sim.arducopter import CopterConfig, Result
+from sim.arducopter import CopterConfig
 from sim.copter import Copter
 from sim.mav_commands import COMMAND_MESSAGES, CommandReceiver
 from sim.mav_mission import MissionReceiver
-from sim.mav_telemetry import DEFAULT_STREAMS, build_message, message_ids
+from sim.mav_params import ParamServer, apply_params
+from sim.mav_telemetry import DEFAULT_STREAMS, StreamRates, build_message
 from sim.stations import DroneDock
 
 __all__ = ["DEFAULT_STREAMS", "DroneCounters", "DroneFleetSim", "SimDrone", "new_keys"]
@@ -48,7 +54,8 @@ class DroneCounters:
     received: int = 0
     refused: int = 0  # unsigned or wrongly signed while signing is on
     bad: int = 0  # CRC errors and other undecodable data
-    dropped: int = 0  # lost to a cut link, either way
+    dropped: int = 0  # lost to a cut link or a reboot, either way
+    failed: int = 0  # messages whose handling raised (logged): a bug in the simulator, never the peer's fault
     ignored: int = 0  # addressed to another system
     commands: int = 0
     unsupported: int = 0
@@ -57,8 +64,7 @@ class DroneCounters:
 class SimDrone(asyncio.DatagramProtocol):
     """One vehicle's MAVLink endpoint: codec, socket, streams, commands and mission transfers."""
 
-    def __init__(self, dock: DroneDock, copter: Copter, gcs: tuple[str, int], key: bytes | None,
-                 boot_wall_s: float) -> None:
+    def __init__(self, dock: DroneDock, copter: Copter, gcs: tuple[str, int], key: bytes | None) -> None:
         self.dock = dock
         self.copter = copter
         self.gcs = gcs
@@ -70,14 +76,14 @@ class SimDrone(asyncio.DatagramProtocol):
             self.mav.signing.sign_outgoing = True
             self.mav.signing.timestamp = int((time.time() - _SIGNING_EPOCH_S) * 100_000)
             self.mav.check_signature = self._check_signature
-        self.streams: dict[int, float] = dict(DEFAULT_STREAMS)
-        self._due: dict[int, float] = {}
+        self.rates = StreamRates()
         self.cut_until = 0.0
+        self.down_until: float | None = None  # rebooting: silent until then (monotonic)
         self.transport: asyncio.DatagramTransport | None = None
         self._dest = gcs
         self.commands = CommandReceiver(self)
         self.missions = MissionReceiver(self)
-        self._boot_wall_s = boot_wall_s
+        self.params = ParamServer(self)
 
     # ------------------------------------------------------------ transport
     @property
@@ -95,7 +101,7 @@ class SimDrone(asyncio.DatagramProtocol):
 
     def write(self, buf: bytes) -> None:
         """The file pymavlink's ``MAVLink.send`` writes to: one datagram per message."""
-        if self.transport is None or self.cut:
+        if self.transport is None or self.cut or self.rebooting:
             self.counters.dropped += 1
             return
         self.transport.sendto(buf, self._dest)
@@ -105,12 +111,27 @@ class SimDrone(asyncio.DatagramProtocol):
     def cut(self) -> bool:
         return time.monotonic() < self.cut_until
 
+    @property
+    def streams(self) -> dict[int, float]:
+        """Message id -> interval in seconds (real time) of what the drone streams now."""
+        return self.rates.intervals
+
+    @property
+    def rebooting(self) -> bool:
+        return self.down_until is not None
+
     def send(self, msg: Any, to: tuple[str, int] | None = None) -> None:
         self._dest = to or self.gcs
         self.mav.send(msg)
 
+    def send_all(self, msg: Any, also: tuple[str, int] | None = None) -> None:
+        """To the ground station and to ``also`` (a requester elsewhere): ArduPilot sends these on every link."""
+        self.send(msg)
+        if also is not None and also != self.gcs:
+            self.send(msg, also)
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.cut:
+        if self.cut or self.rebooting:
             self.counters.dropped += 1
             return
         for msg in self.mav.parse_buffer(data) or ():
@@ -124,6 +145,7 @@ class SimDrone(asyncio.DatagramProtocol):
             try:
                 self._handle(msg, addr)
             except Exception:  # a bad message is rejected with a reason, never kills the endpoint
+                self.counters.failed += 1
                 log.exception("%s: cannot handle %s", self.drone_id, msg.get_type())
 
     def _check_signature(self, msgbuf: bytearray, src_system: int, src_component: int) -> bool:
@@ -138,20 +160,29 @@ class SimDrone(asyncio.DatagramProtocol):
 
     # -------------------------------------------------------------- streams
     def tick(self, sim_ms: int, now: float) -> None:
+        if self.down_until is not None:
+            if now < self.down_until:
+                return
+            self._boot(sim_ms)
         self.copter.step(sim_ms)
+        self.flush_events()
+        for msg_id in self.rates.due(now):
+            self.send_by_id(msg_id)
+        self.missions.tick(now)
+        self.params.tick()
+
+    def flush_events(self, also: tuple[str, int] | None = None) -> None:
+        """Tell the ground station what the copter has to say (status texts, mission progress, a new home)
+        now, e.g. a refusal's reason just before the refused command's ACK."""
         for event in self.copter.drain_events():
             if event.kind == "text":
-                self.send(self.mav.statustext_encode(event.value, event.text[:50].encode()))
+                self.send_all(self.mav.statustext_encode(event.value, event.text[:50].encode()), also)
             elif event.kind == "mission_current":
                 self.send_by_id(M.MAVLINK_MSG_ID_MISSION_CURRENT)
+            elif event.kind == "home":
+                self.send_by_id(M.MAVLINK_MSG_ID_HOME_POSITION)
             else:
                 self.send(self.mav.mission_item_reached_encode(event.value))
-        for msg_id, interval in self.streams.items():
-            if interval > 0 and now >= self._due.get(msg_id, 0.0):
-                self.send_by_id(msg_id)
-                # Keep the phase but never try to catch up on a burst of missed sends.
-                self._due[msg_id] = max(self._due.get(msg_id, now) + interval, now + interval / 2)
-        self.missions.tick(now)
 
     def send_by_id(self, msg_id: int, to: tuple[str, int] | None = None) -> bool:
         """Send the current value of message ``msg_id``; False for one the drone does not send."""
@@ -161,28 +192,30 @@ class SimDrone(asyncio.DatagramProtocol):
         self.send(msg, to)
         return True
 
-    def set_interval(self, msg_id: int, interval_us: float) -> int:
-        """MAV_CMD_SET_MESSAGE_INTERVAL: a negative interval stops a stream, 0 restores its default rate."""
-        if msg_id not in message_ids():
-            return Result.FAILED
-        if interval_us < 0:
-            self.streams[msg_id] = 0.0
-        elif interval_us == 0:
-            self.streams[msg_id] = DEFAULT_STREAMS.get(msg_id, 0.0)
-        else:
-            self.streams[msg_id] = max(interval_us / 1e6, 0.02)
-        self._due[msg_id] = 0.0
-        return Result.ACCEPTED
+    # -------------------------------------------------------------- reboot
+    def reboot(self, down_s: float) -> None:
+        """Power-cycle the autopilot: silent (sends and hears nothing) for ``down_s`` of real time, then it
+        boots (:meth:`_boot`). The copter drops to the ground below where it was, disarmed."""
+        self.down_until = time.monotonic() + max(0.0, down_s)
+        self.copter.power_off()
+        self.missions.addr = None  # an upload under way dies with the autopilot
+        self.params.reset()
+        self.commands.reset()
 
-    def sim_time_us(self) -> int:
-        return int(self._boot_wall_s * 1e6) + (self.copter.now_ms - self.copter.boot_ms) * 1000
+    def _boot(self, sim_ms: int) -> None:
+        """Back from a reboot: stock stream rates, boot clock from 0, sequence numbers from 0; parameters,
+        signing key and stored mission kept (ArduPilot keeps them in its storage)."""
+        self.down_until = None
+        self.rates.reset()
+        self.mav.seq = 0
+        self.copter.boot(sim_ms)
 
     # ------------------------------------------------------------- dispatch
     def _handle(self, msg: Any, addr: tuple[str, int]) -> None:
         kind = msg.get_type()
         if kind == "HEARTBEAT":
             if msg.type == M.MAV_TYPE_GCS:
-                self.copter.gcs_heartbeat()
+                self.copter.gcs_heartbeat(msg.get_srcSystem())
             return
         target = getattr(msg, "target_system", None)
         if target is not None and target not in (0, self.dock.system_id):
@@ -191,7 +224,9 @@ class SimDrone(asyncio.DatagramProtocol):
         src = (msg.get_srcSystem(), msg.get_srcComponent())
         if kind in COMMAND_MESSAGES:
             self.commands.handle(kind, msg, src, addr)
-        else:
+        elif kind == "REQUEST_DATA_STREAM":
+            self.rates.request_data_stream(msg.req_stream_id, msg.req_message_rate, msg.start_stop)
+        elif not self.params.handle(kind, msg, addr):
             self.missions.handle(kind, msg, src, addr)
 
 
@@ -203,17 +238,23 @@ def new_keys(docks: Iterable[DroneDock]) -> dict[str, bytes]:
 class DroneFleetSim:
     """N simulated drones on one asyncio loop; ``async with`` binds their sockets and starts the tick.
 
-    ``speed`` runs the flight physics faster than real time (links, streams and
-    timeouts stay in real time, as a ground station expects). ``keys`` maps a
+    ``speed`` runs the copters' clocks and flight physics faster than real time;
+    the autopilot's own intervals (FS_GCS_TIMEOUT, the 30 s PreArm report) are on
+    that clock, while links, stream rates and reboots stay in real time, as a
+    ground station expects (so with ``speed`` S a 1 Hz GCS heartbeat is S
+    simulated seconds apart: keep FS_GCS_TIMEOUT above that). ``keys`` maps a
     drone id to its MAVLink 2 signing key; a drone not in it flies unsigned.
     Without ``keys`` every drone signs with a fresh key (``self.keys``, to give the
     ground station): a fielded drone signs, so the simulator does by default too.
-    Unsigned drones take an explicit ``keys={}``.
+    Unsigned drones take an explicit ``keys={}``. ``config`` is copied per drone
+    and ``params`` (ArduCopter names, e.g. ``{"FS_GCS_ENABLE": 1}``) applied to
+    every copy: each drone then has its own parameters (:meth:`set_param`).
     """
 
     def __init__(self, docks: Iterable[DroneDock], gcs: tuple[str, int] = ("127.0.0.1", 14550), *,
                  host: str = "127.0.0.1", speed: float = 1.0, seed: int = 1, tick_hz: float = 20.0,
-                 keys: dict[str, bytes] | None = None, config: CopterConfig | None = None) -> None:
+                 keys: dict[str, bytes] | None = None, config: CopterConfig | None = None,
+                 params: dict[str, float] | None = None) -> None:
         self.docks = list(docks)
         self.gcs = gcs
         self.host = host
@@ -223,10 +264,12 @@ class DroneFleetSim:
         self._mono0 = time.monotonic()
         rng = random.Random(seed)
         self.keys: dict[str, bytes] = new_keys(self.docks) if keys is None else dict(keys)
+        base = dataclasses.replace(config or CopterConfig())
+        apply_params(base, params or {})
         now = self.sim_now_ms()
-        self.drones = [
-            SimDrone(d, Copter(d.lat, d.lon, d.amsl_m, now, random.Random(rng.random()), config),
-                     gcs, self.keys.get(d.drone_id), self._wall0)
+        self.drones = [  # each its own copy of the config: parameters are per autopilot
+            SimDrone(d, Copter(d.lat, d.lon, d.amsl_m, now, random.Random(rng.random()), dataclasses.replace(base)),
+                     gcs, self.keys.get(d.drone_id))
             for d in self.docks
         ]
         self._by_id = {d.drone_id: d for d in self.drones}
@@ -255,6 +298,23 @@ class DroneFleetSim:
 
     def set_battery(self, drone_id: str, pct: float) -> None:
         self.drone(drone_id).copter.set_battery(pct)
+
+    def set_fault(self, drone_id: str, text: str | None) -> None:
+        """Inject a sensor fault the pre-arm checks report as ``text`` (e.g. "Gyros inconsistent"); None clears."""
+        self.drone(drone_id).copter.set_fault(text)
+
+    def set_param(self, drone_id: str, name: str, value: float) -> float:
+        """Set one drone's parameter as a PARAM_SET would (no PARAM_VALUE is sent); the stored value.
+        KeyError for an unknown name, ValueError for a value out of range."""
+        return self.drone(drone_id).params.set(name, value)
+
+    def get_param(self, drone_id: str, name: str) -> float:
+        return self.drone(drone_id).params.get(name)
+
+    def power_cycle(self, drone_id: str, down_s: float = 3.0) -> None:
+        """Reboot the drone's autopilot at any time, even in flight: silent for ``down_s`` (real time), then
+        back on the ground below where it was, disarmed, with its boot clock from 0 and stock stream rates."""
+        self.drone(drone_id).reboot(down_s)
 
     def counters(self) -> dict[str, DroneCounters]:
         return {d.drone_id: d.counters for d in self.drones}

@@ -4,7 +4,10 @@ A manoeuvre (take off, go to a point, RTL, one mission item) is a list of
 :class:`Stage`; :meth:`Flight.step` flies the first one for a tick and says
 when it is done. The :class:`Body` moves in a local north/east plane around the dock
 with cruise and climb limits, an acceleration limit and a braking curve into
-each target (:func:`fly_to`). Pure: time comes in as ``dt`` and ``now_ms``.
+each target (:func:`fly_to`). Altitudes are above the ground (flat, at the dock's
+level); ``home`` is ``(north, east, up)``, ``up`` being home's height above that ground
+(0 unless DO_SET_HOME moved it), since RTL_ALT and relative mission altitudes are above home.
+Pure: time comes in as ``dt`` and ``now_ms``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Stage:
 class Body:
     n: float = 0.0  # metres north of the dock
     e: float = 0.0
-    alt: float = 0.0  # metres above home
+    alt: float = 0.0  # metres above the ground (the dock's level)
     vn: float = 0.0
     ve: float = 0.0
     vz: float = 0.0  # up positive
@@ -78,18 +81,18 @@ class Flight:
         k = math.radians(1.0) * EARTH_RADIUS_M
         return (lat - self.dock[0]) * k, (lon - self.dock[1]) * k * math.cos(math.radians(self.dock[0]))
 
-    def rtl_stages(self, home_ne: tuple[float, float]) -> list[Stage]:
-        """Climb to RTL_ALT (or stay higher), fly home, loiter RTL_LOIT_TIME, land."""
-        b, (hn, he) = self.body, home_ne
-        alt = max(self.config.rtl_alt_m, b.alt)
+    def rtl_stages(self, home: tuple[float, float, float]) -> list[Stage]:
+        """Climb to RTL_ALT above home (or stay higher), fly home, loiter RTL_LOIT_TIME, land."""
+        b, (hn, he, up) = self.body, home
+        alt = max(self.config.rtl_alt_m + up, b.alt)
         return [Stage("climb", b.n, b.e, alt), Stage("goto", hn, he, alt),
                 Stage("wait", seconds=self.config.rtl_loiter_s), Stage("land")]
 
-    def item_stages(self, item: MissionItem, seq: int, home_ne: tuple[float, float]) -> list[Stage] | None:
+    def item_stages(self, item: MissionItem, seq: int, home: tuple[float, float, float]) -> list[Stage] | None:
         """The stages that fly mission item ``seq``; None for a command the copter cannot fly."""
         b = self.body
         n, e = self.local(item.lat, item.lon) if item.lat or item.lon else (b.n, b.e)
-        alt = item.alt - self.dock[2] if item.frame not in _RELATIVE_FRAMES else item.alt
+        alt = item.alt - self.dock[2] if item.frame not in _RELATIVE_FRAMES else item.alt + home[2]
         reached = Stage("reached", seq=seq)
         if item.command == NavCmd.TAKEOFF:
             kind: Literal["takeoff", "climb"] = "climb" if b.flying else "takeoff"
@@ -99,7 +102,7 @@ class Flight:
             hold = item.param1 if item.param1 > 0 else 0.0
             return [Stage("goto", n, e, alt), reached, Stage("wait", seconds=hold)]
         if item.command == NavCmd.RETURN_TO_LAUNCH:
-            return [*self.rtl_stages(home_ne), reached]  # reported on touchdown
+            return [*self.rtl_stages(home), reached]  # reported on touchdown
         if item.command == NavCmd.LAND:
             return [Stage("goto", n, e, b.alt), Stage("land"), reached]
         return None

@@ -92,7 +92,7 @@ def camera_id(drone_id: str) -> str:
 def fleet_entries(docks: list[DroneDock]) -> list[dict[str, object]]:
     """The hub's drone fleet file (``FIELDHUB_DRONES``) for these docks; every drone carries a camera."""
     return [{"drone_id": d.drone_id, "system_id": d.system_id, "name": d.drone_id, "camera": camera_id(d.drone_id),
-             "dock": {"lat": d.lat, "lon": d.lon, "name": d.station_name}} for d in docks]
+             "dock": {"lat": d.lat, "lon": d.lon, "name": d.station_name, "amsl": d.amsl_m}} for d in docks]
 
 
 def _distance(city: City, a: int, b: int) -> float:

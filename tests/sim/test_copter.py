@@ -15,7 +15,7 @@ T0 = 1_795_000_000_000
 DOCK = (34.2610, 117.1859, 40.0)
 
 
-def make(**config: float) -> Copter:
+def make(**config: Any) -> Copter:
     return Copter(*DOCK, T0, random.Random(3), CopterConfig(**config))
 
 
@@ -34,7 +34,7 @@ def note(seen: list[Any], *values: Any) -> bool:
     return False
 
 
-def flying(alt: float = 20.0, **config: float) -> Copter:
+def flying(alt: float = 20.0, **config: Any) -> Copter:
     c = make(**config)
     assert c.set_mode(Mode.GUIDED) == Result.ACCEPTED
     assert c.arm() == Result.ACCEPTED
@@ -67,7 +67,7 @@ def test_arming_checks_and_force(setup: Callable[[Copter], object], force: bool,
     assert c.arm(force=force) == expected
     assert c.armed is armed
     texts = [e.text for e in c.drain_events() if e.kind == "text"]
-    assert any(t.startswith("PreArm") for t in texts) is (expected == Result.FAILED)
+    assert any(t.startswith("Arm: ") for t in texts) is (expected == Result.FAILED)
 
 
 def test_force_magic_is_ardupilots() -> None:
@@ -252,12 +252,53 @@ def test_auto_disarm_after_delay_on_the_ground() -> None:
     assert not c.armed
 
 
-def test_gcs_failsafe_only_when_enabled() -> None:
-    for timeout, expected in ((None, Mode.GUIDED), (5.0, Mode.RTL)):
-        c = flying(gcs_failsafe_s=timeout) if timeout else flying()
-        c.gcs_heartbeat()
-        c.step(c.now_ms + 6_000)
-        assert c.mode is expected
+@pytest.mark.parametrize(
+    ("enable", "mode", "expected"),
+    [(0, Mode.GUIDED, Mode.GUIDED), (1, Mode.GUIDED, Mode.RTL), (2, Mode.GUIDED, Mode.RTL),
+     (2, Mode.AUTO, Mode.AUTO), (3, Mode.GUIDED, Mode.RTL), (4, Mode.GUIDED, Mode.LAND),
+     (5, Mode.GUIDED, Mode.LAND), (6, Mode.GUIDED, Mode.RTL)],
+)
+def test_gcs_failsafe_follows_fs_gcs_enable(enable: int, mode: Mode, expected: Mode) -> None:
+    c = flying(fs_gcs_enable=enable)
+    if mode is Mode.AUTO:
+        c.set_mission(_mission())
+        assert c.set_mode(Mode.AUTO) == Result.ACCEPTED
+    c.gcs_heartbeat(255)
+    c.step(c.now_ms + 4_900)
+    assert c.mode is mode and not c.gcs_failsafe  # FS_GCS_TIMEOUT is 5 s
+    c.step(c.now_ms + 300)
+    assert c.mode is expected and c.gcs_failsafe is (enable != 0)
+    texts = [e.text for e in c.drain_events() if e.kind == "text"]
+    assert ("GCS Failsafe" in texts) is (enable != 0)
+    c.gcs_heartbeat(255)
+    assert not c.gcs_failsafe
+
+
+def test_gcs_failsafe_needs_a_heartbeat_from_mav_gcs_sysid_first() -> None:
+    c = flying(fs_gcs_enable=1, gcs_sysid=250)
+    c.step(c.now_ms + 30_000)
+    assert c.mode is Mode.GUIDED  # never heard its GCS: nothing to lose
+    c.gcs_heartbeat(255)  # not MAV_GCS_SYSID: does not count
+    c.step(c.now_ms + 30_000)
+    assert c.mode is Mode.GUIDED
+    c.gcs_heartbeat(250)
+    c.step(c.now_ms + 5_200)
+    assert c.mode is Mode.RTL
+
+
+def test_gcs_failsafe_waits_for_fs_gcs_timeout_and_not_on_the_ground() -> None:
+    c = flying(fs_gcs_enable=1, fs_gcs_timeout_s=20.0)
+    c.gcs_heartbeat(255)
+    c.step(c.now_ms + 19_000)
+    assert c.mode is Mode.GUIDED
+    c.step(c.now_ms + 1_500)
+    assert c.mode is Mode.RTL
+    parked = make(fs_gcs_enable=1)
+    parked.gcs_heartbeat(255)
+    parked.set_mode(Mode.GUIDED)
+    parked.arm()
+    parked.step(parked.now_ms + 8_000)
+    assert parked.mode is Mode.GUIDED and parked.armed  # armed on the ground: not flying, no failsafe
 
 
 def test_gps_noise_is_a_few_metres_and_wanders_slowly() -> None:
@@ -275,13 +316,136 @@ def test_gps_noise_is_a_few_metres_and_wanders_slowly() -> None:
     assert max(jumps) < 1.0  # correlated error: no white-noise jitter between fixes
 
 
+def land_at(c: Copter, lat: float, lon: float) -> None:
+    c.goto(lat, lon, 20.0)
+    run_until(c, lambda c: distance_to(c, lat, lon) < 0.5)
+    c.set_mode(Mode.LAND)
+    run_until(c, lambda c: not c.armed)
+
+
 def test_home_is_reset_where_it_arms() -> None:
     c = flying()
     spot = offset(DOCK[0], DOCK[1], 100.0, 0.0)
-    c.goto(*spot, 20.0)
-    run_until(c, lambda c: distance_to(c, *spot) < 0.5)
-    c.set_mode(Mode.LAND)
-    run_until(c, lambda c: not c.armed)
+    land_at(c, *spot)
+    c.drain_events()
     c.set_mode(Mode.GUIDED)
     c.arm()
     assert haversine_m(*c.home()[:2], *spot) < 1.0
+    assert c.home()[2] == DOCK[2] and not c.home_locked
+    assert [e.kind for e in c.drain_events()].count("home") == 1  # HOME_POSITION goes out unasked
+
+
+def test_set_home_locks_it_over_arming_and_rtl_lands_there() -> None:
+    c = flying(rtl_loiter_s=0.0)
+    assert c.set_home(DOCK[0], DOCK[1], DOCK[2]) == Result.ACCEPTED and c.home_locked
+    spot = offset(DOCK[0], DOCK[1], 0.0, 150.0)
+    land_at(c, *spot)
+    c.set_mode(Mode.GUIDED)
+    assert c.arm() == Result.ACCEPTED
+    assert haversine_m(*c.home()[:2], DOCK[0], DOCK[1]) < 0.01  # kept: DO_SET_HOME locked it
+    c.takeoff(20.0)
+    run_until(c, lambda c: c.landed_state is LandedState.IN_AIR)
+    c.set_mode(Mode.RTL)
+    run_until(c, lambda c: not c.armed)
+    assert distance_to(c, DOCK[0], DOCK[1]) < 1.0
+
+
+def test_set_home_in_flight_refusals_and_relative_altitudes() -> None:
+    c = flying(30.0)
+    assert c.set_home(*offset(DOCK[0], DOCK[1], 50_100.0, 0.0), DOCK[2]) == Result.FAILED  # too far
+    assert c.set_home(float("nan"), DOCK[1], DOCK[2]) == Result.DENIED
+    assert c.set_home(91.0, DOCK[1], DOCK[2]) == Result.DENIED
+    assert c.home_locked is False
+    assert c.set_home_here() == Result.ACCEPTED  # in the air: home is up here, as in ArduPilot
+    assert c.home()[2] == pytest.approx(DOCK[2] + 30.0, abs=0.5)
+    assert c.position()[2] == pytest.approx(0.0, abs=0.5)  # altitudes are above home
+    c.set_home(DOCK[0], DOCK[1], DOCK[2] + 10.0)
+    assert c.position()[2] == pytest.approx(20.0, abs=0.5)
+    c.goto(DOCK[0], DOCK[1], 15.0)  # 15 m above a home 10 m up
+    run_until(c, lambda c: distance_to(c, DOCK[0], DOCK[1]) < 0.5 and abs(c.body.alt - 25.0) < 0.2)
+
+
+def test_prearm_checks_order_reasons_and_arming_check() -> None:
+    c = make()
+    c.set_fault("Gyros inconsistent")
+    c.gps_fix_type = 1
+    c.set_battery(10.0)
+    reasons: list[str] = []
+    for clear in (lambda: c.set_fault(None), lambda: setattr(c, "gps_fix_type", 3), lambda: c.set_battery(90)):
+        assert c.arm() == Result.FAILED and not c.prearm_ok
+        reasons += [e.text for e in c.drain_events() if e.kind == "text" and e.text.startswith("Arm: ")]
+        clear()
+    assert [r.split(" (")[0] for r in reasons] == [
+        "Arm: Gyros inconsistent", "Arm: Need Position Estimate", "Arm: Battery 1 below minimum arming capacity"]
+    assert c.prearm_ok
+    skipped = make(arming_check=0)
+    skipped.set_fault("Gyros inconsistent")
+    skipped.gps_fix_type = 0
+    assert skipped.prearm_ok
+    skipped.set_mode(Mode.ALT_HOLD)
+    assert skipped.arm() == Result.ACCEPTED
+    mode_refused = make(arming_check=0)
+    mode_refused.set_mode(Mode.LAND)
+    assert mode_refused.arm() == Result.FAILED  # ARMING_CHECK does not skip the mode check
+    assert [e.text for e in mode_refused.drain_events()] == ["Arm: Mode not armable: LAND"]
+    only_gps = make(arming_check=8)  # ArmingCheck.GPS alone: the sensor fault is not checked
+    only_gps.set_fault("Gyros inconsistent")
+    assert only_gps.prearm_ok
+    only_gps.gps_fix_type = 0
+    assert not only_gps.prearm_ok
+
+
+def test_failing_prearm_is_repeated_every_30_s_while_disarmed() -> None:
+    c = make()
+    c.set_fault("Gyros inconsistent")
+    times: list[int] = []
+    for k in range(1, 4 * 70 + 1):  # 70 s in 250 ms steps
+        c.step(T0 + k * 250)
+        times += [c.now_ms - T0 for e in c.drain_events() if e.text == "PreArm: Gyros inconsistent"]
+    assert times == [250, 30_250, 60_250]  # at once, then every 30 s (seen at the end of each 250 ms step)
+    c.set_fault(None)
+    c.step(c.now_ms + 60_000)
+    assert c.drain_events() == []
+
+
+def test_power_off_and_boot_keep_mission_and_config() -> None:
+    c = flying(disarm_delay_s=7.0)
+    c.set_mission(_mission())
+    spot = offset(DOCK[0], DOCK[1], 80.0, 0.0)
+    c.goto(*spot, 20.0)
+    run_until(c, lambda c: distance_to(c, *spot) < 1.0)
+    c.set_home(DOCK[0], DOCK[1], DOCK[2])
+    c.power_off()
+    assert not c.armed and c.body.alt == 0.0 and c.landed_state is LandedState.ON_GROUND
+    assert distance_to(c, *spot) < 1.0  # on the ground below where it was
+    c.boot(c.now_ms + 3_000)
+    assert c.time_boot_ms() == 0 and c.mode is Mode.STABILIZE and not c.armed
+    assert not c.home_locked and haversine_m(*c.home()[:2], *spot) < 1.0
+    assert [e.text for e in c.drain_events() if e.kind == "text"] == ["ArduCopter V4.7.0-dev (sim)"]
+    assert len(c.mission) == 5 and c.config.disarm_delay_s == 7.0
+    c.step(c.now_ms + 1_500)
+    assert c.time_boot_ms() == 1_500
+
+
+def test_a_boot_forgets_the_gcs_it_had_heard() -> None:
+    c = flying(fs_gcs_enable=1)
+    c.gcs_heartbeat(255)
+    c.power_off()
+    c.boot(c.now_ms + 3_000)
+    c.set_mode(Mode.GUIDED)
+    c.arm()
+    c.takeoff(20.0)
+    c.step(c.now_ms + 30_000)
+    assert c.mode is Mode.GUIDED and c.landed_state is LandedState.IN_AIR  # no GCS since boot: nothing lost
+    c.gcs_heartbeat(255)
+    c.step(c.now_ms + 5_200)
+    assert c.mode is Mode.RTL
+
+
+def test_clock_runs_with_its_offset_and_needs_a_fix() -> None:
+    c = make()
+    assert c.unix_time_us() == (T0 - 2650) * 1000
+    c.step(T0 + 1_000)
+    assert c.unix_time_us() == (T0 + 1_000 - 2650) * 1000
+    c.gps_fix_type = 0
+    assert c.unix_time_us() == 0
