@@ -121,7 +121,10 @@ class Settings(BaseSettings):
     # MAVLink 2 key. A fleet drone without a key is refused unless its entry opts in with "unsigned": true;
     # MAVLink from system ids outside the fleet is ignored.
     mavlink_url: str | None = None  # e.g. udpin:0.0.0.0:14550
-    mavlink_system_id: int = 250
+    # The hub's MAVLink system id. 255 because that is the ground station a stock ArduPilot listens to
+    # (MAV_GCS_SYSID, formerly SYSID_MYGCS, defaults to 255): only its heartbeats feed the autopilot's link
+    # failsafe, so with 255 a drone's FS_GCS_ENABLE works without changing MAV_GCS_SYSID.
+    mavlink_system_id: int = Field(default=255, ge=1, le=255)
     drones: Path | None = None
     drone_keys: Path | None = None
     drone_cruise_alt_m: float = 60.0

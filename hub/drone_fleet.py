@@ -18,32 +18,51 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from devices import topics
 from devices.geo import haversine_m
 from devices.payloads import Status
+from drone.state import VehicleState
+from drone.streams import StreamKeeper
 from drone.telemetry import fix_of
 from drone.vehicle import Vehicle
 from hub.config import read_json_file
 from hub.domain.aerial import DroneCandidate
+from hub.domain.drone_readiness import Failsafe, gcs_failsafe
 from hub.errors import HubError
 
-__all__ = ["DroneConfig", "DroneRecord", "FleetConfigError", "Flight", "TelemetryForwarder", "load_fleet",
-           "log_signing", "signing_of"]
+__all__ = ["DroneCommandFailed", "DroneConfig", "DroneNotFound", "DroneRecord", "FleetConfigError", "Flight",
+           "NoDroneAvailable", "TelemetryForwarder", "load_fleet", "log_signing", "prearm_text", "signing_of"]
 
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A position older than this is not where the drone is (streams stopped, or the autopilot rebooted).
+POSITION_MAX_AGE_S = 5.0
 
 
 class FleetConfigError(HubError):
     """The drone fleet file is missing, unreadable or wrong."""
+
+
+class DroneNotFound(HubError):
+    pass
+
+
+class NoDroneAvailable(HubError):
+    pass
+
+
+class DroneCommandFailed(HubError):
+    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # command_rejected, command_timeout, link_lost, signed_no_key, ...
+        self.reason = reason or message  # the short why: the autopilot's own text when it gave one
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,7 @@ class DroneConfig:
     dock_name: str = ""
     camera: str | None = None  # the drone's camera device, if it carries one
     unsigned: bool = False  # the operator let this drone in without MAVLink 2 signing
+    dock_amsl: float | None = None  # the dock's altitude above sea level, if the fleet file gives it
 
     @property
     def devices(self) -> list[str]:
@@ -70,7 +90,7 @@ def signing_of(config: DroneConfig, keyed: bool) -> str:
 
 def load_fleet(path: Path) -> list[DroneConfig]:
     """The fleet file: ``[{"drone_id", "system_id", "name"?, "camera"?, "unsigned"?, "dock": {"lat", "lon",
-    "name"?}}, ...]``."""
+    "name"?, "amsl"?}}, ...]``."""
     data = read_json_file(path, "drone fleet", FleetConfigError)
     if not isinstance(data, list):
         raise FleetConfigError(f"{path}: a list of drones expected")
@@ -79,9 +99,10 @@ def load_fleet(path: Path) -> list[DroneConfig]:
         try:
             dock = d["dock"]
             unsigned = d.get("unsigned", False)
+            amsl = dock.get("amsl")
             cfg = DroneConfig(str(d["drone_id"]), int(d["system_id"]), str(d.get("name") or d["drone_id"]),
                               float(dock["lat"]), float(dock["lon"]), str(dock.get("name") or ""), d.get("camera"),
-                              unsigned is True)
+                              unsigned is True, None if amsl is None else float(amsl))
         except (KeyError, TypeError, ValueError) as exc:
             raise FleetConfigError(f"{path}: drone #{k}: {exc!r}") from exc
         if not isinstance(unsigned, bool):  # "yes", 1, "false": an opt-in out of security must be unmistakable
@@ -92,6 +113,8 @@ def load_fleet(path: Path) -> list[DroneConfig]:
             raise FleetConfigError(f"{path}: drone {cfg.drone_id}: bad camera device id {cfg.camera!r}")
         if not (-90 <= cfg.dock_lat <= 90 and -180 <= cfg.dock_lon <= 180):
             raise FleetConfigError(f"{path}: drone {cfg.drone_id}: dock out of range")
+        if cfg.dock_amsl is not None and not -500.0 <= cfg.dock_amsl <= 9000.0:
+            raise FleetConfigError(f"{path}: drone {cfg.drone_id}: dock amsl {cfg.dock_amsl} m out of range")
         fleet.append(cfg)
     for attr in ("drone_id", "system_id"):
         values = [getattr(c, attr) for c in fleet]
@@ -132,6 +155,10 @@ class Flight:
     phase: str = "launching"  # launching -> en_route -> returning (-> done)
     reason: str = ""  # why it is returning
     rtl_pending: bool = False  # an RTL the hub could not send yet (no link): sent when the link returns
+    airborne: bool = False  # the autopilot reported it in the air during this flight
+    reboots: int = 0  # the autopilot's reboot count when the flight began
+    kind: str = "dispatch"  # dispatch, goto, return_to_dock, mission
+    progress: dict[str, int] | None = None  # a mission's current / total / reached items
 
 
 @dataclass
@@ -141,8 +168,11 @@ class DroneRecord:
     signing: str = "signed"  # see signing_of
     flight: Flight | None = None
     seen: bool = False
+    keeper: StreamKeeper | None = None
+    dock_amsl_seen: float | None = None  # its altitude above sea level when last seen landed on its dock
     last_fix_sent: float = 0.0
     last_view_sent: float = 0.0
+    shown_fresh: bool = False  # whether the last view sent showed a fresh position (a stale one is re-sent)
     last_status: tuple[bool, int | None] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -162,50 +192,40 @@ class DroneRecord:
             return s.landed_state == "on_ground"
         return not s.armed
 
-    def candidate(self, busy_with: str | None) -> DroneCandidate:
+    def dock_amsl(self) -> float | None:
+        """The dock's altitude above sea level: from the fleet file, else as measured on the dock, else where the
+        drone stands now (a drone that never stood on its dock; home then sits at its current ground level)."""
+        if self.config.dock_amsl is not None:
+            return self.config.dock_amsl
+        if self.dock_amsl_seen is not None:
+            return self.dock_amsl_seen
+        return self.vehicle.state.alt_msl_m
+
+    def position_fresh(self, now: float, max_age_s: float = POSITION_MAX_AGE_S) -> bool:
+        seen = self.vehicle.state.last_seen.get("GLOBAL_POSITION_INT")
+        return seen is not None and now - seen <= max_age_s
+
+    def failsafe(self, hub_system_id: int) -> Failsafe:
+        return gcs_failsafe(self.vehicle.state.params, hub_system_id)
+
+    def candidate(self, busy_with: str | None, hub_system_id: int, signed_no_key: bool) -> DroneCandidate:
         s = self.vehicle.state
-        return DroneCandidate(self.drone_id, s.lat, s.lon, s.battery_pct, s.link_ok, s.armed, self.on_ground(),
-                              self.dock_distance_m(), busy_with)
+        fresh = self.position_fresh(time.monotonic())
+        return DroneCandidate(
+            self.drone_id, s.lat if fresh else None, s.lon if fresh else None, s.battery_pct, s.link_ok, s.armed,
+            self.on_ground(), self.dock_distance_m() if fresh else None, busy_with, signing=self.signing,
+            heard=self.seen, signed_no_key=signed_no_key,
+            telemetry_problem=self.keeper.problem() if self.keeper is not None else None,
+            position_fresh=fresh, prearm_ok=s.prearm_ok, prearm_text=prearm_text(s),
+            failsafe=self.failsafe(hub_system_id))
 
-    def link_name(self, refused: Mapping[str, int]) -> str:
-        """``refused_unsigned`` for a drone the link will not hear; ``refused_bad_signature`` for a keyed one
-        heard only with bad signatures so far; else ``unknown`` (never heard), ``ok`` or ``lost``."""
-        if self.signing == "refused":
-            return "refused_unsigned"
-        if not self.seen:
-            return "refused_bad_signature" if refused.get("bad_signature") else "unknown"
-        return "ok" if self.vehicle.state.link_ok else "lost"
 
-    def state_name(self) -> str:
-        s = self.vehicle.state
-        if not self.seen:
-            return "offline"
-        if not s.link_ok:
-            return "unavailable"
-        if self.flight is not None:
-            return "returning" if self.flight.phase == "returning" else "flying"
-        return "ready" if self.on_ground() and not s.armed else "flying"
-
-    def view(self, now_ms: int, on_scene: bool = False, refused: Mapping[str, int] | None = None) -> dict[str, Any]:
-        s, c, f = self.vehicle.state, self.config, self.flight
-        position = None
-        if s.lat is not None and s.lon is not None:
-            position = {"ts": s.position_ts_ms or now_ms, "lat": s.lat, "lon": s.lon, "alt_m": s.relative_alt_m,
-                        "heading": s.heading_deg, "speed": s.ground_speed_mps}
-        state = self.state_name()
-        if on_scene and state == "flying":
-            state = "on_scene"
-        mission = None
-        if f is not None:
-            mission = {"incident_id": f.incident_id, "route": f.route,
-                       "target": {"lat": f.target[0], "lon": f.target[1], "alt_m": f.target[2]}}
-        return {
-            "drone_id": c.drone_id, "unit_id": c.drone_id, "name": c.name, "system_id": c.system_id,
-            "link": self.link_name(refused or {}), "signing": self.signing, "refused": dict(refused or {}),
-            "armed": s.armed, "mode": s.mode, "landed": s.landed_state, "position": position,
-            "battery_pct": s.battery_pct, "dock": {"lat": c.dock_lat, "lon": c.dock_lon, "name": c.dock_name},
-            "state": state, "mission": mission, "updated_at": now_ms,
-        }
+def prearm_text(state: VehicleState) -> str | None:
+    """The autopilot's latest explanation of why it will not arm ("PreArm: ..." or "Arm: ..."), if any."""
+    for text in reversed(state.texts):
+        if text.text.startswith(("PreArm:", "Arm:")):
+            return text.text
+    return None
 
 
 class TelemetryForwarder:

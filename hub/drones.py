@@ -1,15 +1,24 @@
 """Drones in the hub (空地一体): one MAVLink link, drone units on the map, drone dispatch, operator commands.
 
-:class:`DroneService` opens the MAVLink link (:mod:`drone`), registers every configured drone as a
-unit of kind ``drone`` and forwards its telemetry into the ingest pipeline. ``send_to_incident``
-picks the drone (:func:`hub.domain.aerial.choose_drone`), assigns it to the incident as an *aerial*
-assignment and flies it there: GUIDED, arm (its COMMAND_ACK is the assignment's ``acknowledged``),
-take off, go to the scene at the cruise altitude. Departure and arrival over the scene come from its
-fixes through the same detectors as a ground unit's. When the assignment ends (incident closed,
-drone cancelled) the drone returns to launch. A watch once a second sends a drone home whose battery
-only just covers the way back, and notes a lost link in the incident log (the drone's own GCS
-failsafe brings it home; the hub re-sends RTL when the link returns). Every command — the hub's own
-and the operators' — goes to the audit trail (:class:`hub.storage.drones.DroneAudit`).
+:class:`DroneService` opens the MAVLink link (:mod:`drone`), registers every configured drone as a unit of
+kind ``drone`` and forwards its telemetry into the ingest pipeline. It sets each drone's link up the way a
+ground station does, because a stock ArduCopter sends nothing but heartbeats until asked: a
+:class:`~drone.streams.StreamKeeper` requests the messages the hub needs on link-up, after every reboot and
+whenever one stops, and the drone's link-failsafe parameters (FS_GCS_ENABLE, FS_GCS_TIMEOUT, MAV_GCS_SYSID)
+are read with the parameter protocol, so the map and the incident log say what the autopilot will really do
+when the hub's link is lost.
+
+``send_to_incident`` picks a *ready* drone (:mod:`hub.domain.drone_readiness`: linked, telemetry, pre-arm
+checks passing, a link failsafe that works — unless the operator overrides that explicitly — and on its dock),
+assigns it to the incident as an *aerial* assignment and flies it there: home set to the dock and read back
+(ArduCopter resets home where it arms unless a ground station set it), GUIDED, arm (its COMMAND_ACK is the
+assignment's ``acknowledged``), take off, go to the scene at the cruise altitude. A launch the autopilot
+refuses restores the drone's mode and is logged with the autopilot's own reason. Departure and arrival come
+from its fixes, stamped in hub time (:class:`~drone.clock.ClockSync`); arrival over the scene is a hover at
+altitude inside the zone (:mod:`hub.domain.hover`). When the assignment ends the drone returns to launch,
+which is its dock. A watch once a second sends home a drone whose battery only just covers the way back,
+notes a lost link with what its failsafe will do, and ends a flight whose autopilot rebooted. Every command
+— the hub's own and the operators' — goes to the audit trail (:class:`hub.storage.drones.DroneAudit`).
 """
 
 from __future__ import annotations
@@ -17,19 +26,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from devices.geo import haversine_m
-from drone.errors import CommandRejected, CommandTimeout, DroneError
+from drone.errors import CommandRejected, CommandTimeout, DroneError, SigningError
 from drone.link import MavlinkLink
 from drone.signing import Admission, SigningKeys
+from drone.streams import WANTED, StreamKeeper
 from drone.vehicle import Vehicle
 from hub.config import Settings
 from hub.domain.aerial import DroneEnergy, choose_drone, must_return
 from hub.domain.events import Acknowledged, Noted
-from hub.drone_fleet import DroneConfig, DroneRecord, Flight, TelemetryForwarder, log_signing, signing_of
-from hub.errors import HubError
+from hub.drone_fleet import (
+    DroneCommandFailed,
+    DroneConfig,
+    DroneNotFound,
+    DroneRecord,
+    Flight,
+    NoDroneAvailable,
+    TelemetryForwarder,
+    log_signing,
+    signing_of,
+)
+from hub.drone_ops import DroneOperator
+from hub.drone_view import drone_view
 from hub.feed import LiveFeed
 from hub.incidents import IncidentConflict, IncidentService
 from hub.storage.drones import CommandRecord, DroneAudit
@@ -39,20 +61,10 @@ __all__ = ["DroneCommandFailed", "DroneNotFound", "DroneService", "NoDroneAvaila
 log = logging.getLogger(__name__)
 
 SYSTEM = ("system", "system")  # who the hub's own commands are audited as
-
-
-class DroneNotFound(HubError):
-    pass
-
-
-class NoDroneAvailable(HubError):
-    pass
-
-
-class DroneCommandFailed(HubError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # command_rejected, command_timeout, link_lost
+# The parameters that decide what the autopilot does when the hub's link is lost (ArduCopter names; firmware
+# before 4.7 calls MAV_GCS_SYSID SYSID_MYGCS).
+FAILSAFE_PARAMS = ("FS_GCS_ENABLE", "FS_GCS_TIMEOUT", "MAV_GCS_SYSID")
+PARAM_RETRY_S = 10.0
 
 
 class DroneService:
@@ -66,13 +78,14 @@ class DroneService:
         self.audit = audit
         self.clock = clock
         self.put_unit = put_unit
+        self.system_id = settings.mavlink_system_id
         self.energy = DroneEnergy(pct_per_km=settings.drone_pct_per_km, reserve_pct=settings.drone_reserve_pct,
                                   on_scene_min=settings.drone_on_scene_min)
         keys = SigningKeys.load(settings.drone_keys) if settings.drone_keys else SigningKeys()
         # The link hears the fleet only: the keyed drones signed, the opted-in ones unsigned, nobody else.
         admission = Admission(fleet=frozenset(c.system_id for c in fleet),
                               unsigned=frozenset(c.system_id for c in fleet if c.unsigned and c.system_id not in keys))
-        self.link = MavlinkLink(settings.mavlink_url, system_id=settings.mavlink_system_id,
+        self.link = MavlinkLink(settings.mavlink_url, system_id=self.system_id,
                                 heartbeat_timeout_s=settings.drone_link_timeout_s, keys=keys, admission=admission)
         self.forward = TelemetryForwarder(submit, clock)
         self.drones = {c.drone_id: DroneRecord(c, self.link.vehicle(c.system_id), signing_of(c, c.system_id in keys))
@@ -81,6 +94,8 @@ class DroneService:
         self._by_system = {r.config.system_id: r for r in self.drones.values()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._param_reads: dict[str, float] = {}  # drone id -> when its failsafe parameters were last asked for
+        self.ops = DroneOperator(self)
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> DroneService:
@@ -91,6 +106,9 @@ class DroneService:
                                              "home": {"lat": c.dock_lat, "lon": c.dock_lon},
                                              "capabilities": ["aerial", "video"]})
             r.vehicle.on_change(self._changed)
+            if r.signing != "refused":
+                r.keeper = StreamKeeper(r.vehicle, WANTED)
+                r.keeper.start()
         self.feed.snapshot_parts.append(self._snapshot_part)
         self.incidents.on_release.append(self._released)
         self._watch = asyncio.create_task(self._watch_loop(), name="drone-watch")
@@ -101,6 +119,8 @@ class DroneService:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(r.keeper.stop() for r in self.drones.values() if r.keeper is not None),
+                             return_exceptions=True)
         await self.link.__aexit__(None, None, None)
 
     # ---------------------------------------------------------------- views
@@ -110,11 +130,15 @@ class DroneService:
             raise DroneNotFound(f"drone {drone_id} does not exist")
         return r
 
+    def signed_no_key(self, r: DroneRecord) -> bool:
+        return r.config.system_id in self.link.signed_unkeyed
+
     def view(self, r: DroneRecord) -> dict[str, Any]:
         f = r.flight
         on_scene = f is not None and f.incident_id is not None and self.incidents.has_mark(
             f.incident_id, r.drone_id, "arrived")
-        return r.view(self.clock(), on_scene, self.link.refused.get(r.config.system_id))
+        return drone_view(r, self.clock(), energy=self.energy, hub_system_id=self.system_id, on_scene=on_scene,
+                          refused=self.link.refused.get(r.config.system_id), signed_no_key=self.signed_no_key(r))
 
     def views(self) -> list[dict[str, Any]]:
         return [self.view(r) for r in self.drones.values()]
@@ -122,23 +146,55 @@ class DroneService:
     def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
         return {"drones": self.views()}
 
+    def _post_view(self, r: DroneRecord) -> None:
+        r.last_view_sent = asyncio.get_running_loop().time()
+        r.shown_fresh = r.position_fresh(time.monotonic())
+        self.feed.post({"type": "drone", "ts": self.clock(), "drone": self.view(r)})
+
     def _changed(self, vehicle: Vehicle, kind: str) -> None:
         r = self._by_system.get(vehicle.system_id)
         if r is None:
             return
+        s, f = vehicle.state, r.flight
         if not r.seen:
             r.seen = True
-            self._spawn(self._request_time(r))
+            self._spawn(self._read_failsafe(r))
+        if kind == "reboot" or (kind == "link" and s.link_ok and not s.params):
+            self._spawn(self._read_failsafe(r))
+        if f is not None and not f.airborne and s.armed and (
+                s.landed_state == "in_air" or (s.relative_alt_m or 0.0) > 2.0):
+            f.airborne = True
         if kind == "position":
             self.forward.position(r)
+            if r.on_ground() and not s.armed and (r.dock_distance_m() or 1e9) <= self.energy.dock_radius_m:
+                r.dock_amsl_seen = s.alt_msl_m
         elif kind in ("battery", "link", "heartbeat"):
             self.forward.status(r)
-        if kind == "link" and vehicle.state.link_ok and r.flight is not None and r.flight.rtl_pending:
+        if kind == "mission" and f is not None and f.progress is not None:
+            f.progress = {**f.progress, "current": s.mission_current or 0,
+                          "reached": -1 if s.mission_reached is None else s.mission_reached}
+        if kind == "link" and s.link_ok and f is not None and f.rtl_pending:
             self._spawn(self._send_rtl(r))
         now = asyncio.get_running_loop().time()
-        if kind in ("link", "landed", "mission") or now - r.last_view_sent >= 0.5:
-            r.last_view_sent = now
-            self.feed.post({"type": "drone", "ts": self.clock(), "drone": self.view(r)})
+        if kind in ("link", "landed", "mission", "reboot", "home", "param", "statustext", "health", "signing") \
+                or now - r.last_view_sent >= 0.5:
+            self._post_view(r)
+
+    async def _read_failsafe(self, r: DroneRecord) -> None:
+        """Read the parameters that decide the drone's link failsafe (they fill ``state.params``)."""
+        self._param_reads[r.drone_id] = time.monotonic()
+        v = r.vehicle
+        for name in FAILSAFE_PARAMS:
+            try:
+                await v.read_param(name)
+            except DroneError as exc:
+                if name != "MAV_GCS_SYSID":
+                    log.info("drone %s: parameter %s not read: %s", r.drone_id, name, exc)
+                    continue
+                try:  # firmware before ArduPilot 4.7
+                    await v.read_param("SYSID_MYGCS")
+                except DroneError:
+                    log.info("drone %s: neither MAV_GCS_SYSID nor SYSID_MYGCS could be read", r.drone_id)
 
     # -------------------------------------------------------------- commands
     async def _command(self, r: DroneRecord, command: str, params: dict[str, Any], who: tuple[str, str],
@@ -149,21 +205,31 @@ class DroneService:
             if r.signing == "refused":
                 raise DroneCommandFailed("refused_unsigned", f"drone {r.drone_id} has no signing key and no "
                                          "\"unsigned\": true in the fleet file: its MAVLink is refused")
+            if self.signed_no_key(r):
+                raise DroneCommandFailed("signed_no_key", f"drone {r.drone_id} signs its MAVLink but the hub has no "
+                                         "key for it: it would ignore every command (give its key in "
+                                         "FIELDHUB_DRONE_KEYS)", "signed, no key")
             if not r.vehicle.state.link_ok:
-                raise DroneCommandFailed("link_lost", f"drone {r.drone_id}: no link (no heartbeat)")
+                raise DroneCommandFailed("link_lost", f"drone {r.drone_id}: no link (no heartbeat)", "no link")
             await action()
         except DroneCommandFailed as exc:
             result, detail = exc.code, str(exc)
             raise
         except CommandRejected as exc:
             result, detail = "rejected", str(exc)
-            raise DroneCommandFailed("command_rejected", f"drone {r.drone_id} refused {command}: {exc}") from exc
+            raise DroneCommandFailed("command_rejected", f"drone {r.drone_id} refused {command}: {exc}",
+                                     exc.reason or str(exc)) from exc
         except CommandTimeout as exc:
             result, detail = "timeout", str(exc)
-            raise DroneCommandFailed("command_timeout", f"drone {r.drone_id}: no answer to {command}") from exc
+            raise DroneCommandFailed("command_timeout", f"drone {r.drone_id}: no answer to {command}",
+                                     f"no answer to {command}") from exc
+        except SigningError as exc:
+            result, detail = "signed_no_key", str(exc)
+            raise DroneCommandFailed("signed_no_key", f"drone {r.drone_id}: {exc}", "signed, no key") from exc
         except (DroneError, TimeoutError) as exc:
             result, detail = "failed", str(exc) or type(exc).__name__
-            raise DroneCommandFailed("command_failed", f"drone {r.drone_id}: {command} failed: {detail}") from exc
+            raise DroneCommandFailed("command_failed", f"drone {r.drone_id}: {command} failed: {detail}",
+                                     detail) from exc
         finally:
             rec = CommandRecord(asked, r.drone_id, command, who[0], who[1], result, self.clock(), params,
                                 incident_id, detail)
@@ -172,71 +238,56 @@ class DroneService:
             except Exception:  # the audit must not hide the command's own outcome; the log keeps it
                 log.exception("drone command not audited: %s", rec)
 
-    async def goto(self, drone_id: str, lat: float, lon: float, alt_m: float, who: tuple[str, str]) -> dict[str, Any]:
-        """Fly there. A drone on the ground is first armed and told to take off (the answer waits for those
-        ACKs, not for the climb); the goto itself follows once it is up, audited as a command of its own."""
-        r = self.record(drone_id)
-        incident_id = r.flight.incident_id if r.flight else None
+    async def home_to_dock(self, r: DroneRecord) -> None:
+        """Set the autopilot's home to the drone's dock and read it back (RTL then lands on the dock, wherever
+        the drone took off: ArduCopter would otherwise reset home where it arms)."""
+        amsl = r.dock_amsl()
+        if amsl is None:
+            raise DroneCommandFailed("no_position", f"drone {r.drone_id}: no altitude to set its home with")
+        await r.vehicle.set_home(r.config.dock_lat, r.config.dock_lon, amsl)
+
+    async def launch(self, r: DroneRecord, alt: float, on_armed: Callable[[], Awaitable[None]] | None = None, *,
+                     wait: bool = True) -> None:
+        """Home to the dock, GUIDED, arm, (``on_armed``), take off to ``alt``; with ``wait``, until it is up."""
         v = r.vehicle
-        params = {"lat": lat, "lon": lon, "alt": alt_m}
-        grounded = r.on_ground()
+        await self.home_to_dock(r)
+        await v.set_mode("GUIDED")
+        await v.arm()
+        if on_armed is not None:
+            await on_armed()
+        await v.takeoff(alt)
+        if wait:
+            await v.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
 
-        async def order() -> None:
-            await v.set_mode("GUIDED")
-            if grounded:
-                await v.arm()
-                await v.takeoff(alt_m)
-            else:
-                await v.goto(lat, lon, alt_m)
-
-        await self._command(r, "goto", params, who, incident_id, order)
-        s = r.vehicle.state
-        flight = r.flight = Flight(incident_id, (lat, lon, alt_m), [[s.lat or lat, s.lon or lon], [lat, lon]],
-                                   "launching" if grounded else "en_route")
-        if grounded:
-            self._spawn(self._climb_then_goto(r, flight, who))
-        return {"drone_id": drone_id, "command": "goto", "result": "accepted"}
-
-    async def _climb_then_goto(self, r: DroneRecord, flight: Flight, who: tuple[str, str]) -> None:
-        lat, lon, alt = flight.target
-        try:
-            await r.vehicle.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
-            if r.flight is flight and flight.phase == "launching":
-                await self._command(r, "goto", {"lat": lat, "lon": lon, "alt": alt}, who, flight.incident_id,
-                                    lambda: r.vehicle.goto(lat, lon, alt))
-                flight.phase = "en_route"
-        except (DroneCommandFailed, DroneError) as exc:
-            log.warning("drone %s: goto after take-off failed: %s", r.drone_id, exc)
-
-    async def rtl(self, drone_id: str, who: tuple[str, str]) -> dict[str, Any]:
-        r = self.record(drone_id)
-        await self._command(r, "rtl", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.rtl)
-        self._home_bound(r, "return to launch by the operator")
-        return {"drone_id": drone_id, "command": "rtl", "result": "accepted"}
-
-    async def land(self, drone_id: str, who: tuple[str, str]) -> dict[str, Any]:
-        r = self.record(drone_id)
-        await self._command(r, "land", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.land)
-        self._home_bound(r, "landing by the operator")
-        return {"drone_id": drone_id, "command": "land", "result": "accepted"}
-
-    def _home_bound(self, r: DroneRecord, reason: str) -> None:
-        if r.flight is not None:
-            r.flight.phase, r.flight.reason, r.flight.rtl_pending = "returning", reason, False
-        else:
-            s, c = r.vehicle.state, r.config
-            r.flight = Flight(None, (c.dock_lat, c.dock_lon, 0.0), [[s.lat or c.dock_lat, s.lon or c.dock_lon],
-                                                                    [c.dock_lat, c.dock_lon]], "returning", reason)
+    async def launch_failed(self, r: DroneRecord, flight: Flight, prev_mode: str | None, reason: str) -> None:
+        """A launch that never left the ground: disarm if armed, restore the mode it had, no RTL, no "landed"."""
+        if r.flight is flight:
+            r.flight = None  # before any release: a drone that never flew is not sent "home"
+        v = r.vehicle
+        with contextlib.suppress(DroneCommandFailed):
+            if v.state.armed and r.on_ground():
+                await self._command(r, "disarm", {"reason": "launch failed"}, SYSTEM, flight.incident_id, v.disarm)
+            if prev_mode is not None and v.state.mode != prev_mode:
+                await self._command(r, "set_mode", {"mode": prev_mode, "reason": "launch failed"}, SYSTEM,
+                                    flight.incident_id, lambda: v.set_mode(prev_mode))
+        self._post_view(r)
+        if flight.incident_id is not None and self.incidents.is_open(flight.incident_id):
+            await self._note(flight.incident_id, r, f"drone {r.drone_id}: launch failed: {reason}")
+            with contextlib.suppress(IncidentConflict):
+                await self.incidents.cancel(flight.incident_id, r.drone_id, f"launch failed: {reason}",
+                                            source="system")
 
     # -------------------------------------------------------------- dispatch
-    async def send_to_incident(self, incident_id: str, drone_id: str | None, who: tuple[str, str]) -> dict[str, Any]:
+    async def send_to_incident(self, incident_id: str, drone_id: str | None, who: tuple[str, str], *,
+                               without_failsafe: bool = False) -> dict[str, Any]:
         incident = await self.incidents.get(incident_id)
         if incident["status"] != "open":
             raise IncidentConflict(f"incident {incident_id} is {incident['status']}")
         lat, lon = incident["lat"], incident["lon"]
         pool = [self.record(drone_id)] if drone_id is not None else list(self.drones.values())
-        choice, refused = choose_drone([r.candidate(self.incidents.assigned_to(r.drone_id)) for r in pool],
-                                       lat, lon, self.energy)
+        candidates = [r.candidate(self.incidents.assigned_to(r.drone_id), self.system_id, self.signed_no_key(r))
+                      for r in pool]
+        choice, refused = choose_drone(candidates, lat, lon, self.energy, allow_no_failsafe=without_failsafe)
         if choice is None:
             why = "; ".join(f"{d}: {reason}" for d, reason in sorted(refused.items())) or "no drones configured"
             raise NoDroneAvailable(f"no drone can fly to incident {incident_id}: {why}")
@@ -245,43 +296,45 @@ class DroneService:
         cmd_id = result["assignments"][0]["cmd_id"]
         alt = self.settings.drone_cruise_alt_m
         s = r.vehicle.state
-        r.flight = Flight(incident_id, (lat, lon, alt), [[s.lat or lat, s.lon or lon], [lat, lon]])
-        await self.incidents.record(incident_id, Noted(
-            ts=self.clock(), source="system", unit_id=r.drone_id,
-            text=f"drone {r.drone_id} sent by {who[0]}: {choice.distance_m:.0f} m, ETA {choice.eta_s:.0f} s, "
-                 f"battery {s.battery_pct:.0f} % (round trip needs {choice.needed_pct:.0f} %)"))
-        self._spawn(self._fly(r, r.flight, cmd_id, who))
+        flight = r.flight = Flight(incident_id, (lat, lon, alt), [[s.lat or lat, s.lon or lon], [lat, lon]],
+                                   reboots=s.reboots)
+        failsafe = r.failsafe(self.system_id)
+        override = "" if failsafe.ok else f" — sent WITHOUT a working link failsafe on {who[0]}'s explicit override"
+        await self._note(incident_id, r, f"drone {r.drone_id} sent by {who[0]}: {choice.distance_m:.0f} m, ETA "
+                                          f"{choice.eta_s:.0f} s, battery {s.battery_pct:.0f} % (round trip needs "
+                                          f"{choice.needed_pct:.0f} %); {failsafe.text}{override}; {_clock_text(r)}")
+        self._spawn(self._fly(r, flight, cmd_id, who))
         return {"drone_id": r.drone_id, "incident_id": incident_id, "distance_m": round(choice.distance_m, 1),
-                "eta_s": round(choice.eta_s, 1), "refused": refused}
+                "eta_s": round(choice.eta_s, 1), "refused": refused, "failsafe": failsafe.text,
+                "without_failsafe": not failsafe.ok}
 
     async def _fly(self, r: DroneRecord, flight: Flight, cmd_id: str, who: tuple[str, str]) -> None:
         assert flight.incident_id is not None
         incident_id, (lat, lon, alt) = flight.incident_id, flight.target
         v = r.vehicle
+        prev_mode = v.state.mode
+
+        async def acknowledged() -> None:
+            # The drone took the order: armed for it. Hub time: COMMAND_ACK carries no time of its own.
+            await self.incidents.record(incident_id, Acknowledged(ts=self.clock(), source="device",
+                                                                  unit_id=r.drone_id, cmd_id=cmd_id))
         try:
-            await self._command(r, "dispatch", {"lat": lat, "lon": lon, "alt": alt}, who, incident_id, lambda: (
-                self._launch_and_ack(r, alt, incident_id, cmd_id)))
-            if flight.phase == "returning" or r.flight is not flight:
-                return  # called off while it took off: the release already sent it home
+            await self._command(r, "dispatch", {"lat": lat, "lon": lon, "alt": alt}, who, incident_id,
+                                lambda: self.launch(r, alt, acknowledged))
+        except DroneCommandFailed as exc:
+            if not flight.airborne and r.on_ground():
+                await self.launch_failed(r, flight, prev_mode, exc.reason)
+            else:
+                await self._abort(r, flight, f"drone flight failed: {exc.reason}")
+            return
+        if flight.phase == "returning" or r.flight is not flight:
+            return  # called off while it took off: the release already sent it home
+        try:
             await self._command(r, "goto", {"lat": lat, "lon": lon, "alt": alt}, SYSTEM, incident_id,
                                 lambda: v.goto(lat, lon, alt))
             flight.phase = "en_route"
         except DroneCommandFailed as exc:
-            await self.incidents.record(incident_id, Noted(ts=self.clock(), source="system", unit_id=r.drone_id,
-                                                           text=f"drone flight failed: {exc}"))
-            with contextlib.suppress(IncidentConflict):
-                await self.incidents.cancel(incident_id, r.drone_id, f"drone flight failed: {exc.code}",
-                                            source="system")
-
-    async def _launch_and_ack(self, r: DroneRecord, alt: float, incident_id: str, cmd_id: str) -> None:
-        v = r.vehicle
-        await v.set_mode("GUIDED")
-        await v.arm()
-        # The drone took the order: armed for it. Hub time: COMMAND_ACK carries no time of its own.
-        await self.incidents.record(incident_id, Acknowledged(ts=self.clock(), source="device", unit_id=r.drone_id,
-                                                              cmd_id=cmd_id))
-        await v.takeoff(alt)
-        await v.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=60.0)
+            await self._abort(r, flight, f"drone flight failed: {exc.reason}")
 
     def _released(self, incident_id: str, unit_id: str) -> None:
         r = self.drones.get(unit_id)
@@ -297,11 +350,16 @@ class DroneService:
         self._spawn(self._send_rtl(r))
 
     async def _send_rtl(self, r: DroneRecord) -> None:
-        """RTL for a flight turned home; without a link, again when the link returns."""
+        """RTL for a flight turned home; without a link, again when the link returns. Never to a drone that is
+        disarmed on the ground: an autopilot accepts RTL there too, and nothing would fly."""
         f = r.flight
         if f is None:
             return
         f.rtl_pending = False
+        s = r.vehicle.state
+        if s.link_ok and not s.armed and r.on_ground():
+            await self._flight_over(r, f, f.reason or "the drone is on the ground")
+            return
         try:
             await self._command(r, "rtl", {"reason": f.reason}, SYSTEM, f.incident_id, r.vehicle.rtl)
         except DroneCommandFailed as exc:
@@ -320,25 +378,53 @@ class DroneService:
 
     async def _watch_one(self, r: DroneRecord) -> None:
         f, s = r.flight, r.vehicle.state
+        if r.position_fresh(time.monotonic()) != r.shown_fresh:  # a silent drone's position goes stale unheard
+            self._post_view(r)
+        if (r.seen and s.link_ok and not r.failsafe(self.system_id).known
+                and time.monotonic() - self._param_reads.get(r.drone_id, 0.0) >= PARAM_RETRY_S):
+            self._spawn(self._read_failsafe(r))
         if f is None:
             return
-        if f.phase == "returning" and r.on_ground() and not s.armed:
-            r.flight = None
-            if f.incident_id and self.incidents.is_open(f.incident_id):
-                await self._note(f.incident_id, r, f"drone {r.drone_id} landed ({f.reason})")
-            self.feed.post({"type": "drone", "ts": self.clock(), "drone": self.view(r)})
+        if s.reboots != f.reboots:
+            await self._flight_over(r, f, "the autopilot rebooted: the drone is disarmed on the ground")
             return
-        if f.phase == "returning":
+        landed = s.link_ok and r.on_ground() and not s.armed
+        if landed and (f.phase == "returning" or (f.kind == "mission" and f.airborne)):
+            await self._flight_over(r, f, f.reason or "mission flown")
+            return
+        if f.phase == "returning" or f.kind == "mission":
             return
         if not s.link_ok and r.seen:
             await self._abort(r, f, f"link lost (no heartbeat for {self.settings.drone_link_timeout_s:g} s): "
-                                    "the drone's failsafe returns it to launch")
+                                    f"{r.failsafe(self.system_id).text}")
             return
         if s.lat is not None and s.lon is not None:
             home = haversine_m(s.lat, s.lon, r.config.dock_lat, r.config.dock_lon)
             if f.phase != "launching" and must_return(s.battery_pct, home, self.energy):
                 await self._abort(r, f, f"battery {s.battery_pct:.0f} % only just covers the {home:.0f} m home: "
                                         "returning to launch")
+
+    async def _flight_over(self, r: DroneRecord, f: Flight, reason: str) -> None:
+        """The flight is over, the drone is on the ground: say where, truthfully, and end its part."""
+        if r.flight is f:
+            r.flight = None
+        rebooted = r.vehicle.state.reboots != f.reboots
+        if rebooted:
+            text = f"drone {r.drone_id}: {reason}; its flight ended"
+        elif f.airborne:
+            away = r.dock_distance_m()
+            where = ("on its dock" if away is not None and away <= self.energy.dock_radius_m
+                     else f"{away:.0f} m from its dock" if away is not None else "at an unknown place")
+            text = f"drone {r.drone_id} landed {where} ({reason})"
+        else:
+            text = f"drone {r.drone_id} did not fly: {reason}"
+        if f.incident_id and self.incidents.is_open(f.incident_id):
+            await self._note(f.incident_id, r, text)
+            if rebooted or f.phase != "returning":
+                with contextlib.suppress(IncidentConflict):
+                    await self.incidents.cancel(f.incident_id, r.drone_id, reason, source="system")
+        log.info("%s", text)
+        self._post_view(r)
 
     async def _abort(self, r: DroneRecord, f: Flight, reason: str) -> None:
         """End the drone's part in its incident and send it home, with the reason in the incident log."""
@@ -353,14 +439,15 @@ class DroneService:
         await self.incidents.record(incident_id, Noted(ts=self.clock(), source="system", unit_id=r.drone_id,
                                                        text=text))
 
-    async def _request_time(self, r: DroneRecord) -> None:
-        """SYSTEM_TIME once a second: it lets the link stamp positions with the drone's own clock."""
-        try:
-            await r.vehicle.set_message_interval("SYSTEM_TIME", 1.0)
-        except DroneError as exc:
-            log.info("drone %s: SYSTEM_TIME not requested (%s); positions carry the hub's time", r.drone_id, exc)
-
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _clock_text(r: DroneRecord) -> str:
+    offset = r.vehicle.state.clock.drone_offset_ms
+    if offset is None:
+        return "its times are taken on the hub's clock"
+    side = "behind" if offset < 0 else "ahead of"
+    return f"the drone's clock runs {abs(offset) / 1000:.2f} s {side} the hub's: its times are stated in hub time"

@@ -191,6 +191,8 @@ class Hub:
         # Audit rows that meet a database outage wait in the incident outbox, in order with the incident writes.
         self.audit.defer_to(self.incidents.outbox)
         self.incidents.audit = self.audit
+        # A drone has arrived over a scene only at its working altitude (hub.domain.hover).
+        self.incidents.aerial_min_alt_m = 0.7 * s.drone_cruise_alt_m
         await self.incidents.start()
         self.pipeline.listeners.append(self.incidents.tracker.on_message)
         # Live video. Its exit (before the incidents stop) refuses new publishes and viewers, closes every peer

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from hub.config import Settings
 from hub.drone_fleet import DroneConfig, FleetConfigError, load_fleet
 from hub.escalation import camera_devices
 from hub.live import LiveState
-from sim.copter import CopterConfig
 from sim.drone_runner import DroneCameras, drone_keys, read_keys, rest_login, run_drones
 from sim.framecode import read_code
 from sim.stations import DroneDock, camera_id, fleet_entries
@@ -39,9 +39,7 @@ from tests.hub.test_drones import (
 from video.client import WhepViewer
 
 WIDTH, HEIGHT = 320, 240
-# A brisker airframe than ArduCopter's defaults: a quicker take-off and transit. Most of the test is the
-# hub's arrival rule (a minute's stop over the scene), which no airframe shortens.
-BRISK = CopterConfig(cruise_mps=20.0, climb_mps=6.0, takeoff_mps=6.0, accel_mps2=5.0, accel_z_mps2=3.0)
+HOVER_SPEED_MPS = 1.5  # the hub's aerial arrival rule: slower than this, inside the zone, at altitude
 
 
 async def streams(rh: RunningHub) -> list[dict[str, Any]]:
@@ -53,16 +51,22 @@ async def streams(rh: RunningHub) -> list[dict[str, Any]]:
 
 async def test_a_drone_over_the_scene_streams_its_camera_until_the_incident_closes(settings: Settings,
                                                                                    tmp_path: Path) -> None:
-    """Incident -> drone sent -> arrival over the scene -> video_start to its camera device -> the camera publishes
-    the ground below the copter over WHIP -> listed as the drone unit's stream -> a viewer decodes its frames ->
-    close -> video_stop -> the camera ends its stream."""
+    """A stock-configured simulated ArduCopter straight on the hub's link (no MAVProxy), in real time: the operator
+    turns its link failsafe on once, then incident -> drone sent -> arrival recorded within 5 s of the copter
+    hovering over the scene -> video_start to its camera device at once -> the camera publishes the ground below
+    the copter over WHIP -> listed as the drone unit's stream -> a viewer decodes its frames -> close ->
+    video_stop -> the camera ends its stream."""
     base_url = f"http://127.0.0.1:{settings.port}"
-    async with drone_stack(settings, tmp_path, public_base_url=base_url, config=BRISK,
-                           speed=4.0) as (rh, sim), \
+    async with drone_stack(settings, tmp_path, public_base_url=base_url, params={}) as (rh, sim), \
             DroneCameras(sim, "", cameras=SimCameras(width=WIDTH, height=HEIGHT, fps=10),
                          login=rest_login(rh.base_url, ADMIN_TOKEN)) as cams:
         cam1, cam2 = camera_id("UAV-01"), camera_id("UAV-02")
         assert rh.hub.live.units["UAV-01"].devices == ["UAV-01", cam1]
+        operator = await rh.hub.create_token("drone_operator", "pilot")
+        for drone_id in ("UAV-01", "UAV-02"):
+            r = await rh.api.post(f"/api/v1/drones/{drone_id}/failsafe",
+                                  headers={"Authorization": f"Bearer {operator}"})
+            assert r.status_code == 202, r.text
         await ready(rh, "UAV-01", "UAV-02")
         await wait_for(lambda: all(_kind(rh, c) == "camera" for c in (cam1, cam2)), timeout=10)
         viewer_token = await rh.hub.create_token("viewer", "wall")
@@ -70,9 +74,27 @@ async def test_a_drone_over_the_scene_streams_its_camera_until_the_incident_clos
         incident_id = await incident(rh)
         r = await rh.api.post(f"/api/v1/incidents/{incident_id}/drone", json={})
         assert r.status_code == 201 and r.json()["drone_id"] == "UAV-01", r.text
-        await wait_for(lambda: _with(assignment(rh, incident_id, "UAV-01"), "arrived"), timeout=150)
+        copter = sim.drone("UAV-01").copter
+        cruise = rh.hub.settings.drone_cruise_alt_m
+        hovering: list[float] = []
 
-        [start] = await wait_for(lambda: _commands(cams, "UAV-01", "video_start"), timeout=15)
+        async def watch_hover() -> None:  # the truth: when the copter came to a hover over the scene
+            while not hovering:
+                lat, lon, alt = copter.position()
+                if (haversine_m(lat, lon, *SCENE) <= 100 and alt >= 0.7 * cruise
+                        and copter.ground_speed() <= HOVER_SPEED_MPS):
+                    hovering.append(time.monotonic())
+                await asyncio.sleep(0.02)
+
+        truth = asyncio.create_task(watch_hover())
+        await wait_for(lambda: _with(assignment(rh, incident_id, "UAV-01"), "arrived"), timeout=150, interval=0.05)
+        arrived_seen = time.monotonic()
+        truth.cancel()
+        assert hovering, "arrival recorded before the copter hovered over the scene"
+        assert arrived_seen - hovering[0] <= 5.0, f"arrival {arrived_seen - hovering[0]:.1f} s after the hover began"
+
+        [start] = await wait_for(lambda: _commands(cams, "UAV-01", "video_start"), timeout=2, interval=0.02)
+        assert time.monotonic() - arrived_seen <= 2.0
         assert start.body["whip_url"] == f"{base_url}/whip/{cam1}" and start.body["incident_id"] == incident_id
         [stream] = await wait_for(lambda: streams(rh), timeout=20)
         assert (stream["device_id"], stream["unit_id"], stream["incident_id"]) == (cam1, "UAV-01", incident_id)

@@ -1,0 +1,209 @@
+"""What a drone operator can order a drone to do: go to a point, return (RTL), land, return to its dock,
+enable its link failsafe, fly a mission.
+
+Each order is one audited command (:meth:`hub.drones.DroneService._command`) whose answer waits for the
+autopilot's acknowledgments, not for the flight. An order that starts from the ground first sets home to
+the dock (and reads it back) so that the drone's RTL — its own failsafe included — lands on the dock, not
+where it happened to take off.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devices.geo import haversine_m
+from drone.errors import DroneError
+from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
+from hub.drone_fleet import DroneCommandFailed, DroneRecord, Flight
+
+if TYPE_CHECKING:
+    from hub.drones import DroneService
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DroneOperator", "Waypoint"]
+
+Who = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Waypoint:
+    lat: float
+    lon: float
+    alt: float  # metres above the dock (home)
+    hold_s: float = 0.0
+
+
+class DroneOperator:
+    """The operator's commands on the drones of one :class:`~hub.drones.DroneService`."""
+
+    def __init__(self, service: DroneService) -> None:
+        self.svc = service
+
+    def _route(self, r: DroneRecord, lat: float, lon: float) -> list[list[float]]:
+        s = r.vehicle.state
+        return [[s.lat or lat, s.lon or lon], [lat, lon]]
+
+    async def goto(self, drone_id: str, lat: float, lon: float, alt_m: float, who: Who) -> dict[str, Any]:
+        """Fly there. A drone on the ground is first launched (home to its dock, arm, take off: the answer waits
+        for those ACKs, not for the climb); the goto itself follows once it is up, audited on its own."""
+        svc, r = self.svc, self.svc.record(drone_id)
+        incident_id = r.flight.incident_id if r.flight else None
+        v = r.vehicle
+        params = {"lat": lat, "lon": lon, "alt": alt_m}
+        grounded = r.on_ground()
+        prev_mode = v.state.mode
+
+        async def order() -> None:
+            if grounded:
+                await svc.launch(r, alt_m, wait=False)
+            else:
+                await v.set_mode("GUIDED")
+                await v.goto(lat, lon, alt_m)
+
+        flight = Flight(incident_id, (lat, lon, alt_m), self._route(r, lat, lon),
+                        "launching" if grounded else "en_route", reboots=v.state.reboots, kind="goto")
+        try:
+            await svc._command(r, "goto", params, who, incident_id, order)
+        except DroneCommandFailed as exc:
+            if grounded:
+                await svc.launch_failed(r, flight, prev_mode, exc.reason)
+            raise
+        r.flight = flight
+        if grounded:
+            svc._spawn(self._climb_then(r, flight, who, "goto", lambda: v.goto(lat, lon, alt_m)))
+        return {"drone_id": drone_id, "command": "goto", "result": "accepted"}
+
+    async def _climb_then(self, r: DroneRecord, flight: Flight, who: Who, command: str,
+                          then: Callable[[], Awaitable[None]]) -> None:
+        lat, lon, alt = flight.target
+        try:
+            await r.vehicle.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
+            if r.flight is flight and flight.phase == "launching":
+                await self.svc._command(r, command, {"lat": lat, "lon": lon, "alt": alt}, who, flight.incident_id,
+                                        then)
+                flight.phase = "returning" if command == "rtl" else "en_route"
+        except (DroneError, DroneCommandFailed) as exc:  # audited already when it was a command
+            log.warning("drone %s: %s after take-off failed: %s", r.drone_id, command, exc)
+
+    async def rtl(self, drone_id: str, who: Who) -> dict[str, Any]:
+        r = self.svc.record(drone_id)
+        await self.svc._command(r, "rtl", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.rtl)
+        self._home_bound(r, "return to launch by the operator")
+        return {"drone_id": drone_id, "command": "rtl", "result": "accepted"}
+
+    async def land(self, drone_id: str, who: Who) -> dict[str, Any]:
+        r = self.svc.record(drone_id)
+        await self.svc._command(r, "land", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.land)
+        self._home_bound(r, "landing by the operator")
+        return {"drone_id": drone_id, "command": "land", "result": "accepted"}
+
+    def _home_bound(self, r: DroneRecord, reason: str) -> None:
+        s, c = r.vehicle.state, r.config
+        if r.flight is not None:
+            r.flight.phase, r.flight.reason, r.flight.rtl_pending = "returning", reason, False
+        else:
+            r.flight = Flight(None, (c.dock_lat, c.dock_lon, 0.0), [[s.lat or c.dock_lat, s.lon or c.dock_lon],
+                                                                    [c.dock_lat, c.dock_lon]], "returning", reason,
+                              airborne=not r.on_ground(), reboots=s.reboots, kind="rtl")
+
+    async def return_to_dock(self, drone_id: str, who: Who) -> dict[str, Any]:
+        """A drone landed away from its dock flies back: home to the dock, launch, then RTL once up."""
+        svc, r = self.svc, self.svc.record(drone_id)
+        if not r.on_ground():
+            return await self.rtl(drone_id, who)
+        alt = svc.settings.drone_cruise_alt_m
+        c, v = r.config, r.vehicle
+        flight = Flight(None, (c.dock_lat, c.dock_lon, alt), self._route(r, c.dock_lat, c.dock_lon), "launching",
+                        "return to its dock by the operator", reboots=v.state.reboots, kind="return_to_dock")
+        prev_mode = v.state.mode
+        try:
+            await svc._command(r, "return_to_dock", {}, who, None, lambda: svc.launch(r, alt, wait=False))
+        except DroneCommandFailed as exc:
+            await svc.launch_failed(r, flight, prev_mode, exc.reason)
+            raise
+        r.flight = flight
+        svc._spawn(self._climb_then(r, flight, who, "rtl", v.rtl))
+        return {"drone_id": drone_id, "command": "return_to_dock", "result": "accepted"}
+
+    async def enable_failsafe(self, drone_id: str, who: Who) -> dict[str, Any]:
+        """Make the autopilot's link failsafe real: its ground station is the hub's system id and FS_GCS_ENABLE
+        is RTL (1) unless it already names an action."""
+        svc, r = self.svc, self.svc.record(drone_id)
+        v = r.vehicle
+        params = v.state.params
+        sysid_name = "SYSID_MYGCS" if "SYSID_MYGCS" in params and "MAV_GCS_SYSID" not in params else "MAV_GCS_SYSID"
+        changes: dict[str, float] = {}
+        if params.get(sysid_name) != svc.system_id:
+            changes[sysid_name] = float(svc.system_id)
+        if not params.get("FS_GCS_ENABLE"):
+            changes["FS_GCS_ENABLE"] = 1.0
+
+        async def order() -> None:
+            for name, value in changes.items():
+                await v.set_param(name, value)
+
+        await svc._command(r, "enable_failsafe", dict(changes), who, None, order)
+        svc._post_view(r)
+        return {"drone_id": drone_id, "command": "enable_failsafe", "result": "accepted", "set": changes,
+                "failsafe": r.failsafe(svc.system_id).text}
+
+    def _check_battery(self, r: DroneRecord, waypoints: Sequence[Waypoint], loiter_s: float) -> None:
+        """Refuse a mission the battery cannot fly: climb, the route out and back to the dock, the holds, reserve."""
+        e, c, s = self.svc.energy, r.config, r.vehicle.state
+        points = [(c.dock_lat, c.dock_lon), *((w.lat, w.lon) for w in waypoints), (c.dock_lat, c.dock_lon)]
+        km = sum(haversine_m(*a, *b) for a, b in itertools.pairwise(points)) / 1000.0
+        hold_min = (loiter_s + sum(w.hold_s for w in waypoints)) / 60.0
+        needed = e.climb_pct + km * e.pct_per_km + hold_min * e.hover_pct_per_min + e.reserve_pct
+        if s.battery_pct is None or s.battery_pct < needed:
+            have = "unknown" if s.battery_pct is None else f"{s.battery_pct:.0f} %"
+            raise DroneCommandFailed("battery", f"drone {r.drone_id}: battery {have}, the mission ({km:.1f} km, "
+                                     f"{hold_min:.1f} min of holds) needs {needed:.0f} %")
+
+    async def mission(self, drone_id: str, waypoints: Sequence[Waypoint], who: Who, *, loiter_s: float = 0.0,
+                      rtl: bool = True) -> dict[str, Any]:
+        """Upload a mission (take-off, the waypoints, [hold at the last], [RTL]) and fly it from the ground:
+        home to the dock, arm, AUTO. Progress (current and reached item) goes out with the drone's view."""
+        svc, r = self.svc, self.svc.record(drone_id)
+        if not waypoints:
+            raise ValueError("a mission needs at least one waypoint")
+        v = r.vehicle
+        first = waypoints[0]
+        items = [MissionItem(r.config.dock_lat, r.config.dock_lon, 0.0),
+                 MissionItem(first.lat, first.lon, first.alt, command=MAV_CMD_NAV_TAKEOFF)]
+        items += [MissionItem(w.lat, w.lon, w.alt, hold_s=w.hold_s) for w in waypoints]
+        if loiter_s > 0:
+            last = waypoints[-1]
+            items.append(MissionItem(last.lat, last.lon, last.alt, hold_s=loiter_s))
+        if rtl:
+            items.append(MissionItem(0.0, 0.0, 0.0, command=MAV_CMD_NAV_RETURN_TO_LAUNCH))
+        self._check_battery(r, waypoints, loiter_s)
+        grounded = r.on_ground()
+        prev_mode = v.state.mode
+        last = waypoints[-1]
+        flight = Flight(None, (last.lat, last.lon, last.alt),
+                        [[r.vehicle.state.lat or first.lat, r.vehicle.state.lon or first.lon]]
+                        + [[w.lat, w.lon] for w in waypoints], "en_route", reboots=v.state.reboots, kind="mission",
+                        progress={"current": 0, "total": len(items) - 1, "reached": -1})
+
+        async def order() -> None:
+            await v.upload_mission(items)
+            if grounded:
+                await svc.home_to_dock(r)
+                await v.set_mode("GUIDED")
+                await v.arm()
+            await v.start_mission()
+
+        try:
+            await svc._command(r, "mission", {"waypoints": len(waypoints), "loiter_s": loiter_s, "rtl": rtl}, who,
+                               r.flight.incident_id if r.flight else None, order)
+        except DroneCommandFailed as exc:
+            if grounded:
+                await svc.launch_failed(r, flight, prev_mode, exc.reason)
+            raise
+        r.flight = flight
+        return {"drone_id": drone_id, "command": "mission", "result": "accepted", "items": len(items)}
