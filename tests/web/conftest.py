@@ -39,7 +39,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from hub.config import Settings
 from sim.city import build_city
-from sim.drone_runner import write_keys
+from sim.drone_runner import FLEET_PARAMS, write_keys
 from sim.drones import DroneFleetSim, new_keys
 from sim.response import Timing
 from sim.runner import CitySim
@@ -236,10 +236,24 @@ async def all_drones_ready(api: httpx.AsyncClient, ids: list[str]) -> bool:
     return False
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
-    """``city`` plus two simulated drones docked at two police stations of the same city, on the hub's link.
-    The first signs its MAVLink; the second flies unsigned, let in by ``"unsigned": true`` in its fleet entry."""
+async def all_drones_heard(api: httpx.AsyncClient, ids: list[str]) -> bool:
+    """Every drone linked, located, and past the hub's link set-up (its failsafe parameters read)."""
+    with contextlib.suppress(httpx.HTTPError):
+        views = {d["drone_id"]: d for d in (await api.get("/api/v1/drones")).json()["drones"]}
+        return all(views.get(i, {}).get("link") == "ok" and views[i]["position"] and views[i]["failsafe"]["known"]
+                   for i in ids)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def drone_city_run(settings: Settings, params: dict[str, float] | None = None) -> AsyncIterator[DroneCityRun]:
+    """The hub of ``city`` with two simulated drones docked at two police stations of the same city, on the hub's
+    link. The first signs its MAVLink; the second flies unsigned, let in by ``"unsigned": true`` in its fleet entry.
+
+    ``params``: the autopilots' parameters where they differ from a stock ArduCopter's; by default a police
+    fleet's (:data:`sim.drone_runner.FLEET_PARAMS`, link failsafe on), and then every drone is waited for until
+    ``ready``; with other parameters (``{}``: stock copters, no link failsafe) until linked, located and its
+    failsafe read."""
     docks = drone_docks(police_stations(build_city(seed=settings.city_seed), 2))
     keys = new_keys(docks[:1])
     fleet = settings.data_dir / "drones.json"
@@ -247,14 +261,25 @@ async def drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
                                  for e in fleet_entries(docks)]))
     settings = settings.model_copy(update={"mavlink_url": "udpin:127.0.0.1:0", "drones": fleet,
                                            "drone_keys": write_keys(docks, keys, settings.data_dir / "keys.json")})
+    police = params is None
     async with running_hub(settings) as rh, city_sim(settings, rh.base_url) as sim:
         assert rh.hub.drones is not None
         gcs = ("127.0.0.1", rh.hub.drones.link.local_address[1])
-        async with DroneFleetSim(docks, gcs, keys=keys) as drones:
+        async with DroneFleetSim(docks, gcs, keys=keys,
+                                 params=dict(FLEET_PARAMS) if params is None else dict(params)) as drones:
             ids = [d.drone_id for d in docks]
             await wait_for(lambda: all_located(rh.api, UNITS), timeout=30, interval=0.25)
-            await wait_for(lambda: all_drones_ready(rh.api, ids), timeout=20, interval=0.25)
+            await wait_for(lambda: (all_drones_ready if police else all_drones_heard)(rh.api, ids), timeout=20,
+                           interval=0.25)
             yield DroneCityRun(settings, rh, sim, drones, ids)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
+    """``city`` plus two simulated drones of a police fleet (link failsafe on), every one ``ready``
+    (see :func:`drone_city_run`)."""
+    async with drone_city_run(settings) as run:
+        yield run
 
 
 # ------------------------------------------------------------- a hub as its own process

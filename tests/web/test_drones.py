@@ -18,13 +18,18 @@ in its panel, a signed one is not; a hub without drones gives a page without dro
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Locator
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from devices.geo import haversine_m
+from hub.config import Settings
 from tests.conftest import TOKEN, wait_for
-from tests.web.conftest import CityRun, OpenPage, WebPage
+from tests.web.conftest import CityRun, DroneCityRun, OpenPage, WebPage, drone_city_run
 from tests.web.one_map import (
     DroneCity,
     click_map_at,
@@ -46,6 +51,18 @@ LEFT_DOCK_PX = 10    # the mark this far from its pad: the drone left the dock (
 ON_SPOT_PX = 8       # the mark is drawn where the drone's view says it is
 COMMANDS = ("drone-goto", "drone-goto-alt", "drone-rtl", "drone-land")
 MARKS = tid("drone-marker")
+READY_GREEN = "rgb(47, 191, 113)"       # DRONE_STATE_COLOURS.ready
+ATTENTION = "rgb(200, 147, 106)"        # ATTENTION_COLOUR: standing, but not fit to be sent
+ERROR_RED = "rgb(255, 77, 79)"          # --bad: a STATUSTEXT of severity error or worse
+FAULT = "Gyros inconsistent"            # an injected sensor fault, ArduPilot's words
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stock_drone_city(settings: Settings) -> AsyncIterator[DroneCityRun]:
+    """``drone_city`` with stock copters: ArduCopter's default parameters, so no link failsafe
+    (``FS_GCS_ENABLE`` 0); yielded once every drone is linked, located and its failsafe read."""
+    async with drone_city_run(settings, params={}) as run:
+        yield run
 
 
 async def incident_near_a_dock(drone_city: DroneCity) -> tuple[str, dict[str, float]]:
@@ -65,6 +82,25 @@ async def open_incident(web: WebPage, incident_id: str) -> None:
     await item.wait_for(timeout=10_000)
     await item.click()
     await web.page.locator(tid("incident-panel", incident_id=incident_id)).wait_for()
+
+
+async def colour_of(locator: Locator) -> str:
+    colour: str = await locator.evaluate("(n) => getComputedStyle(n).color")
+    return colour
+
+
+async def hub_view_until(drone_city: DroneCityRun, drone_id: str, state: str, timeout: float = 20) -> dict:
+    """The hub's view of ``drone_id`` once its state is ``state``."""
+    async def reached() -> dict | None:
+        view = (await drone_views(drone_city.hub.api))[drone_id]
+        return view if view["state"] == state else None
+
+    try:
+        view: dict = await wait_for(reached, timeout=timeout, interval=0.25)
+    except AssertionError:
+        raise AssertionError(f"{drone_id} not {state} within {timeout} s: "
+                             f"{(await drone_views(drone_city.hub.api))[drone_id]}") from None
+    return view
 
 
 async def mark_of(web: WebPage, drone_id: str) -> dict:
@@ -312,6 +348,174 @@ async def test_a_drone_let_in_unsigned_is_labelled_so_on_the_map_and_in_its_pane
         if unsigned:
             assert (await badge.inner_text()).strip() in ("UNSIGNED", "未签名")
             assert "UNSIGNED" in (await mark_badge.inner_text()) or "未签名" in (await mark_badge.inner_text())
+
+
+# ------------------------------------------------------------ not ready: pre-arm
+async def test_a_drone_failing_its_prearm_checks_says_why_and_shows_the_autopilots_messages(
+        drone_city: DroneCityRun, open_page: OpenPage) -> None:
+    operator = await drone_city.token("drone_operator")
+    web = await open_page(drone_city.base_url, operator)
+    drone_id, other_id = drone_city.drone_ids[:2]
+    marker = web.page.locator(tid("drone-marker", drone_id=drone_id))
+    await marker.and_(web.page.locator('[data-state="ready"]')).wait_for(timeout=10_000)
+    assert await colour_of(marker) == READY_GREEN
+
+    # The autopilot's gyros disagree: it fails its pre-arm checks and says so in STATUSTEXT.
+    drone_city.drones.drone(drone_id).copter.set_fault(FAULT)
+    view = await hub_view_until(drone_city, drone_id, "not_ready")
+    reason = view["reason"]
+    assert reason and FAULT in reason, view
+    assert view["prearm"]["ok"] is False and view["actions"] == [], view
+
+    # On the map: the attention colour (not ready green), the hub's reason as the tooltip.
+    await marker.and_(web.page.locator('[data-state="not_ready"]')).wait_for(timeout=10_000)
+    assert await colour_of(marker) == ATTENTION
+    assert await marker.get_attribute("data-reason") == reason
+    assert reason in (await marker.get_attribute("title") or "")
+    assert await colour_of(web.page.locator(tid("drone-marker", drone_id=other_id))) == READY_GREEN
+
+    # In its panel: the reason verbatim, pre-arm failing, the status texts newest first with errors in red.
+    await marker.click()
+    drone_panel = web.page.locator(tid("drone-panel", drone_id=drone_id))
+    await drone_panel.and_(web.page.locator('[data-state="not_ready"]')).wait_for()
+    shown = drone_panel.locator(tid("drone-reason"))
+    assert await shown.is_visible() and (await shown.inner_text()).strip() == reason
+    assert await drone_panel.locator(tid("drone-prearm")).get_attribute("data-ok") == "false"
+    assert await drone_panel.locator(tid("drone-action")).count() == 0, "nothing the hub can fix from here"
+    texts = drone_panel.locator(tid("drone-text"))
+    await texts.filter(has_text=f"PreArm: {FAULT}").first.wait_for(timeout=10_000)
+    shown_texts = await web.js("""(id) => ({
+        page: [...document.querySelectorAll('[data-testid=drone-panel] [data-testid=drone-text]')]
+          .map((n) => n.lastElementChild.textContent),
+        view: window.fieldhub.drones.get(id).texts.map((x) => x.text)})""", drone_id)
+    assert shown_texts["page"] == shown_texts["view"][::-1], f"newest first: {shown_texts}"
+    prearm = texts.filter(has_text=f"PreArm: {FAULT}").first
+    assert int(await prearm.get_attribute("data-severity") or 9) <= 3
+    assert await colour_of(prearm) == ERROR_RED
+    for item in await texts.all():  # only errors and worse are red
+        if int(await item.get_attribute("data-severity") or 9) > 3:
+            assert await colour_of(item) != ERROR_RED
+
+    # The fault clears: ready again, the reason gone.
+    drone_city.drones.drone(drone_id).copter.set_fault(None)
+    await drone_panel.and_(web.page.locator('[data-state="ready"]')).wait_for(timeout=20_000)
+    assert await shown.is_hidden()
+    assert await colour_of(marker) == READY_GREEN
+    assert await drone_panel.locator(tid("drone-prearm")).get_attribute("data-ok") == "true"
+
+    # A mission it flies shows its progress ("item 1/4") in the panel.
+    dock = view["dock"]
+    r = await drone_city.hub.api.post(f"/api/v1/drones/{drone_id}/mission", headers={
+        "Authorization": f"Bearer {operator}"}, json={"waypoints": [
+            {"lat": dock["lat"] + 0.001, "lon": dock["lon"], "alt": 30},
+            {"lat": dock["lat"] + 0.001, "lon": dock["lon"] + 0.001, "alt": 30}]})
+    assert r.status_code == 202, r.text
+    progress = drone_panel.locator(tid("drone-progress"))
+    await progress.wait_for(timeout=20_000)
+    assert re.search(r"\d+/\d+", await progress.inner_text()), await progress.inner_text()
+    assert await drone_panel.locator(tid("drone-mission")).get_attribute("data-kind") == "mission"
+
+
+# ------------------------------------------------------------ not ready: no failsafe
+async def test_a_stock_drone_has_no_link_failsafe_until_an_operator_enables_it(
+        stock_drone_city: DroneCityRun, open_page: OpenPage) -> None:
+    run = stock_drone_city
+    views = await drone_views(run.hub.api)
+    for drone_id in run.drone_ids:
+        v = views[drone_id]
+        assert v["state"] == "no_failsafe" and v["actions"] == ["enable_failsafe"], v
+        assert v["reason"].startswith("NO link failsafe") and v["failsafe"]["ok"] is False, v
+    drone_id, other_id = run.drone_ids[:2]
+    reason = views[drone_id]["reason"]
+
+    operator = await run.token("drone_operator")
+    web = await open_page(run.base_url, operator)
+    marker = web.page.locator(tid("drone-marker", drone_id=drone_id))
+    await marker.and_(web.page.locator('[data-state="no_failsafe"]')).wait_for(timeout=10_000)
+    assert await colour_of(marker) == ATTENTION
+    assert await marker.get_attribute("data-reason") == reason
+    assert reason in (await marker.get_attribute("title") or "")
+
+    await marker.click()
+    drone_panel = web.page.locator(tid("drone-panel", drone_id=drone_id))
+    await drone_panel.wait_for()
+    assert (await drone_panel.locator(tid("drone-reason")).inner_text()).strip() == reason
+    failsafe = drone_panel.locator(tid("drone-failsafe"))
+    assert await failsafe.get_attribute("data-ok") == "false"
+    assert (await failsafe.inner_text()).strip() == views[drone_id]["failsafe"]["text"]
+    button = drone_panel.locator(tid("drone-action", action="enable_failsafe"))
+    assert await button.is_visible()
+    assert await drone_panel.locator(tid("drone-action", action="return_to_dock")).count() == 0
+
+    # One click: the hub sets the autopilot's failsafe parameters; the drone turns ready, its button goes.
+    await button.click()
+    await web.page.locator(tid("toast", kind="info")).filter(has_text=drone_id).first.wait_for(timeout=10_000)
+    await web.page.locator(tid("drone-panel", drone_id=drone_id, state="ready")).wait_for(timeout=20_000)
+    await marker.and_(web.page.locator('[data-state="ready"]')).wait_for(timeout=5_000)
+    assert await colour_of(marker) == READY_GREEN
+    assert await drone_panel.locator(tid("drone-action")).count() == 0
+    assert await drone_panel.locator(tid("drone-reason")).is_hidden()
+    assert await failsafe.get_attribute("data-ok") == "true"
+    after = await drone_views(run.hub.api)
+    assert after[drone_id]["state"] == "ready" and after[drone_id]["failsafe"]["ok"] is True, after[drone_id]
+    assert after[other_id]["state"] == "no_failsafe", "only the drone the operator fixed"
+
+
+async def test_a_dispatch_refused_for_want_of_a_failsafe_lists_why_and_offers_a_confirmed_override(
+        stock_drone_city: DroneCityRun, open_page: OpenPage) -> None:
+    run, api = stock_drone_city, stock_drone_city.hub.api
+    views = await drone_views(api)
+    drone_id = run.drone_ids[0]
+    dock = views[drone_id]["dock"]
+    r = await api.post("/api/v1/incidents", json={
+        "category": "traffic_accident", "priority": 1, "lat": dock["lat"] + INCIDENT_OFFSET[0],
+        "lon": dock["lon"] + INCIDENT_OFFSET[1], "summary": "drone test: no failsafe"})
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["id"]
+    web = await open_page(run.base_url, TOKEN)
+    web.expect_console(r"status of 409")  # the refused dispatch
+    await web.until(f"() => window.fieldhub.drones.size >= {len(run.drone_ids)}")
+    await open_incident(web, incident_id)
+
+    # Refused: every drone's reason under the button, an override offered for each that lacks only its failsafe.
+    await web.page.locator(panel(tid("dispatch-drone"))).click()
+    toast = web.page.locator(tid("toast", kind="error")).filter(has_text="NO link failsafe")
+    await toast.first.wait_for(timeout=10_000)
+    refusal = web.page.locator(panel(tid("drone-dispatch-refusal")))
+    await refusal.wait_for()
+    for d in run.drone_ids:
+        row = refusal.locator(tid("drone-refusal", drone_id=d))
+        assert (await row.inner_text()).startswith(f"{d}: {views[d]['reason']}"), await row.inner_text()
+        assert await row.locator(tid("drone-override", drone_id=d)).is_visible()
+    assert not (await incident_view(api, incident_id))["assignments"], "nothing sent yet"
+
+    # The override asks first; cancelling sends nothing.
+    await refusal.locator(tid("drone-override", drone_id=drone_id)).click()
+    box = refusal.locator(tid("drone-override-box", drone_id=drone_id))
+    await box.wait_for()
+    await box.locator(tid("drone-override-cancel")).click()
+    await box.wait_for(state="detached")
+    assert not (await incident_view(api, incident_id))["assignments"], "a cancelled override sends nothing"
+
+    # Confirmed: the drone goes, said to be without a failsafe; the incident's log records the override.
+    await refusal.locator(tid("drone-override", drone_id=drone_id)).click()
+    await box.locator(tid("drone-override-confirm")).click()
+    result = web.page.locator(panel(tid("drone-dispatch-result", drone_id=drone_id)))
+    await result.wait_for(timeout=10_000)
+    assert await web.page.locator(panel(tid("drone-dispatch-refusal"))).count() == 0
+    assert await result.locator(".bad").count() == 1, "the answer says: without link failsafe"
+    await web.page.locator(panel(tid("assignment", unit_id=drone_id))).wait_for(timeout=10_000)
+    view = await incident_view(api, incident_id)
+    assert drone_id in [a["unit_id"] for a in view["assignments"]], view["assignments"]
+    assert any("WITHOUT a working link failsafe" in (e.get("text") or "") for e in view["log"]), view["log"]
+
+    # A dispatcher sees why the other drone is not ready, and gets no button to fix it.
+    other_id = run.drone_ids[1]
+    await web.page.locator(tid("drone-marker", drone_id=other_id)).click()
+    other_panel = web.page.locator(tid("drone-panel", drone_id=other_id))
+    await other_panel.wait_for()
+    assert (await other_panel.locator(tid("drone-reason")).inner_text()).strip() == views[other_id]["reason"]
+    assert await other_panel.locator(tid("drone-action")).count() == 0
 
 
 # ------------------------------------------------------------------ no drones

@@ -1,24 +1,36 @@
 // Drones on the map, from their drone views (store.drones): a quadcopter mark turned to its heading and
 // coloured by state, labelled "UAV-01 · 60 m" with its battery; grey, dashed and badged "link lost"
-// when the hub has not heard it for 3 s. Under it a short trail and, on a mission, the planned route
-// (dashed) from where the drone is to its target; on the way home a dotted line to its dock. Docks are
-// small pads. A city has a handful of drones, so plain Leaflet markers (DOM) are fine here; the unit
-// canvas leaves out the drones drawn here (store.drawnAsUnit), so a drone is drawn once.
+// when the hub has not heard it for 3 s. A drone that is not fit to be sent (no telemetry, pre-arm checks
+// failing, landed away from its dock, no link failsafe, signing trouble) is drawn in a grey-orange
+// "attention" colour, with the hub's reason as its tooltip; a position the hub calls stale is faded.
+// Under it a short trail and, on a mission, the planned route (dashed) from where the drone is to its
+// target; on the way home a dotted line to its dock. Docks are small pads. A city has a handful of
+// drones, so plain Leaflet markers (DOM) are fine here; the unit canvas leaves out the drones drawn here
+// (store.drawnAsUnit), so a drone is drawn once.
 
 import { el, escapeHtml } from "./dom.js";
 import { t, term } from "./i18n.js";
 import * as store from "./store.js";
 
+// States in which the drone stands but may not be sent: the hub says why in `reason`.
+export const ATTENTION_STATES = new Set(["refused_unsigned", "signed_no_key", "no_telemetry", "not_ready",
+  "landed_away", "no_failsafe"]);
+export const ATTENTION_COLOUR = "#c8936a";  // grey-orange: not an alarm, not ready either
 export const DRONE_STATE_COLOURS = {
-  ready: "#2fbf71", flying: "#3d8bfd", on_scene: "#a970ff", returning: "#f2b233", offline: "#7d8896",
-  unavailable: "#5b6470",
+  ready: "#2fbf71", launching: "#6fb0ff", flying: "#3d8bfd", on_scene: "#a970ff", returning: "#f2b233",
+  offline: "#7d8896", unavailable: "#5b6470",
+  ...Object.fromEntries([...ATTENTION_STATES].map((s) => [s, ATTENTION_COLOUR])),
 };
 const LOST_COLOUR = "#8f9294";
 const TRAIL_POINTS = 40;
 const TRAIL_STEP_M = 4;       // a hovering drone does not grow its trail
 const LOW_BATTERY_PCT = 25;
-// No route for a drone back on its dock or never heard of; a lost one ("unavailable") keeps its plan on show.
-const ROUTELESS_STATES = new Set(["ready", "offline"]);
+// No route for a drone back on its dock or never heard of, nor for one standing not ready; a lost one
+// ("unavailable") keeps its plan on show.
+const ROUTELESS_STATES = new Set(["ready", "offline", ...ATTENTION_STATES]);
+
+/** Whether the drone stands not fit to be sent (the hub's `reason` says why). */
+export function needsAttention(view) { return ATTENTION_STATES.has(view.state); }
 
 export function droneColour(view) {
   return view.link === "lost" ? LOST_COLOUR : DRONE_STATE_COLOURS[view.state] || "#c9d1d9";
@@ -160,10 +172,12 @@ export class DroneLayer {
   paint(p, view, colour) {
     const lost = view.link === "lost";
     const pos = view.position;
+    const attention = needsAttention(view);
     p.root.className = `drone-mark state-${view.state || "unknown"} link-${view.link || "unknown"}`
-      + `${store.selection.drone === view.drone_id ? " selected" : ""}${pos ? "" : " no-fix"}`;
+      + `${store.selection.drone === view.drone_id ? " selected" : ""}${pos ? "" : " no-fix"}`
+      + `${pos && pos.stale ? " stale" : ""}${attention ? " attention" : ""}`;
     Object.assign(p.root.dataset, { state: view.state || "", link: view.link || "unknown", mode: view.mode || "",
-      signing: view.signing || "" });
+      signing: view.signing || "", reason: view.reason || "", stale: pos && pos.stale ? "true" : "false" });
     p.root.style.color = colour;
     p.rot.style.transform = pos && pos.heading != null ? `rotate(${Math.round(pos.heading)}deg)` : "";
     p.label.textContent = view.drone_id;
@@ -177,13 +191,15 @@ export class DroneLayer {
     const unsigned = view.signing === "unsigned";  // let in without MAVLink 2 signing: said on the map too
     p.unsigned.hidden = !unsigned;
     p.unsigned.textContent = ` · ${t("drone.unsigned")}`;
-    p.root.title = `${view.name || view.drone_id} · ${term("droneState", view.state)}${lost ? ` · ${t("drone.linkLost")}` : ""}`
-      + `${unsigned ? ` · ${t("drone.unsignedHint")}` : ""}`;
+    // The tooltip: name, state, and the hub's reason in its own words (not translated: it is the hub's).
+    p.root.title = [`${view.name || view.drone_id} · ${term("droneState", view.state)}`, view.reason,
+      lost && t("drone.linkLost"), pos && pos.stale && t("drone.staleFix"), unsigned && t("drone.unsignedHint")]
+      .filter(Boolean).join(" · ");
   }
 
   trail(item, view, at, colour) {
     const tr = item.trail;
-    if (!view.position || (view.landed === "on_ground" && view.state === "ready")) tr.length = 0;
+    if (!view.position || (view.landed === "on_ground" && ROUTELESS_STATES.has(view.state))) tr.length = 0;
     else if (!tr.length || metres(tr[tr.length - 1], at) >= TRAIL_STEP_M) tr.push(at);
     if (tr.length > TRAIL_POINTS) tr.splice(0, tr.length - TRAIL_POINTS);
     this.showLine(item.trailLine, tr.length >= 2 ? tr : null, { color: colour }, "drone-trail", item.id);
