@@ -42,7 +42,7 @@ from bench.report import machine_facts, percentile
 from bench.stack import BenchError, BenchStack, add_database_url, python_env, run_bench
 from devices.geo import offset
 from sim.city import build_city
-from sim.drone_runner import write_keys
+from sim.drone_runner import FLEET_PARAMS, write_keys
 from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, drone_docks, fleet_entries, police_stations
 
@@ -107,7 +107,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (f"goto POST -> 202, {c['drones']} drones, {lo['rate_per_s']:.1f}/s", _ms(lo["round_trip_ms"])),
         ("failed commands (by status)", ", ".join(f"{k}: {v}" for k, v in lo["failures"].items()) or "none"),
-        ("launch goto (GUIDED + arm + takeoff ACKed)", _ms(r["launch_ms"])),
+        ("launch goto (home, GUIDED, arm, takeoff)", _ms(r["launch_ms"])),
         (f"raw DO_REPOSITION -> ACK ({raw['drone']})", _ms(raw["reposition_ms"])),
         ("raw DO_SET_MODE + DO_REPOSITION", _ms(raw["pair_ms"])),
         (f"hub goto, {raw['drone']} alone, no load", _ms(raw["hub_idle_ms"])),
@@ -350,7 +350,9 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     try:
         await stack.start()
         headers = {"authorization": f"Bearer {await create_operator_token(stack)}"}
-        async with DroneFleetSim(docks, ("127.0.0.1", port), seed=args.seed, keys=keys) as sim, httpx.AsyncClient(
+        # A police fleet's parameters (link failsafe on): with a stock autopilot's no drone is ever `ready`.
+        async with DroneFleetSim(docks, ("127.0.0.1", port), seed=args.seed, keys=keys,
+                                 params=dict(FLEET_PARAMS)) as sim, httpx.AsyncClient(
                 base_url=stack.hub_url, headers=headers, timeout=30.0,
                 limits=httpx.Limits(max_connections=len(ids) + 4)) as api:
             async def all_ready() -> bool:
