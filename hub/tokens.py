@@ -34,12 +34,15 @@ from hub import auth
 from hub.errors import HubError, StorageUnavailable, one_line
 from hub.storage.tokens import TokenRecord, TokenStore, fetch_all, fetch_one, listen
 
-__all__ = ["MAX_LIFETIME_S", "MAX_NAME", "TokenRecord", "TokenRefused", "TokenRegistry", "check_new_token",
-           "format_table", "parse_duration"]
+__all__ = ["MAX_LIFETIME_S", "MAX_NAME", "MIN_LIFETIME_S", "TokenRecord", "TokenRefused", "TokenRegistry",
+           "check_new_token", "format_table", "parse_duration"]
 
 log = logging.getLogger(__name__)
 
 MAX_LIFETIME_S: Final = 10 * 365 * 86400
+# The shortest lifetime: below it the expiry would equal the creation time at the database's microsecond
+# resolution (and a token that lives for less than a second is of no use to anyone).
+MIN_LIFETIME_S: Final = 1.0
 MAX_NAME: Final = 200
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,8 +74,9 @@ def check_new_token(name: str, role: str, expires_in_s: float | None) -> None:
         raise ValueError(f"the name must have 1 to {MAX_NAME} characters")
     if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):  # shown in listings and logs
         raise ValueError("the name may not contain control characters or line breaks")
-    if expires_in_s is not None and not 0 < expires_in_s <= MAX_LIFETIME_S:
-        raise ValueError(f"the lifetime must be more than 0 s and at most {MAX_LIFETIME_S // 86400} days")
+    if expires_in_s is not None and not MIN_LIFETIME_S <= expires_in_s <= MAX_LIFETIME_S:
+        raise ValueError(f"the lifetime must be at least {MIN_LIFETIME_S:g} s and at most "
+                         f"{MAX_LIFETIME_S // 86400} days")
 
 
 class TokenRegistry:

@@ -173,7 +173,8 @@ async def test_drone_commands_are_audited_with_their_outcome(settings: Settings,
              if e["action"].startswith(("drone.", "incident.drone"))]
     assert drone == [
         ("incident.drone", incident_id, "bootstrap", "dispatcher", {"drone_id": "UAV-01", "asked_for": None,
-                                                                    "eta_s": drone[0][4]["eta_s"]}),
+                                                                    "eta_s": drone[0][4]["eta_s"],
+                                                                    "without_failsafe": False}),
         ("drone.goto", "UAV-02", "pilot", "drone_operator", {"lat": target[0], "lon": target[1], "alt": 25.0,
                                                              "result": "accepted"}),
         ("drone.land", "UAV-02", "pilot", "drone_operator", {"result": "link_lost"})]

@@ -116,8 +116,8 @@ async def test_only_admins_manage_tokens_and_bad_input_is_a_4xx(hub: RunningHub)
         assert (await hub.api.delete(path, headers=admin)).status_code == 422, path
     viewer = {"name": "x", "role": "viewer"}
     for change in ({"name": "a\x00b"}, {"name": "a\u2028b"}, {"name": "   "}, {"name": "x" * 201}, {"role": "root"},
-                   {"expires_in_s": 0}, {"expires_in_s": -5}, {"expires_in_s": MAX_LIFETIME_S + 1},
-                   {"expires_in_s": "1e999"}, {"device_id": "../x"}):
+                   {"expires_in_s": 0}, {"expires_in_s": 8.4e-43}, {"expires_in_s": 0.5}, {"expires_in_s": -5},
+                   {"expires_in_s": MAX_LIFETIME_S + 1}, {"expires_in_s": "1e999"}, {"device_id": "../x"}):
         body = {**viewer, **change}
         r = await hub.api.post("/api/v1/tokens", json=body, headers=admin)
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid", (body, r.text)
@@ -136,7 +136,8 @@ async def test_no_revoke_path_gets_a_500(hub: RunningHub) -> None:
             @given(segments)
             def one(segment: str) -> None:
                 digits = segment.strip().replace("_", "").lstrip("+")
-                assume(not (digits.isdigit() and int(digits) in spared))  # the tokens this test runs with
+                # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit() accepts.
+                assume(not (digits.isdecimal() and int(digits) in spared))  # the tokens this test runs with
                 path = quote(segment.encode("utf-8", "surrogatepass"), safe="") or "%20"
                 r = http.delete(f"/api/v1/tokens/{path}")
                 assert r.status_code in (200, 404, 422), (segment, r.status_code, r.text)

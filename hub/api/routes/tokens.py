@@ -12,7 +12,7 @@ from hub.api.deps import Admin, HubDep
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
 from hub.api.routes.audit import audit
-from hub.tokens import MAX_LIFETIME_S, MAX_NAME
+from hub.tokens import MAX_LIFETIME_S, MAX_NAME, MIN_LIFETIME_S
 
 __all__ = ["router"]
 
@@ -26,7 +26,8 @@ TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
 class TokenIn(ApiModel):
     name: Line = Field(min_length=1, max_length=MAX_NAME)
     role: Literal["admin", "dispatcher", "viewer", "drone_operator", "device"]
-    expires_in_s: float | None = Field(default=None, gt=0, le=MAX_LIFETIME_S, allow_inf_nan=False)  # None: never
+    # None: never expires.
+    expires_in_s: float | None = Field(default=None, ge=MIN_LIFETIME_S, le=MAX_LIFETIME_S, allow_inf_nan=False)
     device_id: str | None = Field(default=None, pattern=ID)
 
 
