@@ -36,12 +36,26 @@ from hub.domain.aerial import DroneCandidate
 from hub.domain.drone_readiness import Failsafe, gcs_failsafe
 from hub.errors import HubError
 
-__all__ = ["DroneCommandFailed", "DroneConfig", "DroneNotFound", "DroneRecord", "FleetConfigError", "Flight",
-           "NoDroneAvailable", "TelemetryForwarder", "load_fleet", "log_signing", "prearm_text", "signing_of"]
+__all__ = [
+    "SYSTEM",
+    "DroneCommandFailed",
+    "DroneConfig",
+    "DroneNotFound",
+    "DroneRecord",
+    "FleetConfigError",
+    "Flight",
+    "NoDroneAvailable",
+    "TelemetryForwarder",
+    "load_fleet",
+    "log_signing",
+    "prearm_text",
+    "signing_of",
+]
 
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SYSTEM = ("system", "system")  # who the hub's own drone commands are audited as
 # A position older than this is not where the drone is (streams stopped, or the autopilot rebooted).
 POSITION_MAX_AGE_S = 5.0
 

@@ -1,7 +1,7 @@
 """What a drone operator can order a drone to do: go to a point, return (RTL), land, return to its dock,
 enable its link failsafe, fly a mission.
 
-Each order is one audited command (:meth:`hub.drones.DroneService._command`) whose answer waits for the
+Each order is one audited command (:meth:`hub.drones.DroneService.command`) whose answer waits for the
 autopilot's acknowledgments, not for the flight. An order that starts from the ground first sets home to
 the dock (and reads it back) so that the drone's RTL — its own failsafe included — lands on the dock, not
 where it happened to take off.
@@ -9,8 +9,10 @@ where it happened to take off.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from devices.geo import haversine_m
 from drone.errors import DroneError
 from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
-from hub.drone_fleet import DroneCommandFailed, DroneRecord, Flight
+from hub.drone_fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight
+from hub.incidents import IncidentConflict
 
 if TYPE_CHECKING:
     from hub.drones import DroneService
@@ -28,6 +31,9 @@ log = logging.getLogger(__name__)
 __all__ = ["DroneOperator", "Waypoint"]
 
 Who = tuple[str, str]
+# The parameters that decide what the autopilot does when the hub's link is lost (ArduCopter names; firmware
+# before 4.7 calls MAV_GCS_SYSID SYSID_MYGCS).
+FAILSAFE_PARAMS = ("FS_GCS_ENABLE", "FS_GCS_TIMEOUT", "MAV_GCS_SYSID")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,63 @@ class DroneOperator:
 
     def __init__(self, service: DroneService) -> None:
         self.svc = service
+        self.param_reads: dict[str, float] = {}  # drone id -> when its failsafe parameters were last asked for
+
+    async def read_failsafe(self, r: DroneRecord) -> None:
+        """Read the parameters that decide the drone's link failsafe (they fill ``state.params``)."""
+        self.param_reads[r.drone_id] = time.monotonic()
+        v = r.vehicle
+        for name in FAILSAFE_PARAMS:
+            try:
+                await v.read_param(name)
+            except DroneError as exc:
+                if name != "MAV_GCS_SYSID":
+                    log.info("drone %s: parameter %s not read: %s", r.drone_id, name, exc)
+                    continue
+                try:  # firmware before ArduPilot 4.7
+                    await v.read_param("SYSID_MYGCS")
+                except DroneError:
+                    log.info("drone %s: neither MAV_GCS_SYSID nor SYSID_MYGCS could be read", r.drone_id)
+
+    async def home_to_dock(self, r: DroneRecord) -> None:
+        """Set the autopilot's home to the drone's dock and read it back (RTL then lands on the dock, wherever
+        the drone took off: ArduCopter would otherwise reset home where it arms)."""
+        amsl = r.dock_amsl()
+        if amsl is None:
+            raise DroneCommandFailed("no_position", f"drone {r.drone_id}: no altitude to set its home with")
+        await r.vehicle.set_home(r.config.dock_lat, r.config.dock_lon, amsl)
+
+    async def launch(self, r: DroneRecord, alt: float, on_armed: Callable[[], Awaitable[None]] | None = None, *,
+                     wait: bool = True) -> None:
+        """Home to the dock, GUIDED, arm, (``on_armed``), take off to ``alt``; with ``wait``, until it is up."""
+        v = r.vehicle
+        await self.home_to_dock(r)
+        await v.set_mode("GUIDED")
+        await v.arm()
+        if on_armed is not None:
+            await on_armed()
+        await v.takeoff(alt)
+        if wait:
+            await v.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
+
+    async def launch_failed(self, r: DroneRecord, flight: Flight, prev_mode: str | None, reason: str) -> None:
+        """A launch that never left the ground: disarm if armed, restore the mode it had, no RTL, no "landed"."""
+        svc = self.svc
+        if r.flight is flight:
+            r.flight = None  # before any release: a drone that never flew is not sent "home"
+        v = r.vehicle
+        with contextlib.suppress(DroneCommandFailed):
+            if v.state.armed and r.on_ground():
+                await svc.command(r, "disarm", {"reason": "launch failed"}, SYSTEM, flight.incident_id, v.disarm)
+            if prev_mode is not None and v.state.mode != prev_mode:
+                await svc.command(r, "set_mode", {"mode": prev_mode, "reason": "launch failed"}, SYSTEM,
+                                  flight.incident_id, lambda: v.set_mode(prev_mode))
+        svc.post_view(r)
+        if flight.incident_id is not None and svc.incidents.is_open(flight.incident_id):
+            await svc.note(flight.incident_id, r, f"drone {r.drone_id}: launch failed: {reason}")
+            with contextlib.suppress(IncidentConflict):
+                await svc.incidents.cancel(flight.incident_id, r.drone_id, f"launch failed: {reason}",
+                                           source="system")
 
     def _route(self, r: DroneRecord, lat: float, lon: float) -> list[list[float]]:
         s = r.vehicle.state
@@ -60,7 +123,7 @@ class DroneOperator:
 
         async def order() -> None:
             if grounded:
-                await svc.launch(r, alt_m, wait=False)
+                await self.launch(r, alt_m, wait=False)
             else:
                 await v.set_mode("GUIDED")
                 await v.goto(lat, lon, alt_m)
@@ -68,14 +131,14 @@ class DroneOperator:
         flight = Flight(incident_id, (lat, lon, alt_m), self._route(r, lat, lon),
                         "launching" if grounded else "en_route", reboots=v.state.reboots, kind="goto")
         try:
-            await svc._command(r, "goto", params, who, incident_id, order)
+            await svc.command(r, "goto", params, who, incident_id, order)
         except DroneCommandFailed as exc:
             if grounded:
-                await svc.launch_failed(r, flight, prev_mode, exc.reason)
+                await self.launch_failed(r, flight, prev_mode, exc.reason)
             raise
         r.flight = flight
         if grounded:
-            svc._spawn(self._climb_then(r, flight, who, "goto", lambda: v.goto(lat, lon, alt_m)))
+            svc.spawn(self._climb_then(r, flight, who, "goto", lambda: v.goto(lat, lon, alt_m)))
         return {"drone_id": drone_id, "command": "goto", "result": "accepted"}
 
     async def _climb_then(self, r: DroneRecord, flight: Flight, who: Who, command: str,
@@ -84,7 +147,7 @@ class DroneOperator:
         try:
             await r.vehicle.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
             if r.flight is flight and flight.phase == "launching":
-                await self.svc._command(r, command, {"lat": lat, "lon": lon, "alt": alt}, who, flight.incident_id,
+                await self.svc.command(r, command, {"lat": lat, "lon": lon, "alt": alt}, who, flight.incident_id,
                                         then)
                 flight.phase = "returning" if command == "rtl" else "en_route"
         except (DroneError, DroneCommandFailed) as exc:  # audited already when it was a command
@@ -92,13 +155,13 @@ class DroneOperator:
 
     async def rtl(self, drone_id: str, who: Who) -> dict[str, Any]:
         r = self.svc.record(drone_id)
-        await self.svc._command(r, "rtl", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.rtl)
+        await self.svc.command(r, "rtl", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.rtl)
         self._home_bound(r, "return to launch by the operator")
         return {"drone_id": drone_id, "command": "rtl", "result": "accepted"}
 
     async def land(self, drone_id: str, who: Who) -> dict[str, Any]:
         r = self.svc.record(drone_id)
-        await self.svc._command(r, "land", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.land)
+        await self.svc.command(r, "land", {}, who, r.flight.incident_id if r.flight else None, r.vehicle.land)
         self._home_bound(r, "landing by the operator")
         return {"drone_id": drone_id, "command": "land", "result": "accepted"}
 
@@ -122,12 +185,12 @@ class DroneOperator:
                         "return to its dock by the operator", reboots=v.state.reboots, kind="return_to_dock")
         prev_mode = v.state.mode
         try:
-            await svc._command(r, "return_to_dock", {}, who, None, lambda: svc.launch(r, alt, wait=False))
+            await svc.command(r, "return_to_dock", {}, who, None, lambda: self.launch(r, alt, wait=False))
         except DroneCommandFailed as exc:
-            await svc.launch_failed(r, flight, prev_mode, exc.reason)
+            await self.launch_failed(r, flight, prev_mode, exc.reason)
             raise
         r.flight = flight
-        svc._spawn(self._climb_then(r, flight, who, "rtl", v.rtl))
+        svc.spawn(self._climb_then(r, flight, who, "rtl", v.rtl))
         return {"drone_id": drone_id, "command": "return_to_dock", "result": "accepted"}
 
     async def enable_failsafe(self, drone_id: str, who: Who) -> dict[str, Any]:
@@ -147,8 +210,8 @@ class DroneOperator:
             for name, value in changes.items():
                 await v.set_param(name, value)
 
-        await svc._command(r, "enable_failsafe", dict(changes), who, None, order)
-        svc._post_view(r)
+        await svc.command(r, "enable_failsafe", dict(changes), who, None, order)
+        svc.post_view(r)
         return {"drone_id": drone_id, "command": "enable_failsafe", "result": "accepted", "set": changes,
                 "failsafe": r.failsafe(svc.system_id).text}
 
@@ -193,17 +256,17 @@ class DroneOperator:
         async def order() -> None:
             await v.upload_mission(items)
             if grounded:
-                await svc.home_to_dock(r)
+                await self.home_to_dock(r)
                 await v.set_mode("GUIDED")
                 await v.arm()
             await v.start_mission()
 
         try:
-            await svc._command(r, "mission", {"waypoints": len(waypoints), "loiter_s": loiter_s, "rtl": rtl}, who,
+            await svc.command(r, "mission", {"waypoints": len(waypoints), "loiter_s": loiter_s, "rtl": rtl}, who,
                                r.flight.incident_id if r.flight else None, order)
         except DroneCommandFailed as exc:
             if grounded:
-                await svc.launch_failed(r, flight, prev_mode, exc.reason)
+                await self.launch_failed(r, flight, prev_mode, exc.reason)
             raise
         r.flight = flight
         return {"drone_id": drone_id, "command": "mission", "result": "accepted", "items": len(items)}

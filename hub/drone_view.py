@@ -19,7 +19,7 @@ from hub.domain.aerial import DroneEnergy
 from hub.domain.drone_readiness import readiness
 from hub.drone_fleet import DroneRecord, prearm_text
 
-__all__ = ["drone_view", "link_name", "state_and_reason"]
+__all__ = ["clock_text", "drone_view", "link_name", "state_and_reason"]
 
 _TEXTS_SHOWN = 5
 
@@ -86,3 +86,11 @@ def drone_view(r: DroneRecord, now_ms: int, *, energy: DroneEnergy, hub_system_i
         "texts": [{"ts": t.ts_ms, "severity": t.severity, "text": t.text} for t in list(s.texts)[-_TEXTS_SHOWN:]],
         "updated_at": now_ms,
     }
+
+
+def clock_text(r: DroneRecord) -> str:
+    offset = r.vehicle.state.clock.drone_offset_ms
+    if offset is None:
+        return "its times are taken on the hub's clock"
+    side = "behind" if offset < 0 else "ahead of"
+    return f"the drone's clock runs {abs(offset) / 1000:.2f} s {side} the hub's: its times are stated in hub time"

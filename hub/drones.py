@@ -40,6 +40,7 @@ from hub.config import Settings
 from hub.domain.aerial import DroneEnergy, choose_drone, must_return
 from hub.domain.events import Acknowledged, Noted
 from hub.drone_fleet import (
+    SYSTEM,
     DroneCommandFailed,
     DroneConfig,
     DroneNotFound,
@@ -51,7 +52,7 @@ from hub.drone_fleet import (
     signing_of,
 )
 from hub.drone_ops import DroneOperator
-from hub.drone_view import drone_view
+from hub.drone_view import clock_text, drone_view
 from hub.feed import LiveFeed
 from hub.incidents import IncidentConflict, IncidentService
 from hub.storage.drones import CommandRecord, DroneAudit
@@ -60,10 +61,6 @@ __all__ = ["DroneCommandFailed", "DroneNotFound", "DroneService", "NoDroneAvaila
 
 log = logging.getLogger(__name__)
 
-SYSTEM = ("system", "system")  # who the hub's own commands are audited as
-# The parameters that decide what the autopilot does when the hub's link is lost (ArduCopter names; firmware
-# before 4.7 calls MAV_GCS_SYSID SYSID_MYGCS).
-FAILSAFE_PARAMS = ("FS_GCS_ENABLE", "FS_GCS_TIMEOUT", "MAV_GCS_SYSID")
 PARAM_RETRY_S = 10.0
 
 
@@ -94,7 +91,6 @@ class DroneService:
         self._by_system = {r.config.system_id: r for r in self.drones.values()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
-        self._param_reads: dict[str, float] = {}  # drone id -> when its failsafe parameters were last asked for
         self.ops = DroneOperator(self)
 
     # ------------------------------------------------------------ lifecycle
@@ -146,7 +142,7 @@ class DroneService:
     def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
         return {"drones": self.views()}
 
-    def _post_view(self, r: DroneRecord) -> None:
+    def post_view(self, r: DroneRecord) -> None:
         r.last_view_sent = asyncio.get_running_loop().time()
         r.shown_fresh = r.position_fresh(time.monotonic())
         self.feed.post({"type": "drone", "ts": self.clock(), "drone": self.view(r)})
@@ -158,9 +154,9 @@ class DroneService:
         s, f = vehicle.state, r.flight
         if not r.seen:
             r.seen = True
-            self._spawn(self._read_failsafe(r))
+            self.spawn(self.ops.read_failsafe(r))
         if kind == "reboot" or (kind == "link" and s.link_ok and not s.params):
-            self._spawn(self._read_failsafe(r))
+            self.spawn(self.ops.read_failsafe(r))
         if f is not None and not f.airborne and s.armed and (
                 s.landed_state == "in_air" or (s.relative_alt_m or 0.0) > 2.0):
             f.airborne = True
@@ -174,30 +170,14 @@ class DroneService:
             f.progress = {**f.progress, "current": s.mission_current or 0,
                           "reached": -1 if s.mission_reached is None else s.mission_reached}
         if kind == "link" and s.link_ok and f is not None and f.rtl_pending:
-            self._spawn(self._send_rtl(r))
+            self.spawn(self._send_rtl(r))
         now = asyncio.get_running_loop().time()
         if kind in ("link", "landed", "mission", "reboot", "home", "param", "statustext", "health", "signing") \
                 or now - r.last_view_sent >= 0.5:
-            self._post_view(r)
-
-    async def _read_failsafe(self, r: DroneRecord) -> None:
-        """Read the parameters that decide the drone's link failsafe (they fill ``state.params``)."""
-        self._param_reads[r.drone_id] = time.monotonic()
-        v = r.vehicle
-        for name in FAILSAFE_PARAMS:
-            try:
-                await v.read_param(name)
-            except DroneError as exc:
-                if name != "MAV_GCS_SYSID":
-                    log.info("drone %s: parameter %s not read: %s", r.drone_id, name, exc)
-                    continue
-                try:  # firmware before ArduPilot 4.7
-                    await v.read_param("SYSID_MYGCS")
-                except DroneError:
-                    log.info("drone %s: neither MAV_GCS_SYSID nor SYSID_MYGCS could be read", r.drone_id)
+            self.post_view(r)
 
     # -------------------------------------------------------------- commands
-    async def _command(self, r: DroneRecord, command: str, params: dict[str, Any], who: tuple[str, str],
+    async def command(self, r: DroneRecord, command: str, params: dict[str, Any], who: tuple[str, str],
                        incident_id: str | None, action: Callable[[], Awaitable[None]]) -> None:
         """Run one drone command and audit it, whatever its outcome."""
         asked, result, detail = self.clock(), "accepted", ""
@@ -238,45 +218,6 @@ class DroneService:
             except Exception:  # the audit must not hide the command's own outcome; the log keeps it
                 log.exception("drone command not audited: %s", rec)
 
-    async def home_to_dock(self, r: DroneRecord) -> None:
-        """Set the autopilot's home to the drone's dock and read it back (RTL then lands on the dock, wherever
-        the drone took off: ArduCopter would otherwise reset home where it arms)."""
-        amsl = r.dock_amsl()
-        if amsl is None:
-            raise DroneCommandFailed("no_position", f"drone {r.drone_id}: no altitude to set its home with")
-        await r.vehicle.set_home(r.config.dock_lat, r.config.dock_lon, amsl)
-
-    async def launch(self, r: DroneRecord, alt: float, on_armed: Callable[[], Awaitable[None]] | None = None, *,
-                     wait: bool = True) -> None:
-        """Home to the dock, GUIDED, arm, (``on_armed``), take off to ``alt``; with ``wait``, until it is up."""
-        v = r.vehicle
-        await self.home_to_dock(r)
-        await v.set_mode("GUIDED")
-        await v.arm()
-        if on_armed is not None:
-            await on_armed()
-        await v.takeoff(alt)
-        if wait:
-            await v.wait_for("position", lambda s: (s.relative_alt_m or 0.0) >= 0.9 * alt, timeout_s=90.0)
-
-    async def launch_failed(self, r: DroneRecord, flight: Flight, prev_mode: str | None, reason: str) -> None:
-        """A launch that never left the ground: disarm if armed, restore the mode it had, no RTL, no "landed"."""
-        if r.flight is flight:
-            r.flight = None  # before any release: a drone that never flew is not sent "home"
-        v = r.vehicle
-        with contextlib.suppress(DroneCommandFailed):
-            if v.state.armed and r.on_ground():
-                await self._command(r, "disarm", {"reason": "launch failed"}, SYSTEM, flight.incident_id, v.disarm)
-            if prev_mode is not None and v.state.mode != prev_mode:
-                await self._command(r, "set_mode", {"mode": prev_mode, "reason": "launch failed"}, SYSTEM,
-                                    flight.incident_id, lambda: v.set_mode(prev_mode))
-        self._post_view(r)
-        if flight.incident_id is not None and self.incidents.is_open(flight.incident_id):
-            await self._note(flight.incident_id, r, f"drone {r.drone_id}: launch failed: {reason}")
-            with contextlib.suppress(IncidentConflict):
-                await self.incidents.cancel(flight.incident_id, r.drone_id, f"launch failed: {reason}",
-                                            source="system")
-
     # -------------------------------------------------------------- dispatch
     async def send_to_incident(self, incident_id: str, drone_id: str | None, who: tuple[str, str], *,
                                without_failsafe: bool = False) -> dict[str, Any]:
@@ -300,10 +241,10 @@ class DroneService:
                                    reboots=s.reboots)
         failsafe = r.failsafe(self.system_id)
         override = "" if failsafe.ok else f" — sent WITHOUT a working link failsafe on {who[0]}'s explicit override"
-        await self._note(incident_id, r, f"drone {r.drone_id} sent by {who[0]}: {choice.distance_m:.0f} m, ETA "
+        await self.note(incident_id, r, f"drone {r.drone_id} sent by {who[0]}: {choice.distance_m:.0f} m, ETA "
                                           f"{choice.eta_s:.0f} s, battery {s.battery_pct:.0f} % (round trip needs "
-                                          f"{choice.needed_pct:.0f} %); {failsafe.text}{override}; {_clock_text(r)}")
-        self._spawn(self._fly(r, flight, cmd_id, who))
+                                          f"{choice.needed_pct:.0f} %); {failsafe.text}{override}; {clock_text(r)}")
+        self.spawn(self._fly(r, flight, cmd_id, who))
         return {"drone_id": r.drone_id, "incident_id": incident_id, "distance_m": round(choice.distance_m, 1),
                 "eta_s": round(choice.eta_s, 1), "refused": refused, "failsafe": failsafe.text,
                 "without_failsafe": not failsafe.ok}
@@ -319,18 +260,18 @@ class DroneService:
             await self.incidents.record(incident_id, Acknowledged(ts=self.clock(), source="device",
                                                                   unit_id=r.drone_id, cmd_id=cmd_id))
         try:
-            await self._command(r, "dispatch", {"lat": lat, "lon": lon, "alt": alt}, who, incident_id,
-                                lambda: self.launch(r, alt, acknowledged))
+            await self.command(r, "dispatch", {"lat": lat, "lon": lon, "alt": alt}, who, incident_id,
+                                lambda: self.ops.launch(r, alt, acknowledged))
         except DroneCommandFailed as exc:
             if not flight.airborne and r.on_ground():
-                await self.launch_failed(r, flight, prev_mode, exc.reason)
+                await self.ops.launch_failed(r, flight, prev_mode, exc.reason)
             else:
                 await self._abort(r, flight, f"drone flight failed: {exc.reason}")
             return
         if flight.phase == "returning" or r.flight is not flight:
             return  # called off while it took off: the release already sent it home
         try:
-            await self._command(r, "goto", {"lat": lat, "lon": lon, "alt": alt}, SYSTEM, incident_id,
+            await self.command(r, "goto", {"lat": lat, "lon": lon, "alt": alt}, SYSTEM, incident_id,
                                 lambda: v.goto(lat, lon, alt))
             flight.phase = "en_route"
         except DroneCommandFailed as exc:
@@ -347,7 +288,7 @@ class DroneService:
         if f is None or f.phase == "returning":
             return
         f.phase, f.reason = "returning", reason
-        self._spawn(self._send_rtl(r))
+        self.spawn(self._send_rtl(r))
 
     async def _send_rtl(self, r: DroneRecord) -> None:
         """RTL for a flight turned home; without a link, again when the link returns. Never to a drone that is
@@ -361,7 +302,7 @@ class DroneService:
             await self._flight_over(r, f, f.reason or "the drone is on the ground")
             return
         try:
-            await self._command(r, "rtl", {"reason": f.reason}, SYSTEM, f.incident_id, r.vehicle.rtl)
+            await self.command(r, "rtl", {"reason": f.reason}, SYSTEM, f.incident_id, r.vehicle.rtl)
         except DroneCommandFailed as exc:
             f.rtl_pending = True
             log.warning("drone %s: RTL not sent (%s); again when the link returns", r.drone_id, exc)
@@ -379,10 +320,10 @@ class DroneService:
     async def _watch_one(self, r: DroneRecord) -> None:
         f, s = r.flight, r.vehicle.state
         if r.position_fresh(time.monotonic()) != r.shown_fresh:  # a silent drone's position goes stale unheard
-            self._post_view(r)
+            self.post_view(r)
         if (r.seen and s.link_ok and not r.failsafe(self.system_id).known
-                and time.monotonic() - self._param_reads.get(r.drone_id, 0.0) >= PARAM_RETRY_S):
-            self._spawn(self._read_failsafe(r))
+                and time.monotonic() - self.ops.param_reads.get(r.drone_id, 0.0) >= PARAM_RETRY_S):
+            self.spawn(self.ops.read_failsafe(r))
         if f is None:
             return
         if s.reboots != f.reboots:
@@ -419,35 +360,27 @@ class DroneService:
         else:
             text = f"drone {r.drone_id} did not fly: {reason}"
         if f.incident_id and self.incidents.is_open(f.incident_id):
-            await self._note(f.incident_id, r, text)
+            await self.note(f.incident_id, r, text)
             if rebooted or f.phase != "returning":
                 with contextlib.suppress(IncidentConflict):
                     await self.incidents.cancel(f.incident_id, r.drone_id, reason, source="system")
         log.info("%s", text)
-        self._post_view(r)
+        self.post_view(r)
 
     async def _abort(self, r: DroneRecord, f: Flight, reason: str) -> None:
         """End the drone's part in its incident and send it home, with the reason in the incident log."""
         f.reason = reason
         if f.incident_id is not None and self.incidents.is_open(f.incident_id):
-            await self._note(f.incident_id, r, f"drone {r.drone_id}: {reason}")
+            await self.note(f.incident_id, r, f"drone {r.drone_id}: {reason}")
             with contextlib.suppress(IncidentConflict):  # its release turns it home
                 await self.incidents.cancel(f.incident_id, r.drone_id, reason, source="system")
         self._go_home(r, reason)
 
-    async def _note(self, incident_id: str, r: DroneRecord, text: str) -> None:
+    async def note(self, incident_id: str, r: DroneRecord, text: str) -> None:
         await self.incidents.record(incident_id, Noted(ts=self.clock(), source="system", unit_id=r.drone_id,
                                                        text=text))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _clock_text(r: DroneRecord) -> str:
-    offset = r.vehicle.state.clock.drone_offset_ms
-    if offset is None:
-        return "its times are taken on the hub's clock"
-    side = "behind" if offset < 0 else "ahead of"
-    return f"the drone's clock runs {abs(offset) / 1000:.2f} s {side} the hub's: its times are stated in hub time"
