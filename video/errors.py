@@ -1,7 +1,8 @@
 """The video package's exceptions: one base, one subclass per way a request can be refused.
 
-Every error carries a short machine-readable ``code``; the HTTP router maps the class to a status and
-answers ``{"error": {"code", "message"}}`` like the rest of the API.
+Every error carries a short machine-readable ``code``; the application serving :mod:`video.http` maps the class
+to an HTTP status (the hub: its one table, ``hub.api.errors.ERRORS``) and answers with the code and the message.
+The package knows nothing of that application.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ __all__ = [
     "ForwardingUnavailable",
     "IceRestartUnsupported",
     "MediaServerError",
+    "PreconditionFailed",
+    "PreconditionRequired",
+    "TooLarge",
     "TooManyViewers",
     "UnknownSession",
     "UnknownStream",
     "Unsupported",
+    "UnsupportedMediaType",
     "VideoError",
 ]
 
@@ -75,9 +80,31 @@ class ForwardingUnavailable(VideoError):
     code = "forwarding_unavailable"
 
 
-
-
 class MediaServerError(VideoError):
     """The external media server the hub proxies to (Janus) failed or refused: HTTP 502 Bad Gateway."""
 
     code = "media_server"
+
+
+class UnsupportedMediaType(VideoError):
+    """A WHIP/WHEP body of another Content-Type than the endpoint takes (415)."""
+
+    code = "unsupported_media_type"
+
+
+class TooLarge(VideoError):
+    """A WHIP/WHEP body over :data:`video.sdp.MAX_SDP_BYTES` (413)."""
+
+    code = "too_large"
+
+
+class PreconditionRequired(VideoError):
+    """A trickle-ICE PATCH without ``If-Match`` (RFC 9725 4.3.1: 428)."""
+
+    code = "precondition_required"
+
+
+class PreconditionFailed(VideoError):
+    """A trickle-ICE PATCH whose ``If-Match`` does not name the session's entity tag (412)."""
+
+    code = "precondition_failed"

@@ -9,32 +9,30 @@ The authorizers run first, before any SDP is read. A publish authorizer may hand
 :class:`PublishGrant`: the router tells it the session the publish opened, or that it failed (so a
 single-use token is spent only on a session that exists). ``DELETE``/``PATCH`` on a WHIP session go to
 ``authorize_session`` with the session id, so the token that opened one session cannot act on another.
-Errors are the API's JSON ``{"error": {"code", "message"}}`` via :class:`hub.api.errors.ApiError`.
+Refusals are :mod:`video.errors` exceptions (each with its ``code``); the application that includes the router
+maps them to HTTP statuses and its JSON errors (the hub: ``hub.api.errors``). This module imports nothing of it.
 PATCH follows RFC 9725 4.3.1: trickle ICE is supported and ICE restarts are not, so a restart gets
 ``422``; ``If-Match`` is required (``428``) and must name the session's entity tag (``412``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Path, Request, Response
 
 from devices.topics import ID_PATTERN
-from hub.api.errors import ApiError
-from hub.api.inputs import unstorable
 from video.errors import (
     BadOffer,
     BadSdpFragment,
-    ForwardingUnavailable,
     IceRestartUnsupported,
-    MediaServerError,
-    TooManyViewers,
+    PreconditionFailed,
+    PreconditionRequired,
+    TooLarge,
     UnknownSession,
-    UnknownStream,
-    Unsupported,
-    VideoError,
+    UnsupportedMediaType,
 )
 from video.registry import Answer, SessionRef
 from video.sdp import MAX_SDP_BYTES
@@ -45,18 +43,9 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 # Device, stream and session ids (SPEC 1; session ids are hex): anything else is a 422 before a lookup.
 Id = Annotated[str, Path(pattern=ID_PATTERN.pattern)]
-# Most specific first: the first matching class gives the status.
-_STATUS: tuple[tuple[type[VideoError], int], ...] = (
-    (BadOffer, 400),
-    (BadSdpFragment, 400),
-    (UnknownStream, 404),
-    (UnknownSession, 404),
-    (TooManyViewers, 503),
-    (IceRestartUnsupported, 422),
-    (Unsupported, 406),  # RFC 9725 6.x: an offer the server cannot take as a whole is 406 Not Acceptable
-    (ForwardingUnavailable, 503),
-    (MediaServerError, 502),
-)
+# SDP text has no NUL or control characters (RFC 8866 5): C0/C1 controls other than tab, CR and LF, DEL, and
+# lone surrogates are refused (the same rule as the hub's `hub.api.inputs.unstorable`).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class PublishGrant(Protocol):
@@ -67,9 +56,10 @@ class PublishGrant(Protocol):
     async def failed(self) -> None: ...
 
 
-# (device_id, bearer token) -> a grant, or None when there is nothing to settle; raises ApiError to refuse.
+# (device_id, bearer token) -> a grant, or None when there is nothing to settle; raises to refuse (the exception
+# is the application's to answer, e.g. its 401/403).
 PublishAuthorizer = Callable[[str, str | None], Awaitable[PublishGrant | None]]
-# (device_id, session_id, bearer token) for DELETE/PATCH on a WHIP session; raises ApiError to refuse.
+# (device_id, session_id, bearer token) for DELETE/PATCH on a WHIP session; raises to refuse.
 SessionAuthorizer = Callable[[str, str, str | None], Awaitable[None]]
 
 
@@ -87,11 +77,6 @@ class WhipWhepService(Protocol):
     def describe_session(self, session_id: str) -> SessionRef: ...
 
 
-def _api_error(exc: VideoError) -> ApiError:
-    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
-    return ApiError(status, exc.code, exc.message)
-
-
 def _bearer(request: Request) -> str | None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
@@ -106,25 +91,32 @@ async def _text_body(request: Request, media_type: str) -> str:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != media_type:
         given = content_type or "none"
-        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {media_type}, not {given}")
+        raise UnsupportedMediaType(f"Content-Type must be {media_type}, not {given}")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_SDP_BYTES:
-        raise ApiError(413, "too_large", f"the body is larger than {MAX_SDP_BYTES} bytes")
+        raise TooLarge(f"the body is larger than {MAX_SDP_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_SDP_BYTES:
-            raise ApiError(413, "too_large", f"the body is larger than {MAX_SDP_BYTES} bytes")
-    code = "bad_offer" if media_type == SDP else "bad_sdpfrag"
+            raise TooLarge(f"the body is larger than {MAX_SDP_BYTES} bytes")
+    refused = BadOffer if media_type == SDP else BadSdpFragment
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(400, code, "the body is not UTF-8 text") from exc
-    # SDP text has no NUL or control characters (RFC 8866 5); none may reach a peer connection or a log.
-    why = unstorable(text)
-    if why is not None:
-        raise ApiError(400, code, f"the body {why}")
+        raise refused("the body is not UTF-8 text") from exc
+    # None may reach a peer connection or a log.
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise refused(f"the body contains {_describe(found.group())}")
     return text
+
+
+def _describe(char: str) -> str:
+    if char == "\x00":
+        return "a NUL character"
+    kind = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    return f"{kind} (U+{ord(char):04X})"
 
 
 def _created(request: Request, session_id: str, sdp: str) -> Response:
@@ -139,7 +131,8 @@ def _options(methods: str) -> Response:
 def video_router(service: WhipWhepService, authorize_publish: PublishAuthorizer,
                  authorize_view: Callable[[str | None], Awaitable[None]],
                  authorize_session: SessionAuthorizer | None = None) -> APIRouter:
-    """The WHIP/WHEP routes; ``authorize_*`` raise :class:`ApiError` to refuse (bearer token may be None).
+    """The WHIP/WHEP routes; ``authorize_*`` raise to refuse (bearer token may be None); the routes raise
+    :mod:`video.errors` exceptions, for the including application's exception handlers to answer.
 
     Without ``authorize_session``, DELETE/PATCH on a WHIP session ask ``authorize_publish`` (and settle any
     grant as failed at once): enough for a fixed set of trusted publishers, not for single-use tokens."""
@@ -154,34 +147,25 @@ def video_router(service: WhipWhepService, authorize_publish: PublishAuthorizer,
             await grant.failed()
 
     def session_of(kind: Literal["publisher", "viewer"], owner: str, session_id: str) -> None:
-        try:
-            ref = service.describe_session(session_id)
-        except VideoError as exc:
-            raise _api_error(exc) from exc
+        ref = service.describe_session(session_id)
         if ref.kind != kind or owner != (ref.device_id if kind == "publisher" else ref.stream_id):
-            raise ApiError(404, UnknownSession.code, f"no session {session_id!r} here")
+            raise UnknownSession(f"no session {session_id!r} here")
 
     async def patch(request: Request, session_id: str) -> Response:
         fragment = await _text_body(request, SDPFRAG)
         if_match = request.headers.get("if-match")
         if if_match is None:
-            raise ApiError(428, "precondition_required", "PATCH needs If-Match with the session's ETag")
+            raise PreconditionRequired("PATCH needs If-Match with the session's ETag")
         if if_match.strip() != "*" and _etag(session_id) not in [t.strip() for t in if_match.split(",")]:
-            raise ApiError(412, "precondition_failed", "If-Match does not name this session's ICE session")
+            raise PreconditionFailed("If-Match does not name this session's ICE session")
         if if_match.strip() == "*":
             # RFC 9725 4.3.2: If-Match: * marks an ICE restart.
-            raise _api_error(IceRestartUnsupported("ICE restarts are not supported; start a new session"))
-        try:
-            await service.patch(session_id, fragment)
-        except VideoError as exc:
-            raise _api_error(exc) from exc
+            raise IceRestartUnsupported("ICE restarts are not supported; start a new session")
+        await service.patch(session_id, fragment)
         return Response(status_code=204)
 
     async def end(session_id: str) -> Response:
-        try:
-            await service.end(session_id)
-        except VideoError as exc:
-            raise _api_error(exc) from exc
+        await service.end(session_id)
         return Response(status_code=200)
 
     @router.options("/whip/{device_id}")
@@ -194,11 +178,9 @@ def video_router(service: WhipWhepService, authorize_publish: PublishAuthorizer,
         try:
             offer = await _text_body(request, SDP)
             answer = await service.publish(device_id, offer)
-        except BaseException as exc:  # a bad body, a bad offer, a client gone: no session, nothing spent
+        except BaseException:  # a bad body, a bad offer, a client gone: no session, nothing spent
             if grant is not None:
                 await grant.failed()
-            if isinstance(exc, VideoError):
-                raise _api_error(exc) from exc
             raise
         if grant is not None:
             await grant.opened(answer.session_id)
@@ -224,10 +206,7 @@ def video_router(service: WhipWhepService, authorize_publish: PublishAuthorizer,
     async def whep_view(stream_id: Id, request: Request) -> Response:
         await authorize_view(_bearer(request))
         offer = await _text_body(request, SDP)
-        try:
-            answer = await service.view(stream_id, offer)
-        except VideoError as exc:
-            raise _api_error(exc) from exc
+        answer = await service.view(stream_id, offer)
         return _created(request, answer.session_id, answer.sdp)
 
     @router.patch("/whep/{stream_id}/{session_id}")

@@ -1,4 +1,9 @@
-"""Dependencies of the routes, as ``Annotated`` aliases."""
+"""Dependencies of the routes, as ``Annotated`` aliases: the hub, its services, the caller's principal.
+
+A service the hub runs only when configured (incidents, drones, live video, provisioning) is a typed
+dependency (:data:`IncidentsDep`, :data:`DronesDep` ...) that answers 503 when it is not running, so a route
+never looks a service up itself. Declare it after the principal, so that a refused caller learns nothing more.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,12 @@ from starlette.requests import HTTPConnection
 
 from devices.clock import now_ms
 from hub.api.errors import ApiError
+from hub.drones import DroneService
+from hub.incidents import IncidentService
+from hub.provisioning import Provisioner
 from hub.server import Hub
 from hub.tokens import TokenRefused
+from hub.video import VideoDesk
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +37,41 @@ def get_hub(request: Request) -> Hub:
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+def get_incidents(hub: HubDep) -> IncidentService:
+    if hub.incidents is None:
+        raise ApiError(503, "unavailable", "the incident service is not running")
+    return hub.incidents
+
+
+def get_drones_or_none(hub: HubDep) -> DroneService | None:
+    return hub.drones
+
+
+def get_drones(hub: HubDep) -> DroneService:
+    if hub.drones is None:
+        raise ApiError(503, "unavailable", "no drone link is configured (FIELDHUB_MAVLINK_URL)")
+    return hub.drones
+
+
+def get_video(hub: HubDep) -> VideoDesk:
+    if hub.video is None:
+        raise ApiError(503, "video_unavailable", "live video is not running on this hub")
+    return hub.video
+
+
+def get_provisioner(hub: HubDep) -> Provisioner:
+    if hub.provisioner is None:
+        raise ApiError(503, "unavailable", "provisioning is not ready")
+    return hub.provisioner
+
+
+IncidentsDep = Annotated[IncidentService, Depends(get_incidents)]
+DronesDep = Annotated[DroneService, Depends(get_drones)]
+MaybeDronesDep = Annotated[DroneService | None, Depends(get_drones_or_none)]  # the fleet list: empty without
+VideoDep = Annotated[VideoDesk, Depends(get_video)]
+ProvisionerDep = Annotated[Provisioner, Depends(get_provisioner)]
 
 
 def bearer(header: str | None) -> str | None:

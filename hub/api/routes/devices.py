@@ -8,18 +8,14 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from hub.api.deps import Admin, HubDep
-from hub.api.errors import ApiError
+from hub.api.deps import Admin, ProvisionerDep
 from hub.api.inputs import ApiModel
-from hub.provisioning import Provisioner, ProvisioningError
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 DeviceId = Annotated[str, Path(pattern=ID)]
 KINDS = r"^(bodycam|radio|vehicle|drone|camera|phone|tracker|gateway)$"
-
-_STATUS = {"invalid": 422, "unknown_unit": 404, "unknown_device": 404, "exists": 409, "broker": 502}
 
 
 class DeviceIn(ApiModel):
@@ -28,25 +24,14 @@ class DeviceIn(ApiModel):
     kind: str | None = Field(default=None, pattern=KINDS)
 
 
-def _provisioner(hub: Any) -> Provisioner:
-    if hub.provisioner is None:
-        raise ApiError(503, "unavailable", "provisioning is not ready")
-    provisioner: Provisioner = hub.provisioner
-    return provisioner
-
-
-def _refused(exc: ProvisioningError) -> ApiError:
-    return ApiError(_STATUS.get(exc.code, 409), exc.code, str(exc))
-
-
 def _issued(answer: dict[str, Any], status: int = 200) -> JSONResponse:
     """An answer carrying a secret (a password, a private key): never cached anywhere, shown this once."""
     return JSONResponse(answer, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 @router.get("")
-async def list_devices(hub: HubDep, who: Admin) -> dict[str, Any]:
-    rows = await _provisioner(hub).list()
+async def list_devices(who: Admin, provisioner: ProvisionerDep) -> dict[str, Any]:
+    rows = await provisioner.list()
     for row in rows:
         for key in ("created_at", "rotated_at", "revoked_at"):
             row[key] = int(row[key].timestamp() * 1000) if row[key] is not None else None
@@ -54,37 +39,25 @@ async def list_devices(hub: HubDep, who: Admin) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def add_device(body: DeviceIn, hub: HubDep, who: Admin) -> JSONResponse:
-    try:
-        creds = await _provisioner(hub).add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
-    except ProvisioningError as exc:
-        raise _refused(exc) from exc
+async def add_device(body: DeviceIn, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
+    creds = await provisioner.add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
     return _issued(creds.as_dict(), 201)
 
 
 @router.post("/{device_id}/rotate")
-async def rotate_device(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONResponse:
-    try:
-        creds = await _provisioner(hub).rotate(device_id, actor=who.name, role=who.role)
-    except ProvisioningError as exc:
-        raise _refused(exc) from exc
+async def rotate_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
+    creds = await provisioner.rotate(device_id, actor=who.name, role=who.role)
     return _issued(creds.as_dict())
 
 
 @router.post("/{device_id}/certificate")
-async def device_certificate(device_id: DeviceId, hub: HubDep, who: Admin) -> JSONResponse:
+async def device_certificate(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
     """A client certificate (and its new private key, shown once) for the broker's mTLS listener."""
-    try:
-        answer = await _provisioner(hub).certificate(device_id, actor=who.name, role=who.role)
-    except ProvisioningError as exc:
-        raise _refused(exc) from exc
+    answer = await provisioner.certificate(device_id, actor=who.name, role=who.role)
     return _issued(answer)
 
 
 @router.delete("/{device_id}")
-async def revoke_device(device_id: DeviceId, hub: HubDep, who: Admin) -> dict[str, Any]:
-    try:
-        await _provisioner(hub).revoke(device_id, actor=who.name, role=who.role)
-    except ProvisioningError as exc:
-        raise _refused(exc) from exc
+async def revoke_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> dict[str, Any]:
+    await provisioner.revoke(device_id, actor=who.name, role=who.role)
     return {"device_id": device_id, "login": "revoked"}

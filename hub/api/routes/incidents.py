@@ -1,4 +1,6 @@
-"""Incidents: create, dispatch, milestones, close; response-time reports. Rules live in `hub.incidents`."""
+"""Incidents: create, dispatch, milestones, close; response-time reports. Rules live in `hub.incidents`.
+
+The service's refusals (`IncidentNotFound`, `IncidentConflict` ...) are answered by `hub.api.errors.ERRORS`."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ from fastapi import APIRouter, Path, Query
 from pydantic import Field, model_validator
 
 from devices.clock import now_ms
-from hub.api.deps import Dispatcher, HubDep, Reader
+from hub.api.deps import Dispatcher, HubDep, IncidentsDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
+from hub.api.models import Dispatched, Incident
 from hub.api.routes.audit import audit
-from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, IncidentService
 
-router = APIRouter(tags=["incidents"])
+# The incidents themselves, and what is reported across them (alerts, hand-overs, reports).
+router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
+reports_router = APIRouter(prefix="/api/v1", tags=["incidents"])
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 IncidentId = Annotated[str, Path(pattern=ID)]
@@ -81,94 +85,61 @@ class CloseIn(ApiModel):
     reason: Line = Field(default="", max_length=500)
 
 
-def _service(hub: Any) -> IncidentService:
-    service: IncidentService | None = getattr(hub, "incidents", None)
-    if service is None:
-        raise ApiError(503, "unavailable", "the incident service is not running")
-    return service
-
-
-def _api_error(exc: IncidentError) -> ApiError:
-    if isinstance(exc, IncidentNotFound):
-        return ApiError(404, "not_found", str(exc))
-    if isinstance(exc, IncidentInvalid):
-        return ApiError(422, "invalid", str(exc))
-    if isinstance(exc, IncidentConflict):
-        return ApiError(409, "conflict", str(exc))
-    return ApiError(400, "bad_request", str(exc))
-
-
-@router.post("/api/v1/incidents", status_code=201)
-async def create_incident(body: IncidentIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=Incident)
+async def create_incident(body: IncidentIn, who: Dispatcher, incidents: IncidentsDep) -> dict[str, Any]:
     if body.received_at is not None and body.received_at > now_ms():
         raise ApiError(422, "invalid", "received_at: must not be in the future")
-    try:
-        return await _service(hub).create(body.model_dump())
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    return await incidents.create(body.model_dump())
 
 
-@router.get("/api/v1/incidents")
+@router.get("")
 async def list_incidents(
-    hub: HubDep, who: Reader,
+    who: Reader, incidents: IncidentsDep,
     status: Annotated[Literal["open", "closed", "diverted"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    return {"incidents": await _service(hub).list_incidents(status, limit)}
+    return {"incidents": await incidents.list_incidents(status, limit)}
 
 
-@router.get("/api/v1/incidents/{incident_id}")
-async def get_incident(incident_id: IncidentId, hub: HubDep, who: Reader) -> dict[str, Any]:
-    try:
-        return await _service(hub).get(incident_id)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+@router.get("/{incident_id}", response_model=Incident)
+async def get_incident(incident_id: IncidentId, who: Reader, incidents: IncidentsDep) -> dict[str, Any]:
+    return await incidents.get(incident_id)
 
 
-@router.post("/api/v1/incidents/{incident_id}/dispatch")
-async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
-    service = _service(hub)
-    try:
-        if body.auto:
-            result = await service.auto_dispatch(incident_id, body.count)
-        else:
-            assert body.unit_ids is not None
-            result = await service.dispatch(incident_id, body.unit_ids)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+@router.post("/{incident_id}/dispatch", response_model=Dispatched)
+async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: Dispatcher,
+                   incidents: IncidentsDep) -> dict[str, Any]:
+    if body.auto:
+        result = await incidents.auto_dispatch(incident_id, body.count)
+    else:
+        assert body.unit_ids is not None
+        result = await incidents.dispatch(incident_id, body.unit_ids)
     await audit(hub, who, "incident.dispatch", incident_id, {
         "unit_ids": [a["unit_id"] for a in result["assignments"]], "auto": body.auto,
         "cmd_ids": [a["cmd_id"] for a in result["assignments"]]})
     return result
 
 
-@router.get("/api/v1/incidents/{incident_id}/recommendations")
-async def recommendations(incident_id: IncidentId, hub: HubDep, who: Reader,
+@router.get("/{incident_id}/recommendations")
+async def recommendations(incident_id: IncidentId, who: Reader, incidents: IncidentsDep,
                           count: Annotated[int, Query(ge=1, le=20)] = 3) -> dict[str, Any]:
     """The available units that would reach the incident first, with their ETA (nothing is dispatched)."""
-    try:
-        return await _service(hub).recommendations(incident_id, count)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    return await incidents.recommendations(incident_id, count)
 
 
-@router.post("/api/v1/incidents/{incident_id}/cancel")
-async def cancel(incident_id: IncidentId, body: CancelIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+@router.post("/{incident_id}/cancel", response_model=Incident)
+async def cancel(incident_id: IncidentId, body: CancelIn, hub: HubDep, who: Dispatcher,
+                 incidents: IncidentsDep) -> dict[str, Any]:
     """Withdraw one unit from the incident; the incident stays open."""
-    try:
-        view = await _service(hub).cancel(incident_id, body.unit_id, body.reason)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    view = await incidents.cancel(incident_id, body.unit_id, body.reason)
     await audit(hub, who, "incident.cancel", incident_id, {"unit_id": body.unit_id, "reason": body.reason})
     return view
 
 
-@router.post("/api/v1/incidents/{incident_id}/reassign")
-async def reassign(incident_id: IncidentId, body: ReassignIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
-    try:
-        view = await _service(hub).reassign(incident_id, body.from_unit_id, body.to_unit_id, body.reason)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+@router.post("/{incident_id}/reassign", response_model=Incident)
+async def reassign(incident_id: IncidentId, body: ReassignIn, hub: HubDep, who: Dispatcher,
+                   incidents: IncidentsDep) -> dict[str, Any]:
+    view = await incidents.reassign(incident_id, body.from_unit_id, body.to_unit_id, body.reason)
     # A reassignment is a cancel and, when a unit could take over, a dispatch: audited as both.
     to_unit = _dispatched_after_reassign(view)
     await audit(hub, who, "incident.cancel", incident_id, {"unit_id": body.from_unit_id, "reason": body.reason,
@@ -190,58 +161,52 @@ def _dispatched_after_reassign(view: dict[str, Any]) -> str | None:
     return found
 
 
-@router.post("/api/v1/incidents/{incident_id}/divert")
-async def divert(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: DivertIn | None = None
-                 ) -> dict[str, Any]:
+@router.post("/{incident_id}/divert", response_model=Incident)
+async def divert(incident_id: IncidentId, hub: HubDep, who: Dispatcher, incidents: IncidentsDep,
+                 body: DivertIn | None = None) -> dict[str, Any]:
     """Non-emergency/non-police (双非): hand the incident to the 12345 hotline."""
     reason = body.reason if body else DivertIn().reason
-    try:
-        view = await _service(hub).divert(incident_id, reason)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    view = await incidents.divert(incident_id, reason)
     await audit(hub, who, "incident.divert", incident_id, {"reason": reason})
     return view
 
 
-@router.post("/api/v1/incidents/{incident_id}/events")
-async def add_event(incident_id: IncidentId, body: EventIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
+@router.post("/{incident_id}/events", response_model=Incident)
+async def add_event(incident_id: IncidentId, body: EventIn, hub: HubDep, who: Dispatcher,
+                    incidents: IncidentsDep) -> dict[str, Any]:
     if body.ts is not None and body.ts > now_ms() + 60_000:
         raise ApiError(422, "invalid", "ts: must not be in the future")
-    try:
-        view = await _service(hub).add_event(incident_id, body.model_dump())
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    view = await incidents.add_event(incident_id, body.model_dump())
     await audit(hub, who, "incident.event", incident_id, body.model_dump(exclude_none=True))
     return view
 
 
-@router.post("/api/v1/incidents/{incident_id}/close")
-async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, body: CloseIn | None = None) -> dict[str, Any]:
+@router.post("/{incident_id}/close", response_model=Incident)
+async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, incidents: IncidentsDep,
+                body: CloseIn | None = None) -> dict[str, Any]:
     reason = body.reason if body else ""
-    try:
-        view = await _service(hub).close(incident_id, reason)
-    except IncidentError as exc:
-        raise _api_error(exc) from exc
+    view = await incidents.close(incident_id, reason)
     await audit(hub, who, "incident.close", incident_id, {"reason": reason})
     return view
 
 
-@router.get("/api/v1/alerts")
-async def alerts(hub: HubDep, who: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+@reports_router.get("/alerts")
+async def alerts(who: Reader, incidents: IncidentsDep,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     """Recent alerts (SOS, unacknowledged dispatches), newest first."""
-    return {"alerts": _service(hub).alerts.list(limit)}
+    return {"alerts": incidents.alerts.list(limit)}
 
 
-@router.get("/api/v1/reports/heatmap")
+@reports_router.get("/reports/heatmap")
 async def heatmap(
-    hub: HubDep, who: Reader,
+    who: Reader, incidents: IncidentsDep,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
     to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
     cell_m: Annotated[float, Query(ge=50, le=5000)] = 250.0,
 ) -> dict[str, Any]:
     """Incidents per grid cell over a period (热力图), for the one-map's heatmap layer."""
     from_ms, to_ms = _period(from_ms, to_ms)
-    cells = await _service(hub).store.heatmap(from_ms, to_ms, cell_m)
+    cells = await incidents.store.heatmap(from_ms, to_ms, cell_m)
     return {"from": from_ms, "to": to_ms, "cell_m": cell_m, "max": max((c["count"] for c in cells), default=0),
             "cells": [{"lat": round(c["lat"], 6), "lon": round(c["lon"], 6), "count": c["count"]} for c in cells]}
 
@@ -255,21 +220,21 @@ def _period(from_ms: int | None, to_ms: int | None) -> tuple[int, int]:
     return from_ms, to_ms
 
 
-@router.get("/api/v1/handovers")
-async def handovers(hub: HubDep, who: Reader) -> dict[str, Any]:
+@reports_router.get("/handovers")
+async def handovers(who: Reader, incidents: IncidentsDep) -> dict[str, Any]:
     """The 12345 hand-overs of diverted incidents not accepted yet, with their attempts and last error."""
-    hotline = _service(hub).hotline
+    hotline = incidents.hotline
     if hotline is None:
         raise ApiError(503, "unavailable", "the 12345 hand-over is not running")
     return hotline.snapshot()
 
 
-@router.get("/api/v1/reports/response-times")
+@reports_router.get("/reports/response-times")
 async def response_times(
-    hub: HubDep, who: Reader,
+    who: Reader, incidents: IncidentsDep,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
     to_ms: Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS)] = None,
     group_by: Annotated[Literal["category", "unit", "policy"], Query()] = "category",
 ) -> dict[str, Any]:
     from_ms, to_ms = _period(from_ms, to_ms)
-    return await _service(hub).report(from_ms, to_ms, group_by)
+    return await incidents.report(from_ms, to_ms, group_by)

@@ -1,7 +1,7 @@
 """Live video streams, an incident's recordings, and the authorizers of the WHIP/WHEP endpoints.
 
-The rules (which token may publish for which device) live in `hub.video.VideoDesk`; this module only
-turns its refusals into the API's JSON errors.
+The rules (which token may publish for which device) live in `hub.video.VideoDesk`; its refusals
+(`PublishRefused`, with their status) and the video library's errors are answered by `hub.api.errors.ERRORS`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
-from hub.api.deps import HubDep, Reader, authenticate
+from hub.api.deps import Reader, VideoDep, authenticate, get_video
 from hub.api.errors import ApiError
-from hub.incidents import IncidentNotFound
+from hub.api.models import StreamList
 from hub.server import Hub
-from hub.video import PublishGrant, PublishRefused, VideoDesk
+from hub.video import PublishGrant
 
 __all__ = ["publish_authorizer", "router", "session_authorizer", "view_authorizer"]
 
@@ -27,20 +27,11 @@ SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 VIEW_ROLES = frozenset({"viewer", "dispatcher", "admin"})
 
 
-def _desk(hub: Hub) -> VideoDesk:
-    if hub.video is None:
-        raise ApiError(503, "video_unavailable", "live video is not running on this hub")
-    return hub.video
-
-
 def publish_authorizer(hub: Hub) -> Callable[[str, str | None], Awaitable[PublishGrant]]:
     """WHIP: the device's `video_start` token (or an admin's API token); see `VideoDesk.authorize_publish`."""
 
     async def authorize(device_id: str, token: str | None) -> PublishGrant:
-        try:
-            return await _desk(hub).authorize_publish(device_id, token)
-        except PublishRefused as exc:
-            raise ApiError(exc.status, exc.code, str(exc)) from exc
+        return await get_video(hub).authorize_publish(device_id, token)
 
     return authorize
 
@@ -49,10 +40,7 @@ def session_authorizer(hub: Hub) -> Callable[[str, str, str | None], Awaitable[N
     """DELETE/PATCH on a WHIP session: the token that opened it; see `VideoDesk.authorize_session`."""
 
     async def authorize(device_id: str, session_id: str, token: str | None) -> None:
-        try:
-            await _desk(hub).authorize_session(device_id, session_id, token)
-        except PublishRefused as exc:
-            raise ApiError(exc.status, exc.code, str(exc)) from exc
+        await get_video(hub).authorize_session(device_id, session_id, token)
 
     return authorize
 
@@ -70,25 +58,22 @@ def view_authorizer(hub: Hub) -> Callable[[str | None], Awaitable[None]]:
     return authorize
 
 
-@router.get("/api/v1/streams")
-async def list_streams(hub: HubDep, who: Reader) -> dict[str, Any]:
-    return {"streams": _desk(hub).list_streams()}
+@router.get("/api/v1/streams", response_model=StreamList)
+async def list_streams(who: Reader, video: VideoDep) -> dict[str, Any]:
+    return {"streams": video.list_streams()}
 
 
 @router.get("/api/v1/incidents/{incident_id}/recordings")
-async def incident_recordings(incident_id: Annotated[str, Path(pattern=ID)], hub: HubDep,
-                              who: Reader) -> dict[str, Any]:
-    try:
-        return await _desk(hub).recordings(incident_id)
-    except IncidentNotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
+async def incident_recordings(incident_id: Annotated[str, Path(pattern=ID)], who: Reader,
+                              video: VideoDep) -> dict[str, Any]:
+    return await video.recordings(incident_id)
 
 
 @router.get("/api/v1/recordings/{stream_id}/{name}")
 async def recording_file(stream_id: Annotated[str, Path(pattern=ID)], name: Annotated[str, Path(pattern=SEGMENT)],
-                         hub: HubDep, who: Reader) -> FileResponse:
+                         who: Reader, video: VideoDep) -> FileResponse:
     """One segment file, as listed by the incident's recordings (`path`)."""
-    root = _desk(hub).recordings_dir.resolve()
+    root = video.recordings_dir.resolve()
     path = (root / stream_id / name).resolve()
     if path.parent != root / stream_id or path.suffix not in (".webm", ".mkv") or not path.is_file():
         raise ApiError(404, "not_found", f"no recording {stream_id}/{name}")

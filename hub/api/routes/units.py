@@ -11,6 +11,7 @@ from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
+from hub.api.models import Unit, UnitDetail, UnitList
 from hub.api.routes.audit import audit
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
@@ -33,7 +34,7 @@ class UnitIn(ApiModel):
                                                                                    max_length=64)
 
 
-@router.put("/{unit_id}")
+@router.put("/{unit_id}", response_model=Unit)
 async def put_unit(unit_id: UnitId, body: UnitIn, hub: HubDep, who: Dispatcher) -> dict[str, Any]:
     if len(set(body.devices)) != len(body.devices):
         raise ApiError(422, "invalid", "devices: the same device is listed twice")
@@ -42,13 +43,13 @@ async def put_unit(unit_id: UnitId, body: UnitIn, hub: HubDep, who: Dispatcher) 
     return hub.live.unit_view(unit_id, now_ms(), full=True)
 
 
-@router.get("")
+@router.get("", response_model=UnitList)
 async def list_units(hub: HubDep, who: Reader) -> dict[str, Any]:
     now = now_ms()
     return {"units": [hub.live.unit_view(u, now, full=True) for u in hub.live.units]}
 
 
-@router.get("/{unit_id}")
+@router.get("/{unit_id}", response_model=UnitDetail)
 async def get_unit(unit_id: UnitId, hub: HubDep, who: Reader) -> dict[str, Any]:
     if unit_id not in hub.live.units:
         raise ApiError(404, "not_found", f"unit {unit_id} does not exist")
