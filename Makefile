@@ -1,12 +1,12 @@
 # The two commands of the README:
 #   make demo   - set up (first time) and run `fieldhub demo`
-#   make test   - set up (first time), lint, type-check and run the whole test suite
+#   make test   - set up (first time), lint, type-check, check the import layers and run the whole test suite
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
 DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/live.py \
-          devices/geo.py sim/city.py sim/traffic.py hub/domain \
+          devices/geo.py geo sim/city.py sim/traffic.py hub/domain \
           drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py \
           drone/clock.py drone/params.py drone/streams.py \
           sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py \
@@ -26,7 +26,8 @@ setup-test:
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
-	$(BIN)/mypy devices hub drone sim bench video
+	$(BIN)/mypy devices geo hub drone sim bench video fieldhub
+	$(BIN)/lint-imports  # the layer contracts of pyproject.toml [tool.importlinter]
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp

@@ -239,7 +239,7 @@ async def sampled(procs: dict[str, psutil.Process | None], work: Awaitable[T]) -
 async def create_operator_token(stack: BenchStack) -> str:
     """A drone_operator token through the hub's own CLI against the stack's database."""
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "hub.main", "token", "create", "--role", "drone_operator",
+        subprocess.run, [sys.executable, "-m", "fieldhub", "token", "create", "--role", "drone_operator",
                          "--name", "bench-op"], env=python_env(FIELDHUB_DATABASE_URL=stack.database_url),
         cwd=stack.workdir, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0 or not proc.stdout.strip():

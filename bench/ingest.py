@@ -2,7 +2,7 @@
 
 Steps (everything started and stopped here, in a fresh temporary directory):
 
-1. Mosquitto and PostgreSQL of our own; the hub as a subprocess (``hub.main serve``).
+1. Mosquitto and PostgreSQL of our own; the hub as a subprocess (``fieldhub serve``).
 2. Units with ``--devices-per-unit`` devices each are registered through the API, and every device gets its
    own MQTT login from the hub (``POST /api/v1/devices``), as deployed devices do.
 3. The ingest run: a paced load generator in its own process (``bench.loadgen``)

@@ -4,7 +4,7 @@ With ``database_url`` the stack starts no PostgreSQL and uses that one (an exter
 TimescaleDB), so the same benchmark measures the hub against it. Everything else
 lives in one fresh directory and is stopped by :meth:`BenchStack.close`
 (synchronous, bounded, safe to call twice and after a partial start). The hub
-runs as its own process (``python -m hub.main serve``) so its CPU and memory are
+runs as its own process (``python -m fieldhub serve``) so its CPU and memory are
 measured apart from the load generator and from the benchmark itself. Children
 are started in their own session (Ctrl-C reaches only the benchmark, which then
 stops them in order) and are asked by the kernel to end if the benchmark dies.
@@ -74,7 +74,7 @@ def python_env(**extra: str) -> dict[str, str]:
     """Environment of a Python child of the benchmark.
 
     The project root goes first on PYTHONPATH so the hub and the generator run
-    this checkout's code, installed or not (``hub.main`` imports ``bench``).
+    this checkout's code, installed or not (``fieldhub`` imports ``bench``).
     """
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -224,7 +224,7 @@ class BenchStack:
     async def _admin_token(self) -> str:
         """An admin token made as an operator makes one (``fieldhub token create``) on the stack's database."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hub.main", "token", "create", "--role", "admin", "--name", "bench",
+            sys.executable, "-m", "fieldhub", "token", "create", "--role", "admin", "--name", "bench",
             env=python_env(**self._hub_settings()), cwd=self.workdir, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         out, err = await asyncio.wait_for(proc.communicate(), HUB_START_S)
@@ -255,7 +255,7 @@ class BenchStack:
         env = python_env(**self._hub_settings())
         with self.hub_log.open("ab") as out:
             self.hub = subprocess.Popen(
-                [sys.executable, "-m", "hub.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", "fieldhub", "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent)
         self.hub_url = f"http://127.0.0.1:{port}"

@@ -63,7 +63,7 @@ RELAY_COUNTERS = ("frames_in", "keyframes_in", "frames_out", "keyframe_requests"
 async def create_token(stack: BenchStack, role: str) -> str:
     """An API token through the hub's own CLI against the stack's database."""
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "hub.main", "token", "create", "--role", role,
+        subprocess.run, [sys.executable, "-m", "fieldhub", "token", "create", "--role", role,
                          "--name", f"bench-{role}"],
         env=python_env(FIELDHUB_DATABASE_URL=stack.database_url), cwd=stack.workdir, capture_output=True, text=True,
         timeout=60)

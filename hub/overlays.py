@@ -2,7 +2,7 @@
 
 A deployment names them in a GeoJSON file (`FIELDHUB_MAP_OVERLAYS`): Point features with
 `properties.kind = "duty_post"` and LineString features with `kind = "patrol_line"`, each with a
-`name`. Without a file, a few are laid out on the simulated city (its arterial crossings as duty posts,
+`name`. Without a file, a few are laid out on the hub's road graph (its arterial crossings as duty posts,
 its arterials as patrol lines), so the demo shows the layer.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from geo.roads import RoadGraph
 from hub.config import read_json_file
 from hub.errors import HubError
-from sim.city import City
 
 __all__ = ["OverlayError", "city_overlays", "load_overlays"]
 
@@ -52,8 +52,8 @@ def load_overlays(path: Path) -> dict[str, Any]:
     return data
 
 
-def city_overlays(city: City, posts: int = 6) -> dict[str, Any]:
-    """Duty posts at arterial crossings and patrol lines along the arterials of the simulated city."""
+def city_overlays(city: RoadGraph, posts: int = 6) -> dict[str, Any]:
+    """Duty posts at arterial crossings and patrol lines along the arterials of the road graph."""
     arterial = [e for e in city.edges if e.kind == "arterial"]
     degree: dict[int, int] = {}
     for e in arterial:

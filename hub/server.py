@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.tasks import cancel_and_wait
+from geo.roads import RoadGraph
 from hub import auth
 from hub.audit import AuditLog
 from hub.bridge import MqttBridge
@@ -54,10 +55,12 @@ from hub.storage.video import VideoStore
 from hub.tokens import TokenRefused, TokenRegistry
 from hub.video import VideoDesk
 from hub.writer import BatchWriter
-from sim.city import City, build_city
 
 log = logging.getLogger(__name__)
 
+# Builds the hub's road network (base map, default overlays, dispatch ETAs) when first needed. The process's
+# composition root chooses it (`fieldhub serve`: the simulated city of `city_seed`); the hub never builds one.
+CityProvider = Callable[[], RoadGraph]
 
 
 def _broker_logins(settings: Settings) -> frozenset[str]:
@@ -69,10 +72,16 @@ def _broker_logins(settings: Settings) -> frozenset[str]:
 
 
 class Hub:
-    """One running hub. Use as ``async with Hub(settings) as hub: await hub.serve()``."""
+    """One running hub. Use as ``async with Hub(settings, city=provider) as hub: await hub.serve()``.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    ``city`` gives the road network of the base map, of the default overlays and (``road_graph == "city"``) of
+    dispatch ETAs. Without it the hub starts only if it needs none at start-up (a `map_overlays` file and
+    ``road_graph == "none"``), and then answers the base map and map settings with an error.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, city: CityProvider | None = None) -> None:
         self.settings = settings or Settings()
+        self._city_provider = city
         self.live = LiveState(stale_after_ms=int(self.settings.stale_after_s * 1000),
                               max_future_ms=int(self.settings.max_future_skew_s * 1000))
         self.feed = LiveFeed(self.live, now_ms, interval_s=self.settings.live_frame_interval_s,
@@ -89,7 +98,7 @@ class Hub:
                                                     self.settings.auth_failures_burst)
         self._tasks: list[asyncio.Task[None]] = []
         self._base_map: dict[str, Any] | None = None
-        self._city: City | None = None
+        self._city: RoadGraph | None = None
         self._overlays: dict[str, Any] | None = None
         self.bootstrap_secret: str | None = None
         self.incidents: IncidentService | None = None
@@ -316,10 +325,12 @@ class Hub:
             return None
         return {"token_id": row.token_id, "name": row.name, "role": row.role, "device_id": row.device_id}
 
-    def city(self) -> City:
-        """The simulated city of `city_seed`: the base map and the road graph for dispatch ETAs."""
+    def city(self) -> RoadGraph:
+        """The road network given at construction: the base map and the road graph for dispatch ETAs."""
         if self._city is None:
-            self._city = build_city(seed=self.settings.city_seed)
+            if self._city_provider is None:
+                raise HubStartError("configuration: the hub was given no road network (Hub(settings, city=...))")
+            self._city = self._city_provider()
         return self._city
 
     def overlays(self) -> dict[str, Any]:

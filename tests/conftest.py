@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from devices.broker import BrokerAddress
+from fieldhub.cli import serve_city
 from hub.broker_setup import ADMIN_USER
 from hub.config import Settings
 from hub.domain.device_login import new_login, new_secret
@@ -143,8 +144,8 @@ class RunningHub:
 @asynccontextmanager
 async def running_hub(settings: Settings, verify: Any = True) -> AsyncIterator[RunningHub]:
     """The hub serving on its port (HTTPS when the settings name a certificate; ``verify``: the API client's
-    trust, e.g. an SSL context trusting only a test's CA)."""
-    async with Hub(settings) as hub:
+    trust, e.g. an SSL context trusting only a test's CA). Its road network is `fieldhub serve`'s."""
+    async with Hub(settings, city=serve_city(settings)) as hub:
         started = asyncio.Event()
         server = asyncio.create_task(hub.serve(started=started))
         await asyncio.wait_for(started.wait(), 10)

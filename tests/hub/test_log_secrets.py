@@ -24,10 +24,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from hub.cli import cannot_start
 from hub.config import Settings
 from hub.embedded import free_port
 from hub.logsafe import MASK, RedactingFilter, install, redact, redact_url
-from hub.main import _cannot_start
 from tests.conftest import hub_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ async def test_a_running_hub_logs_no_secret(settings: Settings, tmp_path: Path) 
     port = free_port()
     out_path, err_path = tmp_path / "hub.out", tmp_path / "hub.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "hub.main", "-v", "serve", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "fieldhub", "-v", "serve", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, cwd=ROOT, stdout=out, stderr=err,
                                 start_new_session=True)
     try:
@@ -220,7 +220,7 @@ async def test_a_running_hub_logs_no_secret(settings: Settings, tmp_path: Path) 
 
 def test_the_start_fault_line_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     password = secrets.token_urlsafe(12)
-    assert _cannot_start(f"mqtt: broker mqtts://hub:{password}@10.0.0.1:8883 refused the login") == 1
+    assert cannot_start(f"mqtt: broker mqtts://hub:{password}@10.0.0.1:8883 refused the login") == 1
     err = capsys.readouterr().err
     assert err == "fieldhub: cannot start: mqtt: broker mqtts://hub:***@10.0.0.1:8883 refused the login\n"
 
@@ -232,7 +232,7 @@ def test_a_hub_that_cannot_start_names_no_secret(settings: Settings) -> None:
     env["FIELDHUB_MQTT_URL"] = f"mqtt://fieldhub-hub:{password}@127.0.0.1:{free_port()}"  # nobody listens
     env["FIELDHUB_DATABASE_URL"] = _with_password(settings.database_url or "", "fieldhub", db_password)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "hub.main", "-v", "serve", "--port", str(free_port())], env=env,
+    proc = subprocess.run([sys.executable, "-m", "fieldhub", "-v", "serve", "--port", str(free_port())], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output

@@ -97,7 +97,7 @@ async def test_cli_add_list_revoke_against_a_running_hub(hub: RunningHub) -> Non
     env = hub_env(hub.hub.settings)
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hub.main", "device", *args, env=env,
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fieldhub", "device", *args, env=env,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         return proc.returncode or 0, out.decode(), err.decode()

@@ -31,7 +31,7 @@ async def count_fixes(url: str) -> int:
 def start_hub_process(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = hub_env(settings)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "hub.main", "serve", "--port", str(port)], env=env,
+        return subprocess.Popen([sys.executable, "-m", "fieldhub", "serve", "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -135,7 +135,7 @@ async def test_database_down_for_30_seconds_is_buffered_and_written_afterwards(
 
 async def test_token_cli_creates_a_working_hashed_token(settings: Settings) -> None:
     env = dict(os.environ, FIELDHUB_DATABASE_URL=settings.database_url or "")
-    out = subprocess.run([sys.executable, "-m", "hub.main", "token", "create", "--role", "viewer", "--name", "ops"],
+    out = subprocess.run([sys.executable, "-m", "fieldhub", "token", "create", "--role", "viewer", "--name", "ops"],
                          env=env, capture_output=True, text=True, timeout=60, check=True)
     secret = out.stdout.strip().splitlines()[-1]
     assert secret.startswith("fh_")
@@ -145,6 +145,6 @@ async def test_token_cli_creates_a_working_hashed_token(settings: Settings) -> N
         assert r.status_code == 200
         r = await hub.api.put("/api/v1/units/X1", json={"name": "X"}, headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
-    bad = subprocess.run([sys.executable, "-m", "hub.main", "token", "create", "--role", "god", "--name", "x"],
+    bad = subprocess.run([sys.executable, "-m", "fieldhub", "token", "create", "--role", "god", "--name", "x"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown role" in bad.stderr

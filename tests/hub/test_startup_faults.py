@@ -1,6 +1,6 @@
 """A hub that cannot start says why in one line and exits non-zero within 10 s, leaving nothing running.
 
-Each case runs ``python -m hub.main serve`` as its own process against a real fault: a migration that fails on a
+Each case runs ``python -m fieldhub serve`` as its own process against a real fault: a migration that fails on a
 conflicting table, a connection killed during the TimescaleDB fallback, a database port nobody listens on, a
 server that accepts and never answers, a bad setting, and the embedded services started and then stopped.
 """
@@ -32,7 +32,7 @@ def serve(env: dict[str, str], limit_s: float = LIMIT_S) -> tuple[str, float]:
     """Run `fieldhub serve` to its end; the one line of its reason, and how long it took. Asserts the exit
     status, the time limit and that nothing of its own (children included) is left running."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "hub.main", "serve", "--port", str(free_port())], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "fieldhub", "serve", "--port", str(free_port())], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=limit_s + 20)

@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from devices.client import DeviceClient
 from devices.clock import now_ms
 from devices.payloads import Fix
+from fieldhub.cli import serve_city
 from hub.config import Settings
 from hub.errors import StorageSetupError
 from hub.server import Hub
@@ -42,7 +43,8 @@ async def test_a_shorter_retention_applies_at_the_next_start(settings: Settings,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     now = now_ms()
     old, recent = now - 40 * DAY_MS, now - 20 * DAY_MS
-    async with Hub(settings.model_copy(update={"retention_days": 90})) as hub:
+    first = settings.model_copy(update={"retention_days": 90})
+    async with Hub(first, city=serve_city(first)) as hub:
         await hub.db.write(Batch(fixes=[fix_row("r1", old), fix_row("r1", recent)]))
         assert (await policies(hub.db))["retention_days"] == "90"
     caplog.set_level(logging.INFO, logger="hub.storage")

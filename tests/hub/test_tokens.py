@@ -28,7 +28,7 @@ from hub.storage.tokens import LISTENER_NAME
 from hub.tokens import MAX_LIFETIME_S, parse_duration
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
 
-PYTHON = [sys.executable, "-m", "hub.main"]
+PYTHON = [sys.executable, "-m", "fieldhub"]
 
 
 def bearer(secret: str, **extra: str) -> dict[str, str]:

@@ -302,7 +302,7 @@ class HubProcess:
         env["FIELDHUB_AUTO_DISPATCH_PRIORITY"] = str(self.settings.auto_dispatch_priority)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "fieldhub", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as client:
             async def healthy() -> bool:

@@ -1,0 +1,170 @@
+"""The simulator's subcommands of the ``fieldhub`` command line: ``demo`` (a hub on the simulated city, driven
+by simulated units, calls and drones) and ``sim`` (the simulation against a running hub).
+
+:mod:`fieldhub.cli` adds them to the command line; the hub's helpers (settings, signals, start-up faults) come
+from :mod:`hub.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Coroutine
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from hub.cli import cannot_start, listening, load_settings, until_signal
+from hub.errors import HubStartError
+
+__all__ = ["add_demo", "add_sim"]
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """`fieldhub demo`: a hub on the simulated city, with simulated units, calls and drones driving it."""
+    from hub.server import Hub
+    from sim.city import build_city
+    from sim.drone_runner import city_docks, rest_login, run_drones, write_fleet, write_keys
+    from sim.drones import new_keys
+    from sim.runner import run_sim
+
+    token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
+    # The simulated installer: provisions every simulated device's own MQTT login through the API (never printed).
+    installer = "fh_demo_admin_" + secrets.token_urlsafe(24)
+    try:
+        settings = load_settings(bootstrap_token=token, bootstrap_admin_token=installer, city_seed=args.seed)
+        settings = listening(settings, args)
+    except HubStartError as exc:
+        return cannot_start(str(exc))
+    docks = city_docks(args.seed, stations=args.drones) if args.drones > 0 else []
+    drone_keys: dict[str, bytes] = {}
+    if docks and settings.mavlink_url is None:  # the demo's own drones, on a loopback port the hub picks
+        drone_keys = new_keys(docks)  # fresh signing keys every run, shared by the hub and the drones
+        settings = settings.model_copy(update={
+            "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json"),
+            "drone_keys": write_keys(docks, drone_keys, settings.data_dir / "demo-drone-keys.json")})
+    host, port = args.host or settings.host, args.port or settings.port
+    try:
+        async with Hub(settings, city=partial(build_city, seed=settings.city_seed)) as hub:
+            started = asyncio.Event()
+            server = asyncio.create_task(hub.serve(host, port, started))
+            await started.wait()
+            assert hub.broker_links is not None
+            url = f"http://{host}:{port}"
+            print(f"\nfieldhub demo: one-map at {url}/?token={token}\n"
+                  f"  dispatcher token: {token}\n  MQTT broker for devices (TLS, one login each): "
+                  f"{hub.broker_links.device_url}\n  Ctrl-C to stop.\n", flush=True)
+            city = run_sim(url, "", installer, units=args.units, seed=args.seed,
+                           incidents_per_min=args.incidents_per_min, hard_cases=args.hard_cases)
+            jobs: list[Coroutine[Any, Any, Any] | asyncio.Future[Any]] = [server, city]
+            if docks and hub.drones is not None:
+                jobs.append(run_drones(docks, ("127.0.0.1", hub.drones.link.local_address[1]), keys=drone_keys,
+                                       login=rest_login(url, installer)))
+                print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
+                      flush=True)
+            try:
+                await until_signal(*jobs)
+            finally:
+                server.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server
+    except HubStartError as exc:  # raised only while starting
+        return cannot_start(str(exc))
+    return 0
+
+
+async def cmd_sim(args: argparse.Namespace) -> int:
+    """`fieldhub sim`: simulated units and drones against a running hub."""
+    from sim.drone_runner import city_docks, drone_keys, rest_login, run_drones, write_fleet
+    from sim.runner import run_sim
+
+    jobs: list[Coroutine[Any, Any, Any]] = []
+    if args.drones > 0:
+        docks = city_docks(args.seed, stations=args.drones)
+        if args.drone_fleet:
+            write_fleet(docks, Path(args.drone_fleet), unsigned=args.unsigned_drones)
+        keys: dict[str, bytes] = {}
+        if not args.unsigned_drones:  # signed by default, with the keys of the hub's key file (made if missing)
+            keys = drone_keys(docks, Path(args.drone_keys))
+            print(f"drones sign with the keys in {args.drone_keys} (the hub's FIELDHUB_DRONE_KEYS)", flush=True)
+        host, _, port = args.mavlink.rpartition(":")
+        jobs.append(run_drones(docks, (host or "127.0.0.1", int(port)), args.duration, keys=keys,
+                               login=rest_login(args.hub, args.token, args.mqtt),
+                               params={} if args.stock_drones else None))
+    if args.units > 0:
+        jobs.append(_city(args, run_sim))
+    await until_signal(*jobs)
+    return 0
+
+
+async def _city(args: argparse.Namespace, run_sim: Any) -> None:
+    await run_sim(args.hub, args.mqtt, args.token, units=args.units, duration_s=args.duration, seed=args.seed,
+                  interval_s=(args.interval[0], args.interval[1]), incidents_per_min=args.incidents_per_min,
+                  hard_cases=args.hard_cases, truth_path=args.truth)
+
+
+def _shares(text: str) -> dict[str, float]:
+    """``outliers=0.05,dead_zone=0.02`` -> {case: share of dispatches}; "" -> none."""
+    shares: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected case=share, e.g. dead_zone=0.05") from None
+    return shares
+
+
+def _add_sim_options(p: argparse.ArgumentParser, *, rate: float, hard: str) -> None:
+    p.add_argument("--incidents-per-min", type=float, default=rate,
+                   help=f"simulated calls per minute (Poisson), dispatched and closed by a simulated dispatcher "
+                        f"(default {rate:g}; 0: none)")
+    p.add_argument("--hard-cases", type=_shares, default=_shares(hard),
+                   help=f"share of dispatches carried out as a hard case: outliers, dead_zone, drive_by "
+                        f"(default {hard!r})")
+
+
+def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fieldhub demo``."""
+    p = sub.add_parser("demo", help="everything on one machine with a simulated city")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--units", type=int, default=60)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--drones", type=int, default=4, help="simulated drones, one per police station (default 4)")
+    _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``fieldhub sim``."""
+    p = sub.add_parser("sim", help="run the city simulator against a hub")
+    p.add_argument("--hub", default="http://127.0.0.1:8000")
+    p.add_argument("--mqtt", default=os.environ.get("FIELDHUB_DEVICE_MQTT_URL", ""),
+                   help="where the devices connect, mqtts://host:8883?cafile=CA.pem (default: what the hub says)")
+    p.add_argument("--token", required=True,
+                   help="an admin token: the simulated installer gives each device its own MQTT login")
+    p.add_argument("--units", type=int, default=50)
+    p.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--interval", type=float, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"),
+                   help="seconds between a device's fixes, drawn per device (default 1 5)")
+    p.add_argument("--truth", help="append the ground truth of every finished response to this file (JSON lines)")
+    p.add_argument("--drones", type=int, default=0,
+                   help="also fly N simulated drones (one per police station) to --mavlink; write their fleet "
+                        "file with --drone-fleet for the hub's FIELDHUB_DRONES")
+    p.add_argument("--mavlink", default="127.0.0.1:14550", help="the hub's MAVLink UDP port, HOST:PORT")
+    p.add_argument("--drone-fleet", help="write the drones' fleet file here")
+    p.add_argument("--drone-keys", default=os.environ.get("FIELDHUB_DRONE_KEYS") or ".fieldhub/drone-keys.json",
+                   help="the drones' MAVLink 2 signing key file, shared with the hub (FIELDHUB_DRONE_KEYS); made "
+                        "with fresh keys (mode 0600) if missing (default: %(default)s)")
+    p.add_argument("--unsigned-drones", action="store_true",
+                   help="fly the drones without signing (their fleet file entries say \"unsigned\": true)")
+    p.add_argument("--stock-drones", action="store_true",
+                   help="give the drones ArduCopter's default parameters (link failsafe off: the hub will not "
+                        "dispatch them until it is enabled) instead of a police fleet's")
+    _add_sim_options(p, rate=0.0, hard="")
+    p.set_defaults(func=cmd_sim)
