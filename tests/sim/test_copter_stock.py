@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -34,6 +33,7 @@ from sim.copter import Copter
 from sim.drones import DroneFleetSim, SimDrone
 from sim.mav_params import PARAMS, find_param, param_value
 from sim.stations import DroneDock
+from tests.sim.test_drones_mavsdk import gcs_endpoint
 
 DOCK = DroneDock("UAV-01", 1, 34.2610, 117.1859, "Central Police Station")
 OTHER = DroneDock("UAV-02", 2, 34.2700, 117.1900, "North Station")
@@ -47,15 +47,7 @@ class Peer:
     """A ground station on a real UDP socket: pymavlink's codec, an optional heartbeat, a log of what it heard."""
 
     def __init__(self, system: int = 255, key: bytes | None = None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.mav = M.MAVLink(None, system, 190)
-        self.mav.robust_parsing = True
-        if key is not None:
-            self.mav.signing.secret_key = key
-            self.mav.signing.sign_outgoing = True
-            self.mav.signing.timestamp = int((time.time() - 1_420_070_400) * 100_000)
+        self.sock, self.mav = gcs_endpoint(system, key)
         self.heard: list[tuple[float, Any]] = []  # (host time received, message), everything read so far
         self._pending: list[Any] = []  # read after what :meth:`until` returned: the next collect's first
         self._beats: asyncio.Task[None] | None = None

@@ -189,19 +189,25 @@ def _item(seq: int, command: int, lat: float, lon: float, alt: float, current: i
 
 
 # ----------------------------------------------------------- pymavlink peer
+def gcs_endpoint(system: int, key: bytes | None) -> tuple[socket.socket, Any]:
+    """A ground station's non-blocking loopback UDP socket and pymavlink codec (signing with ``key``, if any)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    mav = M.MAVLink(None, system, 190)
+    mav.robust_parsing = True
+    if key is not None:
+        mav.signing.secret_key = key
+        mav.signing.sign_outgoing = True
+        mav.signing.timestamp = int((time.time() - 1_420_070_400) * 100_000)
+    return sock, mav
+
+
 class Gcs:
     """A minimal ground station on a real UDP socket, with pymavlink's codec."""
 
     def __init__(self, key: bytes | None = None, system: int = 255) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.mav = M.MAVLink(None, system, 190)
-        self.mav.robust_parsing = True
-        if key is not None:
-            self.mav.signing.secret_key = key
-            self.mav.signing.sign_outgoing = True
-            self.mav.signing.timestamp = int((time.time() - 1_420_070_400) * 100_000)
+        self.sock, self.mav = gcs_endpoint(system, key)
 
     @property
     def addr(self) -> tuple[str, int]:
