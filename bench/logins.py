@@ -22,7 +22,7 @@ import httpx
 from bench.stack import BenchError, BenchStack
 from devices.errors import DevicesError
 from devices.provision import provision
-from hub.dynsec import BrokerAdmin, BrokerAdminError
+from hub.access.dynsec import BrokerAdmin, BrokerAdminError
 
 __all__ = ["PROVISION_CONCURRENCY", "observer_login", "provision_devices"]
 

@@ -43,10 +43,10 @@ import psycopg
 from bench.probes import find_process
 from devices.broker import BrokerAddress
 from hub.domain.device_login import StoredLogin, new_login, new_secret
-from hub.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
+from hub.infra.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
+from hub.infra.tls import ensure_ca
 from hub.storage import Database
 from hub.storage.device_logins import DeviceLoginStore
-from hub.tls import ensure_ca
 
 log = logging.getLogger(__name__)
 

@@ -78,7 +78,7 @@ def _self_signed(settings: Settings) -> Settings:
     import socket
     from urllib.parse import urlsplit
 
-    from hub.tls import ensure_ca, issue_server_cert
+    from hub.infra.tls import ensure_ca, issue_server_cert
 
     hosts = [settings.host]
     if settings.host in ("", "0.0.0.0", "::"):  # every interface: the names this machine is reached by
@@ -133,7 +133,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_device(args: argparse.Namespace) -> int:
-    from hub.device_cli import cmd_device as run
+    from hub.access.device_cli import cmd_device as run
 
     try:
         settings = load_settings()
@@ -147,8 +147,8 @@ async def cmd_token(args: argparse.Namespace) -> int:
     """`fieldhub token create|list|revoke`, straight on the database: a running hub follows by NOTIFY."""
     import psycopg
 
+    from hub.access.tokens import check_new_token
     from hub.errors import HubError, one_line
-    from hub.tokens import check_new_token
 
     verb = {"create": "create the token", "list": "list the tokens", "revoke": "revoke the token"}[args.token_command]
     if args.token_command == "create":
@@ -168,12 +168,12 @@ async def _token_command(args: argparse.Namespace) -> int:
     import json
 
     from devices.clock import now_ms
-    from hub import auth
-    from hub.audit import AuditLog
-    from hub.embedded import EmbeddedPostgres
+    from hub.access import auth
+    from hub.access.tokens import format_table
+    from hub.infra.embedded import EmbeddedPostgres
     from hub.storage import Database
+    from hub.storage.audit import AuditLog
     from hub.storage.tokens import TokenStore
-    from hub.tokens import format_table
 
     settings = load_settings()
     url = settings.database_url
@@ -227,7 +227,7 @@ async def _audited(recording: Coroutine[Any, Any, None], done: str) -> int:
 
 
 def _lifetime(text: str) -> float:
-    from hub.tokens import parse_duration
+    from hub.access.tokens import parse_duration
 
     try:
         return parse_duration(text)
@@ -249,8 +249,8 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser], city_for
 
 
 def add_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``fieldhub device ...`` (see :mod:`hub.device_cli`)."""
-    from hub import device_cli
+    """``fieldhub device ...`` (see :mod:`hub.access.device_cli`)."""
+    from hub.access import device_cli
 
     device_cli.add_parser(sub)
     sub.choices["device"].set_defaults(func=cmd_device)

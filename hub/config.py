@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     video_media_server_secret: str | None = None  # Janus's api_secret, if it is set
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
-    # hub/incident_config.py); unset: the built-in ones.
+    # hub/incidents/config.py); unset: the built-in ones.
     incident_config: Path | None = None
     # An `sos` event raises an alert and (True) a priority-1 incident at the device's position.
     sos_incident: bool = True
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     device_events_burst: int = 100
     # When the hub's MQTT session resumes (session present) the broker delivers what it held at line speed;
     # the limits (which measure the hub's receive time) are 50 times wider for this long, so that backlog is not
-    # taken for a flood while a flood meanwhile is still bounded (hub/pipeline.py CATCH_UP_FACTOR).
+    # taken for a flood while a flood meanwhile is still bounded (hub/ingest/pipeline.py CATCH_UP_FACTOR).
     device_limits_catch_up_s: float = 60.0
     # A device-reported milestone (ack, contact) or a detected one may not move an existing milestone by more.
     milestone_max_shift_s: float = 300.0

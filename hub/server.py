@@ -24,37 +24,37 @@ from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.tasks import cancel_and_wait
 from geo.roads import RoadGraph
-from hub import auth
-from hub.audit import AuditLog
-from hub.bridge import MqttBridge
-from hub.broker_setup import BrokerLinks, external_links, start_embedded_broker
+from hub.access import auth
+from hub.access.device_sync import DeviceSync
+from hub.access.provisioning import Provisioner
+from hub.access.tokens import TokenRefused, TokenRegistry
 from hub.config import Settings
-from hub.device_sync import DeviceSync
 from hub.domain.dispatch import Recommender
 from hub.domain.ratelimit import Limit
-from hub.drone_fleet import load_fleet
-from hub.drones import DroneService
-from hub.embedded import EmbeddedPostgres, MosquittoBroker
+from hub.drones.fleet import load_fleet
+from hub.drones.service import DroneService
 from hub.errors import HubStartError, StorageUnavailable, one_line
-from hub.feed import LiveFeed
-from hub.hotline import HotlineHandOver
-from hub.incident_config import load_incident_config
-from hub.incidents import IncidentService
-from hub.live import LiveState
+from hub.incidents.config import load_incident_config
+from hub.incidents.hotline import HotlineHandOver
+from hub.incidents.service import IncidentService
+from hub.infra.broker import BrokerLinks, external_links, start_embedded_broker
+from hub.infra.embedded import EmbeddedPostgres, MosquittoBroker
+from hub.ingest.bridge import MqttBridge
+from hub.ingest.feed import LiveFeed
+from hub.ingest.live import LiveState
+from hub.ingest.pipeline import Pipeline
+from hub.ingest.writer import BatchWriter
 from hub.logsafe import redact_url
 from hub.metrics import HubCollector
-from hub.overlays import city_overlays, load_overlays
-from hub.pipeline import Pipeline
-from hub.provisioning import Provisioner
 from hub.storage import Database
+from hub.storage.audit import AuditLog
 from hub.storage.device_logins import DeviceLoginStore
 from hub.storage.drones import DroneAudit
 from hub.storage.incidents import IncidentStore
 from hub.storage.tokens import TokenStore
 from hub.storage.video import VideoStore
-from hub.tokens import TokenRefused, TokenRegistry
-from hub.video import VideoDesk
-from hub.writer import BatchWriter
+from hub.video.desk import VideoDesk
+from hub.web.overlays import city_overlays, load_overlays
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class Hub:
 
     async def lookup_token(self, secret: str) -> dict[str, Any] | None:
         """The token of ``secret`` if it authenticates now (unknown, revoked, expired: None). Answered from
-        memory (see :mod:`hub.tokens`): at once, and also while the database is away."""
+        memory (see :mod:`hub.access.tokens`): at once, and also while the database is away."""
         try:
             row = self.tokens.check(secret)
         except TokenRefused:

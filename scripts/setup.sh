@@ -4,7 +4,7 @@
 #   - Debian packages: mosquitto + mosquitto-clients (broker, raw benchmark),
 #     python3-venv when the interpreter cannot make a venv;
 #   - Node.js/npm (Debian's, when missing) to install the one-map's browser libraries from the npm
-#     registry by web/package-lock.json and copy them into hub/static/vendor (web/vendor.mjs);
+#     registry by web/package-lock.json and copy them into hub/web/static/vendor (web/vendor.mjs);
 #   - the virtualenv .venv with the project and its dev tools (pinned ranges in pyproject.toml);
 #   - with the argument `test`: Debian's Chromium and CJK fonts, for the browser tests (Playwright
 #     drives /usr/bin/chromium; it never downloads a browser of its own), and Debian's Janus for the
@@ -36,7 +36,7 @@ if [ ! -f web/node_modules/.installed ] || [ web/package-lock.json -nt web/node_
   npm ci --prefix web --no-audit --no-fund --loglevel=error
   touch web/node_modules/.installed
 fi
-if [ ! -f hub/static/vendor/leaflet/leaflet.js ] || [ web/node_modules/.installed -nt hub/static/vendor/leaflet/leaflet.js ]; then
+if [ ! -f hub/web/static/vendor/leaflet/leaflet.js ] || [ web/node_modules/.installed -nt hub/web/static/vendor/leaflet/leaflet.js ]; then
   node web/vendor.mjs
 fi
 

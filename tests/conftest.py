@@ -25,14 +25,14 @@ import pytest
 
 from devices.broker import BrokerAddress
 from fieldhub.cli import serve_city
-from hub.broker_setup import ADMIN_USER
+from hub.access.dynsec import BrokerAdmin
+from hub.access.provisioning import ProvisioningError
 from hub.config import Settings
 from hub.domain.device_login import new_login, new_secret
-from hub.dynsec import BrokerAdmin
-from hub.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
-from hub.provisioning import ProvisioningError
+from hub.infra.broker import ADMIN_USER
+from hub.infra.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
+from hub.infra.tls import ensure_ca
 from hub.server import Hub
-from hub.tls import ensure_ca
 
 TOKEN = "fh_test_dispatcher_token"
 ADMIN_TOKEN = "fh_test_admin_token"  # provisions devices' logins (simulators, as an installer would)

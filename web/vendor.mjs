@@ -1,5 +1,5 @@
 // Copies the browser libraries the one-map uses from node_modules (installed by `npm ci` from
-// package-lock.json) into hub/static/vendor, which the hub serves at /static/vendor. Run by
+// package-lock.json) into hub/web/static/vendor, which the hub serves at /static/vendor. Run by
 // scripts/setup.sh; nothing is fetched at run time.
 import { cpSync, mkdirSync, rmSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const modules = join(here, "node_modules");
-const out = join(here, "..", "hub", "static", "vendor");
+const out = join(here, "..", "hub", "web", "static", "vendor");
 
 const files = [
   ["leaflet/dist/leaflet.js", "leaflet/leaflet.js"],

@@ -62,7 +62,7 @@ def create_app(hub: Hub) -> FastAPI:
     if hub.video is not None:  # WHIP/WHEP: the relay runs inside the hub
         app.include_router(video_router(hub.video.service, streams.publish_authorizer(hub),
                                         streams.view_authorizer(hub), streams.session_authorizer(hub)))
-    static = resources.files("hub") / "static"
+    static = resources.files("hub.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
 

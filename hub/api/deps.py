@@ -14,13 +14,13 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from devices.clock import now_ms
+from hub.access.provisioning import Provisioner
+from hub.access.tokens import TokenRefused
 from hub.api.errors import ApiError
-from hub.drones import DroneService
-from hub.incidents import IncidentService
-from hub.provisioning import Provisioner
+from hub.drones.service import DroneService
+from hub.incidents.service import IncidentService
 from hub.server import Hub
-from hub.tokens import TokenRefused
-from hub.video import VideoDesk
+from hub.video.desk import VideoDesk
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def bearer(header: str | None) -> str | None:
 
 
 async def authenticate(hub: Hub, secret: str | None, client: str | None = None) -> Principal:
-    """The principal of a bearer ``secret``, checked in memory (see :mod:`hub.tokens`): 401 when it does not
+    """The principal of a bearer ``secret``, checked in memory (see :mod:`hub.access.tokens`): 401 when it does not
     authenticate, 429 ``too_many_failures`` once ``client`` (its address) has failed too often. A request
     without any token is not a failed guess and is not counted."""
     if not secret:

@@ -18,11 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hub.drones import DroneCommandFailed, DroneNotFound, NoDroneAvailable
+from hub.access.provisioning import ProvisioningError
+from hub.drones.service import DroneCommandFailed, DroneNotFound, NoDroneAvailable
 from hub.errors import StorageUnavailable
-from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
-from hub.provisioning import ProvisioningError
-from hub.video import PublishRefused
+from hub.incidents.service import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
+from hub.video.desk import PublishRefused
 from video.errors import (
     BadOffer,
     BadSdpFragment,

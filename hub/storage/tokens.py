@@ -2,7 +2,7 @@
 
 Times are epoch milliseconds. Expiry is computed by the database (``now() + interval``), so every writer (CLI,
 REST, another hub) stamps it on the same clock as ``created_at``. Migration 007 makes every change NOTIFY
-:data:`CHANNEL` (see :class:`hub.tokens.TokenRegistry`).
+:data:`CHANNEL` (see :class:`hub.access.tokens.TokenRegistry`).
 """
 
 from __future__ import annotations

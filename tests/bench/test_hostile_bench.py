@@ -20,7 +20,7 @@ import pytest
 
 from bench import hostile, ingest
 from bench.hostile_payloads import KIND_NAMES
-from hub.embedded import EmbeddedPostgres
+from hub.infra.embedded import EmbeddedPostgres
 
 needs_mosquitto = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
 

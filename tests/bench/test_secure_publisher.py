@@ -18,9 +18,9 @@ from bench.publisher import MqttProtocolError, connect, connect_devices, encode_
 from devices.broker import BrokerAddress
 from devices.topics import device_topic
 from hub.domain.device_login import new_login, new_secret
-from hub.embedded import BrokerSecurity, MosquittoBroker, dynsec_plugin
 from hub.errors import ServiceError
-from hub.tls import ensure_ca
+from hub.infra.embedded import BrokerSecurity, MosquittoBroker, dynsec_plugin
+from hub.infra.tls import ensure_ca
 
 
 def _plugin_present() -> bool:

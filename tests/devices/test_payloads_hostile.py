@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from devices import bounds, payloads
 from devices.errors import PayloadError
 from devices.payloads import MIN_TS_MS, Fix
-from hub.embedded import EmbeddedPostgres
+from hub.infra.embedded import EmbeddedPostgres
 from hub.storage.database import FIX_COLUMNS, FIX_TYPES
 
 NOW = 1_795_000_000_000

@@ -10,26 +10,26 @@ from types import ModuleType
 
 import pytest
 
-import hub.drone_fleet
-import hub.incidents
-import hub.provisioning
-import hub.video
+import hub.access.provisioning
+import hub.drones.fleet
+import hub.incidents.service
+import hub.video.desk
 import video.errors
 import video.segments
+from hub.access.provisioning import ProvisioningError
 from hub.api.app import create_app
 from hub.api.errors import ERRORS, ApiError, answer, lookup
 from hub.config import Settings
-from hub.drones import DroneCommandFailed, DroneNotFound, NoDroneAvailable
+from hub.drones.service import DroneCommandFailed, DroneNotFound, NoDroneAvailable
 from hub.errors import StorageUnavailable
-from hub.incidents import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
-from hub.provisioning import ProvisioningError
+from hub.incidents.service import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
 from hub.server import Hub
-from hub.video import PublishRefused
+from hub.video.desk import PublishRefused
 
 # Modules whose exceptions reach the routes; the classes below only ever stop a start-up, never a request.
-SERVICE_MODULES: tuple[ModuleType, ...] = (hub.incidents, hub.drone_fleet, hub.provisioning, hub.video, video.errors,
-                                           video.segments)
-NOT_REQUEST_ERRORS = {hub.drone_fleet.FleetConfigError}
+SERVICE_MODULES: tuple[ModuleType, ...] = (hub.incidents.service, hub.drones.fleet, hub.access.provisioning,
+                                           hub.video.desk, video.errors, video.segments)
+NOT_REQUEST_ERRORS = {hub.drones.fleet.FleetConfigError}
 
 
 def _exceptions(module: ModuleType) -> list[type[Exception]]:
@@ -94,7 +94,7 @@ def test_statuses_and_codes(exc: Exception, status: int, code: str) -> None:
     assert (got_status, got_code, message) == (status, code, str(exc))
 
 
-# Every code hub/drones.py and hub/drone_ops.py raise: 409 (the drone or its link refused), a timeout 504.
+# Every code hub/drones/service.py and hub/drones/ops.py raise: 409 (the drone or its link refused), a timeout 504.
 @pytest.mark.parametrize(("code", "status"), [
     ("link_lost", 409), ("command_rejected", 409), ("command_failed", 409), ("command_timeout", 504),
     ("signed_no_key", 409), ("refused_unsigned", 409), ("no_position", 409), ("battery", 409), ("not_ready", 409)])

@@ -22,11 +22,11 @@ from devices import topics
 from devices.clock import now_ms
 from devices.geo import offset
 from devices.payloads import Fix
-from hub.audit import AuditLog
 from hub.config import Settings
 from hub.errors import StorageUnavailable
-from hub.outbox import Outbox
 from hub.storage import Database
+from hub.storage.audit import AuditLog
+from hub.storage.outbox import Outbox
 from tests.conftest import RunningHub, running_hub, wait_for
 
 LAT, LON = 34.26, 117.18

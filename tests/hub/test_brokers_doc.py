@@ -29,8 +29,8 @@ from devices.client import DeviceClient
 from devices.payloads import Fix
 from hub.config import Settings
 from hub.domain.device_login import new_secret
-from hub.embedded import PLUGIN_PATHS, free_port, wait_port
-from hub.tls import ensure_ca, issue_client_cert, issue_server_cert
+from hub.infra.embedded import PLUGIN_PATHS, free_port, wait_port
+from hub.infra.tls import ensure_ca, issue_client_cert, issue_server_cert
 from tests.conftest import ADMIN_TOKEN, TOKEN, running_hub, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -96,7 +96,7 @@ def external(tmp_path: Path) -> Iterator[External]:
     ext.sh(block("sh mosquitto-init"))
     conf = fill(block("conf mosquitto-external"), values)
     # Test-only lines: a log to read, and (as root) no drop to the mosquitto user, who cannot reach pytest's private
-    # temporary directory (hub/embedded.py does the same).
+    # temporary directory (hub/infra/embedded.py does the same).
     conf += f"\nlog_dest file {broker_dir}/mosquitto.log\n" + ("user root\n" if os.geteuid() == 0 else "")
     (tmp_path / "mosquitto.conf").write_text(conf)
     binary = shutil.which("mosquitto")

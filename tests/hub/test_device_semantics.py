@@ -24,8 +24,8 @@ from devices.geo import offset
 from devices.payloads import Fix, decode_command
 from hub.config import Settings
 from hub.domain.device_claims import DEVICE_NOTE_CAP
-from hub.embedded import EmbeddedPostgres
-from hub.incidents import LIVE_LOG_ENTRIES, IncidentService
+from hub.incidents.service import LIVE_LOG_ENTRIES, IncidentService
+from hub.infra.embedded import EmbeddedPostgres
 from tests.conftest import RunningHub, running_hub, wait_for
 from tests.hub.test_incidents_api import INCIDENT, LAT, LON, drive_in, incident, milestone, parked, send
 

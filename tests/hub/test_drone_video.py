@@ -17,9 +17,9 @@ import pytest
 from devices.geo import haversine_m
 from devices.payloads import Status
 from hub.config import Settings
-from hub.drone_fleet import DroneConfig, FleetConfigError, load_fleet
-from hub.escalation import camera_devices
-from hub.live import LiveState
+from hub.drones.fleet import DroneConfig, FleetConfigError, load_fleet
+from hub.incidents.escalation import camera_devices
+from hub.ingest.live import LiveState
 from sim.drone_runner import DroneCameras, drone_keys, read_keys, rest_login, run_drones
 from sim.framecode import read_code
 from sim.stations import DroneDock, camera_id, fleet_entries

@@ -324,7 +324,7 @@ async def test_mavlink_from_a_system_outside_the_fleet_is_ignored_at_the_link(se
 
 async def test_a_fleet_drone_without_a_key_is_refused_unless_its_entry_opts_in(
         settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hub.drone_fleet")
+    caplog.set_level(logging.INFO, logger="hub.drones.fleet")
     # Neither drone has a key and neither signs; only UAV-02's fleet entry says "unsigned": true.
     async with drone_stack(settings, tmp_path, sim_keys={}, hub_keys={}, unsigned=("UAV-02",)) as (rh, sim):
         await ready(rh, "UAV-02")
@@ -350,7 +350,7 @@ async def test_a_fleet_drone_without_a_key_is_refused_unless_its_entry_opts_in(
         finally:
             await operator.aclose()
         # Said loudly once at start (not once per frame), and the opt-in said too.
-        messages = [(rec.levelno, rec.getMessage()) for rec in caplog.records if rec.name == "hub.drone_fleet"]
+        messages = [(rec.levelno, rec.getMessage()) for rec in caplog.records if rec.name == "hub.drones.fleet"]
         assert [level for level, m in messages if "UAV-01" in m] == [logging.ERROR]
         assert any("UAV-01" in m and "REFUSED" in m and "unsigned" in m for _, m in messages)
         assert any(level == logging.WARNING and "UAV-02" in m and "UNSIGNED" in m for level, m in messages)

@@ -15,8 +15,8 @@ from devices.broker import BrokerAddress
 from devices.client import DeviceClient
 from devices.payloads import Fix
 from hub.config import Settings
-from hub.embedded import MosquittoBroker, free_port
 from hub.errors import HubStartError
+from hub.infra.embedded import MosquittoBroker, free_port
 from tests.conftest import TOKEN, running_hub, wait_for
 from tests.hub.test_device_identity import Probe
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from devices.geo import offset
 from devices.payloads import Fix, Status
 from hub.domain.dispatch import Recommender
-from hub.fleet import Fleet
-from hub.live import LiveState
+from hub.incidents.fleet import Fleet
+from hub.ingest.live import LiveState
 
 LAT, LON = 34.26, 117.18
 NOW = 1_795_000_000_000

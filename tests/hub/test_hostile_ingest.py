@@ -33,7 +33,7 @@ from devices import payloads
 from devices.clock import now_ms
 from devices.errors import PayloadError
 from hub.config import Settings
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
 from tests.hostile import DAY_MS, good_fix, hostile_message
 from tests.hub.test_ingest import _equals, raw_publisher

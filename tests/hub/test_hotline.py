@@ -19,8 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from devices.clock import now_ms
-from hub.embedded import free_port
-from hub.hotline import (
+from hub.incidents.hotline import (
     Backoff,
     HotlineError,
     HotlineHandOver,
@@ -28,6 +27,7 @@ from hub.hotline import (
     parse_ref,
     parse_retry_after,
 )
+from hub.infra.embedded import free_port
 
 FAST = Backoff(first_s=0.05, cap_s=0.2, jitter=0.0)
 TOKEN = "hotline-test-token"

@@ -21,7 +21,7 @@ from devices.client import DeviceClient
 from devices.clock import now_ms
 from devices.geo import offset
 from hub.config import Settings
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from tests.conftest import RunningHub, running_hub, wait_for
 from tests.hub.test_incidents_api import INCIDENT, LAT, LON, incident, parked, send, unit_status
 

@@ -9,7 +9,7 @@ import pytest
 
 from hub.config import Settings
 from hub.errors import HubStartError
-from hub.incident_config import IncidentConfigError, load_incident_config
+from hub.incidents.config import IncidentConfigError, load_incident_config
 from tests.conftest import running_hub
 
 

@@ -12,7 +12,7 @@ from devices.clock import now_ms
 from devices.geo import haversine_m, offset
 from devices.payloads import Fix
 from hub.config import Settings
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from tests.conftest import RunningHub, running_hub, wait_for
 
 LAT, LON = 34.26, 117.18

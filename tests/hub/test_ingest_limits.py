@@ -11,10 +11,10 @@ from typing import Any
 
 from devices.clock import now_ms
 from hub.domain.ratelimit import Limit
-from hub.live import LiveState
-from hub.pipeline import QOS1_HEADROOM, Pipeline
+from hub.ingest.live import LiveState
+from hub.ingest.pipeline import QOS1_HEADROOM, Pipeline
+from hub.ingest.writer import BatchWriter
 from hub.storage import Database
-from hub.writer import BatchWriter
 from tests.conftest import RunningHub, wait_for
 from tests.hub.test_ingest import raw_publisher
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devices.payloads import Fix, Status
-from hub.live import LiveState
+from hub.ingest.live import LiveState
 
 T0 = 1_795_000_000_000
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from hub.cli import cannot_start
 from hub.config import Settings
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from hub.logsafe import MASK, RedactingFilter, install, redact, redact_url
 from tests.conftest import hub_env, wait_for
 

@@ -10,7 +10,7 @@ import pytest
 
 from devices.geo import offset
 from hub.config import Settings
-from hub.overlays import OverlayError, load_overlays
+from hub.web.overlays import OverlayError, load_overlays
 from tests.conftest import RunningHub, running_hub
 
 LAT, LON = 34.26, 117.18

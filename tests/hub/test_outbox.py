@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.errors import StorageUnavailable
-from hub.outbox import Outbox
+from hub.storage.outbox import Outbox
 
 
 async def test_a_job_refused_by_a_full_outbox_calls_on_refused_and_a_kept_one_does_not() -> None:

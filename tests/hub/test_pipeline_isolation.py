@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 
 from devices.clock import now_ms
 from devices.payloads import Fix
-from hub.live import LiveState
-from hub.pipeline import Message, Pipeline
+from hub.ingest.live import LiveState
+from hub.ingest.pipeline import Message, Pipeline
+from hub.ingest.writer import BatchWriter
 from hub.storage import Database
-from hub.writer import BatchWriter
 from tests.conftest import RunningHub, wait_for
 from tests.hub.test_ingest import raw_publisher
 

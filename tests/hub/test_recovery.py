@@ -17,7 +17,7 @@ from devices.client import DeviceClient
 from devices.clock import now_ms
 from devices.payloads import Fix
 from hub.config import Settings
-from hub.embedded import EmbeddedPostgres, free_port
+from hub.infra.embedded import EmbeddedPostgres, free_port
 from tests.conftest import TOKEN, hub_env, running_hub, wait_for
 
 

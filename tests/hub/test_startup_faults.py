@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from hub.config import Settings
-from hub.embedded import EmbeddedPostgres, free_port
+from hub.infra.embedded import EmbeddedPostgres, free_port
 from tests.conftest import hub_env
 from tests.hub import standin_timescaledb as standin
 

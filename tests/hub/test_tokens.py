@@ -21,11 +21,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from devices.clock import now_ms
-from hub.auth import FailedAuthLimiter
+from hub.access.auth import FailedAuthLimiter
+from hub.access.tokens import MAX_LIFETIME_S, parse_duration
 from hub.config import Settings
-from hub.embedded import EmbeddedPostgres, free_port
+from hub.infra.embedded import EmbeddedPostgres, free_port
 from hub.storage.tokens import LISTENER_NAME
-from hub.tokens import MAX_LIFETIME_S, parse_duration
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for
 
 PYTHON = [sys.executable, "-m", "fieldhub"]

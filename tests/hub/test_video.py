@@ -23,8 +23,8 @@ from devices.clock import now_ms
 from devices.geo import offset
 from devices.payloads import Command
 from hub.config import Settings
-from hub.embedded import free_port
-from hub.escalation import video_start_command
+from hub.incidents.escalation import video_start_command
+from hub.infra.embedded import free_port
 from hub.storage.video import VideoStore
 from sim.video_devices import SimCameras
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for

@@ -19,11 +19,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from devices.clock import now_ms
-from hub import auth
+from hub.access import auth
 from hub.config import Settings
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from hub.storage.video import VideoStore
-from hub.video import VideoDesk
+from hub.video.desk import VideoDesk
 from tests.conftest import RunningHub, running_hub, wait_for
 from tests.hub.test_video import Pattern, issue, whip
 from video.client import WhipPublisher

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 
+from hub.ingest.writer import BatchWriter
 from hub.storage import Batch, Database
-from hub.writer import BatchWriter
 
 NOW = 1_795_000_000_000
 

@@ -28,7 +28,7 @@ import pytest_asyncio
 from bench.e2e_drive import Drill, Outcome
 from devices.clock import now_ms
 from hub.config import Settings
-from hub.embedded import EmbeddedPostgres, MosquittoBroker, free_port
+from hub.infra.embedded import EmbeddedPostgres, MosquittoBroker, free_port
 from sim.fleet import SimUnit
 from sim.response import Timing
 from sim.runner import CitySim

@@ -8,7 +8,7 @@ import pytest
 
 from devices.geo import haversine_m
 from devices.payloads import Command
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from sim.response import Timing
 from sim.runner import CitySim, SimError
 from sim.scenarios import DeadZone, Plan

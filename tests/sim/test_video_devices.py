@@ -25,7 +25,7 @@ from devices import topics
 from devices.client import DeviceClient
 from devices.payloads import Command, encode_command
 from hub.api.errors import ApiError, install
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from sim.framecode import elapsed_ms, read_code
 from sim.runner import CitySim
 from sim.video_devices import SimCameras

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from hub.api import errors
 from hub.api.errors import ApiError
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from tests.video.test_forward import Bars
 from video.client import WhepViewer, WhipPublisher
 from video.errors import TooManyViewers, UnknownStream, Unsupported, VideoError

@@ -27,7 +27,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from fastapi import FastAPI
 
 from hub.api import errors
-from hub.embedded import free_port
+from hub.infra.embedded import free_port
 from tests.video.test_forward import Bars
 from tests.video.test_http import auth, authorize_publish, authorize_view, error_code, offer
 from video.client import WhepViewer, WhipPublisher

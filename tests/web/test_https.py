@@ -1,4 +1,4 @@
-"""The one-map, its live feed and WHIP over HTTPS, with a certificate from a fresh CA (hub/tls.py).
+"""The one-map, its live feed and WHIP over HTTPS, with a certificate from a fresh CA (hub/infra/tls.py).
 
 Chromium trusts exactly the hub's key (``--ignore-certificate-errors-spki-list`` with the SHA-256 of its public
 key), nothing else: the shared browser, without the pin, refuses the same page. Over that page a dispatcher logs
@@ -24,8 +24,8 @@ from playwright.async_api import Error as PlaywrightError
 from devices.clock import now_ms
 from devices.payloads import Command
 from hub.config import Settings
-from hub.escalation import video_start_command
-from hub.tls import ensure_ca, issue_server_cert, spki_sha256_b64
+from hub.incidents.escalation import video_start_command
+from hub.infra.tls import ensure_ca, issue_server_cert, spki_sha256_b64
 from sim.runner import CitySim
 from sim.video_devices import SimCameras
 from tests.conftest import TOKEN, RunningHub, running_hub, wait_for

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from hub.api.deps import HubDep, Principal, require
 from hub.api.errors import ApiError
-from hub.audit import MAX_LIMIT
 from hub.server import Hub
+from hub.storage.audit import MAX_LIMIT
 
 router = APIRouter(tags=["audit"])
 

@@ -15,8 +15,8 @@ from hub.api.inputs import ApiModel
 from hub.api.models import Drone, DroneList
 from hub.api.routes.audit import audit
 from hub.api.routes.incidents import ID, IncidentId
-from hub.drone_ops import Waypoint
-from hub.drones import DroneCommandFailed
+from hub.drones.ops import Waypoint
+from hub.drones.service import DroneCommandFailed
 
 router = APIRouter(prefix="/api/v1/drones", tags=["drones"])
 # Sending a drone is an action on the incident: under its path.

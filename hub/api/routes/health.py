@@ -36,11 +36,11 @@ async def metrics(hub: HubDep, _: Reader) -> Response:
 @router.get("/favicon.ico", include_in_schema=False)
 async def favicon() -> Response:
     """Browsers ask for it whatever the page says; the page's own icon is /static/favicon.svg."""
-    icon = resources.files("hub") / "static" / "favicon.svg"
+    icon = resources.files("hub.web") / "static" / "favicon.svg"
     return Response(icon.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/", include_in_schema=False)
 async def index() -> HTMLResponse:
-    page = resources.files("hub") / "static" / "index.html"
+    page = resources.files("hub.web") / "static" / "index.html"
     return HTMLResponse(page.read_text(encoding="utf-8"))

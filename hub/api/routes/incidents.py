@@ -1,4 +1,4 @@
-"""Incidents: create, dispatch, milestones, close; response-time reports. Rules live in `hub.incidents`.
+"""Incidents: create, dispatch, milestones, close; response-time reports. Rules live in `hub.incidents.service`.
 
 The service's refusals (`IncidentNotFound`, `IncidentConflict` ...) are answered by `hub.api.errors.ERRORS`."""
 

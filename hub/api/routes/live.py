@@ -18,9 +18,9 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from devices.clock import now_ms
+from hub.access.auth import READ_ROLES
 from hub.api.deps import Principal, Reader, authenticate, bearer, client_address
 from hub.api.errors import ApiError
-from hub.auth import READ_ROLES
 from hub.errors import StorageUnavailable
 from hub.server import Hub
 

@@ -1,6 +1,6 @@
 """Live video streams, an incident's recordings, and the authorizers of the WHIP/WHEP endpoints.
 
-The rules (which token may publish for which device) live in `hub.video.VideoDesk`; its refusals
+The rules (which token may publish for which device) live in `hub.video.desk.VideoDesk`; its refusals
 (`PublishRefused`, with their status) and the video library's errors are answered by `hub.api.errors.ERRORS`.
 """
 
@@ -16,7 +16,7 @@ from hub.api.deps import Reader, VideoDep, authenticate, get_video
 from hub.api.errors import ApiError
 from hub.api.models import StreamList
 from hub.server import Hub
-from hub.video import PublishGrant
+from hub.video.desk import PublishGrant
 
 __all__ = ["publish_authorizer", "router", "session_authorizer", "view_authorizer"]
 

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from devices.clock import now_ms
+from hub.access.tokens import MAX_LIFETIME_S, MAX_NAME, MIN_LIFETIME_S
 from hub.api.deps import Admin, HubDep
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
 from hub.api.routes.audit import audit
-from hub.tokens import MAX_LIFETIME_S, MAX_NAME, MIN_LIFETIME_S
 
 __all__ = ["router"]
 

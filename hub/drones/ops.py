@@ -1,7 +1,7 @@
 """What a drone operator can order a drone to do: go to a point, return (RTL), land, return to its dock,
 enable its link failsafe, fly a mission.
 
-Each order is one audited command (:meth:`hub.drones.DroneService.command`) whose answer waits for the
+Each order is one audited command (:meth:`hub.drones.service.DroneService.command`) whose answer waits for the
 autopilot's acknowledgments, not for the flight. An order that starts from the ground first sets home to
 the dock (and reads it back) so that the drone's RTL — its own failsafe included — lands on the dock, not
 where it happened to take off.
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from devices.geo import haversine_m
 from drone.errors import DroneError
 from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
-from hub.drone_fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight
-from hub.incidents import IncidentConflict
+from hub.drones.fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight
+from hub.incidents.service import IncidentConflict
 
 if TYPE_CHECKING:
-    from hub.drones import DroneService
+    from hub.drones.service import DroneService
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 from devices.broker import BrokerAddress
 from hub.domain.device_login import StoredLogin, dynsec_config
 from hub.errors import ServiceError
-from hub.tls import Pki, issue_server_cert
+from hub.infra.tls import Pki, issue_server_cert
 
 log = logging.getLogger(__name__)
 

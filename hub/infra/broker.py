@@ -21,9 +21,9 @@ from typing import Any
 from devices.broker import BrokerAddress
 from hub.config import Settings
 from hub.domain import device_login
-from hub.embedded import BrokerSecurity, MosquittoBroker
+from hub.infra.embedded import BrokerSecurity, MosquittoBroker
+from hub.infra.tls import Pki, ensure_ca
 from hub.storage.device_logins import DeviceLoginStore
-from hub.tls import Pki, ensure_ca
 
 __all__ = ["ADMIN_USER", "BrokerLinks", "admin_file", "read_admin_file", "start_embedded_broker"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from devices.payloads import encode_json
 from devices.tasks import cancel_and_wait
-from hub.live import LiveState
+from hub.ingest.live import LiveState
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,6 @@ from typing import Any
 
 from devices import topics
 from devices.payloads import Command, encode_command
-from hub.alerts import Alerts
-from hub.audit import HUB_ACTOR, AuditRecorder
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryRules
 from hub.domain.compliance import response_times
 from hub.domain.device_claims import DEVICE_NOTE_CAP, Verdict, ack_verdict
@@ -49,14 +47,16 @@ from hub.domain.events import (
 from hub.domain.incident import DEVICE_SOURCES, Incident
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
 from hub.errors import HubError
-from hub.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
-from hub.feed import LiveFeed
-from hub.fleet import DRONE_KIND, Fleet
-from hub.hotline import HotlineHandOver
-from hub.live import LiveState
-from hub.outbox import Outbox
+from hub.incidents.alerts import Alerts
+from hub.incidents.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
+from hub.incidents.fleet import DRONE_KIND, Fleet
+from hub.incidents.hotline import HotlineHandOver
+from hub.incidents.tracking import ResponseTracker
+from hub.ingest.feed import LiveFeed
+from hub.ingest.live import LiveState
+from hub.storage.audit import HUB_ACTOR, AuditRecorder
 from hub.storage.incidents import IncidentStore, summary_of
-from hub.tracking import ResponseTracker
+from hub.storage.outbox import Outbox
 
 __all__ = ["IncidentConflict", "IncidentError", "IncidentInvalid", "IncidentNotFound", "IncidentService"]
 
@@ -254,7 +254,7 @@ class IncidentService:
     async def dispatch(self, incident_id: str, unit_ids: Sequence[str], *, source: str = "api",
                        aerial: bool = False) -> dict[str, Any]:
         """Assign units and send them the SPEC `dispatch` command; ``aerial``: drones, which
-        :mod:`hub.drones` flies over MAVLink instead (no MQTT command, no ack watch)."""
+        :mod:`hub.drones.service` flies over MAVLink instead (no MQTT command, no ack watch)."""
         if not unit_ids:
             raise IncidentInvalid("unit_ids: at least one unit is needed")
         if len(set(unit_ids)) != len(unit_ids):

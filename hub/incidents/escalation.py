@@ -22,10 +22,10 @@ from hub.domain.errors import DomainError
 from hub.domain.events import Noted
 from hub.domain.incident import Incident
 from hub.errors import HubError, StorageUnavailable
-from hub.live import LiveState
+from hub.ingest.live import LiveState
 
 if TYPE_CHECKING:
-    from hub.incidents import IncidentService
+    from hub.incidents.service import IncidentService
 
 __all__ = ["AckFollowUp", "AckWatch", "Outstanding", "VideoTokenRegistrar", "camera_devices", "dispatch_command",
            "new_cmd_id", "video_start_command", "video_stop_command"]

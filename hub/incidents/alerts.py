@@ -31,10 +31,10 @@ from hub.domain.device_claims import Coalescer, sos_place, sos_received_verdict
 from hub.domain.events import Noted
 from hub.domain.sla import evaluate
 from hub.errors import StorageUnavailable
-from hub.live import DeviceLive, UnitLive
+from hub.ingest.live import DeviceLive, UnitLive
 
 if TYPE_CHECKING:
-    from hub.incidents import IncidentService
+    from hub.incidents.service import IncidentService
 
 __all__ = ["Alerts"]
 

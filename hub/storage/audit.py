@@ -29,8 +29,8 @@ from psycopg.types.json import Jsonb
 
 from devices.clock import now_ms
 from hub.errors import StorageRefused, StorageUnavailable, one_line
-from hub.outbox import Outbox
 from hub.storage.database import Database
+from hub.storage.outbox import Outbox
 
 __all__ = ["ACTIONS", "HUB_ACTOR", "MAX_LIMIT", "AuditLog", "AuditRecorder"]
 

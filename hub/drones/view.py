@@ -17,7 +17,7 @@ from typing import Any
 from devices.geo import haversine_m
 from hub.domain.aerial import DroneEnergy
 from hub.domain.drone_readiness import readiness
-from hub.drone_fleet import DroneRecord, prearm_text
+from hub.drones.fleet import DroneRecord, prearm_text
 
 __all__ = ["clock_text", "drone_view", "link_name", "state_and_reason"]
 

@@ -49,9 +49,9 @@ def add_parser(sub: Any) -> None:
 async def cmd_device(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
+    from hub.access.provisioning import ProvisioningError
     from hub.errors import HubError, one_line
     from hub.logsafe import redact
-    from hub.provisioning import ProvisioningError
 
     try:
         return await _run(args, settings)
@@ -66,7 +66,7 @@ async def cmd_device(args: argparse.Namespace, settings: Settings) -> int:
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[Any]:
-    from hub.embedded import EmbeddedPostgres
+    from hub.infra.embedded import EmbeddedPostgres
     from hub.storage import Database
 
     url, pg = settings.database_url, None
@@ -83,8 +83,8 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
 
 async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
     """(admin URL, device URL, a note) of the broker to tell (the mTLS URL: ``read_admin_file``)."""
-    from hub.broker_setup import read_admin_file
-    from hub.dynsec import BrokerAdmin, BrokerAdminError
+    from hub.access.dynsec import BrokerAdmin, BrokerAdminError
+    from hub.infra.broker import read_admin_file
 
     if settings.mqtt_url is not None:
         note = "" if settings.mqtt_admin_url else "the broker checks logins against the database (no admin URL)"
@@ -100,11 +100,11 @@ async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.audit import AuditLog
-    from hub.broker_setup import read_admin_file
-    from hub.provisioning import Provisioner
+    from hub.access.provisioning import Provisioner
+    from hub.infra.broker import read_admin_file
+    from hub.infra.tls import Pki
+    from hub.storage.audit import AuditLog
     from hub.storage.device_logins import DeviceLoginStore
-    from hub.tls import Pki
 
     admin_url, device_url, note = await _broker(settings)
     actor = f"cli:{getpass.getuser()}"

@@ -29,7 +29,7 @@ from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
 from devices.broker import BrokerAddress
 from devices.topics import HUB_SUBSCRIPTIONS
 from hub.errors import HubError
-from hub.pipeline import Pipeline
+from hub.ingest.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ def _check_internals() -> None:
     """The gmqtt internals this module relies on; a gmqtt upgrade that moves them must fail here."""
     for name in ("_handle_qos_1_publish_packet", "_send_puback"):
         if not callable(getattr(MqttPackageHandler, name, None)):
-            raise HubError(f"gmqtt internals changed: MqttPackageHandler.{name} is gone; see hub/bridge.py")
+            raise HubError(f"gmqtt internals changed: MqttPackageHandler.{name} is gone; see hub/ingest/bridge.py")
     if "_package_handler" not in MqttClient.__init__.__code__.co_names:
-        raise HubError("gmqtt internals changed: Client._package_handler is gone; see hub/bridge.py")
+        raise HubError("gmqtt internals changed: Client._package_handler is gone; see hub/ingest/bridge.py")
 
 
 _check_internals()

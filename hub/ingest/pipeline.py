@@ -39,9 +39,9 @@ from devices.clock import now_ms
 from devices.errors import PayloadError
 from devices.payloads import Event, Fix, Status
 from hub.domain.ratelimit import Drop, DropSummaries, Limit, RateLimiter
-from hub.live import LiveState
+from hub.ingest.live import LiveState
+from hub.ingest.writer import BatchWriter
 from hub.storage import Batch
-from hub.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from devices.tasks import cancel_and_wait
-from hub import auth
+from hub.access import auth
 from hub.errors import HubError, StorageUnavailable, one_line
 from hub.storage.tokens import TokenRecord, TokenStore, fetch_all, fetch_one, listen
 

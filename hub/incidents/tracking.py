@@ -27,10 +27,10 @@ from hub.domain.device_claims import contact_verdict, detected_verdict
 from hub.domain.events import Arrived, Contacted, Departed, Event
 from hub.domain.hover import HoverArrivalDetector
 from hub.domain.incident import Incident
-from hub.pipeline import Message
+from hub.ingest.pipeline import Message
 
 if TYPE_CHECKING:
-    from hub.incidents import IncidentService
+    from hub.incidents.service import IncidentService
 
 __all__ = ["QUEUE_LIMIT", "ResponseTracker", "Tracking"]
 

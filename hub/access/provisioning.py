@@ -19,12 +19,12 @@ from typing import Any
 
 from devices import topics
 from devices.broker import BrokerAddress
-from hub.audit import AuditRecorder
-from hub.broker_setup import ADMIN_USER
+from hub.access.dynsec import BrokerAdmin, BrokerAdminError
 from hub.domain import device_login
-from hub.dynsec import BrokerAdmin, BrokerAdminError
+from hub.infra.broker import ADMIN_USER
+from hub.infra.tls import Pki, client_cert_pem
+from hub.storage.audit import AuditRecorder
 from hub.storage.device_logins import DeviceLoginStore, LoginProblem
-from hub.tls import Pki, client_cert_pem
 
 __all__ = ["Credentials", "Provisioner", "ProvisioningError"]
 

@@ -13,7 +13,7 @@ from collections.abc import Collection
 
 from devices.payloads import Fix
 from hub.domain.dispatch import Candidate, Recommendation, Recommender
-from hub.live import LiveState, UnitLive
+from hub.ingest.live import LiveState, UnitLive
 
 __all__ = ["DRONE_KIND", "Fleet"]
 

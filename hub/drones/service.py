@@ -39,7 +39,7 @@ from drone.vehicle import Vehicle
 from hub.config import Settings
 from hub.domain.aerial import DroneEnergy, choose_drone, must_return
 from hub.domain.events import Acknowledged, Noted
-from hub.drone_fleet import (
+from hub.drones.fleet import (
     SYSTEM,
     DroneCommandFailed,
     DroneConfig,
@@ -51,10 +51,10 @@ from hub.drone_fleet import (
     log_signing,
     signing_of,
 )
-from hub.drone_ops import DroneOperator
-from hub.drone_view import clock_text, drone_view
-from hub.feed import LiveFeed
-from hub.incidents import IncidentConflict, IncidentService
+from hub.drones.ops import DroneOperator
+from hub.drones.view import clock_text, drone_view
+from hub.incidents.service import IncidentConflict, IncidentService
+from hub.ingest.feed import LiveFeed
 from hub.storage.drones import CommandRecord, DroneAudit
 
 __all__ = ["DroneCommandFailed", "DroneNotFound", "DroneService", "NoDroneAvailable"]
