@@ -28,6 +28,22 @@ class HubStartError(HubError):
     """The hub could not start; the message is one line naming the part that failed and why."""
 
 
+class IncidentError(HubError):
+    """Base of the service's errors; the API maps each subclass to a 4xx status."""
+
+
+class IncidentNotFound(IncidentError):
+    pass
+
+
+class IncidentInvalid(IncidentError):
+    pass
+
+
+class IncidentConflict(IncidentError):
+    pass
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (server messages carry DETAIL/CONTEXT lines), or its class name."""
     return " ".join(str(exc).split()) or type(exc).__name__

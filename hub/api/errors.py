@@ -20,8 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.access.provisioning import ProvisioningError
 from hub.drones.service import DroneCommandFailed, DroneNotFound, NoDroneAvailable
-from hub.errors import StorageUnavailable
-from hub.incidents.service import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
+from hub.errors import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, StorageUnavailable
 from hub.video.desk import PublishRefused
 from video.errors import (
     BadOffer,

@@ -21,7 +21,7 @@ from devices.geo import haversine_m
 from drone.errors import DroneError
 from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
 from hub.drones.fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight
-from hub.incidents.service import IncidentConflict
+from hub.errors import IncidentConflict
 
 if TYPE_CHECKING:
     from hub.drones.service import DroneService

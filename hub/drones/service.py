@@ -53,7 +53,8 @@ from hub.drones.fleet import (
 )
 from hub.drones.ops import DroneOperator
 from hub.drones.view import clock_text, drone_view
-from hub.incidents.service import IncidentConflict, IncidentService
+from hub.errors import IncidentConflict
+from hub.incidents.service import IncidentService
 from hub.ingest.feed import LiveFeed
 from hub.storage.drones import CommandRecord, DroneAudit
 

@@ -1,4 +1,4 @@
-"""Commands waiting for their `ack`, and the commands the incident service builds.
+"""Commands waiting for their `ack` (the commands themselves are built by :mod:`hub.domain.commands`).
 
 `AckWatch` holds each command sent to a device until the device signs for it (SPEC 2): when its
 deadline passes the command is due for a re-send (the same cmd_id), and once the re-sends are used
@@ -10,36 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devices.payloads import Command, encode_command
 from devices.tasks import cancel_and_wait
+from hub.domain.commands import video_start_command
 from hub.domain.errors import DomainError
 from hub.domain.events import Noted
-from hub.domain.incident import Incident
 from hub.errors import HubError, StorageUnavailable
-from hub.ingest.live import LiveState
+from hub.ingest.live import camera_devices
 
 if TYPE_CHECKING:
     from hub.incidents.service import IncidentService
 
-__all__ = ["AckFollowUp", "AckWatch", "Outstanding", "VideoTokenRegistrar", "camera_devices", "dispatch_command",
-           "new_cmd_id", "video_start_command", "video_stop_command"]
+__all__ = ["AckFollowUp", "AckWatch", "Outstanding", "VideoTokenRegistrar"]
 
 log = logging.getLogger(__name__)
 
-CAMERA_KINDS = frozenset({"bodycam", "camera"})  # body cameras and mounted ones (a drone's gimbal camera)
-
 # Stores a video_start's token (command, device_id, unit_id) before the command goes out: the hub's video desk.
 VideoTokenRegistrar = Callable[[Command, str, str | None], Awaitable[None]]
-
-
-def new_cmd_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
 @dataclass
@@ -94,43 +85,6 @@ class AckWatch:
                 del self.commands[c.cmd_id]
                 expired.append(c)
         return resend, expired
-
-
-def dispatch_command(incident: Incident, cmd_id: str, ts: int) -> Command:
-    c = incident.created
-    assert c is not None
-    return Command(cmd_id, ts, "dispatch", {"incident": {
-        "id": incident.id, "category": c.category, "priority": c.priority, "lat": c.lat, "lon": c.lon,
-        "address": c.address, "summary": c.summary}})
-
-
-def camera_devices(live: LiveState, unit_id: str) -> list[str]:
-    """The unit's cameras: live `kind` "bodycam" or "camera", or (kind unknown) an id ending in "-cam"."""
-    unit = live.units.get(unit_id)
-    if unit is None:
-        return []
-    found = []
-    for device_id in unit.devices:
-        dev = live.devices.get(device_id)
-        kind = dev.kind if dev is not None else None
-        if kind in CAMERA_KINDS or (kind is None and device_id.endswith("-cam")):
-            found.append(device_id)
-    return found
-
-
-def video_start_command(device_id: str, incident_id: str | None, base_url: str, now_ms: int,
-                        token_ttl_ms: int) -> Command:
-    """SPEC `video_start`: where to publish (WHIP) and a short-lived random token. It also asks for a key
-    frame every 2 s: a late viewer or a new recording segment starts at one, and publishers (aiortc,
-    browsers) otherwise send them only when asked."""
-    return Command(new_cmd_id("v"), now_ms, "video_start", {
-        "whip_url": f"{base_url.rstrip('/')}/whip/{device_id}", "token": secrets.token_urlsafe(24),
-        "token_expires": now_ms + token_ttl_ms, "incident_id": incident_id, "keyframe_interval_ms": 2000})
-
-
-def video_stop_command(incident_id: str | None, now_ms: int) -> Command:
-    """SPEC `video_stop`: the incident's video is no longer wanted (its token stops publishing too)."""
-    return Command(new_cmd_id("vs"), now_ms, "video_stop", {"incident_id": incident_id})
 
 
 class AckFollowUp:

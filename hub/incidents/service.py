@@ -25,6 +25,7 @@ from typing import Any
 from devices import topics
 from devices.payloads import Command, encode_command
 from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryRules
+from hub.domain.commands import dispatch_command, new_cmd_id
 from hub.domain.compliance import response_times
 from hub.domain.device_claims import DEVICE_NOTE_CAP, Verdict, ack_verdict
 from hub.domain.dispatch import Recommender
@@ -46,9 +47,9 @@ from hub.domain.events import (
 )
 from hub.domain.incident import DEVICE_SOURCES, Incident
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyRules
-from hub.errors import HubError
+from hub.errors import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
 from hub.incidents.alerts import Alerts
-from hub.incidents.escalation import AckFollowUp, AckWatch, dispatch_command, new_cmd_id
+from hub.incidents.escalation import AckFollowUp, AckWatch
 from hub.incidents.fleet import DRONE_KIND, Fleet
 from hub.incidents.hotline import HotlineHandOver
 from hub.incidents.tracking import ResponseTracker
@@ -63,22 +64,6 @@ __all__ = ["IncidentConflict", "IncidentError", "IncidentInvalid", "IncidentNotF
 log = logging.getLogger(__name__)
 
 LIVE_LOG_ENTRIES = 30  # log entries an incident carries on the live feed (the panel shows as many)
-
-
-class IncidentError(HubError):
-    """Base of the service's errors; the API maps each subclass to a 4xx status."""
-
-
-class IncidentNotFound(IncidentError):
-    pass
-
-
-class IncidentInvalid(IncidentError):
-    pass
-
-
-class IncidentConflict(IncidentError):
-    pass
 
 
 class IncidentService:

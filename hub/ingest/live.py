@@ -207,3 +207,20 @@ def _better(fix: Fix, device_id: str, unit: UnitLive) -> bool:
     if fix.ts < current.ts - 2000:
         return False
     return (fix.acc if fix.acc is not None else 50.0) < (current.acc if current.acc is not None else 50.0)
+
+
+CAMERA_KINDS = frozenset({"bodycam", "camera"})  # body cameras and mounted ones (a drone's gimbal camera)
+
+
+def camera_devices(live: LiveState, unit_id: str) -> list[str]:
+    """The unit's cameras: live `kind` "bodycam" or "camera", or (kind unknown) an id ending in "-cam"."""
+    unit = live.units.get(unit_id)
+    if unit is None:
+        return []
+    found = []
+    for device_id in unit.devices:
+        dev = live.devices.get(device_id)
+        kind = dev.kind if dev is not None else None
+        if kind in CAMERA_KINDS or (kind is None and device_id.endswith("-cam")):
+            found.append(device_id)
+    return found

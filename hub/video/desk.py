@@ -27,12 +27,12 @@ from devices.payloads import Command, encode_command
 from devices.tasks import cancel_and_wait
 from hub.access import auth
 from hub.config import Settings
+from hub.domain.commands import video_start_command, video_stop_command
 from hub.domain.events import Noted
 from hub.errors import HubError
-from hub.incidents.escalation import camera_devices, video_start_command, video_stop_command
 from hub.incidents.service import IncidentService
 from hub.ingest.feed import LiveFeed
-from hub.ingest.live import LiveState, position_view
+from hub.ingest.live import LiveState, camera_devices, position_view
 from hub.ingest.pipeline import Message
 from hub.storage.video import StreamRecord, VideoStore, VideoToken
 from video.errors import VideoError

@@ -21,8 +21,7 @@ from hub.api.app import create_app
 from hub.api.errors import ERRORS, ApiError, answer, lookup
 from hub.config import Settings
 from hub.drones.service import DroneCommandFailed, DroneNotFound, NoDroneAvailable
-from hub.errors import StorageUnavailable
-from hub.incidents.service import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound
+from hub.errors import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, StorageUnavailable
 from hub.server import Hub
 from hub.video.desk import PublishRefused
 

@@ -18,8 +18,7 @@ from devices.geo import haversine_m
 from devices.payloads import Status
 from hub.config import Settings
 from hub.drones.fleet import DroneConfig, FleetConfigError, load_fleet
-from hub.incidents.escalation import camera_devices
-from hub.ingest.live import LiveState
+from hub.ingest.live import LiveState, camera_devices
 from sim.drone_runner import DroneCameras, drone_keys, read_keys, rest_login, run_drones
 from sim.framecode import read_code
 from sim.stations import DroneDock, camera_id, fleet_entries

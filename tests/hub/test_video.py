@@ -23,7 +23,7 @@ from devices.clock import now_ms
 from devices.geo import offset
 from devices.payloads import Command
 from hub.config import Settings
-from hub.incidents.escalation import video_start_command
+from hub.domain.commands import video_start_command
 from hub.infra.embedded import free_port
 from hub.storage.video import VideoStore
 from sim.video_devices import SimCameras

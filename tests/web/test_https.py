@@ -24,7 +24,7 @@ from playwright.async_api import Error as PlaywrightError
 from devices.clock import now_ms
 from devices.payloads import Command
 from hub.config import Settings
-from hub.incidents.escalation import video_start_command
+from hub.domain.commands import video_start_command
 from hub.infra.tls import ensure_ca, issue_server_cert, spki_sha256_b64
 from sim.runner import CitySim
 from sim.video_devices import SimCameras
