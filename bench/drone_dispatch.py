@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import random
 import shutil
@@ -37,21 +36,20 @@ from typing import Any, Final
 
 import httpx
 
+from bench.drone_kinematics import AIRBORNE_M, RADIUS_M, TURN_SHARE, physical_minimum
 from bench.drones import free_udp_port
 from bench.report import machine_facts, percentile
 from bench.stack import BenchError, BenchStack, add_database_url, run_bench
 from devices.geo import haversine_m, offset
+from devices.tasks import cancel_and_wait
 from sim.arducopter import CopterConfig
 from sim.city import build_city
 from sim.drone_runner import FLEET_PARAMS, write_fleet, write_keys
 from sim.drones import DroneFleetSim, new_keys
 from sim.stations import DroneDock, drone_docks, police_stations
 
-AIRBORNE_M: Final = 2.0
-RADIUS_M: Final = 100.0  # the incident's arrival zone (SPEC's default, given explicitly)
 HOVER_ALT_SHARE: Final = 0.7  # of the cruise altitude: the hub's aerial arrival floor
 HOVER_MPS: Final = 1.5
-TURN_SHARE: Final = 0.9  # the hub sends the drone on its way once it is this share of the cruise altitude up
 HOVER_LIMIT_S: Final = 5.0  # the issue: arrival recorded within 5 s of hovering over the scene
 POLL_S: Final = 0.1
 TRUTH_S: Final = 0.02
@@ -64,46 +62,6 @@ INTERVALS: Final = {
     "after_hover": ("hover_ms", "arrival_seen_ms"), "detection": ("arrived_ms", "arrival_seen_ms"),
     "post_drone": ("sent_ms", "answered_ms"),
 }
-
-
-# ------------------------------------------------------------------ kinematics
-def move_s(distance_m: float, vmax: float, accel: float) -> float:
-    """Rest to rest over ``distance_m`` at most ``vmax`` and ``accel``: a trapezoid, or a triangle when short."""
-    if distance_m <= 0:
-        return 0.0
-    if distance_m >= vmax * vmax / accel:
-        return distance_m / vmax + vmax / accel
-    return 2 * math.sqrt(distance_m / accel)
-
-
-def reach_s(x_m: float, distance_m: float, vmax: float, accel: float) -> float:
-    """When the same rest-to-rest move over ``distance_m`` passes ``x_m`` from its start."""
-    x = min(max(x_m, 0.0), distance_m)
-    ramp = min(vmax * vmax / (2 * accel), distance_m / 2)  # length of the acceleration (and braking) part
-    peak = math.sqrt(2 * accel * ramp)
-    if x <= ramp:
-        return math.sqrt(2 * x / accel)
-    if x <= distance_m - ramp:
-        return peak / accel + (x - ramp) / peak
-    return move_s(distance_m, vmax, accel) - math.sqrt(2 * (distance_m - x) / accel)
-
-
-def physical_minimum(config: CopterConfig, cruise_alt_m: float, distance_m: float,
-                     radius_m: float = RADIUS_M) -> dict[str, float]:
-    """Seconds from lift-off at the copter's configured limits: take off to the cruise altitude (takeoff speed,
-    vertical acceleration), then fly level to the scene (cruise speed, horizontal acceleration), one after the
-    other (``over_scene_s``). The hub sends its goto once the drone is at 0.9 x the cruise altitude, so the last
-    metres of the climb overlap the level flight: ``hub_profile_s`` is that profile's floor, a little lower.
-    No command round trip, no arming: the floor under the flight, not under the hub."""
-    up, up_a, cruise, a = config.takeoff_mps, config.accel_z_mps2, config.cruise_mps, config.accel_mps2
-    climb = move_s(cruise_alt_m, up, up_a)
-    level = move_s(distance_m, cruise, a)
-    turn = reach_s(TURN_SHARE * cruise_alt_m, cruise_alt_m, up, up_a)
-    return {"airborne_s": round(reach_s(AIRBORNE_M, cruise_alt_m, up, up_a), 2), "climb_s": round(climb, 2),
-            "cruise_s": round(level, 2), "over_scene_s": round(climb + level, 2),
-            "zone_entry_s": round(climb + reach_s(distance_m - radius_m, distance_m, cruise, a), 2),
-            "hub_profile_s": round(turn + level, 2),
-            "takeoff_mps": up, "accel_z_mps2": up_a, "cruise_mps": cruise, "accel_mps2": a}
 
 
 # ------------------------------------------------------------------- records
@@ -339,9 +297,7 @@ async def run_round(api: httpx.AsyncClient, sim: DroneFleetSim, docks: list[Dron
         await asyncio.gather(*(start(api, d) for d in ds))
         await follow(api, ds, args.timeout)
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        await cancel_and_wait(sampler)
     return ds
 
 

@@ -43,7 +43,7 @@ from bench import ingest_security, raw
 from bench.latency import LiveWatcher
 from bench.loadgen import device_ids
 from bench.logins import provision_devices
-from bench.report import machine_facts, table
+from bench.report import clean, machine_facts, table
 from bench.runs import Load, run_load
 from bench.stack import PROJECT_ROOT, SECURITY_MODES, BenchError, BenchStack, add_database_url, run_on_stack
 
@@ -183,9 +183,3 @@ async def raw_limits(stack: BenchStack, workdir: Path) -> dict[str, Any]:
 
 def unit_of(device_index: int, per_unit: int) -> str:
     return f"bench-u{device_index // per_unit:05d}"
-
-
-def clean(results: dict[str, Any]) -> bool:
-    """No loss and no rejects in any run."""
-    runs = [results[k]["stored"] for k in ("ingest", "latency") if k in results]
-    return all(r["loss"] == 0 and r["rejects"] == 0 for r in runs)

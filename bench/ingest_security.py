@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.report import table
+from bench.report import clean, table
 from bench.stack import PROJECT_ROOT
 
 __all__ = ["compare", "main", "summary_table"]
@@ -27,8 +27,6 @@ PROCESSES = ("broker", "hub", "generator")
 
 
 async def main(args: argparse.Namespace, modes: list[str], one_stack: OneStack) -> int:
-    from bench.ingest import clean
-
     out = args.out or PROJECT_ROOT / "bench" / "results" / f"ingest-security-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
     results: dict[str, Any] = {"command": "fieldhub bench ingest --security " + args.security, "runs": {}}
     failed_any = False

@@ -198,7 +198,7 @@ class GeneratorProcess:
 
     async def start(self, timeout_s: float = 300.0) -> None:
         """Start the child and wait until every device is connected (thousands of TLS handshakes take a while)."""
-        from bench.stack import die_with_parent, python_env
+        from bench.processes import die_with_parent, python_env
 
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, *self.argv, env=python_env(), stdin=asyncio.subprocess.PIPE,

@@ -19,6 +19,8 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from devices.tasks import cancel_and_wait
+
 METRICS_S = 0.25
 PROCESS_S = 1.0
 
@@ -134,11 +136,7 @@ class Sampler:
         self._tasks = [asyncio.create_task(self._metrics()), asyncio.create_task(self._processes())]
 
     async def stop(self) -> Timeline:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.sample_once()
         return self.timeline
 

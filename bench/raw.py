@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 
 from bench.logins import observer_login
-from bench.stack import BenchStack, stop_process
+from bench.processes import stop_process
+from bench.stack import BenchStack
 from devices.broker import BrokerAddress
 from devices.topics import device_topic
 from hub.storage import Batch, Database

@@ -215,7 +215,7 @@ class FleetProcess:
         return int(self.samples[-1]["published"]) if self.samples else 0
 
     async def start(self, timeout_s: float = 300.0) -> None:
-        from bench.stack import die_with_parent, python_env
+        from bench.processes import die_with_parent, python_env
 
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.render_load", *self.argv, env=python_env(), stdin=asyncio.subprocess.PIPE,

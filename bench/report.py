@@ -106,6 +106,12 @@ def _ms(d: dict[str, Any], keys: Sequence[str] = ("p50", "p95", "p99", "max")) -
     return "  ".join(f"{k} {_n(d[k])}" for k in keys) + " ms"
 
 
+def clean(results: dict[str, Any]) -> bool:
+    """No loss and no rejects in any run of an ingest benchmark's results."""
+    runs = [results[k]["stored"] for k in ("ingest", "latency") if k in results]
+    return all(r["loss"] == 0 and r["rejects"] == 0 for r in runs)
+
+
 def table(results: dict[str, Any]) -> str:
     m, cfg = results["machine"], results["config"]
     out = [f"fieldhub bench ingest  {m['date']}",

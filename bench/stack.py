@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import logging
@@ -41,6 +40,7 @@ import psutil
 import psycopg
 
 from bench.probes import find_process
+from bench.processes import PROJECT_ROOT, die_with_parent, python_env, stop_process
 from devices.broker import BrokerAddress
 from hub.domain.device_login import StoredLogin, new_login, new_secret
 from hub.infra.embedded import BrokerSecurity, EmbeddedPostgres, MosquittoBroker, free_port
@@ -50,7 +50,6 @@ from hub.storage.device_logins import DeviceLoginStore
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HUB_CLIENT_ID = "fieldhub-bench-hub"
 ADMIN_USER = "fieldhub-admin"  # hub.broker_setup.ADMIN_USER: the broker's dynamic-security administrator
 # How the stack's devices reach the broker:
@@ -61,43 +60,10 @@ ADMIN_USER = "fieldhub-admin"  # hub.broker_setup.ADMIN_USER: the broker's dynam
 SECURITY_MODES = ("secure", "login", "anonymous")
 HUB_START_S = 90.0
 HUB_STOP_S = 30.0
-_PR_SET_PDEATHSIG = 1
-# Loaded here, not in the forked child: preexec code should do as little as possible.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class BenchError(Exception):
     """The benchmark could not run (a service did not start, a run failed)."""
-
-
-def python_env(**extra: str) -> dict[str, str]:
-    """Environment of a Python child of the benchmark.
-
-    The project root goes first on PYTHONPATH so the hub and the generator run
-    this checkout's code, installed or not (``fieldhub`` imports ``bench``).
-    """
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the kernel sends SIGTERM to the child when the benchmark dies (Linux)."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
 
 
 class BenchStack:

@@ -33,8 +33,9 @@ import httpx
 
 from bench.drones import sampled, until
 from bench.probes import find_process, machine_busy_seconds, scrape
+from bench.processes import python_env
 from bench.report import machine_facts
-from bench.stack import BenchError, BenchStack, add_database_url, python_env, run_bench
+from bench.stack import BenchError, BenchStack, add_database_url, run_bench
 from bench.video_load import FPS, DecodingViewer, LoopPublisher, encode_loop, frame_number, raw_pair
 from bench.video_stats import (
     cores_summary,

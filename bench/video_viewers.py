@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from bench.stack import BenchError, die_with_parent, python_env
+from bench.processes import die_with_parent, python_env
+from bench.stack import BenchError
 from bench.video_load import FPS, CountingViewer, DecodingViewer
 
 __all__ = ["ViewerProcess", "main"]

@@ -26,6 +26,7 @@ from devices.broker import BrokerAddress
 from devices.clock import now_ms
 from devices.errors import PayloadError
 from devices.payloads import Command, Event, Fix, Status
+from devices.tasks import cancel_and_wait
 
 __all__ = ["DeviceClient"]
 
@@ -135,10 +136,7 @@ class DeviceClient:
     async def stop(self, announce: bool = True) -> None:
         """Say ``offline`` (retained) and disconnect cleanly."""
         self._stopping = True
-        if self._connector:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+        await cancel_and_wait(self._connector)
         if self.connected:
             if announce:
                 self.send_status(state="offline")

@@ -12,21 +12,34 @@ Reason codes (:data:`REASONS`): ``oversized``, ``invalid_json``, ``not_object``,
 ``number_too_large``; ``internal`` if decoding failed in a way nobody foresaw.
 
 Every decode function returns or raises :class:`PayloadError`, nothing else, and
-whatever it returns can be stored in PostgreSQL as it is.
+whatever it returns can be stored in PostgreSQL as it is. The per-field checks and
+their limits are in :mod:`devices.fields`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Final, ParamSpec, TypeVar
+from typing import Annotated, Any, Final
 
 import msgspec
 
 from devices import bounds
-from devices.bounds import MAX_PAYLOAD_BYTES, Inspector, check_text, show, storable_text
+from devices.bounds import MAX_PAYLOAD_BYTES, Inspector, show, storable_text
 from devices.errors import PayloadError
+from devices.fields import (
+    MAX_ATTRS_BYTES,
+    MAX_FUTURE_SKEW_MS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    check_extras,
+    check_ts,
+    contained,
+    integer,
+    internal_error,
+    json_object,
+    number,
+    require,
+    string,
+)
 from devices.topics import is_valid_id
 
 __all__ = [
@@ -37,13 +50,7 @@ __all__ = [
 ]
 
 MAX_BATCH: Final = 1000
-MAX_ATTRS_BYTES: Final = 4096
-# Device clocks drift, but a fix from the future would order the live picture
-# wrongly; further ahead than this it is refused (the hub passes its setting).
-MAX_FUTURE_SKEW_MS: Final = 300_000
-# Nothing older than 2000-01-01 is a real fix (a device with no clock sends 0 or 1970).
-MIN_TS_MS: Final = 946_684_800_000
-MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
+# The limits of the fields (MAX_ATTRS_BYTES, MAX_FUTURE_SKEW_MS, MIN_TS_MS, MAX_TS_MS) are in devices.fields.
 
 # "camera": a camera that is not worn, such as a drone's gimbal camera with its own 4G/5G module.
 DEVICE_KINDS: Final = frozenset({"bodycam", "camera", "radio", "vehicle", "drone", "phone"})
@@ -128,99 +135,8 @@ _FIX_FIELDS: Final[tuple[tuple[str, str, float | None, float | None], ...]] = (
 _FIX_KNOWN: Final = frozenset({"ts", "lat", "lon"} | {f[0] for f in _FIX_FIELDS})
 
 
-def _number(obj: Mapping[str, Any], name: str, low: float | None, high: float | None) -> float:
-    value = obj[name]
-    if type(value) is float:
-        if not math.isfinite(value):
-            raise PayloadError("non_finite", f"{name} is {value}")
-    elif type(value) is not int:  # bool is an int subclass and is refused here
-        raise PayloadError("wrong_type", f"{name} must be a number, got {type(value).__name__}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise PayloadError("out_of_range", f"{name}={show(value)} outside {low}..{high}")
-    return float(value)
-
-
-def _integer(obj: Mapping[str, Any], name: str, low: int | None, high: int | None) -> int:
-    value = obj[name]
-    if type(value) is not int:
-        if type(value) is float and not math.isfinite(value):
-            raise PayloadError("non_finite", f"{name} is {value}")
-        raise PayloadError("wrong_type", f"{name} must be an integer, got {type(value).__name__}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise PayloadError("out_of_range", f"{name}={show(value)} outside {low}..{high}")
-    return value
-
-
-def _require(obj: Mapping[str, Any], *names: str) -> None:
-    for name in names:
-        if name not in obj or obj[name] is None:
-            raise PayloadError("missing_field", name)
-
-
-def _object(doc: Any, what: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise PayloadError("not_object", f"{what} must be a JSON object, got {type(doc).__name__}")
-    if len(doc) > bounds.MAX_KEYS:  # before any per-key work
-        raise PayloadError("too_many_keys", f"{len(doc)} keys > {bounds.MAX_KEYS}")
-    return doc
-
-
-def _check_ts(obj: Mapping[str, Any], now_ms: int | None, max_future_ms: int) -> int:
-    ts = _integer(obj, "ts", 0, MAX_TS_MS)
-    if now_ms is not None:
-        if ts < MIN_TS_MS:
-            raise PayloadError("ts_out_of_window", f"ts={ts} is before 2000-01-01")
-        if ts > now_ms + max_future_ms:
-            raise PayloadError("ts_in_future", f"ts={ts} is {ts - now_ms} ms ahead of the hub's clock "
-                                               f"(margin {max_future_ms} ms)")
-    return ts
-
-
-def _check_extras(extra: dict[Any, Any], depth: int, what: str) -> None:
-    """Free-form fields stored as jsonb: storable, and at most MAX_ATTRS_BYTES of JSON."""
-    Inspector(budget=MAX_ATTRS_BYTES).items(extra, depth)
-    if len(_encoder.encode(extra)) > MAX_ATTRS_BYTES:
-        raise PayloadError("attrs_too_large", f"{what} take more than {MAX_ATTRS_BYTES} bytes")
-
-
-def _string(obj: Mapping[str, Any], name: str, max_len: int = 64) -> str:
-    value = obj[name]
-    if not isinstance(value, str):
-        raise PayloadError("wrong_type", f"{name} must be a string")
-    if not 0 < len(value) <= max_len:
-        raise PayloadError("out_of_range", f"{name} must have 1..{max_len} characters")
-    check_text(value, name)
-    return value
-
-
-def _internal(exc: Exception) -> PayloadError:
-    """A failure nobody foresaw still becomes a reject, never an exception that escapes."""
-    if isinstance(exc, RecursionError):
-        return bounds.too_deep()
-    return PayloadError("internal", storable_text(f"{type(exc).__name__}: {exc}", 200))
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _contained(decode: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Let only PayloadError out of ``decode`` (decode_fixes does the same inline: it is the hot path)."""
-
-    @functools.wraps(decode)
-    def contained(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return decode(*args, **kwargs)
-        except PayloadError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from None
-
-    return contained
-
-
 # ------------------------------------------------------------------- decoding
-@_contained
+@contained
 def decode_json(raw: bytes) -> Any:
     """Parse ``raw`` as JSON within the contract's limits, every string, key and number storable."""
     doc = bounds.parse(raw)
@@ -228,7 +144,7 @@ def decode_json(raw: bytes) -> Any:
     return doc
 
 
-@_contained
+@contained
 def fix_from_obj(obj: Any, now_ms: int | None = None, *, max_future_ms: int = MAX_FUTURE_SKEW_MS) -> Fix:
     """Validate one decoded fix object. ``now_ms`` (hub time) enables the ts window check."""
     return _fix(obj, now_ms, max_future_ms, 1)
@@ -236,24 +152,24 @@ def fix_from_obj(obj: Any, now_ms: int | None = None, *, max_future_ms: int = MA
 
 def _fix(obj: Any, now_ms: int | None, max_future_ms: int, depth: int) -> Fix:
     """One fix object found inside ``depth - 1`` containers (2 for a batch element)."""
-    obj = _object(obj, "a fix")
-    _require(obj, "ts", "lat", "lon")
-    ts = _check_ts(obj, now_ms, max_future_ms)
-    lat = _number(obj, "lat", -90.0, 90.0)
-    lon = _number(obj, "lon", -180.0, 180.0)
+    obj = json_object(obj, "a fix")
+    require(obj, "ts", "lat", "lon")
+    ts = check_ts(obj, now_ms, max_future_ms)
+    lat = number(obj, "lat", -90.0, 90.0)
+    lon = number(obj, "lon", -180.0, 180.0)
     optional: dict[str, Any] = {}
     for name, kind, low, high in _FIX_FIELDS:
         if obj.get(name) is not None:
             if kind == "int":
-                optional[name] = _integer(obj, name, int(low or 0), None if high is None else int(high))
+                optional[name] = integer(obj, name, int(low or 0), None if high is None else int(high))
             else:
-                optional[name] = _number(obj, name, low, high)
+                optional[name] = number(obj, name, low, high)
     attrs = None
     if len(obj) > 3:
         # "attrs": null is absent, as the fast decoder (which has a field of that name) reads it.
         attrs = {k: v for k, v in obj.items() if k not in _FIX_KNOWN and (k != "attrs" or v is not None)} or None
         if attrs is not None:
-            _check_extras(attrs, depth, "unknown keys")
+            check_extras(attrs, depth, "unknown keys")
     return Fix(ts, lat, lon, attrs=attrs, **optional)
 
 
@@ -287,7 +203,7 @@ def decode_fixes(raw: bytes, now_ms: int | None = None, *,
     except PayloadError:
         raise
     except Exception as exc:
-        raise _internal(exc) from None
+        raise internal_error(exc) from None
 
 
 def _decode_fixes_checked(raw: bytes, now_ms: int | None, max_future_ms: int = MAX_FUTURE_SKEW_MS
@@ -308,19 +224,19 @@ def _decode_fixes_checked(raw: bytes, now_ms: int | None, max_future_ms: int = M
         except PayloadError as exc:
             bad.append((index, exc))
         except Exception as exc:  # one element's surprise is that element's reject
-            bad.append((index, _internal(exc)))
+            bad.append((index, internal_error(exc)))
     return fixes, bad
 
 
 _STATUS_KNOWN: Final = frozenset({"ts", "state", "kind", "unit_id", "recording", "battery", "fw"})
 
 
-@_contained
+@contained
 def decode_status(raw: bytes, now_ms: int | None = None, *, max_future_ms: int = MAX_FUTURE_SKEW_MS) -> Status:
     """A status; the hub stores its payload whole, so unknown keys are held to the attribute limits."""
-    obj = _object(bounds.parse(raw), "a status")
-    _require(obj, "ts", "state")
-    ts = _check_ts(obj, now_ms, max_future_ms)
+    obj = json_object(bounds.parse(raw), "a status")
+    require(obj, "ts", "state")
+    ts = check_ts(obj, now_ms, max_future_ms)
     state = obj["state"]
     if state not in ("online", "offline"):
         raise PayloadError("bad_value", f"state must be online or offline, got {show(state)}")
@@ -333,11 +249,11 @@ def decode_status(raw: bytes, now_ms: int | None = None, *, max_future_ms: int =
     recording = obj.get("recording")
     if recording is not None and not isinstance(recording, bool):
         raise PayloadError("wrong_type", "recording must be a boolean")
-    battery = _number(obj, "battery", 0.0, 100.0) if obj.get("battery") is not None else None
-    fw = _string(obj, "fw") if obj.get("fw") is not None else None
+    battery = number(obj, "battery", 0.0, 100.0) if obj.get("battery") is not None else None
+    fw = string(obj, "fw") if obj.get("fw") is not None else None
     extra = {k: v for k, v in obj.items() if k not in _STATUS_KNOWN}
     if extra:
-        _check_extras(extra, 1, "unknown status keys")
+        check_extras(extra, 1, "unknown status keys")
     return Status(ts, state, kind, unit_id, recording, battery, fw)
 
 
@@ -351,33 +267,33 @@ _EVENT_FIELDS: Final[dict[str, tuple[tuple[str, type], ...]]] = {
 }
 
 
-@_contained
+@contained
 def decode_event(raw: bytes, now_ms: int | None = None, *, max_future_ms: int = MAX_FUTURE_SKEW_MS) -> Event:
-    obj = _object(bounds.parse(raw), "an event")
-    _require(obj, "ts", "type")
-    ts = _check_ts(obj, now_ms, max_future_ms)
-    etype = _string(obj, "type", 32)
+    obj = json_object(bounds.parse(raw), "an event")
+    require(obj, "ts", "type")
+    ts = check_ts(obj, now_ms, max_future_ms)
+    etype = string(obj, "type", 32)
     for name, ftype in _EVENT_FIELDS.get(etype, ()):
-        _require(obj, name)
+        require(obj, name)
         if not isinstance(obj[name], ftype):
             raise PayloadError("wrong_type", f"{etype}.{name} must be {ftype.__name__}")
     if etype == "video" and obj["state"] not in ("started", "stopped"):
         raise PayloadError("bad_value", "video.state must be started or stopped")
     data = {k: v for k, v in obj.items() if k not in ("ts", "type")}
     if data:
-        _check_extras(data, 1, "event fields")
+        check_extras(data, 1, "event fields")
     return Event(ts, etype, data)
 
 
-@_contained
+@contained
 def decode_command(raw: bytes) -> Command:
     """A command from the hub. Its body is held to the structural limits only:
     a dispatch must not be lost on a device over a long summary."""
-    obj = _object(bounds.parse(raw), "a command")
-    _require(obj, "cmd_id", "ts", "type")
-    cmd_id = _string(obj, "cmd_id", 128)
-    ts = _integer(obj, "ts", 0, MAX_TS_MS)
-    ctype = _string(obj, "type", 32)
+    obj = json_object(bounds.parse(raw), "a command")
+    require(obj, "cmd_id", "ts", "type")
+    cmd_id = string(obj, "cmd_id", 128)
+    ts = integer(obj, "ts", 0, MAX_TS_MS)
+    ctype = string(obj, "type", 32)
     if ctype not in COMMAND_TYPES:
         raise PayloadError("bad_value", f"unknown command type {show(ctype)}")
     body = {k: v for k, v in obj.items() if k not in ("cmd_id", "ts", "type")}

@@ -29,7 +29,6 @@ from typing import Any, Final
 from drone.codec import DecodeError, decode, encode, frame_system_id, mavlink, new_codec
 from drone.errors import LinkLost, WaitTimeout
 from drone.signing import REFUSAL_REASONS, Admission, SigningKeys, is_signed_frame, signing_timestamp
-from drone.state import check_link
 from drone.transport import Peer, Transport, open_transport
 from drone.vehicle import Vehicle
 
@@ -66,6 +65,7 @@ class MavlinkLink:
         self._admission = admission if admission is not None else Admission()
         self._on_vehicle = on_vehicle
         self._handles: dict[int, Vehicle] = {}  # every Vehicle object, heard or not
+        self._codecs: dict[int, Any] = {}  # per vehicle: its own seq, and its signing state when keyed
         self._subscribers: list[Subscriber] = []
         self._gcs_codec = new_codec(system_id, component_id)  # unsigned heartbeats to a bare peer
         self._transport: Transport = open_transport(url, self._on_frame, self.stats)
@@ -95,7 +95,7 @@ class MavlinkLink:
         self._tasks = []
         await self._transport.close()
         for vehicle in self._handles.values():
-            vehicle._close()
+            vehicle.link_closed()
 
     # ------------------------------------------------------------------ vehicles
     def vehicle(self, system_id: int) -> Vehicle:
@@ -113,7 +113,8 @@ class MavlinkLink:
                 codec.signing.timestamp = signing_timestamp()
                 # Without this callback pymavlink would count unsigned frames nowhere.
                 codec.signing.allow_unsigned_callback = lambda _mav, _msg_id: False
-            handle = self._handles[system_id] = Vehicle(self, system_id, codec)
+            self._codecs[system_id] = codec
+            handle = self._handles[system_id] = Vehicle(self, system_id)
         return handle
 
     async def wait_vehicle(self, system_id: int, timeout_s: float) -> Vehicle:
@@ -131,13 +132,14 @@ class MavlinkLink:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     # ------------------------------------------------------------------ receive
-    def _count(self, key: str, n: int = 1) -> None:
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to ``stats[key]`` (the link's vehicles count their dropped messages here too)."""
         self.stats[key] = self.stats.get(key, 0) + n
 
     def _on_frame(self, frame: bytes, peer: Peer) -> None:
         system_id = frame_system_id(frame)
         if system_id == 0 or system_id == self.system_id:
-            self._count("unknown_system")  # no valid sender, or our own frames echoed back
+            self.count("unknown_system")  # no valid sender, or our own frames echoed back
             return
         key = self._keys.get(system_id)
         refusal = self._admission.refusal(system_id, key, frame)
@@ -147,21 +149,22 @@ class MavlinkLink:
             self._refuse(system_id, refusal, peer)
             return
         vehicle = self.vehicle(system_id)
-        signing = vehicle._codec.signing
+        codec = self._codecs[system_id]
+        signing = codec.signing
         rejected = signing.reject_count
         try:
-            msg = decode(vehicle._codec, frame)
+            msg = decode(codec, frame)
         except DecodeError as exc:
             log.debug("drop frame from system %s: %s", system_id, exc)
             if signing.reject_count != rejected:  # a good signature pymavlink still refuses: a replayed timestamp
                 self._refuse(system_id, "bad_signature", peer)
             else:
-                self._count("parse_errors")
+                self.count("parse_errors")
             return
         if msg.get_type() == "BAD_DATA" or msg.get_type().startswith("UNKNOWN_"):
-            self._count("unknown_message")
+            self.count("unknown_message")
             return
-        self._count("received")
+        self.count("received")
         vehicle.peer = peer
         if system_id not in self.vehicles:
             self.vehicles[system_id] = vehicle
@@ -172,7 +175,7 @@ class MavlinkLink:
                     log.exception("on_vehicle callback failed")
         if key is None and is_signed_frame(frame):
             self._signed_unkeyed(vehicle, peer)
-        vehicle._handle(msg, time.monotonic())
+        vehicle.receive(msg, time.monotonic())
         for callback in list(self._subscribers):
             try:
                 callback(vehicle, msg)
@@ -180,35 +183,34 @@ class MavlinkLink:
                 log.exception("link subscriber failed")
 
     def _signed_unkeyed(self, vehicle: Vehicle, peer: Peer) -> None:
-        if vehicle.state.signed_unkeyed:
-            return
         self.signed_unkeyed.add(vehicle.system_id)
-        vehicle.state.signed_unkeyed = True
-        log.warning("MAVLink from system %s (%s) is signed but the hub has no key for it: it will ignore our "
-                    "commands", vehicle.system_id, peer)
-        vehicle._changed("signing")
+        if vehicle.mark_signed_unkeyed():
+            log.warning("MAVLink from system %s (%s) is signed but the hub has no key for it: it will ignore our "
+                        "commands", vehicle.system_id, peer)
 
     def _refuse(self, system_id: int, reason: str, peer: Peer) -> None:
-        self._count(reason)
+        self.count(reason)
         per_system = self.refused.setdefault(system_id, {})
         per_system[reason] = per_system.get(reason, 0) + 1
         if per_system[reason] == 1:  # once per sender and reason: a flood must not flood the log too
             log.warning("MAVLink from system %s (%s) ignored: %s", system_id, peer, reason.replace("_", " "))
 
     # ------------------------------------------------------------------ send
-    def _send_to(self, vehicle: Vehicle, message: Any) -> None:
-        signing = vehicle._codec.signing
+    def send_to(self, vehicle: Vehicle, message: Any) -> None:
+        """Encode with the vehicle's codec (signed when we hold its key) and send where it was last heard."""
+        codec = self._codecs[vehicle.system_id]
+        signing = codec.signing
         if signing.sign_outgoing:
             # pymavlink only adds 1 per message; keep up with the clock so a receiver's
             # "new stream at most a minute old" rule still holds after a long session.
             signing.timestamp = max(signing.timestamp, signing_timestamp())
-        data = encode(vehicle._codec, message)
+        data = encode(codec, message)
         try:
             self._transport.send(data, vehicle.peer)
         except LinkLost:
-            self._count("send_errors")
+            self.count("send_errors")
             raise
-        self._count("sent")
+        self.count("sent")
 
     def _heartbeat_message(self) -> Any:
         return mavlink.MAVLink_heartbeat_message(mavlink.MAV_TYPE_GCS, mavlink.MAV_AUTOPILOT_INVALID, 0, 0,
@@ -225,9 +227,10 @@ class MavlinkLink:
             try:
                 for vehicle in vehicles:
                     # Keyed vehicles need their own signed copy; unsigned ones share one per peer.
-                    if vehicle._codec.signing.sign_outgoing or not unsigned_sent:
-                        unsigned_sent = unsigned_sent or not vehicle._codec.signing.sign_outgoing
-                        self._send_to(vehicle, self._heartbeat_message())
+                    signed = self._codecs[vehicle.system_id].signing.sign_outgoing
+                    if signed or not unsigned_sent:
+                        unsigned_sent = unsigned_sent or not signed
+                        self.send_to(vehicle, self._heartbeat_message())
                 if not vehicles:
                     self._transport.send(encode(self._gcs_codec, self._heartbeat_message()), peer)
             except LinkLost:
@@ -245,7 +248,6 @@ class MavlinkLink:
             await asyncio.sleep(period)
             now = time.monotonic()
             for vehicle in list(self.vehicles.values()):
-                if check_link(vehicle.state, now, self.heartbeat_timeout_s):
+                if vehicle.check_link(now, self.heartbeat_timeout_s):
                     log.warning("vehicle %s: no heartbeat for %.1f s, link lost", vehicle.system_id,
                                 self.heartbeat_timeout_s)
-                    vehicle._changed("link")

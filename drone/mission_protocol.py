@@ -14,14 +14,12 @@ what we sent last (COUNT before the first request, else the last item), at most
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from drone.codec import mavlink
 from drone.errors import MissionError, MissionTimeout
+from drone.listeners import Target, next_message
 from drone.mission import MissionItem, wire_fields
-
-if TYPE_CHECKING:
-    from drone.vehicle import Vehicle
 
 __all__ = ["upload"]
 
@@ -30,7 +28,7 @@ MAV_MISSION_TYPE_MISSION: Final = 0
 _ANSWERS: Final = frozenset({"MISSION_REQUEST_INT", "MISSION_REQUEST", "MISSION_ACK"})
 
 
-def _item_message(vehicle: Vehicle, item: MissionItem, seq: int, legacy: bool) -> Any:
+def _item_message(vehicle: Target, item: MissionItem, seq: int, legacy: bool) -> Any:
     f = wire_fields(item, seq)
     common = (vehicle.system_id, vehicle.component_id, seq, f["frame"], f["command"], f["current"],
               f["autocontinue"], f["param1"], f["param2"], f["param3"], f["param4"])
@@ -40,9 +38,9 @@ def _item_message(vehicle: Vehicle, item: MissionItem, seq: int, legacy: bool) -
     return mavlink.MAVLink_mission_item_int_message(*common, f["x"], f["y"], f["z"], MAV_MISSION_TYPE_MISSION)
 
 
-async def upload(vehicle: Vehicle, items: Sequence[MissionItem], *, timeout_s: float, retries: int) -> None:
+async def upload(vehicle: Target, items: Sequence[MissionItem], *, timeout_s: float, retries: int) -> None:
     """Upload ``items`` (replacing the vehicle's mission); MissionError/MissionTimeout on failure."""
-    ours = vehicle._link.system_id
+    ours = vehicle.gcs_system_id
 
     def answer(msg: Any) -> bool:
         return bool(msg.get_type() in _ANSWERS and msg.target_system in (0, ours)
@@ -55,7 +53,7 @@ async def upload(vehicle: Vehicle, items: Sequence[MissionItem], *, timeout_s: f
         vehicle.send(count)
         silent = 0
         while True:
-            msg = await vehicle.next_message(answers, timeout_s)
+            msg = await next_message(answers, timeout_s)
             if msg is None:
                 silent += 1
                 if silent > retries:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from drone.codec import mavlink
 from drone.errors import ParamError, most_relevant
+from drone.listeners import Target, next_message, texts_after_grace
 from drone.state import text_of
-
-if TYPE_CHECKING:
-    from drone.vehicle import Vehicle
 
 __all__ = ["MAV_PARAM_TYPE_REAL32", "param_id", "read", "same_value", "write"]
 
@@ -52,7 +50,7 @@ def _value_of(name: str) -> Any:
     return match
 
 
-async def read(vehicle: Vehicle, name: str, *, timeout_s: float, retries: int) -> float:
+async def read(vehicle: Target, name: str, *, timeout_s: float, retries: int) -> float:
     """The parameter's value (also folded into ``vehicle.state.params``); ParamError on silence."""
     wire = param_id(name)
     attempts = max(retries, 0) + 1
@@ -60,14 +58,14 @@ async def read(vehicle: Vehicle, name: str, *, timeout_s: float, retries: int) -
         for _ in range(attempts):
             vehicle.send(mavlink.MAVLink_param_request_read_message(vehicle.system_id, vehicle.component_id,
                                                                      wire, -1))
-            msg = await vehicle.next_message(values, timeout_s)
+            msg = await next_message(values, timeout_s)
             if msg is not None:
                 return float(msg.param_value)
     raise ParamError(name, f"vehicle {vehicle.system_id}: no value for parameter {name} after {attempts} "
                            f"requests of {timeout_s} s (unknown to the autopilot, or the link drops them)")
 
 
-async def write(vehicle: Vehicle, name: str, value: float, *, param_type: int | None, timeout_s: float,
+async def write(vehicle: Target, name: str, value: float, *, param_type: int | None, timeout_s: float,
                 retries: int) -> float:
     """Set the parameter and return the value the autopilot echoed; ParamError if it kept another."""
     wire = param_id(name)
@@ -78,12 +76,12 @@ async def write(vehicle: Vehicle, name: str, value: float, *, param_type: int | 
         for _ in range(max(retries, 0) + 1):
             vehicle.send(mavlink.MAVLink_param_set_message(vehicle.system_id, vehicle.component_id, wire,
                                                            float(value), kind))
-            msg = await vehicle.next_message(values, timeout_s)
+            msg = await next_message(values, timeout_s)
             if msg is None:
                 continue
             echoed = float(msg.param_value)
             if not same_value(echoed, value):
-                reason = most_relevant(await vehicle.texts_after_grace(texts))
+                reason = most_relevant(await texts_after_grace(texts))
                 why = f": {reason}" if reason else ""
                 raise ParamError(name, f"vehicle {vehicle.system_id} refused {name} = {value:g}: it still "
                                        f"holds {echoed:g}{why}")

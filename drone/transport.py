@@ -81,17 +81,17 @@ class Transport:
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, owner: _Udp) -> None:
-        self.owner = owner
+    """asyncio's side of a UDP socket: hands datagrams and socket errors to the two callbacks it is given."""
+
+    def __init__(self, on_datagram: Callable[[bytes, Peer], None], on_error: Callable[[Exception], None]) -> None:
+        self.on_datagram = on_datagram
+        self.on_error = on_error
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        # A fresh framer per datagram: a datagram holds whole frames, garbage dies with it.
-        self.owner._deliver(Framer(), data, (addr[0], addr[1]))
+        self.on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the peer is gone for now, the watchdog tells.
-        self.owner._count("send_errors")
-        log.debug("udp error: %s", exc)
+        self.on_error(exc)
 
 
 class _Udp(Transport):
@@ -100,16 +100,25 @@ class _Udp(Transport):
         self._listen = listen
         self._transport: asyncio.DatagramTransport | None = None
 
+    def _datagram(self, data: bytes, peer: Peer) -> None:
+        # A fresh framer per datagram: a datagram holds whole frames, garbage dies with it.
+        self._deliver(Framer(), data, peer)
+
+    def _error(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer is gone for now, the watchdog tells.
+        self._count("send_errors")
+        log.debug("udp error: %s", exc)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             if self._listen:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Datagrams(self), local_addr=(self.host, self.port))
+                    lambda: _Datagrams(self._datagram, self._error), local_addr=(self.host, self.port))
             else:
                 # A connected socket: only the peer's datagrams are accepted.
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Datagrams(self), remote_addr=(self.host, self.port))
+                    lambda: _Datagrams(self._datagram, self._error), remote_addr=(self.host, self.port))
         except OSError as exc:
             raise LinkLost(f"cannot open udp {self.host}:{self.port}: {exc.strerror}") from exc
         self._transport = transport

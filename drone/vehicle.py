@@ -1,9 +1,11 @@
 """One vehicle seen on a link: its state, change callbacks, commands, parameters and mission upload.
 
-A Vehicle never reads the socket: the link's single reader folds each message
-into ``state`` and hands it to the vehicle's listeners (bounded queues with a
-predicate). Commands register a listener *before* sending, so an ACK can never
-arrive in between and be lost.
+A Vehicle never reads the socket: the link's single reader hands it each message
+(``receive``), which it folds into ``state`` and passes to its listeners (bounded
+queues with a predicate, :mod:`drone.listeners`). Commands register a listener
+*before* sending, so an ACK can never arrive in between and be lost. The vehicle
+alone writes its state; it sees its link only as a :class:`VehicleLink` (send,
+count), and the link owns the codec, its sequence numbers and signing state.
 
 ArduPilot explains a refusal only in STATUSTEXT, sent around the COMMAND_ACK: every
 command also listens to the vehicle's texts, and a refusal carries those sent from
@@ -18,21 +20,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from devices.geo import haversine_m
 from drone import mission_protocol
 from drone import params as param_protocol
 from drone.codec import mavlink
-from drone.errors import CommandRejected, CommandTimeout, DroneError, LinkLost, SigningError, WaitTimeout
+from drone.errors import CommandRejected, CommandTimeout, DroneError, SigningError, WaitTimeout
+from drone.listeners import Listeners, Predicate, is_statustext, next_message, texts_after_grace
 from drone.mission import MissionItem
 from drone.modes import MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, mode_number
-from drone.state import KINDS, VehicleState, apply_message, text_of
+from drone.state import KINDS, VehicleState, apply_message
+from drone.state import check_link as mark_link_lost
 
-if TYPE_CHECKING:
-    from drone.link import MavlinkLink
-
-__all__ = ["Vehicle", "VehicleState"]
+__all__ = ["Vehicle", "VehicleLink", "VehicleState"]
 
 log = logging.getLogger(__name__)
 
@@ -45,52 +46,79 @@ MAV_RESULT_COMMAND_LONG_ONLY: Final = 7
 IN_PROGRESS_WAIT_S: Final = 30.0
 # How long a state change a command asked for (mode, armed) may take to show in a heartbeat.
 STATE_CONFIRM_S: Final = 3.0
-# STATUSTEXTs that explain a refusal may trail its ACK by this much (another queue on the autopilot).
-TEXT_GRACE_S: Final = 0.2
 # How long set_home waits for HOME_POSITION to read back the new home.
 HOME_READBACK_S: Final = 3.0
 SIGNED_NO_KEY: Final = "drone signs its MAVLink but the hub has no key for it: it would ignore this command"
 _FORCE_MAGIC: Final = 21196  # param2 of COMPONENT_ARM_DISARM that skips pre-arm checks
-_LISTENER_QUEUE: Final = 256
-_CLOSED: Final = object()
 
 ChangeCallback = Callable[["Vehicle", str], None]
+
+
+class VehicleLink(Protocol):
+    """What a vehicle needs of the link it is heard on (:class:`~drone.link.MavlinkLink` is one)."""
+
+    @property
+    def system_id(self) -> int:
+        """Ours, the ground station's: ACKs addressed to it (or to 0) are for us."""
+        ...
+
+    def send_to(self, vehicle: Vehicle, message: Any) -> None:
+        """Encode (and sign, with this vehicle's key) and send ``message`` where ``vehicle`` was last heard."""
+        ...
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the link's counter ``key``."""
+        ...
 
 
 class Vehicle:
     """A MAVLink system (by system id) and the autopilot component commands go to."""
 
-    def __init__(self, link: MavlinkLink, system_id: int, codec: Any) -> None:
+    def __init__(self, link: VehicleLink, system_id: int) -> None:
         self.system_id = system_id
         self.component_id = 1  # until its autopilot's heartbeat says otherwise
         self.state = VehicleState()
         self._link = link
-        self._codec = codec
-        self.peer: Any = None  # where it was last heard from; replies go there
+        self.peer: Any = None  # where it was last heard from; replies go there (set by the link)
         self._callbacks: list[ChangeCallback] = []
-        self._listeners: list[tuple[Callable[[Any], bool], asyncio.Queue[Any]]] = []
+        self._listeners = Listeners(lambda: link.count("listener_dropped"))
         self._command_locks: dict[int, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"<Vehicle {self.system_id}/{self.component_id} mode={self.state.mode} link_ok={self.state.link_ok}>"
 
-    # ------------------------------------------------------------------ incoming
-    def _handle(self, msg: Any, now: float) -> None:
+    @property
+    def gcs_system_id(self) -> int:
+        """Our own system id on this vehicle's link."""
+        return self._link.system_id
+
+    # ------------------------------------------------------------------ incoming (called by the link)
+    def receive(self, msg: Any, now: float) -> None:
+        """One accepted message from this vehicle: fold it into ``state``, tell the callbacks, then the listeners."""
         if msg.get_type() == "HEARTBEAT" and msg.autopilot != mavlink.MAV_AUTOPILOT_INVALID:
             self.component_id = msg.get_srcComponent()
         for kind in apply_message(self.state, msg, now, time.time_ns() // 1_000_000):
             self._changed(kind)
-        for predicate, queue in self._listeners:
-            try:
-                matched = predicate(msg)
-            except Exception:
-                log.exception("listener predicate failed")
-                continue
-            if matched:
-                try:
-                    queue.put_nowait(msg)
-                except asyncio.QueueFull:
-                    self._link._count("listener_dropped")
+        self._listeners.offer(msg)
+
+    def check_link(self, now: float, timeout_s: float) -> bool:
+        """Mark the link lost when no heartbeat came for ``timeout_s``; True (and a ``link`` change) if it just was."""
+        if not mark_link_lost(self.state, now, timeout_s):
+            return False
+        self._changed("link")
+        return True
+
+    def mark_signed_unkeyed(self) -> bool:
+        """It signs with a key we lack: its commands fail at once from now on. True if that is news."""
+        if self.state.signed_unkeyed:
+            return False
+        self.state.signed_unkeyed = True
+        self._changed("signing")
+        return True
+
+    def link_closed(self) -> None:
+        """The link closed: every waiting command or exchange gets LinkLost."""
+        self._listeners.close()
 
     def _changed(self, kind: str) -> None:
         for callback in list(self._callbacks):
@@ -98,11 +126,6 @@ class Vehicle:
                 callback(self, kind)
             except Exception:  # a faulty callback must not stop the reader
                 log.exception("vehicle %s: on_change callback failed", self.system_id)
-
-    def _close(self) -> None:
-        for _, queue in self._listeners:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(_CLOSED)
 
     # ------------------------------------------------------------------ observing
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
@@ -130,43 +153,22 @@ class Vehicle:
         finally:
             unsubscribe()
 
+    @property
+    def subscriptions(self) -> int:
+        """Listeners and change callbacks registered now: whoever stops watching must leave none behind."""
+        return len(self._listeners) + len(self._callbacks)
+
     @contextlib.contextmanager
-    def listen(self, predicate: Callable[[Any], bool]) -> Iterator[asyncio.Queue[Any]]:
+    def listen(self, predicate: Predicate) -> Iterator[asyncio.Queue[Any]]:
         """A bounded queue of this vehicle's messages matching ``predicate`` while inside the block."""
-        entry: tuple[Callable[[Any], bool], asyncio.Queue[Any]] = (predicate, asyncio.Queue(_LISTENER_QUEUE))
-        self._listeners.append(entry)
-        try:
-            yield entry[1]
-        finally:
-            self._listeners.remove(entry)
+        with self._listeners.listen(predicate) as queue:
+            yield queue
 
     @contextlib.contextmanager
     def listen_texts(self) -> Iterator[asyncio.Queue[Any]]:
-        """A queue of the vehicle's STATUSTEXTs while inside the block (see :meth:`texts_after_grace`)."""
-        with self.listen(lambda msg: bool(msg.get_type() == "STATUSTEXT")) as texts:
+        """A queue of the vehicle's STATUSTEXTs inside the block (for :func:`~drone.listeners.texts_after_grace`)."""
+        with self.listen(is_statustext) as texts:
             yield texts
-
-    @staticmethod
-    async def texts_after_grace(texts: asyncio.Queue[Any]) -> list[tuple[int, str]]:
-        """(severity, text) of every STATUSTEXT queued so far and within :data:`TEXT_GRACE_S` from now."""
-        await asyncio.sleep(TEXT_GRACE_S)
-        found: list[tuple[int, str]] = []
-        while not texts.empty():
-            msg = texts.get_nowait()
-            if msg is not _CLOSED:
-                found.append((int(msg.severity), text_of(msg.text)))
-        return found
-
-    @staticmethod
-    async def next_message(queue: asyncio.Queue[Any], timeout_s: float) -> Any | None:
-        """The next queued message, None on timeout; LinkLost once the link closed."""
-        try:
-            msg = await asyncio.wait_for(queue.get(), max(timeout_s, 0.0))
-        except TimeoutError:
-            return None
-        if msg is _CLOSED:
-            raise LinkLost("link closed")
-        return msg
 
     # ------------------------------------------------------------------ sending
     def send(self, message: Any) -> None:
@@ -176,7 +178,7 @@ class Vehicle:
         """
         if self.state.signed_unkeyed:
             raise SigningError(SIGNED_NO_KEY)
-        self._link._send_to(self, message)
+        self._link.send_to(self, message)
 
     def _is_ack(self, command: int) -> Callable[[Any], bool]:
         ours = self._link.system_id
@@ -191,7 +193,7 @@ class Vehicle:
         deadline = asyncio.get_running_loop().time() + timeout_s
         in_progress = False
         while True:
-            ack = await self.next_message(acks, deadline - asyncio.get_running_loop().time())
+            ack = await next_message(acks, deadline - asyncio.get_running_loop().time())
             if ack is None:
                 if in_progress:
                     raise CommandTimeout(f"command {command}: no final result after IN_PROGRESS")
@@ -212,7 +214,7 @@ class Vehicle:
                     if result is None:
                         continue
                     if result != MAV_RESULT_ACCEPTED:
-                        raise CommandRejected(result, command, await self.texts_after_grace(texts))
+                        raise CommandRejected(result, command, await texts_after_grace(texts))
                     return result
         raise CommandTimeout(f"vehicle {self.system_id}: no COMMAND_ACK for command {command} "
                              f"after {max(retries, 0) + 1} attempts of {timeout_s} s")
@@ -327,7 +329,7 @@ class Vehicle:
             deadline = loop.time() + timeout_s
             off_m: float | None = None
             # A HOME_POSITION queued before the command was applied may still carry the old home: wait for more.
-            while (msg := await self.next_message(homes, deadline - loop.time())) is not None:
+            while (msg := await next_message(homes, deadline - loop.time())) is not None:
                 off_m = math.hypot(haversine_m(lat, lon, msg.latitude / 1e7, msg.longitude / 1e7),
                                    msg.altitude / 1000.0 - amsl_m)
                 if off_m <= tolerance_m:

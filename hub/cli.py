@@ -114,6 +114,7 @@ def load_settings(**values: Any) -> Settings:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     """`fieldhub serve`: the hub, with the road network ``args.city_for`` gives for the settings."""
+    from hub.api.app import serve
     from hub.server import Hub
 
     try:
@@ -126,7 +127,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             scheme = "https" if settings.tls_cert else "http"
             print(f"fieldhub serving on {scheme}://{args.host or settings.host}:{args.port or settings.port}",
                   flush=True)
-            await until_signal(hub.serve(args.host, args.port))
+            await until_signal(serve(hub, args.host, args.port))
     except HubStartError as exc:  # raised only while starting: the hub has stopped what it had started
         return cannot_start(str(exc))
     return 0

@@ -9,16 +9,45 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from drone.signing import REFUSAL_REASONS
+from hub.drones.service import DroneService
+from hub.incidents.service import IncidentService
+from hub.ingest.bridge import MqttBridge
+from hub.ingest.feed import LiveFeed
+from hub.ingest.live import LiveState
+from hub.ingest.pipeline import Pipeline
+from hub.ingest.writer import BatchWriter
+from hub.storage import Database
+from hub.video.desk import VideoDesk
 
-if TYPE_CHECKING:
-    from hub.server import Hub
+
+class Parts(Protocol):
+    """The running hub as the collector reads it (hub.server.Hub fits; the metrics do not import the server)."""
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def writer(self) -> BatchWriter: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def bridge(self) -> MqttBridge | None: ...
+    @property
+    def feed(self) -> LiveFeed: ...
+    @property
+    def live(self) -> LiveState: ...
+    @property
+    def incidents(self) -> IncidentService | None: ...
+    @property
+    def video(self) -> VideoDesk | None: ...
+    @property
+    def drones(self) -> DroneService | None: ...
 
 
 class RateMeter:
@@ -38,7 +67,7 @@ class RateMeter:
 
 
 class HubCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Parts) -> None:
         self.hub = hub
         self.ingest_rate = RateMeter()
 
@@ -105,7 +134,7 @@ class HubCollector(Collector):
             yield from _drone_metrics(hub)
 
 
-def _incident_metrics(hub: Hub) -> Iterator[Metric]:
+def _incident_metrics(hub: Parts) -> Iterator[Metric]:
     svc = hub.incidents
     assert svc is not None
     yield GaugeMetricFamily("fieldhub_incidents_open", "Open incidents held by the service",
@@ -152,7 +181,7 @@ def _incident_metrics(hub: Hub) -> Iterator[Metric]:
 _GAUGES = ("streams", "viewers", "transcoders")
 
 
-def _video_metrics(hub: Hub) -> Iterator[Metric]:
+def _video_metrics(hub: Parts) -> Iterator[Metric]:
     assert hub.video is not None
     stats = hub.video.service.stats()
     for name in _GAUGES:
@@ -170,7 +199,7 @@ def _video_metrics(hub: Hub) -> Iterator[Metric]:
     yield recorded
 
 
-def _drone_metrics(hub: Hub) -> Iterator[Metric]:
+def _drone_metrics(hub: Parts) -> Iterator[Metric]:
     assert hub.drones is not None
     stats = hub.drones.link.stats
     ignored = CounterMetricFamily("fieldhub_mavlink_ignored", "MAVLink frames ignored at the link, by reason "

@@ -34,7 +34,7 @@ from hub.domain.ratelimit import Limit
 from hub.drones.fleet import load_fleet
 from hub.drones.service import DroneService
 from hub.errors import HubStartError, StorageUnavailable, one_line
-from hub.incidents.config import load_incident_config
+from hub.incidents.config import ResponseOptions, load_incident_config
 from hub.incidents.hotline import HotlineHandOver
 from hub.incidents.service import IncidentService
 from hub.infra.broker import BrokerLinks, external_links, start_embedded_broker
@@ -72,7 +72,8 @@ def _broker_logins(settings: Settings) -> frozenset[str]:
 
 
 class Hub:
-    """One running hub. Use as ``async with Hub(settings, city=provider) as hub: await hub.serve()``.
+    """One running hub. Use as ``async with Hub(settings, city=provider) as hub: await serve(hub)`` (serve: in
+    :mod:`hub.api.app`).
 
     ``city`` gives the road network of the base map, of the default overlays and (``road_graph == "city"``) of
     dispatch ETAs. Without it the hub starts only if it needs none at start-up (a `map_overlays` file and
@@ -105,7 +106,7 @@ class Hub:
         self.drones: DroneService | None = None
         self.video: VideoDesk | None = None
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
-        self._https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
+        self.https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Hub:
@@ -128,7 +129,7 @@ class Hub:
         config = load_incident_config(s.incident_config)  # a bad file stops the start-up here, before anything runs
         self.overlays()  # likewise a bad overlays file
         fleet = load_fleet(s.drones) if s.drones else []  # and a bad drone fleet file
-        self._https = https_context(s.tls_cert, s.tls_key)  # and a bad certificate or key
+        self.https = https_context(s.tls_cert, s.tls_key)  # and a bad certificate or key
         self._phase = "embedded database"
         if self.database_url is None:
             pg = EmbeddedPostgres(s.data_dir / "pg")
@@ -187,31 +188,28 @@ class Hub:
         # Without a URL the hand-overs of diverted incidents wait, visible as `not_configured`.
         hotline = await stack.enter_async_context(HotlineHandOver(
             s.hotline_url, token=s.hotline_token, on_accepted=self._handed_over, clock=now_ms))
-        self.incidents = IncidentService(IncidentStore(self.db), self.live, self.feed,
-                                         lambda topic, payload: bridge.publish(topic, payload, qos=1), now_ms,
-                                         policies=config.policies, rules=config.rules, categories=config.categories,
-                                         recommender=Recommender(self.city() if s.road_graph == "city" else None),
-                                         ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends,
-                                         auto_dispatch_priority=s.auto_dispatch_priority,
-                                         public_base_url=s.base_url(), video_token_ttl_s=s.video_token_ttl_s,
-                                         sos_incident=s.sos_incident, hotline=hotline,
-                                         milestone_max_shift_s=s.milestone_max_shift_s,
-                                         sos_max_distance_m=s.sos_max_distance_m)
+        options = ResponseOptions(
+            ack_timeout_s=s.ack_timeout_s, ack_resends=s.ack_resends, auto_dispatch_priority=s.auto_dispatch_priority,
+            public_base_url=s.base_url(), video_token_ttl_s=s.video_token_ttl_s, sos_incident=s.sos_incident,
+            milestone_max_shift_s=s.milestone_max_shift_s, sos_max_distance_m=s.sos_max_distance_m,
+            # A drone has arrived over a scene only at its working altitude (hub.domain.hover).
+            aerial_min_alt_m=0.7 * s.drone_cruise_alt_m)
+        incidents = self.incidents = IncidentService(
+            IncidentStore(self.db), self.live, self.feed, lambda topic, payload: bridge.publish(topic, payload, qos=1),
+            now_ms, config=config, options=options, hotline=hotline,
+            recommender=Recommender(self.city() if s.road_graph == "city" else None))
         # Audit rows that meet a database outage wait in the incident outbox, in order with the incident writes.
-        self.audit.defer_to(self.incidents.outbox)
-        self.incidents.audit = self.audit
-        # A drone has arrived over a scene only at its working altitude (hub.domain.hover).
-        self.incidents.aerial_min_alt_m = 0.7 * s.drone_cruise_alt_m
-        await self.incidents.start()
-        self.pipeline.listeners.append(self.incidents.tracker.on_message)
+        self.audit.defer_to(incidents.outbox)
+        incidents.audit = self.audit
+        await incidents.start()
         # Live video. Its exit (before the incidents stop) refuses new publishes and viewers, closes every peer
         # connection (the streams' ends still reach the database and the log), then closes the recorders.
-        self.video = await stack.enter_async_context(VideoDesk(
-            s, VideoStore(self.db), self.live, self.feed, self.incidents, now_ms, self.lookup_token))
-        self.pipeline.listeners.append(self.video.on_message)
+        video = self.video = await stack.enter_async_context(VideoDesk(
+            s, VideoStore(self.db), self.live, self.feed, incidents, now_ms, self.lookup_token))
         if s.mavlink_url:
             self.drones = await stack.enter_async_context(DroneService(
-                s, fleet, self.incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))
+                s, fleet, incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))
+        self._wire(incidents, video, self.drones)
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)
@@ -236,6 +234,30 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def _wire(self, incidents: IncidentService, video: VideoDesk, drones: DroneService | None) -> None:
+        """The wiring: who hears what. Every subscription of the hub is made here, once its parts have started
+        (none subscribes itself), and in the order subscribers are called: a live snapshot merges incidents,
+        alerts, video, then drones; a released unit's cameras are stopped before its drone turns home."""
+        pipeline, feed = self.pipeline, self.feed
+        # Every accepted device message: detectors and acks, then the cameras' own video events.
+        pipeline.accepted.connect(incidents.tracker.on_message)
+        pipeline.accepted.connect(video.on_message)
+        # What a live client gets first.
+        feed.snapshot_parts.append(incidents.snapshot_part)
+        feed.snapshot_parts.append(incidents.alerts.snapshot_part)
+        feed.snapshot_parts.append(video.snapshot_part)
+        # An assignment ended (cancel, reassign, divert, close): the unit's cameras stop; a drone turns home.
+        incidents.unit_released.connect(video.on_release)
+        # An incident closes: its video is stopped first, while the log still takes the entries.
+        incidents.closing.connect(video.stop_incident_video)
+        # An SOS: the unit's cameras start.
+        incidents.alerts.sos_raised.connect(video.on_sos)
+        # Not a notification: a video_start goes out only after the desk stored its token (a refusal skips it).
+        incidents.follow_up.video_tokens = video.register_token
+        if drones is not None:
+            feed.snapshot_parts.append(drones.snapshot_part)
+            incidents.unit_released.connect(drones.unit_released)
 
     async def _handed_over(self, incident_id: str, accepted_at: int, ref: str) -> None:
         if self.incidents is None:
@@ -263,29 +285,6 @@ class Hub:
                 log.exception("storage maintenance failed; next try in an hour")
             await asyncio.sleep(3600)
             run = self.db.maintain
-
-    async def serve(self, host: str | None = None, port: int | None = None,
-                    started: asyncio.Event | None = None) -> None:
-        """Serve HTTP until cancelled or interrupted."""
-        import uvicorn
-
-        from hub.api.app import create_app
-
-        https = self._https
-        # log_config=None: uvicorn's records go to the root handlers, through their redacting filter (hub/logsafe.py).
-        config = uvicorn.Config(create_app(self), host=host or self.settings.host, port=port or self.settings.port,
-                                log_level="warning", log_config=None, lifespan="off", ws_max_size=1 << 20,
-                                ssl_context_factory=(lambda _config, _default: https) if https else None)
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
-            await asyncio.sleep(0.05)
-        if started is not None:
-            started.set()
-        try:
-            await task
-        finally:
-            server.should_exit = True
 
     # ------------------------------------------------------------ operations
     async def _device_added(self, device_id: str, unit_id: str) -> None:

@@ -11,13 +11,15 @@ would hide the hub's mistakes. Pure: no state, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, Literal
 
 __all__ = ["ARMABLE_MODES", "BOOT_TEXT", "FORCE_MAGIC", "HOME_MAX_DISTANCE_M", "MISSION_COMMANDS", "POSITION_MODES",
            "PREARM_REPORT_S", "REBOOT_FORCE_MAGIC", "ArmingCheck", "CopterConfig", "CopterEvent", "LandedState",
-           "MissionItem", "Mode", "NavCmd", "Result", "arm_failure", "gcs_failsafe_mode", "prearm_failure"]
+           "MissionItem", "Mode", "NavCmd", "Result", "arm_failure", "gcs_failsafe_mode", "mode_refusal",
+           "prearm_failure"]
 
 FORCE_MAGIC: Final = 21196  # param2 of COMPONENT_ARM_DISARM that skips the checks, as in ArduPilot
 REBOOT_FORCE_MAGIC: Final = 20190226  # param6 of PREFLIGHT_REBOOT_SHUTDOWN that reboots even when armed
@@ -171,6 +173,16 @@ def arm_failure(fault: str | None, gps_ok: bool, battery_pct: float, mode: Mode,
         return f"Mode not armable: {mode.name}"
     return ""
 
+
+def mode_refusal(new: Mode, gps_ok: bool, mission: Sequence[MissionItem], armed: bool, flying: bool) -> str | None:
+    """Why ArduCopter refuses to switch to ``new`` (its status text; "" when it says nothing), or None."""
+    if new in POSITION_MODES and not gps_ok:
+        return f"Flight mode change failed: {new.name} needs position"
+    if new is Mode.AUTO and len(mission) < 2:  # item 0 is home: nothing to fly
+        return ""
+    if new is Mode.AUTO and armed and not flying and mission[1].command != NavCmd.TAKEOFF:
+        return "Auto: Missing Takeoff Cmd"
+    return None
 
 def gcs_failsafe_mode(fs_gcs_enable: int, mode: Mode) -> Mode | None:
     """The mode FS_GCS_ENABLE switches to when the GCS is lost in ``mode``; None to carry on.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 from collections.abc import Coroutine
@@ -17,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from devices.tasks import cancel_and_wait
 from hub.cli import cannot_start, listening, load_settings, until_signal
 from hub.errors import HubStartError
 
@@ -25,6 +25,7 @@ __all__ = ["add_demo", "add_sim"]
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     """`fieldhub demo`: a hub on the simulated city, with simulated units, calls and drones driving it."""
+    from hub.api.app import serve
     from hub.server import Hub
     from sim.city import build_city
     from sim.drone_runner import city_docks, rest_login, run_drones, write_fleet, write_keys
@@ -50,7 +51,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     try:
         async with Hub(settings, city=partial(build_city, seed=settings.city_seed)) as hub:
             started = asyncio.Event()
-            server = asyncio.create_task(hub.serve(host, port, started))
+            server = asyncio.create_task(serve(hub, host, port, started))
             await started.wait()
             assert hub.broker_links is not None
             url = f"http://{host}:{port}"
@@ -68,9 +69,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             try:
                 await until_signal(*jobs)
             finally:
-                server.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await server
+                await cancel_and_wait(server)
     except HubStartError as exc:  # raised only while starting
         return cannot_start(str(exc))
     return 0

@@ -9,9 +9,9 @@ its GCS failsafe only as FS_GCS_ENABLE says and only to heartbeats from
 MAV_GCS_SYSID, repeats a failing pre-arm check every 30 s, and can be powered
 off and booted again (:meth:`Copter.power_off`, :meth:`Copter.boot`). Things a
 ground station would be told about (mission progress, status texts, a new home)
-queue up as :class:`CopterEvent` for the MAVLink endpoint to send. How it flies
-is :mod:`sim.manoeuvre`; its vocabulary (modes, results, mission items, checks)
-is :mod:`sim.arducopter`, re-exported here.
+queue up as :class:`CopterEvent` for the MAVLink endpoint to send. How it flies is :mod:`sim.manoeuvre`,
+what it watches :mod:`sim.failsafes`, its GPS :mod:`sim.gps`, its AUTO progress :mod:`sim.auto_mission`;
+its vocabulary (modes, results, mission items, checks) is :mod:`sim.arducopter`, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from sim.arducopter import (
     FORCE_MAGIC,
     HOME_MAX_DISTANCE_M,
     MISSION_COMMANDS,
-    POSITION_MODES,
-    PREARM_REPORT_S,
     CopterConfig,
     CopterEvent,
     LandedState,
@@ -37,8 +35,12 @@ from sim.arducopter import (
     Result,
     arm_failure,
     gcs_failsafe_mode,
+    mode_refusal,
     prearm_failure,
 )
+from sim.auto_mission import AutoMission
+from sim.failsafes import Failsafes
+from sim.gps import GpsReceiver
 from sim.manoeuvre import Body, Flight, Stage, fly_to
 
 __all__ = ["FORCE_MAGIC", "MISSION_COMMANDS", "Copter", "CopterConfig", "CopterEvent", "LandedState",
@@ -66,19 +68,11 @@ class Copter:
         self.mode = Mode.STABILIZE
         self.armed = False
         self.battery_pct = battery_pct
-        self.gps_fix_type = 3
-        self.satellites = 12
-        self.mission: list[MissionItem] = []
-        self.mission_current = 0
+        self.gps = GpsReceiver()
+        self.auto = AutoMission()
         self.events: list[CopterEvent] = []
         self.speed_mps = self.config.cruise_mps
-        self._auto_running = False
-        self._armed_ground_ms = now_ms
-        self._low_battery_done = False
-        self._last_gcs_ms: int | None = None  # the last heartbeat from MAV_GCS_SYSID; None: none since boot
-        self._gcs_failsafe = False
-        self._prearm_report_ms: int | None = None
-        self._gps_bias = (0.0, 0.0)
+        self.watch = Failsafes(now_ms)
 
     # ---------------------------------------------------------------- reading
     @property
@@ -87,15 +81,20 @@ class Copter:
 
     @property
     def landed_state(self) -> LandedState:
-        if not self.body.flying:
-            return LandedState.TAKEOFF if self.flight.stage_kind == "takeoff" else LandedState.ON_GROUND
-        if self.mode is Mode.LAND or self.flight.stage_kind == "land":
-            return LandedState.LANDING
-        return LandedState.TAKEOFF if self.flight.stage_kind == "takeoff" else LandedState.IN_AIR
+        return self.flight.landed_state(landing=self.mode is Mode.LAND)
+
+    @property
+    def mission(self) -> list[MissionItem]:
+        """The stored mission; item 0 is home."""
+        return self.auto.items
+
+    @property
+    def mission_current(self) -> int:
+        return self.auto.current
 
     @property
     def gps_ok(self) -> bool:
-        return self.gps_fix_type >= 3 and self.satellites >= 6
+        return self.gps.ok
 
     @property
     def home_up(self) -> float:
@@ -110,7 +109,7 @@ class Copter:
     @property
     def gcs_failsafe(self) -> bool:
         """The GCS failsafe has fired and no heartbeat from MAV_GCS_SYSID has come since."""
-        return self._gcs_failsafe
+        return self.watch.gcs_lost
 
     def position(self) -> tuple[float, float, float]:
         """True ``(lat, lon, alt above home)``."""
@@ -130,8 +129,8 @@ class Copter:
 
     def gps_position(self) -> tuple[float, float]:
         """What the GPS receiver reports: the truth plus a slowly wandering error of a metre or two."""
-        lat, lon = offset(self.dock[0], self.dock[1], self.body.n + self._gps_bias[0], self.body.e + self._gps_bias[1])
-        return lat, lon
+        error = self.gps.error_ne
+        return offset(self.dock[0], self.dock[1], self.body.n + error[0], self.body.e + error[1])
 
     def home(self) -> tuple[float, float, float]:
         """``(lat, lon, amsl)`` of home: where the copter last armed, or where DO_SET_HOME put it."""
@@ -157,8 +156,7 @@ class Copter:
                 self._text(3, f"Arm: {failure}")
                 return Result.FAILED
         self.armed = True
-        self._armed_ground_ms = self.now_ms
-        self._low_battery_done = False
+        self.watch.armed(self.now_ms)
         if not self.home_locked:  # ArduPilot resets home where it arms, unless DO_SET_HOME set it
             self._set_home(self.body.n, self.body.e, self.amsl())
         self._text(6, "Arming motors")
@@ -179,25 +177,21 @@ class Copter:
             return Result.FAILED
         if new is self.mode:
             return Result.ACCEPTED  # re-entering the current mode changes nothing, as in ArduCopter
-        if new in POSITION_MODES and not self.gps_ok:
-            self._text(4, f"Flight mode change failed: {new.name} needs position")
-            return Result.FAILED
-        if new is Mode.AUTO and len(self.mission) < 2:  # item 0 is home: nothing to fly
-            return Result.FAILED
-        if (new is Mode.AUTO and self.armed and not self.body.flying
-                and self.mission[1].command != NavCmd.TAKEOFF):
-            self._text(4, "Auto: Missing Takeoff Cmd")
+        refusal = mode_refusal(new, self.gps_ok, self.mission, self.armed, self.body.flying)
+        if refusal is not None:
+            if refusal:
+                self._text(4, refusal)
             return Result.FAILED
         self.mode = new
         self.flight.stages = []
-        self._auto_running = False
+        self.auto.stop()
         self.flight.hold_here()
         if new is Mode.RTL:
             self.flight.stages = self.flight.rtl_stages(self._home_local())
         elif new is Mode.LAND:
             self.flight.stages = [Stage("land")]
         elif new is Mode.AUTO and self.body.flying:
-            self._start_mission()
+            self._run_item(self.auto.start())
         return Result.ACCEPTED
 
     def takeoff(self, alt_m: float) -> Result:
@@ -257,34 +251,28 @@ class Copter:
 
     def set_mission(self, items: list[MissionItem]) -> None:
         """Store a mission; item 0 is home, as in ArduPilot, and is never flown."""
-        self.mission = list(items)
-        self.mission_current = 0
+        self.auto.store(items)
         if self.mode is Mode.AUTO:
             self.set_mode(Mode.LOITER)
 
     def mission_start(self) -> Result:
         if self.set_mode(Mode.AUTO) is not Result.ACCEPTED:
             return Result.FAILED
-        if not self._auto_running and self.armed:
-            self._start_mission()
+        if not self.auto.running and self.armed:
+            self._run_item(self.auto.start())
         return Result.ACCEPTED
 
     def set_mission_current(self, seq: int) -> Result:
-        if not 0 < seq < len(self.mission):
+        if not self.auto.select(seq):
             return Result.DENIED
-        self.mission_current = seq
         self.events.append(CopterEvent("mission_current", seq))
-        if self.mode is Mode.AUTO and self._auto_running:
+        if self.mode is Mode.AUTO and self.auto.running:
             self._run_item(seq)
         return Result.ACCEPTED
 
     def gcs_heartbeat(self, system_id: int) -> None:
         """A GCS heartbeat from ``system_id``: only MAV_GCS_SYSID's feed the GCS failsafe, as in ArduPilot."""
-        if system_id != self.config.gcs_sysid:
-            return
-        self._last_gcs_ms = self.now_ms
-        if self._gcs_failsafe:
-            self._gcs_failsafe = False
+        if self.watch.gcs_heartbeat(self.config, system_id, self.now_ms):
             self._text(4, "GCS Failsafe Cleared")
 
     # ------------------------------------------------------------------ power
@@ -293,7 +281,7 @@ class Copter:
         restart, not physics), and tells nobody."""
         self.armed = False
         self.flight.ground()
-        self._auto_running = False
+        self.auto.stop()
         self.events = []
 
     def boot(self, now_ms: int) -> None:
@@ -305,10 +293,8 @@ class Copter:
         self.now_ms = self.boot_ms = now_ms
         self.mode = Mode.STABILIZE
         self.speed_mps = self.config.cruise_mps
-        self.mission_current = 0
-        self._last_gcs_ms = None
-        self._gcs_failsafe = False
-        self._prearm_report_ms = None
+        self.auto.current = 0
+        self.watch.boot()
         self._text(6, BOOT_TEXT)
         self.home_locked = False
         self._set_home(self.body.n, self.body.e, self.amsl())
@@ -325,12 +311,11 @@ class Copter:
             self._tick(dt_ms / 1000.0)
 
     def _tick(self, dt: float) -> None:
-        keep = 0.998  # the GPS error wanders (Gauss-Markov, ~50 s time constant), it is not white noise
-        sigma = self.config.gps_error_m * math.sqrt(1 - keep * keep)
-        self._gps_bias = (keep * self._gps_bias[0] + self.rng.gauss(0, sigma),
-                          keep * self._gps_bias[1] + self.rng.gauss(0, sigma))
+        self.gps.wander(self.rng, self.config.gps_error_m)
         if not self.armed:
-            self._report_prearm()
+            failure = prearm_failure(self.fault, self.gps_ok, self.battery_pct, self.config)
+            if self.watch.prearm_report(failure, self.now_ms):
+                self._text(3, f"PreArm: {failure}")
             return
         before = (self.body.n, self.body.e)
         self._navigate(dt)
@@ -343,52 +328,37 @@ class Copter:
         self._failsafes()
 
     def _failsafes(self) -> None:
-        cfg = self.config
+        cfg, watch = self.config, self.watch
         if not self.body.flying and self.armed and self.flight.stage_kind != "takeoff":
-            if cfg.disarm_delay_s > 0 and self.now_ms - self._armed_ground_ms >= cfg.disarm_delay_s * 1000:
+            if watch.disarm_due(cfg, self.now_ms):
                 self._disarm()
             return
-        self._armed_ground_ms = self.now_ms
-        if self.battery_pct < cfg.low_battery_pct and not self._low_battery_done:
-            self._low_battery_done = True
+        watch.airborne(self.now_ms)
+        if watch.battery_low(cfg, self.battery_pct):
             self._text(2, f"Battery 1 is low {self.battery_pct:.0f}%")
             if self.mode not in (Mode.RTL, Mode.LAND):
                 self._failsafe_rtl()
-        self._gcs_failsafe_check()
-
-    def _gcs_failsafe_check(self) -> None:
-        """FS_GCS_ENABLE: after a heartbeat from MAV_GCS_SYSID, none for FS_GCS_TIMEOUT while flying."""
-        cfg = self.config
-        if (cfg.fs_gcs_enable == 0 or self._gcs_failsafe or self._last_gcs_ms is None
-                or self.now_ms - self._last_gcs_ms <= cfg.fs_gcs_timeout_s * 1000):
-            return
-        self._gcs_failsafe = True
-        self._text(2, "GCS Failsafe")
-        target = gcs_failsafe_mode(cfg.fs_gcs_enable, self.mode)
-        if target is Mode.RTL and self.mode not in (Mode.RTL, Mode.LAND):
-            self._failsafe_rtl()
-        elif target is Mode.LAND:
-            self.set_mode(Mode.LAND)
+        if watch.gcs_timeout(cfg, self.now_ms):  # FS_GCS_ENABLE: no heartbeat from MAV_GCS_SYSID while flying
+            self._text(2, "GCS Failsafe")
+            target = gcs_failsafe_mode(cfg.fs_gcs_enable, self.mode)
+            if target is Mode.RTL and self.mode not in (Mode.RTL, Mode.LAND):
+                self._failsafe_rtl()
+            elif target is Mode.LAND:
+                self.set_mode(Mode.LAND)
 
     def _failsafe_rtl(self) -> None:
         if self.set_mode(Mode.RTL) is not Result.ACCEPTED:
             self.set_mode(Mode.LAND)
 
-    def _report_prearm(self) -> None:
-        """ArduPilot repeats a failing pre-arm check as "PreArm: <reason>" every 30 s while disarmed."""
-        due = self._prearm_report_ms is None or self.now_ms - self._prearm_report_ms >= PREARM_REPORT_S * 1000
-        if not due:
-            return
-        failure = prearm_failure(self.fault, self.gps_ok, self.battery_pct, self.config)
-        if failure:
-            self._prearm_report_ms = self.now_ms
-            self._text(3, f"PreArm: {failure}")
-
     # ------------------------------------------------------------- navigation
     def _navigate(self, dt: float) -> None:
         if not self.flight.stages:
-            if self.mode is Mode.AUTO and self._auto_running:
-                self._next_item()  # its stages start on the next tick
+            if self.mode is Mode.AUTO and self.auto.running:
+                seq = self.auto.advance()  # its stages start on the next tick
+                if seq is None:
+                    self._text(6, "Mission complete")
+                else:
+                    self._run_item(seq)
             fly_to(self.body, self.config, self.speed_mps, *self.flight.hold, dt)
             return
         done = self.flight.step(dt, self.now_ms, self.speed_mps)
@@ -403,31 +373,19 @@ class Copter:
         self._text(6, "Landed")
         self._disarm()
 
-    # ---------------------------------------------------------------- mission
-    def _start_mission(self) -> None:
-        self._auto_running = True
-        self._run_item(max(1, self.mission_current))
-
-    def _next_item(self) -> None:
-        if self.mission_current + 1 < len(self.mission):
-            self._run_item(self.mission_current + 1)
-        else:
-            self._auto_running = False  # hover at the last point, in AUTO, as ArduCopter does
-            self._text(6, "Mission complete")
-
+    # --------------------------------------------------------------- helpers
     def _run_item(self, seq: int) -> None:
-        self.mission_current = seq
+        self.auto.current = seq
         self.events.append(CopterEvent("mission_current", seq))
         stages = self.flight.item_stages(self.mission[seq], seq, self._home_local())
         if stages is not None:
             self.flight.stages = stages
 
-    # --------------------------------------------------------------- helpers
     def _disarm(self) -> None:
         self.armed = False
         self.flight.ground()
-        self._auto_running = False
-        self._gcs_failsafe = False
+        self.auto.stop()
+        self.watch.disarmed()
         self._text(6, "Disarming motors")
 
     def _home_local(self) -> tuple[float, float, float]:

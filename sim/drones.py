@@ -10,14 +10,13 @@ boot clock at 0). The codec is pymavlink's (with MAVLink 2 signing); the
 transport is our own asyncio datagram endpoint, and one tick task drives every
 :class:`~sim.copter.Copter` and its streams. What a drone sends and answers is
 in :mod:`sim.mav_telemetry`, :mod:`sim.mav_commands`, :mod:`sim.mav_mission`
-and :mod:`sim.mav_params`. None of them shares code with the hub's ``drone/``
-package, so each side checks the other.
+and :mod:`sim.mav_params`, which see the drone only as a :class:`sim.mav_vehicle.Vehicle`.
+None of them shares code with the hub's ``drone/`` package, so each side checks the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -26,18 +25,19 @@ import random
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Final, cast
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
+from devices.tasks import cancel_and_wait
 from sim.arducopter import CopterConfig
 from sim.copter import Copter
 from sim.mav_commands import COMMAND_MESSAGES, CommandReceiver
 from sim.mav_mission import MissionReceiver
 from sim.mav_params import ParamServer, apply_params
 from sim.mav_telemetry import DEFAULT_STREAMS, StreamRates, build_message
+from sim.mav_vehicle import DroneCounters
 from sim.stations import DroneDock
 
 __all__ = ["DEFAULT_STREAMS", "DroneCounters", "DroneFleetSim", "SimDrone", "new_keys"]
@@ -46,19 +46,6 @@ log = logging.getLogger(__name__)
 
 M = mavlink2
 _SIGNING_EPOCH_S: Final = 1_420_070_400  # 2015-01-01, MAVLink 2 signing timestamps count 10 us from here
-
-
-@dataclass(slots=True)
-class DroneCounters:
-    sent: int = 0
-    received: int = 0
-    refused: int = 0  # unsigned or wrongly signed while signing is on
-    bad: int = 0  # CRC errors and other undecodable data
-    dropped: int = 0  # lost to a cut link or a reboot, either way
-    failed: int = 0  # messages whose handling raised (logged): a bug in the simulator, never the peer's fault
-    ignored: int = 0  # addressed to another system
-    commands: int = 0
-    unsupported: int = 0
 
 
 class SimDrone(asyncio.DatagramProtocol):
@@ -331,10 +318,7 @@ class DroneFleetSim:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self._close()
 
     def _close(self) -> None:

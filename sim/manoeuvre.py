@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from devices.geo import EARTH_RADIUS_M
-from sim.arducopter import CopterConfig, MissionItem, NavCmd
+from sim.arducopter import CopterConfig, LandedState, MissionItem, NavCmd
 
 __all__ = ["Body", "Flight", "Stage", "fly_to"]
 
@@ -63,6 +63,14 @@ class Flight:
     @property
     def stage_kind(self) -> str:
         return self.stages[0].kind if self.stages else ""
+
+    def landed_state(self, landing: bool) -> LandedState:
+        """MAV_LANDED_STATE of the manoeuvre flown; ``landing`` in LAND mode, whatever the stage."""
+        if not self.body.flying:
+            return LandedState.TAKEOFF if self.stage_kind == "takeoff" else LandedState.ON_GROUND
+        if landing or self.stage_kind == "land":
+            return LandedState.LANDING
+        return LandedState.TAKEOFF if self.stage_kind == "takeoff" else LandedState.IN_AIR
 
     def hold_here(self) -> None:
         self.hold = (self.body.n, self.body.e, self.body.alt)

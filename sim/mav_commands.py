@@ -16,16 +16,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
 from sim.arducopter import FORCE_MAGIC, REBOOT_FORCE_MAGIC, Mode, Result
 from sim.mav_telemetry import message_ids
-
-if TYPE_CHECKING:
-    from sim.drones import SimDrone
+from sim.mav_vehicle import Vehicle
 
 __all__ = ["COMMAND_MESSAGES", "Command", "CommandReceiver"]
 
@@ -61,7 +59,7 @@ def _int(value: float) -> int | None:
 class CommandReceiver:
     """Carries out one drone's commands on its copter and answers them."""
 
-    def __init__(self, drone: SimDrone) -> None:
+    def __init__(self, drone: Vehicle) -> None:
         self.drone = drone
         self._recent: dict[tuple[Any, ...], tuple[int, float]] = {}  # duplicate COMMAND_LONG -> (result, when)
 

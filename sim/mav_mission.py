@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
 from sim.arducopter import MISSION_COMMANDS, MissionItem
-
-if TYPE_CHECKING:
-    from sim.drones import SimDrone
+from sim.mav_vehicle import Vehicle
 
 __all__ = ["MAX_MISSION_ITEMS", "MissionReceiver"]
 
@@ -32,7 +30,7 @@ _FRAMES: Final = frozenset({M.MAV_FRAME_GLOBAL, M.MAV_FRAME_GLOBAL_RELATIVE_ALT,
 class MissionReceiver:
     """The vehicle side of the MAVLink mission protocol: uploads (with re-requests), downloads, clear, set current."""
 
-    def __init__(self, drone: SimDrone) -> None:
+    def __init__(self, drone: Vehicle) -> None:
         self.drone = drone
         self.items: list[MissionItem | None] = []
         self.next_seq = 0

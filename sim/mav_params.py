@@ -19,15 +19,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
 from sim.arducopter import CopterConfig
-
-if TYPE_CHECKING:
-    from sim.drones import SimDrone
+from sim.mav_vehicle import Vehicle
 
 __all__ = ["PARAMS", "ParamServer", "ParamSpec", "ParamType", "apply_params", "check_value", "find_param",
            "param_value", "write_param"]
@@ -128,7 +126,7 @@ def apply_params(config: CopterConfig, params: Mapping[str, float]) -> None:
 class ParamServer:
     """The vehicle side of the parameter protocol for one drone: read, list (paced), set."""
 
-    def __init__(self, drone: SimDrone) -> None:
+    def __init__(self, drone: Vehicle) -> None:
         self.drone = drone
         self._queue: list[int] = []  # indexes still to send for a PARAM_REQUEST_LIST
         self._to: tuple[str, int] | None = None

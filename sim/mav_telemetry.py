@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
 from sim.arducopter import LandedState, Mode, Result
 from sim.copter import Copter
-
-if TYPE_CHECKING:
-    from sim.drones import SimDrone
+from sim.mav_vehicle import Vehicle
 
 __all__ = ["DEFAULT_STREAMS", "STREAM_GROUPS", "StreamRates", "build_message", "message_ids", "stream_group"]
 
@@ -82,7 +80,7 @@ def _sys_status(c: Copter) -> tuple[int, int]:
     return present, health
 
 
-def build_message(d: SimDrone, msg_id: int) -> Any | None:
+def build_message(d: Vehicle, msg_id: int) -> Any | None:
     """The current value of a streamable message, or None for one the drone does not send."""
     c, mav = d.copter, d.mav
     boot_ms = c.time_boot_ms()
@@ -103,9 +101,9 @@ def build_message(d: SimDrone, msg_id: int) -> Any | None:
                                               round(-b.vz * 100), round(b.heading * 100) % 36000)
     if msg_id == M.MAVLINK_MSG_ID_GPS_RAW_INT:
         glat, glon = c.gps_position()
-        return mav.gps_raw_int_encode(c.unix_time_us(), c.gps_fix_type, round(glat * 1e7), round(glon * 1e7),
+        return mav.gps_raw_int_encode(c.unix_time_us(), c.gps.fix_type, round(glat * 1e7), round(glon * 1e7),
                                       round(amsl * 1000), 80, 120, round(c.ground_speed() * 100),
-                                      round(c.body.heading * 100) % 36000, c.satellites)
+                                      round(c.body.heading * 100) % 36000, c.gps.satellites)
     if msg_id == M.MAVLINK_MSG_ID_SYS_STATUS:
         mv, ca = _battery(c)
         present, health = _sys_status(c)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 from devices.payloads import Command
+from devices.tasks import cancel_and_wait
 from sim import fleet
 from sim.city import City, build_city
 from sim.fleet import SimDevice, SimError, SimUnit
@@ -104,7 +105,7 @@ class CitySim:
 
     async def start(self) -> None:
         self._build()
-        await fleet.register_all(self.hub_url, self.token, self.units, self._city, self.register_attempts,
+        await fleet.register_all(self.hub_url, self.token, self.units, self.built_city, self.register_attempts,
                                  self.mqtt_url)
         await fleet.connect_all(self.devices)
         self._task = asyncio.create_task(self._run(), name="citysim")
@@ -112,11 +113,8 @@ class CitySim:
         log.info("city sim: %d units, %d devices reporting", len(self.units), len(self.devices))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.cameras.close()  # before the devices go: their `stopped` events still get out
         for device in self.devices:
             device.client.hold_uplink(False)  # what a dead zone held goes out before the goodbye
@@ -132,7 +130,8 @@ class CitySim:
         return sum(d.client.connected for d in self.devices)
 
     @property
-    def _city(self) -> City:
+    def built_city(self) -> City:
+        """The city the fleet drives in, once :meth:`start` has built it (given, or built from the seed)."""
         assert self.city is not None, "the fleet is not built yet"
         return self.city
 
@@ -327,7 +326,7 @@ async def run_sim(hub_url: str, mqtt_url: str, token: str, units: int = 50, dura
         calls: asyncio.Task[int] | None = None
         if incidents_per_min > 0:
             generator = await stack.enter_async_context(IncidentGenerator(
-                hub_url, token, sim._city, rate_per_min=incidents_per_min, seed=sim.seed + 3, radii=sim.radii,
+                hub_url, token, sim.built_city, rate_per_min=incidents_per_min, seed=sim.seed + 3, radii=sim.radii,
                 close_any=True))
             sim.on_clear.append(generator.unit_cleared)
             calls = asyncio.create_task(generator.run(duration_s), name="incident-generator")
@@ -339,8 +338,5 @@ async def run_sim(hub_url: str, mqtt_url: str, token: str, units: int = 50, dura
                 log.info("city sim: %d fixes sent, %d/%d devices connected, %d responses finished", sim.total_fixes,
                          sim.connected, len(sim.devices), len(sim.truth))
         finally:
-            if calls is not None:
-                calls.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await calls
+            await cancel_and_wait(calls)
         return dict(sim.fixes_sent)

@@ -143,11 +143,7 @@ class SimVehicle:
 
     def clone(self) -> SimVehicle:
         """An independent copy on the same city, its random stream included: to try a route before driving it."""
-        twin = copy.copy(self)
-        twin.rng = random.Random()
-        twin.rng.setstate(self.rng.getstate())
-        twin._route = list(self._route)
-        return twin
+        return copy.deepcopy(self, {id(self.city): self.city})  # the city shared, everything else the twin's own
 
     # ----------------------------------------------------------- kinematics
     def advance(self, now_ms: int) -> None:

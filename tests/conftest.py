@@ -27,6 +27,7 @@ from devices.broker import BrokerAddress
 from fieldhub.cli import serve_city
 from hub.access.dynsec import BrokerAdmin
 from hub.access.provisioning import ProvisioningError
+from hub.api.app import serve
 from hub.config import Settings
 from hub.domain.device_login import new_login, new_secret
 from hub.infra.broker import ADMIN_USER
@@ -147,7 +148,7 @@ async def running_hub(settings: Settings, verify: Any = True) -> AsyncIterator[R
     trust, e.g. an SSL context trusting only a test's CA). Its road network is `fieldhub serve`'s."""
     async with Hub(settings, city=serve_city(settings)) as hub:
         started = asyncio.Event()
-        server = asyncio.create_task(hub.serve(started=started))
+        server = asyncio.create_task(serve(hub, started=started))
         await asyncio.wait_for(started.wait(), 10)
         scheme = "https" if settings.tls_cert else "http"
         rh = RunningHub(hub, f"{scheme}://127.0.0.1:{settings.port}", verify)

@@ -113,6 +113,9 @@ class JanusSession:
     def _session_url(self) -> str:
         return f"{self.url}/{self.session_id}"
 
+    def _handle_url(self, handle_id: int) -> str:
+        return f"{self._session_url}/{handle_id}"
+
     async def attach(self, plugin: str = VIDEOROOM, on_event: Callable[[JanusEvent], None] | None = None
                      ) -> JanusHandle:
         reply = await self._post(self._session_url, {"janus": "attach", "plugin": plugin})
@@ -146,7 +149,16 @@ class JanusSession:
             raise MediaServerError(f"Janus error {error.get('code')}: {error.get('reason')}")
         return reply
 
-    async def _message(self, handle_id: int, body: dict[str, Any], jsep: dict[str, Any] | None) -> JanusEvent:
+    async def post_to_handle(self, handle_id: int, message: dict[str, Any]) -> dict[str, Any]:
+        """POST one API message (``trickle``, ``detach``) to a handle of this session; the reply."""
+        return await self._post(self._handle_url(handle_id), message)
+
+    def unlisten(self, handle_id: int) -> None:
+        """No more events of this handle to its listener (it is being detached)."""
+        self._listeners.pop(handle_id, None)
+
+    async def plugin_request(self, handle_id: int, body: dict[str, Any], jsep: dict[str, Any] | None
+                             ) -> JanusEvent:
         """Send a plugin request; its answer comes in the reply (synchronous) or as an event (asynchronous)."""
         transaction = secrets.token_hex(8)
         message: dict[str, Any] = {"janus": "message", "body": body, "transaction": transaction}
@@ -155,7 +167,7 @@ class JanusSession:
         future: asyncio.Future[JanusEvent] = asyncio.get_running_loop().create_future()
         self._waiting[transaction] = future  # before the POST: the event may come back first
         try:
-            reply = await self._post(f"{self._session_url}/{handle_id}", message)
+            reply = await self._post(self._handle_url(handle_id), message)
             if reply.get("janus") == "success":
                 event = JanusEvent("event", handle_id, reply.get("plugindata", {}).get("data", {}))
             else:
@@ -247,20 +259,19 @@ class JanusHandle:
 
     async def request(self, body: dict[str, Any], jsep: dict[str, Any] | None = None) -> JanusEvent:
         """Send the plugin a request and wait for its answer (synchronous reply or event)."""
-        return await self.session._message(self.handle_id, body, jsep)
+        return await self.session.plugin_request(self.handle_id, body, jsep)
 
     async def trickle(self, candidates: list[dict[str, Any]], completed: bool = False) -> None:
         """Hand Janus remote candidates (``{"candidate", "sdpMid", "sdpMLineIndex"}``) and/or their end."""
-        url = f"{self.session._session_url}/{self.handle_id}"
         if candidates:
-            await self.session._post(url, {"janus": "trickle", "candidates": candidates})
+            await self.session.post_to_handle(self.handle_id, {"janus": "trickle", "candidates": candidates})
         if completed:
-            await self.session._post(url, {"janus": "trickle", "candidate": {"completed": True}})
+            await self.session.post_to_handle(self.handle_id, {"janus": "trickle", "candidate": {"completed": True}})
 
     async def detach(self) -> None:
         """Detach the handle (Janus hangs its PeerConnection up); quiet if the session is already gone."""
-        self.session._listeners.pop(self.handle_id, None)
+        self.session.unlisten(self.handle_id)
         if not self.session.alive:
             return
         with contextlib.suppress(MediaServerError):
-            await self.session._post(f"{self.session._session_url}/{self.handle_id}", {"janus": "detach"})
+            await self.session.post_to_handle(self.handle_id, {"janus": "detach"})

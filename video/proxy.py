@@ -21,7 +21,6 @@ from aiortc.sdp import SessionDescription, candidate_to_sdp
 
 from video.crossing import cross_answers
 from video.errors import (
-    IceRestartUnsupported,
     MediaServerError,
     TooManyViewers,
     UnknownSession,
@@ -29,7 +28,7 @@ from video.errors import (
 )
 from video.janus import JanusEvent, JanusHandle, JanusSession
 from video.registry import Answer, SessionRegistry, StreamInfo, now_ms
-from video.sdp import Offer, parse_offer, parse_sdpfrag
+from video.sdp import Offer, parse_offer
 
 __all__ = ["JanusPlacement", "ProxyService"]
 
@@ -96,8 +95,7 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
         self.janus: JanusSession | None = None
         self._control: JanusHandle | None = None  # the session's handle for room create/destroy
         self._opening = asyncio.Lock()
-        self._counts = {"streams_total": 0, "viewers_total": 0, "hangups": 0, "janus_sessions_lost": 0,
-                        "janus_requests": 0, "janus_errors": 0}
+        self._totals.update(hangups=0, janus_sessions_lost=0, janus_requests=0, janus_errors=0)
 
     async def __aenter__(self) -> ProxyService:
         try:
@@ -134,13 +132,13 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
             return self._control
 
     def _retire(self, session: JanusSession) -> None:
-        self._counts["janus_requests"] += session.requests
-        self._counts["janus_errors"] += session.errors
+        self._totals["janus_requests"] += session.requests
+        self._totals["janus_errors"] += session.errors
         session.requests = session.errors = 0
 
     def _on_lost(self, reason: str) -> None:
         """Janus forgot our session (restart, expiry): every stream on it is gone."""
-        self._counts["janus_sessions_lost"] += 1
+        self._totals["janus_sessions_lost"] += 1
         for stream in list(self._streams.values()):
             self._spawn(self._end_stream(stream))
 
@@ -173,12 +171,8 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
         stream = _Stream(stream_id, handle, offer, _first_mid(answer), device_id=device_id, room=room,
                          publisher_id=int(joined.data["id"]), codec=str(codec).upper() if codec else None,
                          started_ms=now_ms())
-        old = self._by_device.get(device_id)
-        if old is not None:
-            await self._end_stream(old)
-        self._streams[stream_id] = self._by_device[device_id] = stream
-        self._counts["streams_total"] += 1
-        self._deadline(stream)
+        await self._register_stream(stream)
+        self._deadline(stream_id, stream.up.is_set, self._connect_timeout)
         self._notify("started", stream.info())
         return Answer(stream_id, stream_id, answer)
 
@@ -201,8 +195,8 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
                 raise UnknownStream(f"stream {stream_id} ended")
             raise TooManyViewers(f"stream {stream_id} already has {self._max_viewers} viewers")
         viewer = _Viewer(session_id, handle, offer, "0", stream=stream)
-        stream.viewers[session_id] = self._viewers[session_id] = viewer  # holds the place while negotiating
-        try:
+
+        async def negotiate() -> str:
             attached = await handle.request({"request": "join", "ptype": "subscriber", "room": stream.room,
                                              "streams": [{"feed": stream.publisher_id}]})
             if not attached.jsep or attached.jsep.get("type") != "offer":
@@ -211,15 +205,11 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
             for_viewer, for_janus = cross_answers(offer_sdp, janus_offer)
             viewer.janus_mid = _first_mid(janus_offer)
             await handle.request({"request": "start"}, {"type": "answer", "sdp": for_janus})
-        except BaseException:
-            await self._end_viewer(viewer)
-            raise
-        if stream.ended:
-            await self._end_viewer(viewer)
-            raise UnknownStream(f"stream {stream_id} ended")
-        self._counts["viewers_total"] += 1
-        self._deadline(viewer)
-        return Answer(session_id, stream_id, for_viewer)
+            return for_viewer
+
+        sdp = await self._admit_viewer(stream, viewer, negotiate)
+        self._deadline(session_id, viewer.up.is_set, self._connect_timeout)
+        return Answer(session_id, stream_id, sdp)
 
     # -- sessions ---------------------------------------------------------------------------------------------
 
@@ -233,11 +223,7 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
 
     async def patch(self, session_id: str, sdpfrag: str) -> None:
         """Trickle the client's candidates to its Janus handle; an ICE restart is refused."""
-        peer = self._session(session_id)
-        fragment = parse_sdpfrag(sdpfrag)
-        if fragment.ice_ufrag is not None and fragment.ice_ufrag != peer.offer.ice_ufrag:
-            raise IceRestartUnsupported("new ICE credentials mean an ICE restart, which this hub does not do; "
-                                        "end the session and start a new one")
+        peer, fragment = self._trickle_fragment(session_id, sdpfrag)
         # Everything is bundled on one transport: every candidate goes to Janus's first m-line.
         candidates = [{"candidate": "candidate:" + candidate_to_sdp(c), "sdpMid": peer.janus_mid,
                        "sdpMLineIndex": 0} for c in fragment.candidates]
@@ -246,7 +232,7 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
     # -- queries ----------------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        counts = dict(self._counts, streams=len(self._streams), viewers=len(self._viewers))
+        counts = dict(self._totals, streams=len(self._streams), viewers=len(self._viewers))
         if self.janus is not None:
             counts["janus_requests"] += self.janus.requests
             counts["janus_errors"] += self.janus.errors
@@ -262,30 +248,13 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
             peer.up.set()
         elif event.kind in ("hangup", "detached") or event.data.get("videoroom") == "destroyed":
             # Janus dropped the PeerConnection (DTLS alert, ICE failure, room gone): the session is over.
-            self._counts["hangups"] += event.kind == "hangup"
+            self._totals["hangups"] += event.kind == "hangup"
             log.info("Janus ended session %s: %s %s", session_id, event.kind, event.reason or "")
-            if isinstance(peer, _Stream):
-                self._spawn(self._end_stream(peer))
-            elif isinstance(peer, _Viewer):
-                self._spawn(self._end_viewer(peer))
-
-    def _deadline(self, peer: _Peer) -> None:
-        async def deadline() -> None:
-            await asyncio.sleep(self._connect_timeout)
-            if not peer.up.is_set():
-                log.warning("session %s did not connect in %.0f s", peer.session_id, self._connect_timeout)
-                if isinstance(peer, _Stream):
-                    await self._end_stream(peer)
-                elif isinstance(peer, _Viewer):
-                    await self._end_viewer(peer)
-
-        self._spawn(deadline())
+            self._spawn(self._end_if_live(session_id))
 
     async def _end_stream(self, stream: _Stream) -> None:
-        if stream.ended:
+        if not self._forget_stream(stream):
             return
-        stream.ended = True
-        self._forget_stream(stream)
         await asyncio.gather(*(self._end_viewer(v) for v in list(stream.viewers.values())))
         await stream.handle.detach()
         await self._destroy_room(stream.room)
@@ -299,8 +268,6 @@ class ProxyService(SessionRegistry[_Stream, _Viewer]):
             log.warning("room %s not destroyed: %s", room, exc)
 
     async def _end_viewer(self, viewer: _Viewer) -> None:
-        known = self._viewers.pop(viewer.session_id, None)
-        left = viewer.stream.viewers.pop(viewer.session_id, None)
-        if known is None and left is None:
+        if not self._forget_viewer(viewer):
             return
         await viewer.handle.detach()

@@ -25,8 +25,6 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from video.bitstream import is_keyframe
 from video.errors import (
     BadOffer,
-    IceRestartUnsupported,
-    UnknownStream,
     Unsupported,
     VideoError,
 )
@@ -34,7 +32,7 @@ from video.forward import EncodedTrack, ReceiverTap, check_internals, route_keyf
 from video.frames import EncodedFrame, FrameSink
 from video.registry import Answer, SessionRef, SessionRegistry, StreamInfo, now_ms
 from video.relay import Relay, RelayCounters, ViewerFeed
-from video.sdp import Offer, codec_preferences, parse_offer, parse_sdpfrag
+from video.sdp import Offer, codec_preferences, parse_offer
 from video.transcode import Transcoder
 
 __all__ = ["Answer", "SessionRef", "StreamInfo", "VideoService"]  # the first three from video.registry
@@ -92,8 +90,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         self._transcode = transcode
         self._connect_timeout = connect_timeout_s
         self._ended = RelayCounters()
-        self._totals = {"streams_total": 0, "viewers_total": 0, "viewers_first_frame_not_keyframe": 0,
-                        "transcoded_frames": 0}
+        self._totals.update(viewers_first_frame_not_keyframe=0, transcoded_frames=0)
 
     async def __aenter__(self) -> VideoService:
         check_internals()  # fail at start-up, not at the first publish, if aiortc moved
@@ -116,11 +113,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
             await pc.close()
             raise
         sdp = await self._negotiate(pc, offer, video)
-        old = self._by_device.get(device_id)
-        if old is not None:
-            await self._end_stream(old)
-        self._streams[stream.session_id] = self._by_device[device_id] = stream
-        self._totals["streams_total"] += 1
+        await self._register_stream(stream)
         self._add_sink(stream)
         self._watch(stream)
         self._notify("started", stream.info())
@@ -159,17 +152,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
 
         route_keyframe_requests(video.sender, on_viewer_keyframe_request)
         viewer = _Viewer(uuid.uuid4().hex, pc, offer, stream, relay, feed)
-        stream.viewers[viewer.session_id] = viewer  # holds the place while ICE gathers
-        self._viewers[viewer.session_id] = viewer
-        try:
-            sdp = await self._negotiate(pc, offer, video)
-        except BaseException:
-            await self._end_viewer(viewer)
-            raise
-        if stream.ended:
-            await self._end_viewer(viewer)
-            raise UnknownStream(f"stream {stream_id} ended")
-        self._totals["viewers_total"] += 1
+        sdp = await self._admit_viewer(stream, viewer, lambda: self._negotiate(pc, offer, video))  # ICE gathers
         self._watch(viewer)
         return Answer(viewer.session_id, stream_id, sdp)
 
@@ -193,11 +176,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
 
     async def patch(self, session_id: str, sdpfrag: str) -> None:
         """Add trickled remote ICE candidates (RFC 8840 fragment); an ICE restart is refused."""
-        session = self._session(session_id)
-        fragment = parse_sdpfrag(sdpfrag)
-        if fragment.ice_ufrag is not None and fragment.ice_ufrag != session.offer.ice_ufrag:
-            raise IceRestartUnsupported("new ICE credentials mean an ICE restart, which this hub does not do; "
-                                        "end the session and start a new one")
+        session, fragment = self._trickle_fragment(session_id, sdpfrag)
         for candidate in fragment.candidates:
             # Everything is bundled on one transport: hand every candidate to the bundle's first m-line.
             candidate.sdpMid, candidate.sdpMLineIndex = session.offer.primary_mid, None
@@ -243,31 +222,20 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
 
     def _watch(self, session: _Stream | _Viewer) -> None:
         """End a session whose connection fails or closes, or never comes up."""
+        pc = session.pc
 
-        def end() -> None:
-            if isinstance(session, _Stream):
-                self._spawn(self._end_stream(session))
-            else:
-                self._spawn(self._end_viewer(session))
-
-        @session.pc.on("connectionstatechange")
+        @pc.on("connectionstatechange")
         def on_state() -> None:
-            if session.pc.connectionState in ("failed", "closed"):
-                end()
+            if pc.connectionState in ("failed", "closed"):
+                self._spawn(self._end_if_live(session.session_id))
 
-        async def deadline() -> None:
-            await asyncio.sleep(self._connect_timeout)
-            if session.pc.connectionState not in ("connected", "closed"):  # closed: it already ended
-                log.warning("session %s did not connect in %.0f s", session.session_id, self._connect_timeout)
-                end()
-
-        self._spawn(deadline())
+        # closed: it has ended already
+        self._deadline(session.session_id, lambda: pc.connectionState in ("connected", "closed"),
+                       self._connect_timeout)
 
     async def _end_stream(self, stream: _Stream) -> None:
-        if stream.ended:
+        if not self._forget_stream(stream):
             return
-        stream.ended = True
-        self._forget_stream(stream)
         for transcoder in list(stream.transcoders.values()):
             self._stop_transcoder(stream, transcoder)
         stream.relay.close()  # viewers' senders end, sinks close
@@ -277,8 +245,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         self._notify("ended", stream.info())
 
     async def _end_viewer(self, viewer: _Viewer) -> None:
-        known = self._viewers.pop(viewer.session_id, None)
-        if viewer.stream.viewers.pop(viewer.session_id, None) is None and known is None:
+        if not self._forget_viewer(viewer):
             return
         if viewer.feed.first_frame_keyframe is False:
             self._totals["viewers_first_frame_not_keyframe"] += 1

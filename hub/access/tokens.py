@@ -34,8 +34,8 @@ from hub.access import auth
 from hub.errors import HubError, StorageUnavailable, one_line
 from hub.storage.tokens import TokenRecord, TokenStore, fetch_all, fetch_one, listen
 
-__all__ = ["MAX_LIFETIME_S", "MAX_NAME", "MIN_LIFETIME_S", "TokenRecord", "TokenRefused", "TokenRegistry",
-           "check_new_token", "format_table", "parse_duration"]
+__all__ = ["MAX_LIFETIME_S", "MAX_NAME", "MIN_LIFETIME_S", "InvalidToken", "TokenRecord", "TokenRefused",
+           "TokenRegistry", "check_new_token", "format_table", "parse_duration"]
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +56,32 @@ class TokenRefused(HubError):
         self.reason = reason
 
 
+class InvalidToken(HubError, ValueError):
+    """A token that may not be created with these values (its name, role or lifetime); the message says why.
+    A ValueError too, so callers that check a duration or a name typed on the command line catch it as one."""
+
+
 def parse_duration(text: str) -> float:
-    """``90d``, ``12h``, ``30m``, ``3600s`` or ``3600`` -> seconds (ValueError if not a positive lifetime)."""
+    """``90d``, ``12h``, ``30m``, ``3600s`` or ``3600`` -> seconds (:class:`InvalidToken` if not a lifetime)."""
     found = _DURATION.match(text)
     if found is None:
-        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 30m or 3600s")
+        raise InvalidToken(f"{text!r} is not a duration like 90d, 12h, 30m or 3600s")
     seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
     check_new_token("x", auth.ROLES[0], seconds)
     return seconds
 
 
 def check_new_token(name: str, role: str, expires_in_s: float | None) -> None:
-    """ValueError with the reason when a token with these values may not be created."""
+    """:class:`InvalidToken` with the reason when a token with these values may not be created."""
     if role not in auth.ROLES:
-        raise ValueError(f"unknown role {role!r}; one of: {', '.join(auth.ROLES)}")
+        raise InvalidToken(f"unknown role {role!r}; one of: {', '.join(auth.ROLES)}")
     if not name.strip() or len(name) > MAX_NAME:
-        raise ValueError(f"the name must have 1 to {MAX_NAME} characters")
+        raise InvalidToken(f"the name must have 1 to {MAX_NAME} characters")
     if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):  # shown in listings and logs
-        raise ValueError("the name may not contain control characters or line breaks")
+        raise InvalidToken("the name may not contain control characters or line breaks")
     if expires_in_s is not None and not MIN_LIFETIME_S <= expires_in_s <= MAX_LIFETIME_S:
-        raise ValueError(f"the lifetime must be at least {MIN_LIFETIME_S:g} s and at most "
-                         f"{MAX_LIFETIME_S // 86400} days")
+        raise InvalidToken(f"the lifetime must be at least {MIN_LIFETIME_S:g} s and at most "
+                           f"{MAX_LIFETIME_S // 86400} days")
 
 
 class TokenRegistry:

@@ -1,7 +1,8 @@
-"""The FastAPI application: routers, error handlers, static files, security headers."""
+"""The FastAPI application: routers, error handlers, static files, security headers; `serve` runs it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -65,6 +66,28 @@ def create_app(hub: Hub) -> FastAPI:
     static = resources.files("hub.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
+
+
+async def serve(hub: Hub, host: str | None = None, port: int | None = None,
+                started: asyncio.Event | None = None) -> None:
+    """Serve the hub's HTTP API until cancelled or interrupted; `started` is set once it listens."""
+    import uvicorn
+
+    https = hub.https
+    # log_config=None: uvicorn's records go to the root handlers, through their redacting filter (hub/logsafe.py).
+    config = uvicorn.Config(create_app(hub), host=host or hub.settings.host, port=port or hub.settings.port,
+                            log_level="warning", log_config=None, lifespan="off", ws_max_size=1 << 20,
+                            ssl_context_factory=(lambda _config, _default: https) if https else None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if started is not None:
+        started.set()
+    try:
+        await task
+    finally:
+        server.should_exit = True
 
 
 def _docs_page(page: HTMLResponse) -> tuple[bytes, dict[str, str]]:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.access.provisioning import ProvisioningError
+from hub.access.tokens import InvalidToken
 from hub.drones.service import DroneCommandFailed, DroneNotFound, NoDroneAvailable
 from hub.errors import IncidentConflict, IncidentError, IncidentInvalid, IncidentNotFound, StorageUnavailable
 from hub.video.desk import PublishRefused
@@ -86,6 +87,8 @@ ERRORS: Mapping[ErrorKey, Answer] = {
     NoDroneAvailable: Answer(409, "no_drone_available"),
     DroneCommandFailed: Answer(409),
     (DroneCommandFailed, "command_timeout"): Answer(504),
+    # API tokens (hub.access.tokens): what the request model cannot say (a name of blanks, a format character)
+    InvalidToken: Answer(422, "invalid"),
     # Device logins (hub.provisioning)
     ProvisioningError: Answer(409),
     (ProvisioningError, "invalid"): Answer(422),

@@ -5,22 +5,49 @@ is required (a view that lacks one is a bug, answered 500, not a quietly invente
 model does not name passes through untouched (``extra="allow"``), so the wire stays exactly what the service
 returned. Numbers that may be whole or fractional are :data:`Number`, so a ``5`` is not sent as ``5.0``.
 Where a shape is open-ended (a drone's telemetry, an SLA entry, a log entry) the field stays ``dict[str, Any]``.
+A model declares its fields in the order the service writes the keys: pydantic writes declared fields first, so
+another order would reorder the JSON on the wire.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Assignment", "Dispatched", "Drone", "DroneList", "Incident", "Position", "Stream", "StreamList", "Unit",
-           "UnitDetail", "UnitList"]
+__all__ = ["AlertList", "Assignment", "CommandAccepted", "Dispatched", "Drone", "DroneCommand", "DroneCommandList",
+           "DroneList", "DroneSent", "Fix", "Incident", "IncidentList", "IncidentSummary", "Number", "Position",
+           "Recommendations", "Recording", "Recordings", "Stream", "StreamList", "Track", "Unit", "UnitDetail",
+           "UnitList", "View"]
 
 Number = int | float  # smart union: an int stays an int, a float a float
 
 
 class View(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class Fix(View):
+    """A stored fix, as a unit's track lists it."""
+
+    device_id: str
+    ts: int
+    lat: Number
+    lon: Number
+    alt: Number | None
+    acc: Number | None
+    speed: Number | None
+    heading: Number | None
+    battery: Number | None
+
+
+class Track(View):
+    """A unit's stored fixes from ``from`` to ``to`` (epoch ms)."""
+
+    unit_id: str
+    from_: int = Field(alias="from")
+    to: int
+    fixes: list[Fix]
 
 
 class Position(View):
@@ -105,6 +132,35 @@ class Incident(View):
     log_size: int
 
 
+class IncidentSummary(View):
+    """An incident in a listing: no milestones, assignments or log (see :class:`Incident`)."""
+
+    id: str
+    category: str
+    priority: int
+    status: str
+    policy: str | None
+    lat: Number
+    lon: Number
+    received_at: int
+    closed_at: int | None
+
+
+class IncidentList(View):
+    incidents: list[IncidentSummary]
+
+
+class Recommendations(View):
+    """The available units that would reach the incident first, each with its ETA."""
+
+    incident_id: str
+    recommendations: list[dict[str, Any]]
+
+
+class AlertList(View):
+    alerts: list[dict[str, Any]]  # SOS, unacknowledged dispatches, missed targets: each type its own keys
+
+
 class Dispatched(View):
     """The assignments a dispatch made."""
 
@@ -146,6 +202,45 @@ class DroneList(View):
     drones: list[Drone]
 
 
+class DroneCommand(View):
+    """One recorded drone command and how it ended."""
+
+    ts: int
+    drone_id: str
+    command: str
+    params: dict[str, Any]
+    principal: str  # the token's name, or "system"
+    role: str
+    incident_id: str | None
+    result: str  # accepted, rejected, timeout, link_lost, failed
+    detail: str
+    done_at: int
+
+
+class DroneCommandList(View):
+    commands: list[DroneCommand]
+
+
+class CommandAccepted(View):
+    """A drone command the autopilot accepted; some commands add keys (``set``, ``failsafe``, ``items``)."""
+
+    drone_id: str
+    command: str
+    result: str
+
+
+class DroneSent(View):
+    """The drone sent to an incident, and why the others were not."""
+
+    drone_id: str
+    incident_id: str
+    distance_m: Number
+    eta_s: Number
+    refused: dict[str, Any]  # drone id -> why it was not chosen
+    failsafe: str
+    without_failsafe: bool
+
+
 class Stream(View):
     """A live video stream (WHIP publish) with its device, unit, incident and position."""
 
@@ -161,3 +256,21 @@ class Stream(View):
 
 class StreamList(View):
     streams: list[Stream]
+
+
+class Recording(View):
+    """One recorded segment file of a stream; ``path`` is the file's place under ``/api/v1/recordings/``."""
+
+    stream_id: str
+    device_id: str
+    unit_id: str | None
+    path: str
+    start_ms: int
+    end_ms: int
+    frames: int
+    complete: bool
+
+
+class Recordings(View):
+    incident_id: str
+    recordings: list[Recording]

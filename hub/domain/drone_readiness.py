@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:  # aerial imports this module at run time; the types only are needed here
-    from hub.domain.aerial import DroneCandidate, DroneEnergy
+from hub.domain.drone_candidate import DroneCandidate, DroneEnergy, Failsafe
 
-__all__ = ["FAILSAFE_PARAMS", "Failsafe", "Readiness", "gcs_failsafe", "readiness", "unknown_failsafe"]
+__all__ = ["FAILSAFE_PARAMS", "Readiness", "gcs_failsafe", "readiness", "unknown_failsafe"]
 
 # The parameters the hub reads with PARAM_REQUEST_READ; the two sysid names are the same setting.
 FAILSAFE_PARAMS: Final = ("FS_GCS_ENABLE", "FS_GCS_TIMEOUT", "MAV_GCS_SYSID", "SYSID_MYGCS")
@@ -40,23 +39,6 @@ _ACTIONS: Final[dict[int, tuple[str, str]]] = {
     5: ("land", "lands where it is"),
     6: ("land_start_or_rtl", "flies its mission's landing sequence (DO_LAND_START; RTL if there is none)"),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Failsafe:
-    """What the autopilot does when the hub's link is lost.
-
-    ``known``: the parameters were read and mean something this module knows; ``ok``: losing the
-    hub's link triggers a failsafe action; ``action``: one of ``rtl``, ``land``, ``continue_or_rtl``,
-    ``smartrtl_or_rtl``, ``smartrtl_or_land``, ``land_start_or_rtl``, ``none``, ``unknown``;
-    ``text``: the same in words; ``params``: the failsafe parameters as read.
-    """
-
-    known: bool
-    ok: bool
-    action: str
-    text: str
-    params: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)

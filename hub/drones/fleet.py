@@ -32,8 +32,8 @@ from drone.streams import StreamKeeper
 from drone.telemetry import fix_of
 from drone.vehicle import Vehicle
 from hub.config import read_json_file
-from hub.domain.aerial import DroneCandidate
-from hub.domain.drone_readiness import Failsafe, gcs_failsafe
+from hub.domain.drone_candidate import DroneCandidate, Failsafe
+from hub.domain.drone_readiness import gcs_failsafe
 from hub.errors import HubError
 
 __all__ = [

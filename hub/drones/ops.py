@@ -4,7 +4,8 @@ enable its link failsafe, fly a mission.
 Each order is one audited command (:meth:`hub.drones.service.DroneService.command`) whose answer waits for the
 autopilot's acknowledgments, not for the flight. An order that starts from the ground first sets home to
 the dock (and reads it back) so that the drone's RTL — its own failsafe included — lands on the dock, not
-where it happened to take off.
+where it happened to take off. The operator sees the service only as :class:`Drones`, the part of it the
+orders use, so this module does not import the service that creates it.
 """
 
 from __future__ import annotations
@@ -15,25 +16,58 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from devices.geo import haversine_m
 from drone.errors import DroneError
 from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
+from hub.config import Settings
+from hub.domain.drone_candidate import DroneEnergy
 from hub.drones.fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight
+from hub.drones.ports import Incidents
 from hub.errors import IncidentConflict
-
-if TYPE_CHECKING:
-    from hub.drones.service import DroneService
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DroneOperator", "Waypoint"]
+__all__ = ["DroneOperator", "Drones", "Waypoint"]
 
 Who = tuple[str, str]
 # The parameters that decide what the autopilot does when the hub's link is lost (ArduCopter names; firmware
 # before 4.7 calls MAV_GCS_SYSID SYSID_MYGCS).
 FAILSAFE_PARAMS = ("FS_GCS_ENABLE", "FS_GCS_TIMEOUT", "MAV_GCS_SYSID")
+
+
+class Drones(Protocol):
+    """The drone service as the operator's orders use it (:class:`hub.drones.service.DroneService` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def energy(self) -> DroneEnergy: ...
+
+    @property
+    def system_id(self) -> int:
+        """The hub's MAVLink system id: the one an autopilot's link failsafe must name."""
+        ...
+
+    @property
+    def incidents(self) -> Incidents: ...
+
+    def record(self, drone_id: str) -> DroneRecord:
+        """The drone's record; DroneNotFound for an unknown id."""
+        ...
+
+    async def command(self, r: DroneRecord, command: str, params: dict[str, Any], who: Who,
+                      incident_id: str | None, action: Callable[[], Awaitable[None]]) -> None:
+        """Run one command and audit it, whatever its outcome; DroneCommandFailed when it fails."""
+        ...
+
+    def post_view(self, r: DroneRecord) -> None: ...
+
+    async def note(self, incident_id: str, r: DroneRecord, text: str) -> None: ...
+
+    def spawn(self, coro: Awaitable[None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +79,9 @@ class Waypoint:
 
 
 class DroneOperator:
-    """The operator's commands on the drones of one :class:`~hub.drones.DroneService`."""
+    """The operator's commands on the drones of one drone service."""
 
-    def __init__(self, service: DroneService) -> None:
+    def __init__(self, service: Drones) -> None:
         self.svc = service
         self.param_reads: dict[str, float] = {}  # drone id -> when its failsafe parameters were last asked for
 

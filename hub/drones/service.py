@@ -19,6 +19,9 @@ altitude inside the zone (:mod:`hub.domain.hover`). When the assignment ends the
 which is its dock. A watch once a second sends home a drone whose battery only just covers the way back,
 notes a lost link with what its failsafe will do, and ends a flight whose autopilot rebooted. Every command
 — the hub's own and the operators' — goes to the audit trail (:class:`hub.storage.drones.DroneAudit`).
+
+The service subscribes to nothing itself: the composition root adds :meth:`DroneService.snapshot_part` to the
+live snapshot and :meth:`DroneService.unit_released` to the incident service's releases.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from drone.signing import Admission, SigningKeys
 from drone.streams import WANTED, StreamKeeper
 from drone.vehicle import Vehicle
 from hub.config import Settings
-from hub.domain.aerial import DroneEnergy, choose_drone, must_return
+from hub.domain.aerial import choose_drone, must_return
+from hub.domain.drone_candidate import DroneEnergy
 from hub.domain.events import Acknowledged, Noted
 from hub.drones.fleet import (
     SYSTEM,
@@ -52,9 +56,9 @@ from hub.drones.fleet import (
     signing_of,
 )
 from hub.drones.ops import DroneOperator
+from hub.drones.ports import Incidents
 from hub.drones.view import clock_text, drone_view
 from hub.errors import IncidentConflict
-from hub.incidents.service import IncidentService
 from hub.ingest.feed import LiveFeed
 from hub.storage.drones import CommandRecord, DroneAudit
 
@@ -66,7 +70,7 @@ PARAM_RETRY_S = 10.0
 
 
 class DroneService:
-    def __init__(self, settings: Settings, fleet: list[DroneConfig], incidents: IncidentService, feed: LiveFeed,
+    def __init__(self, settings: Settings, fleet: list[DroneConfig], incidents: Incidents, feed: LiveFeed,
                  audit: DroneAudit, submit: Callable[[str, bytes, int], object], clock: Callable[[], int],
                  put_unit: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
         assert settings.mavlink_url is not None
@@ -106,8 +110,6 @@ class DroneService:
             if r.signing != "refused":
                 r.keeper = StreamKeeper(r.vehicle, WANTED)
                 r.keeper.start()
-        self.feed.snapshot_parts.append(self._snapshot_part)
-        self.incidents.on_release.append(self._released)
         self._watch = asyncio.create_task(self._watch_loop(), name="drone-watch")
         return self
 
@@ -140,7 +142,8 @@ class DroneService:
     def views(self) -> list[dict[str, Any]]:
         return [self.view(r) for r in self.drones.values()]
 
-    def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
+    def snapshot_part(self, now_ms: int) -> dict[str, Any]:
+        """The drones' part of the live snapshot a new one-map client starts from."""
         return {"drones": self.views()}
 
     def post_view(self, r: DroneRecord) -> None:
@@ -278,7 +281,8 @@ class DroneService:
         except DroneCommandFailed as exc:
             await self._abort(r, flight, f"drone flight failed: {exc.reason}")
 
-    def _released(self, incident_id: str, unit_id: str) -> None:
+    def unit_released(self, incident_id: str, unit_id: str) -> None:
+        """A unit's assignment ended: a drone flying for that incident turns home."""
         r = self.drones.get(unit_id)
         if r is not None and r.flight is not None and r.flight.incident_id == incident_id:
             self._go_home(r, r.flight.reason or f"incident {incident_id}: the drone's assignment ended")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devices.geo import haversine_m
-from hub.domain.aerial import DroneEnergy
+from hub.domain.drone_candidate import DroneEnergy
 from hub.domain.drone_readiness import readiness
 from hub.drones.fleet import DroneRecord, prearm_text
 

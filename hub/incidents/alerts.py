@@ -23,18 +23,19 @@ import itertools
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from devices.payloads import Fix
 from hub.domain.device_claims import Coalescer, sos_place, sos_received_verdict
 from hub.domain.events import Noted
-from hub.domain.sla import evaluate
+from hub.domain.sla import Policy, evaluate
 from hub.errors import StorageUnavailable
-from hub.ingest.live import DeviceLive, UnitLive
-
-if TYPE_CHECKING:
-    from hub.incidents.service import IncidentService
+from hub.incidents.ports import IncidentCreator
+from hub.ingest.feed import LiveFeed
+from hub.ingest.live import DeviceLive, LiveState, UnitLive
+from hub.signals import AsyncSignal
+from hub.storage.outbox import Outbox
 
 __all__ = ["Alerts"]
 
@@ -64,9 +65,18 @@ def _coordinate(data: dict[str, Any], key: str, limit: float) -> float | None:
 
 
 class Alerts:
-    def __init__(self, service: IncidentService, *, sos_incident: bool = True, sos_category: str = "sos",
+    def __init__(self, incidents: IncidentCreator, live: LiveState, feed: LiveFeed, outbox: Outbox,
+                 clock: Callable[[], int], *, policies: Mapping[str, Policy], sos_incident: bool = True,
+                 sos_max_distance_m: float = 1000.0, max_shift_ms: int = 300_000, sos_category: str = "sos",
                  sos_priority: int = 1) -> None:
-        self.svc = service
+        self.incidents = incidents
+        self.live = live
+        self.feed = feed
+        self.outbox = outbox
+        self.clock = clock
+        self.policies = policies
+        self.sos_max_distance_m = sos_max_distance_m
+        self.max_shift_ms = max_shift_ms
         self.sos_incident = sos_incident
         self.sos_category = sos_category
         self.sos_priority = sos_priority
@@ -76,16 +86,16 @@ class Alerts:
         self._repeats = Coalescer(REPEAT_WINDOW_MS)
         self._breached: set[tuple[str, str]] = set()  # (incident_id, milestone) already alerted
         self._ids = itertools.count(1)
-        # Awaited after each new SOS with (device_id, unit_id, incident_id or None): the video desk's backhaul.
-        self.on_sos: list[Callable[[str, str | None, str | None], Awaitable[None]]] = []
+        # Emitted after each new SOS with (device_id, unit_id, incident_id or None): the video desk's backhaul.
+        self.sos_raised: AsyncSignal[[str, str | None, str | None]] = AsyncSignal("sos_raised")
 
     def raise_alert(self, kind: str, ts: int, text: str, **about: Any) -> dict[str, Any]:
         """Record and broadcast one alert; `about` names what it concerns (unit_id, incident_id, lat, ...)."""
-        alert = {"id": f"A{self.svc.clock()}-{next(self._ids)}", "kind": kind, "ts": ts, "text": text,
+        alert = {"id": f"A{self.clock()}-{next(self._ids)}", "kind": kind, "ts": ts, "text": text,
                  **{k: v for k, v in about.items() if v is not None}}
         self.recent.append(alert)
         self.counts[kind] += 1
-        self.svc.feed.post({"type": "alert", "alert": alert})
+        self.feed.post({"type": "alert", "alert": alert})
         return alert
 
     def snapshot_part(self, now_ms: int) -> dict[str, Any]:
@@ -97,12 +107,12 @@ class Alerts:
 
     def check_sla(self, now_ms: int) -> int:
         """Raise an alert for each response target newly missed by an open incident; returns how many."""
-        svc, raised = self.svc, 0
+        raised = 0
         open_ids = set()
-        for incident in svc.open_incidents():
+        for incident in self.incidents.open_incidents():
             open_ids.add(incident.id)
             c = incident.created
-            policy = svc.policies.get(c.policy) if c is not None and c.policy else None
+            policy = self.policies.get(c.policy) if c is not None and c.policy else None
             if c is None or policy is None or incident.diversion is not None:
                 continue
             times = {name: None if m is None else m.ts for name, m in incident.milestones().items()}
@@ -122,33 +132,33 @@ class Alerts:
         return raised
 
     async def sos(self, device_id: str, event: Any, received_ms: int) -> None:
-        svc = self.svc
-        now = svc.clock()
-        dev = svc.live.devices.get(device_id)
+        incidents = self.incidents
+        now = self.clock()
+        dev = self.live.devices.get(device_id)
         unit_id = dev.unit_id if dev is not None else None
-        unit = svc.live.units.get(unit_id) if unit_id else None
+        unit = self.live.units.get(unit_id) if unit_id else None
         claimed = _coordinate(event.data, "lat", 90), _coordinate(event.data, "lon", 180)
-        place = sos_place(*claimed, _last_fix(dev, unit, now, svc.live.stale_after_ms), now,
-                          svc.live.stale_after_ms, svc.sos_max_distance_m)
+        place = sos_place(*claimed, _last_fix(dev, unit, now, self.live.stale_after_ms), now,
+                          self.live.stale_after_ms, self.sos_max_distance_m)
         lat, lon = place.lat, place.lon
         who = f"{device_id}" + (f" ({unit_id})" if unit_id else "")
         flag = ""
         if place.replaced:
-            svc.count("sos_position_replaced")
+            incidents.count("sos_position_replaced")
             flag = (f"; its reported position ({claimed[0]:.5f}, {claimed[1]:.5f}) lay {place.distance_m:.0f} m "
                     f"from its last fix: placed at the last fix")
             log.warning("SOS from %s: position %s replaced by the last fix (%.0f m away)", who, claimed,
                         place.distance_m)
         key = unit_id or device_id
         open_sos = self._sos_incidents.get(key)
-        if open_sos is not None and (open_sos == PENDING or svc.is_open(open_sos)):
+        if open_sos is not None and (open_sos == PENDING or incidents.is_open(open_sos)):
             await self._again(key, who, device_id, unit_id, open_sos, event.ts, now, lat, lon, flag)
             return
         if not self.sos_incident or lat is None or lon is None:
             # No incident to gather repeats in: repeats within a window are counted into one alert.
             held = self._repeats.offer(key, now)
             if held is None:
-                svc.count("sos_repeat_coalesced")
+                incidents.count("sos_repeat_coalesced")
                 return
             more = f" ({held} more press(es) before)" if held else ""
             alert = self.raise_alert("sos", event.ts, f"SOS from {who}{more}{flag}", device_id=device_id,
@@ -156,14 +166,14 @@ class Alerts:
             if self.sos_incident:
                 log.warning("SOS from %s: no position known, so no incident was created (alert %s)", who,
                             alert["id"])
-            await self._tell(device_id, unit_id, None)
+            await self.sos_raised.emit(device_id, unit_id, None)
             return
         self._repeats.forget(key)  # a new SOS incident: its first repeat is reported at once
         alert = self.raise_alert("sos", event.ts, f"SOS from {who}{flag}", device_id=device_id, unit_id=unit_id,
                                  lat=lat, lon=lon, position_replaced=place.replaced or None)
-        received = sos_received_verdict(event.ts, received_ms, svc.max_shift_ms)
+        received = sos_received_verdict(event.ts, received_ms, self.max_shift_ms)
         if received.reason is not None:
-            svc.count(received.reason)
+            incidents.count(received.reason)
             flag += f"; {received.detail}"
         body = {"category": self.sos_category, "priority": self.sos_priority, "lat": lat, "lon": lon,
                 "summary": f"SOS 紧急求助 / emergency button: {who}", "address": "", "received_at": received.ts}
@@ -171,7 +181,7 @@ class Alerts:
 
         async def create() -> None:
             try:
-                view = await svc.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
+                view = await incidents.create(body, source="system", exclude_units=[unit_id] if unit_id else [])
             except StorageUnavailable:
                 raise
             except Exception:
@@ -180,15 +190,15 @@ class Alerts:
             incident_id = view["id"]
             self._sos_incidents[key] = incident_id
             alert["incident_id"] = incident_id
-            svc.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
+            self.feed.post({"type": "alert", "alert": alert})  # the same alert, now with its incident
             log.warning("SOS from %s: incident %s", who, incident_id)
             if flag:
-                await svc.record(incident_id, Noted(ts=svc.clock(), source="device", unit_id=unit_id,
+                await incidents.record(incident_id, Noted(ts=self.clock(), source="device", unit_id=unit_id,
                                                     text=f"SOS from {who}{flag}"))
-            await self._tell(device_id, unit_id, incident_id)
+            await self.sos_raised.emit(device_id, unit_id, incident_id)
 
         # Refused (outbox full): the next SOS of this unit must create its incident, not count as a repeat.
-        if not await svc.outbox.run(f"sos:{key}", f"SOS incident for {who}", create,
+        if not await self.outbox.run(f"sos:{key}", f"SOS incident for {who}", create,
                                     on_refused=lambda: self._sos_incidents.pop(key, None)):
             log.warning("SOS from %s: alert %s raised; its incident waits for the database", who, alert["id"])
 
@@ -198,13 +208,13 @@ class Alerts:
         the presses in between counted into the next one."""
         held = self._repeats.offer(key, now)
         if held is None:
-            self.svc.count("sos_repeat_coalesced")
+            self.incidents.count("sos_repeat_coalesced")
             return
         more = f" ({held} more press(es) since the last report)" if held else ""
         self.raise_alert("sos", ts, f"SOS again from {who}{more}{flag}", device_id=device_id, unit_id=unit_id,
                          incident_id=incident_id or None, lat=lat, lon=lon)
         if incident_id != PENDING:
-            await self.svc.record(incident_id, Noted(ts=now, source="device", unit_id=None,
+            await self.incidents.record(incident_id, Noted(ts=now, source="device", unit_id=None,
                                                      text=f"SOS pressed again on {who} at {ts}{more}{flag}"))
 
     async def flush_repeats(self, now_ms: int) -> None:
@@ -213,12 +223,5 @@ class Alerts:
             incident_id = self._sos_incidents.get(key)
             text = f"SOS pressed {held} more time(s) on {key} within {REPEAT_WINDOW_MS // 1000} s"
             self.raise_alert("sos", now_ms, text, unit_id=key, incident_id=incident_id or None)
-            if incident_id and self.svc.is_open(incident_id):
-                await self.svc.record(incident_id, Noted(ts=now_ms, source="device", text=text))
-
-    async def _tell(self, device_id: str, unit_id: str | None, incident_id: str | None) -> None:
-        for hook in self.on_sos:
-            try:
-                await hook(device_id, unit_id, incident_id)
-            except Exception:
-                log.exception("SOS hook failed for %s", device_id)
+            if incident_id and self.incidents.is_open(incident_id):
+                await self.incidents.record(incident_id, Noted(ts=now_ms, source="device", text=text))

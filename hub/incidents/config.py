@@ -23,7 +23,8 @@ from hub.domain.categories import DEFAULT_CATEGORY_RULES, CategoryError, Categor
 from hub.domain.sla import BUILTIN_POLICIES, DEFAULT_RULES, Policy, PolicyError, PolicyRules, load_policies, load_rules
 from hub.errors import HubError
 
-__all__ = ["IncidentConfig", "IncidentConfigError", "load_incident_config", "parse_incident_config"]
+__all__ = ["IncidentConfig", "IncidentConfigError", "ResponseOptions", "load_incident_config",
+           "parse_incident_config"]
 
 KEYS = {"policies", "rules", "default_policy", "arrival_zones", "divert_categories"}
 
@@ -37,6 +38,21 @@ class IncidentConfig:
     policies: dict[str, Policy] = field(default_factory=lambda: dict(BUILTIN_POLICIES))
     rules: PolicyRules = DEFAULT_RULES
     categories: CategoryRules = DEFAULT_CATEGORY_RULES
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """How the incident service follows a response (from the settings): acks, auto-dispatch, SOS, detectors."""
+
+    ack_timeout_s: float = 15.0
+    ack_resends: int = 1
+    auto_dispatch_priority: int = 1
+    public_base_url: str = "http://127.0.0.1:8000"
+    video_token_ttl_s: float = 300.0
+    sos_incident: bool = True
+    milestone_max_shift_s: float = 300.0
+    sos_max_distance_m: float = 1000.0
+    aerial_min_alt_m: float = 20.0  # a drone hovering lower over the scene has not arrived
 
 
 def parse_incident_config(raw: Any) -> IncidentConfig:

@@ -2,7 +2,7 @@
 
 The listener runs inside the pipeline's synchronous stage, so it only looks up whether a message
 concerns a response (an ack of a pending command, a contact, an SOS, fixes of a tracked unit) and
-queues it; one worker task turns the queue into incident events through the incident service.
+queues it; one worker task turns the queue into incident events through the incident log.
 Detectors run on device time (SPEC 1), so a store-and-forward batch that arrives late gives the
 same milestones as live data; they never answer with a time before the dispatch (fixes before it are
 not read). What a device claims goes through `hub.domain.device_claims` first: a contact before the
@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from devices.payloads import Fix
 from devices.tasks import cancel_and_wait
@@ -27,10 +27,12 @@ from hub.domain.device_claims import contact_verdict, detected_verdict
 from hub.domain.events import Arrived, Contacted, Departed, Event
 from hub.domain.hover import HoverArrivalDetector
 from hub.domain.incident import Incident
+from hub.incidents.alerts import Alerts
+from hub.incidents.escalation import AckFollowUp
+from hub.incidents.fleet import Fleet
+from hub.incidents.ports import IncidentLog
+from hub.ingest.live import LiveState
 from hub.ingest.pipeline import Message
-
-if TYPE_CHECKING:
-    from hub.incidents.service import IncidentService
 
 __all__ = ["QUEUE_LIMIT", "ResponseTracker", "Tracking"]
 
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100_000
 CATCH_UP_ROWS = 200_000
+
+# The stored fixes of devices between two times, at most so many rows (`Database.track`).
+TrackReader = Callable[[list[str], int, int, int], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass
@@ -51,8 +56,16 @@ class Tracking:
 
 
 class ResponseTracker:
-    def __init__(self, service: IncidentService) -> None:
-        self.svc = service
+    def __init__(self, incidents: IncidentLog, live: LiveState, fleet: Fleet, follow_up: AckFollowUp, alerts: Alerts,
+                 read_track: TrackReader, clock: Callable[[], int], *, max_shift_ms: int) -> None:
+        self.incidents = incidents
+        self.live = live
+        self.fleet = fleet
+        self.follow_up = follow_up
+        self.alerts = alerts
+        self.read_track = read_track
+        self.clock = clock
+        self.max_shift_ms = max_shift_ms
         self.units: dict[str, Tracking] = {}  # unit_id -> its detectors, while it responds
         self.dropped = 0  # messages lost to a full queue (logged and counted, never silent)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
@@ -104,11 +117,10 @@ class ResponseTracker:
     async def catch_up(self) -> None:
         """Feed every tracked unit the fixes stored since its dispatch (the hub was down meanwhile)."""
         for unit_id, tracking in list(self.units.items()):
-            unit = self.svc.live.units.get(unit_id)
+            unit = self.live.units.get(unit_id)
             if unit is None or not unit.devices:
                 continue
-            rows = await self.svc.store.db.track(unit.devices, tracking.since, self.svc.clock() + 60_000,
-                                                 CATCH_UP_ROWS)
+            rows = await self.read_track(unit.devices, tracking.since, self.clock() + 60_000, CATCH_UP_ROWS)
             fixes = [Fix(ts=r["ts"], lat=r["lat"], lon=r["lon"], alt=r["alt"], acc=r["acc"], speed=r["speed"],
                          heading=r["heading"]) for r in rows]
             if fixes:
@@ -117,20 +129,19 @@ class ResponseTracker:
     # ------------------------------------------------------------- listener
     def on_message(self, m: Message) -> None:
         """Pipeline listener: cheap look-ups only; the work goes to the queue."""
-        svc = self.svc
         try:
             if m.event is not None:
                 kind = m.event.type
-                if kind == "ack" and svc.awaits_ack(m.event.data.get("cmd_id")):
+                if kind == "ack" and self.follow_up.awaits_ack(m.event.data.get("cmd_id")):
                     self._queue.put_nowait(("ack", (m.device_id, m.event, m.received_ms)))
                 elif kind == "contact" or kind == "sos":
                     self._queue.put_nowait((kind, (m.device_id, m.event, m.received_ms)))
             if m.fixes or m.status is not None:
-                dev = svc.live.devices.get(m.device_id)
+                dev = self.live.devices.get(m.device_id)
                 unit_id = dev.unit_id if dev is not None else None
                 if unit_id is None:
                     return
-                svc.fleet.observe(unit_id, m.fixes, m.status is not None)
+                self.fleet.observe(unit_id, m.fixes, m.status is not None)
                 if m.fixes and unit_id in self.units:
                     self._queue.put_nowait(("fixes", (unit_id, m.fixes)))
         except asyncio.QueueFull:
@@ -142,11 +153,11 @@ class ResponseTracker:
             kind, item = await self._queue.get()
             try:
                 if kind == "ack":
-                    await self.svc.on_ack(*item)
+                    await self.follow_up.on_ack(*item)
                 elif kind == "contact":
                     await self._on_contact(*item)
                 elif kind == "sos":
-                    await self.svc.alerts.sos(*item)
+                    await self.alerts.sos(*item)
                 else:
                     await self._detect(*item)
             except Exception:
@@ -155,24 +166,24 @@ class ResponseTracker:
                 self._queue.task_done()
 
     async def _on_contact(self, device_id: str, event: Any, received_ms: int) -> None:
-        svc = self.svc
+        incidents = self.incidents
         incident_id = event.data.get("incident_id")
-        dev = svc.live.devices.get(device_id)
+        dev = self.live.devices.get(device_id)
         if not isinstance(incident_id, str) or dev is None or dev.unit_id is None:
-            svc.count("contact_without_incident_or_unit")
+            incidents.count("contact_without_incident_or_unit")
             log.info("contact from %s without an incident id or a unit: ignored", device_id)
             return
-        if not svc.is_open(incident_id):
-            svc.count("contact_incident_not_open")
+        if not incidents.is_open(incident_id):
+            incidents.count("contact_incident_not_open")
             log.info("contact from %s for incident %s, which is not open here: dropped", device_id, incident_id[:80])
             return
         unit_id = dev.unit_id
 
         def decide(incident: Incident) -> list[Event]:
-            return svc.verdict_events(contact_verdict(incident, unit_id, event.ts), incident, unit_id,
+            return incidents.verdict_events(contact_verdict(incident, unit_id, event.ts), incident, unit_id,
                                       f"{device_id}: ", lambda ts: Contacted(ts=ts, source="device", unit_id=unit_id))
 
-        await svc.claim(incident_id, f"contact from {device_id}", decide)
+        await incidents.claim(incident_id, f"contact from {device_id}", decide)
 
     async def _detect(self, unit_id: str, fixes: list[Fix]) -> None:
         tracking = self.units.get(unit_id)
@@ -180,10 +191,10 @@ class ResponseTracker:
             return
         departed = tracking.departure.add(fixes)
         arrived = tracking.arrival.add(fixes)
-        svc, incident_id = self.svc, tracking.incident_id
+        incidents, incident_id = self.incidents, tracking.incident_id
         if departed is not None:
             event: Departed | Arrived = Departed(ts=departed.ts, source="motion", unit_id=unit_id)
-            await svc.claim(incident_id, f"departure of {unit_id}", self._detected(event))
+            await incidents.claim(incident_id, f"departure of {unit_id}", self._detected(event))
         if arrived is not None:
             first = False
 
@@ -194,14 +205,15 @@ class ResponseTracker:
                 return self._detected(Arrived(ts=arrived.ts, source="geofence", unit_id=unit_id))(incident)
 
             async def on_scene(incident: Incident) -> None:
-                if first and svc.has_mark(incident_id, unit_id, "arrived"):
-                    await svc.follow_up.video_start(incident_id, unit_id)
+                if first and incidents.has_mark(incident_id, unit_id, "arrived"):
+                    await self.follow_up.video_start(incident_id, unit_id)
 
-            await svc.claim(incident_id, f"arrival of {unit_id}", decide, on_scene)
+            await incidents.claim(incident_id, f"arrival of {unit_id}", decide, on_scene)
 
     def _detected(self, event: Departed | Arrived) -> Callable[[Incident], list[Event]]:
         def decide(incident: Incident) -> list[Event]:
             verdict = detected_verdict(incident.assignment(str(event.unit_id)), event.type, event.ts,
-                                       self.svc.max_shift_ms)
-            return self.svc.verdict_events(verdict, incident, event.unit_id, "", lambda _: event, source=event.source)
+                                       self.max_shift_ms)
+            return self.incidents.verdict_events(verdict, incident, event.unit_id, "", lambda _: event,
+                                                 source=event.source)
         return decide

@@ -49,7 +49,8 @@ class LiveFeed:
         self._extra: list[dict[str, Any] | str] = []
         self._latest: dict[str, Callable[[], dict[str, Any]]] = {}
         self._overflow = False
-        # Other parts of the snapshot (open incidents, recent alerts): each returns {key: value} to merge in.
+        # Other parts of the snapshot (open incidents, recent alerts, video, drones): each returns {key: value} to
+        # merge in, in the order the composition root (hub.server) added them.
         self.snapshot_parts: list[Callable[[int], dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
 

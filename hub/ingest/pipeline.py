@@ -41,6 +41,7 @@ from devices.payloads import Event, Fix, Status
 from hub.domain.ratelimit import Drop, DropSummaries, Limit, RateLimiter
 from hub.ingest.live import LiveState
 from hub.ingest.writer import BatchWriter
+from hub.signals import Signal
 from hub.storage import Batch
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ class Message:
 
 
 Stage = Callable[[Message], None]
-Listener = Callable[[Message], None]
 
 
 class Pipeline:
@@ -96,7 +96,9 @@ class Pipeline:
         self.catch_up_ms = catch_up_ms
         self._limits_from_ms = 0
         self.drops = DropSummaries(keep_bytes=raw_limit)
-        self.listeners: list[Listener] = []
+        # Every accepted message, after its rows are in the batch (detectors, the video desk); each subscriber
+        # fails alone, so a broken one neither rejects the message nor stops the others.
+        self.accepted: Signal[[Message]] = Signal("accepted")
         self.stages: list[tuple[str, Stage]] = [
             ("route", self.route),
             ("limit", self.limit),
@@ -348,12 +350,8 @@ class Pipeline:
             batch.events.append(event)
 
     def publish(self, m: Message) -> None:
-        """Tell listeners (detectors, the live feed's extras) about an accepted message; each fails alone."""
-        for listener in self.listeners:
-            try:
-                listener(m)
-            except Exception:
-                log.exception("listener %r failed", listener)
+        """Announce an accepted message to the subscribers of `accepted` (see :class:`hub.signals.Signal`)."""
+        self.accepted.emit(m)
 
     # ------------------------------------------------------------- rejects
     def _keep_reject(self, batch: Batch, m: Message) -> None:

@@ -7,7 +7,11 @@ live is never taken over by a second publisher, whatever its token; it
 turns the relay's stream starts and ends into `video_streams` rows, `video` messages on the live feed
 and incident-log entries; it starts the SOS unit's body cameras on an `sos` and sends `video_stop` to
 every camera started for an incident when the incident lets the unit go (cancel, divert, close); and it
-gives each stream a segment recorder under `video_recordings_dir`, pruned hourly.
+gives each stream a segment recorder (`hub.video.recordings`).
+
+The desk subscribes to nothing itself: the composition root (`hub.server`) connects its public handlers
+(`on_message`, `on_sos`, `on_release`, `stop_incident_video`, `register_token`, `snapshot_part`) to the
+pipeline, the incident service and the live feed.
 
 Database writes and log entries run one at a time on one worker, in the order things happened, so a
 stream's end is never written before its start; the relay's callbacks only queue them.
@@ -30,22 +34,19 @@ from hub.config import Settings
 from hub.domain.commands import video_start_command, video_stop_command
 from hub.domain.events import Noted
 from hub.errors import HubError
-from hub.incidents.service import IncidentService
 from hub.ingest.feed import LiveFeed
 from hub.ingest.live import LiveState, camera_devices, position_view
 from hub.ingest.pipeline import Message
 from hub.storage.video import StreamRecord, VideoStore, VideoToken
-from video.errors import VideoError
-from video.frames import FrameSink
+from hub.video.ports import Incidents
+from hub.video.recordings import Recordings
 from video.proxy import ProxyService
-from video.recording import SegmentRecorder, list_segments, prune_recordings
 from video.service import StreamInfo, VideoService
 
 __all__ = ["PublishGrant", "PublishRefused", "VideoDesk"]
 
 log = logging.getLogger(__name__)
 
-PRUNE_EVERY_S = 3600.0
 JOB_LIMIT = 10_000  # queued database writes and log entries; a device flooding `video` events cannot grow it
 LookupToken = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -81,7 +82,7 @@ class VideoDesk:
     """Use as ``async with VideoDesk(...) as desk``; `desk.service` is the running relay."""
 
     def __init__(self, settings: Settings, store: VideoStore, live: LiveState, feed: LiveFeed,
-                 incidents: IncidentService, clock: Callable[[], int], lookup_token: LookupToken) -> None:
+                 incidents: Incidents, clock: Callable[[], int], lookup_token: LookupToken) -> None:
         self.settings = settings
         self.store = store
         self.live = live
@@ -89,8 +90,8 @@ class VideoDesk:
         self.incidents = incidents
         self.clock = clock
         self.lookup_token = lookup_token
-        self.recordings_dir: Path = settings.video_recordings_dir or settings.data_dir / "recordings"
-        self.recorders: dict[str, SegmentRecorder] = {}  # by stream id, until the relay closes them
+        self.archive = Recordings(settings, store, live, incidents, clock)
+        self.recordings_dir: Path = self.archive.root
         self.service: VideoService | ProxyService
         if settings.video_media_server:
             kind, _, url = settings.video_media_server.partition(":")
@@ -102,14 +103,13 @@ class VideoDesk:
                                         keyframe_interval_s=round(settings.video_keyframe_interval_s),
                                         api_secret=settings.video_media_server_secret)
         else:
-            self.service = VideoService(sink_factory=self._open_recorder if settings.video_recording else None,
+            self.service = VideoService(sink_factory=self.archive.open if settings.video_recording else None,
                                         on_stream=self.on_stream, max_viewers_per_stream=settings.video_max_viewers,
                                         keyframe_request_interval_s=settings.video_keyframe_interval_s)
         self.accepting = False
         self.streams: dict[str, StreamRecord] = {}  # live streams by stream id
         self._granted: dict[str, PublishGrant] = {}  # the publish being negotiated: one per device at a time
         self._bound: dict[str, tuple[str, str | None]] = {}  # live session -> (device, digest of its token)
-        self.recorded: Counter[str] = Counter()  # recorder counters of the streams that ended
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(JOB_LIMIT)
         self.dropped_jobs = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,14 +120,8 @@ class VideoDesk:
         if ended:
             log.info("%d stream(s) left live by the previous run marked ended", ended)
         await self.service.__aenter__()
-        svc = self.incidents
-        svc.follow_up.video_tokens = self.register_token
-        svc.alerts.on_sos.append(self.on_sos)
-        svc.before_close.append(self.stop_incident_video)
-        svc.on_release.append(self.on_release)
-        self.feed.snapshot_parts.append(self._snapshot_part)
         self._tasks = [asyncio.create_task(self._work(), name="video-desk"),
-                       asyncio.create_task(self._prune_loop(), name="video-prune")]
+                       asyncio.create_task(self.archive.prune_loop(), name="video-prune")]
         self.accepting = True
         return self
 
@@ -141,9 +135,12 @@ class VideoDesk:
             except TimeoutError:
                 log.warning("video desk: %d job(s) not done at shutdown", self._jobs.qsize())
             await cancel_and_wait(*self._tasks)
-            for recorder in self.recorders.values():  # those the relay did not close (closing twice is safe)
-                await asyncio.to_thread(recorder.close)
-            self.recorders.clear()
+            await self.archive.close()
+
+    @property
+    def recorded(self) -> Counter[str]:
+        """Recorder counters of the streams that ended."""
+        return self.archive.recorded
 
     # --------------------------------------------------------------- tokens
     async def register_token(self, command: Command, device_id: str, unit_id: str | None) -> None:
@@ -260,9 +257,7 @@ class VideoDesk:
             self._queue(lambda: self._stream_started(record))
             return
         self._bound.pop(info.stream_id, None)
-        recorder = self.recorders.pop(info.stream_id, None)  # the relay has closed it: its counts are final
-        if recorder is not None:
-            self.recorded.update(recorder.stats())
+        self.archive.stream_ended(info.stream_id)
         known = self.streams.pop(info.stream_id, None)
         if known is None:
             return
@@ -297,7 +292,8 @@ class VideoDesk:
             message["ended_at"] = r.ended_at
         self.feed.post(message)
 
-    def _snapshot_part(self, now_ms: int) -> dict[str, Any]:
+    def snapshot_part(self, now_ms: int) -> dict[str, Any]:
+        """The live feed's snapshot for a new client: the streams live now."""
         return {"streams": self.list_streams()}
 
     # ------------------------------------------------------------- backhaul
@@ -358,38 +354,13 @@ class VideoDesk:
             log.info("video (incident %s no longer open): %s", incident_id, text)
 
     # ------------------------------------------------------------ recording
-    def _open_recorder(self, info: StreamInfo) -> FrameSink | None:
-        try:
-            recorder = SegmentRecorder(self.recordings_dir, info.stream_id, segment_s=self.settings.video_segment_s)
-        except (OSError, VideoError):
-            log.exception("stream %s: recorder not opened; the stream is relayed unrecorded", info.stream_id)
-            return None
-        self.recorders[info.stream_id] = recorder
-        return recorder
-
     async def recordings(self, incident_id: str) -> dict[str, Any]:
-        """Segments of the streams of the incident's units within their dispatched-to-cleared windows, and of
-        streams started for the incident itself (an SOS unit's camera, not assigned to its own SOS incident)."""
-        incident = await self.incidents.get(incident_id)
-        windows: list[tuple[StreamRecord, int, int | None]] = [
-            (s, s.started_at, s.ended_at) for s in await self.store.streams_of_incident(incident_id)]
-        for a in incident["assignments"]:
-            unit = self.live.units.get(a["unit_id"])
-            to_ms = a["cleared"] or a["cancelled"] or incident["closed_at"]
-            if unit is not None and unit.devices:
-                windows += [(replace(s, unit_id=a["unit_id"]), a["dispatched"], to_ms) for s in
-                            await self.store.streams_of_devices(list(unit.devices), a["dispatched"], to_ms)]
-        found: dict[str, dict[str, Any]] = {}
-        for stream, from_ms, to_ms in windows:
-            for seg in await asyncio.to_thread(list_segments, self.recordings_dir, stream.stream_id):
-                if seg.end_ms >= from_ms and (to_ms is None or seg.start_ms <= to_ms):
-                    found[str(seg.path)] = {
-                        "stream_id": stream.stream_id, "device_id": stream.device_id, "unit_id": stream.unit_id,
-                        "path": Path(seg.path).relative_to(self.recordings_dir).as_posix(),
-                        "start_ms": seg.start_ms, "end_ms": seg.end_ms, "frames": seg.frames,
-                        "complete": seg.complete}
-        return {"incident_id": incident_id, "recordings": sorted(found.values(),
-                                                                 key=lambda s: (s["start_ms"], s["path"]))}
+        """The incident's recorded segments (`Recordings.of_incident`)."""
+        return await self.archive.of_incident(incident_id)
+
+    async def prune(self, now_ms: int | None = None) -> int:
+        """Remove segments older than `video_retention_days`; how many went."""
+        return await self.archive.prune(now_ms)
 
     # -------------------------------------------------------------- workers
     def _queue(self, job: Callable[[], Awaitable[None]]) -> None:
@@ -408,20 +379,3 @@ class VideoDesk:
                 log.exception("video desk job failed")
             finally:
                 self._jobs.task_done()
-
-    async def prune(self, now_ms: int | None = None) -> int:
-        """Remove segments older than `video_retention_days`; how many went."""
-        removed = await asyncio.to_thread(prune_recordings, self.recordings_dir,
-                                          self.settings.video_retention_days * 86_400,
-                                          self.clock() if now_ms is None else now_ms)
-        if removed:
-            log.info("video retention removed %d segment(s)", removed)
-        return removed
-
-    async def _prune_loop(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except Exception:
-                log.exception("recording prune failed; will retry")
-            await asyncio.sleep(PRUNE_EVERY_S)

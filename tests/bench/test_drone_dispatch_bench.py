@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import drone_dispatch as dd
-from bench.drone_dispatch import Dispatch, move_s, physical_minimum, reach_s, summarise, summary, verdict
+from bench.drone_dispatch import Dispatch, summarise, summary, verdict
+from bench.drone_kinematics import move_s, physical_minimum, reach_s
 from devices.geo import haversine_m
 from sim.arducopter import CopterConfig
 from sim.stations import DroneDock

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bench import drones
-from bench.drones import cpu_summary, link_verdict, markdown, ratio, rows, summary, table
+from bench.drones_report import cpu_summary, link_verdict, markdown, ratio, rows, summary, table
 
 
 def test_summary_is_nearest_rank_in_ms() -> None:

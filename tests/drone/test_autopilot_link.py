@@ -190,7 +190,7 @@ async def test_keeper_stops_cleanly_at_any_moment() -> None:
             keeper.start()
             await asyncio.sleep(i * 0.017)  # a different moment of the keeper's round each time
             await asyncio.wait_for(keeper.stop(), 2.0)
-            assert keeper.exited.is_set() and vehicle._listeners == [] and vehicle._callbacks == []
+            assert keeper.exited.is_set() and vehicle.subscriptions == 0
             await keeper.stop()  # idempotent
 
 

@@ -12,11 +12,12 @@ import pytest
 
 import hub.access.provisioning
 import hub.drones.fleet
-import hub.incidents.service
+import hub.errors
 import hub.video.desk
 import video.errors
 import video.segments
 from hub.access.provisioning import ProvisioningError
+from hub.access.tokens import InvalidToken
 from hub.api.app import create_app
 from hub.api.errors import ERRORS, ApiError, answer, lookup
 from hub.config import Settings
@@ -25,10 +26,12 @@ from hub.errors import IncidentConflict, IncidentError, IncidentInvalid, Inciden
 from hub.server import Hub
 from hub.video.desk import PublishRefused
 
-# Modules whose exceptions reach the routes; the classes below only ever stop a start-up, never a request.
-SERVICE_MODULES: tuple[ModuleType, ...] = (hub.incidents.service, hub.drones.fleet, hub.access.provisioning,
+# Modules whose exceptions reach the routes (the incident service's are in hub.errors); the classes below only
+# ever stop a start-up or stay inside the storage writer, never a request; HubError is only their base.
+SERVICE_MODULES: tuple[ModuleType, ...] = (hub.errors, hub.drones.fleet, hub.access.provisioning,
                                            hub.video.desk, video.errors, video.segments)
-NOT_REQUEST_ERRORS = {hub.drones.fleet.FleetConfigError}
+NOT_REQUEST_ERRORS = {hub.drones.fleet.FleetConfigError, hub.errors.HubError, hub.errors.StorageRefused,
+                      hub.errors.ServiceError, hub.errors.StorageSetupError, hub.errors.HubStartError}
 
 
 def _exceptions(module: ModuleType) -> list[type[Exception]]:
@@ -87,6 +90,7 @@ def test_the_service_modules_raise_something() -> None:
     (video.errors.PreconditionRequired("x"), 428, "precondition_required"),
     (video.errors.PreconditionFailed("x"), 412, "precondition_failed"),
     (video.segments.BadStreamId("x"), 400, video.segments.BadStreamId.code),
+    (InvalidToken("the name must have 1 to 200 characters"), 422, "invalid"),
 ])
 def test_statuses_and_codes(exc: Exception, status: int, code: str) -> None:
     got_status, got_code, message, _ = answer(exc)

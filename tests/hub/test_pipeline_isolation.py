@@ -92,7 +92,7 @@ async def test_a_raising_listener_or_stage_rejects_that_message_as_internal(data
             seen.append(m.device_id)
             raise ValueError("listener broke")
 
-        pipeline.listeners.append(picky)
+        pipeline.accepted.connect(picky)
         assert isinstance(pipeline.live, FragileLive)
         pipeline.live.fragile = True
         future = None

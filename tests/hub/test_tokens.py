@@ -121,6 +121,9 @@ async def test_only_admins_manage_tokens_and_bad_input_is_a_4xx(hub: RunningHub)
         body = {**viewer, **change}
         r = await hub.api.post("/api/v1/tokens", json=body, headers=admin)
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid", (body, r.text)
+    # What only the registry can say (a name of blanks) comes back in its own words, through the error table.
+    r = await hub.api.post("/api/v1/tokens", json={**viewer, "name": "   "}, headers=admin)
+    assert r.json()["error"] == {"code": "invalid", "message": "the name must have 1 to 200 characters"}, r.text
 
 
 async def test_no_revoke_path_gets_a_500(hub: RunningHub) -> None:
@@ -128,7 +131,8 @@ async def test_no_revoke_path_gets_a_500(hub: RunningHub) -> None:
     spared = {hub.hub.tokens.check(TOKEN).token_id, hub.hub.tokens.check(admin["Authorization"][7:]).token_id}
     victim = (await new_token(hub, admin))["id"]
     segments = st.one_of(st.integers().map(str), st.text(max_size=30), st.just(str(victim)),
-                         st.sampled_from(["1e3", "0x10", "-1", "1_0", " 7", "9" * 40, "%00", "\ud800", "\x00"]))
+                         st.sampled_from(["1e3", "0x10", "-1", "1_0", " 7", "9" * 40, "%00", "\ud800", "\x00", "/",
+                                          "7/"]))
 
     def fuzz() -> None:
         with httpx.Client(base_url=hub.base_url, headers=admin, timeout=10) as http:
@@ -140,6 +144,9 @@ async def test_no_revoke_path_gets_a_500(hub: RunningHub) -> None:
                 assume(not (digits.isdecimal() and int(digits) in spared))  # the tokens this test runs with
                 path = quote(segment.encode("utf-8", "surrogatepass"), safe="") or "%20"
                 r = http.delete(f"/api/v1/tokens/{path}")
+                if r.status_code == 307:  # "a/" decodes to a path with a trailing slash: redirected without it
+                    assert segment.endswith("/") and "/api/v1/tokens" in r.headers["location"], (segment, r.headers)
+                    return
                 assert r.status_code in (200, 404, 422), (segment, r.status_code, r.text)
                 if r.status_code != 200:
                     assert isinstance(r.json()["error"]["code"], str), r.text

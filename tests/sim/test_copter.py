@@ -52,10 +52,10 @@ def distance_to(c: Copter, lat: float, lon: float) -> float:
     ("setup", "force", "expected", "armed"),
     [
         (lambda c: None, False, Result.ACCEPTED, True),
-        (lambda c: setattr(c, "gps_fix_type", 1), False, Result.FAILED, False),
-        (lambda c: setattr(c, "satellites", 4), False, Result.FAILED, False),
+        (lambda c: setattr(c.gps, "fix_type", 1), False, Result.FAILED, False),
+        (lambda c: setattr(c.gps, "satellites", 4), False, Result.FAILED, False),
         (lambda c: c.set_battery(10.0), False, Result.FAILED, False),
-        (lambda c: setattr(c, "gps_fix_type", 1), True, Result.ACCEPTED, True),
+        (lambda c: setattr(c.gps, "fix_type", 1), True, Result.ACCEPTED, True),
         (lambda c: c.set_battery(10.0), True, Result.ACCEPTED, True),
         (lambda c: c.set_mode(Mode.RTL), False, Result.FAILED, False),  # RTL is not an arming mode
     ],
@@ -108,7 +108,7 @@ def test_unknown_and_position_modes_refused() -> None:
     c = make()
     assert c.set_mode(1) == Result.FAILED  # ACRO is not simulated
     assert c.set_mode(99) == Result.FAILED
-    c.gps_fix_type = 0
+    c.gps.fix_type = 0
     assert c.set_mode(Mode.GUIDED) == Result.FAILED
     assert c.set_mode(Mode.ALT_HOLD) == Result.ACCEPTED
     assert c.mode is Mode.ALT_HOLD
@@ -368,10 +368,10 @@ def test_set_home_in_flight_refusals_and_relative_altitudes() -> None:
 def test_prearm_checks_order_reasons_and_arming_check() -> None:
     c = make()
     c.set_fault("Gyros inconsistent")
-    c.gps_fix_type = 1
+    c.gps.fix_type = 1
     c.set_battery(10.0)
     reasons: list[str] = []
-    for clear in (lambda: c.set_fault(None), lambda: setattr(c, "gps_fix_type", 3), lambda: c.set_battery(90)):
+    for clear in (lambda: c.set_fault(None), lambda: setattr(c.gps, "fix_type", 3), lambda: c.set_battery(90)):
         assert c.arm() == Result.FAILED and not c.prearm_ok
         reasons += [e.text for e in c.drain_events() if e.kind == "text" and e.text.startswith("Arm: ")]
         clear()
@@ -380,7 +380,7 @@ def test_prearm_checks_order_reasons_and_arming_check() -> None:
     assert c.prearm_ok
     skipped = make(arming_check=0)
     skipped.set_fault("Gyros inconsistent")
-    skipped.gps_fix_type = 0
+    skipped.gps.fix_type = 0
     assert skipped.prearm_ok
     skipped.set_mode(Mode.ALT_HOLD)
     assert skipped.arm() == Result.ACCEPTED
@@ -391,7 +391,7 @@ def test_prearm_checks_order_reasons_and_arming_check() -> None:
     only_gps = make(arming_check=8)  # ArmingCheck.GPS alone: the sensor fault is not checked
     only_gps.set_fault("Gyros inconsistent")
     assert only_gps.prearm_ok
-    only_gps.gps_fix_type = 0
+    only_gps.gps.fix_type = 0
     assert not only_gps.prearm_ok
 
 
@@ -447,5 +447,5 @@ def test_clock_runs_with_its_offset_and_needs_a_fix() -> None:
     assert c.unix_time_us() == (T0 - 2650) * 1000
     c.step(T0 + 1_000)
     assert c.unix_time_us() == (T0 + 1_000 - 2650) * 1000
-    c.gps_fix_type = 0
+    c.gps.fix_type = 0
     assert c.unix_time_us() == 0

@@ -379,7 +379,7 @@ async def test_arm_refusal_explained_before_its_failed_ack_with_prearm_health() 
         assert await peer.ack(to, M.MAV_CMD_COMPONENT_ARM_DISARM, 1) == M.MAV_RESULT_ACCEPTED
 
         # A refused mode change is explained the same way, before its FAILED ack.
-        fleet.copters[0].gps_fix_type = 1
+        fleet.copters[0].gps.fix_type = 1
         peer.heard.clear()
         assert await peer.ack(to, M.MAV_CMD_DO_SET_MODE, 1, Mode.LOITER) == M.MAV_RESULT_FAILED
         said = [m for _, m in peer.heard if m.get_type() in ("STATUSTEXT", "COMMAND_ACK")]

@@ -78,9 +78,9 @@ async def test_the_dispatcher_sends_the_best_unit_and_closes_when_it_clears(hub:
     assert hub.hub.mqtt_url is not None
     async with CitySim(hub.base_url, "", ADMIN_TOKEN, units=1, seed=4, interval_s=(0.5, 0.5),
                        start_parked=True) as sim, \
-            IncidentGenerator(hub.base_url, TOKEN, sim._city, rate_per_min=1.0, seed=8, dispatch_delay_s=(0.1, 0.2),
-                              close_delay_s=(0.1, 0.2), mix=[m for m in MIX if m.category == "theft"],
-                              radii=sim.radii) as generator:
+            IncidentGenerator(hub.base_url, TOKEN, sim.built_city, rate_per_min=1.0, seed=8,
+                              dispatch_delay_s=(0.1, 0.2), close_delay_s=(0.1, 0.2),
+                              mix=[m for m in MIX if m.category == "theft"], radii=sim.radii) as generator:
         sim.on_clear.append(generator.unit_cleared)
         await wait_for(lambda: hub.hub.live.units.get("P001") and hub.hub.live.units["P001"].fix, timeout=10)
         view = await generator.post_one()

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from hub.api.access_models import AuditPage
 from hub.api.deps import HubDep, Principal, require
 from hub.api.errors import ApiError
 from hub.server import Hub
@@ -23,7 +24,7 @@ async def audit(hub: Hub, who: Principal, action: str, target: str, detail: dict
     await hub.audit.record(who.name, action, target, detail, role=who.role)
 
 
-@router.get("/api/v1/audit")
+@router.get("/api/v1/audit", response_model=AuditPage)
 async def list_audit(
     hub: HubDep, who: Admin,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,

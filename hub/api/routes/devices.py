@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from hub.api.access_models import DeviceCertificate, DeviceLogin, DeviceLoginList, DeviceRevoked
 from hub.api.deps import Admin, ProvisionerDep
 from hub.api.inputs import ApiModel
 
@@ -29,7 +30,7 @@ def _issued(answer: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(answer, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-@router.get("")
+@router.get("", response_model=DeviceLoginList)
 async def list_devices(who: Admin, provisioner: ProvisionerDep) -> dict[str, Any]:
     rows = await provisioner.list()
     for row in rows:
@@ -38,26 +39,26 @@ async def list_devices(who: Admin, provisioner: ProvisionerDep) -> dict[str, Any
     return {"devices": rows}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=DeviceLogin)
 async def add_device(body: DeviceIn, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
     creds = await provisioner.add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
     return _issued(creds.as_dict(), 201)
 
 
-@router.post("/{device_id}/rotate")
+@router.post("/{device_id}/rotate", response_model=DeviceLogin)
 async def rotate_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
     creds = await provisioner.rotate(device_id, actor=who.name, role=who.role)
     return _issued(creds.as_dict())
 
 
-@router.post("/{device_id}/certificate")
+@router.post("/{device_id}/certificate", response_model=DeviceCertificate)
 async def device_certificate(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
     """A client certificate (and its new private key, shown once) for the broker's mTLS listener."""
     answer = await provisioner.certificate(device_id, actor=who.name, role=who.role)
     return _issued(answer)
 
 
-@router.delete("/{device_id}")
+@router.delete("/{device_id}", response_model=DeviceRevoked)
 async def revoke_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> dict[str, Any]:
     await provisioner.revoke(device_id, actor=who.name, role=who.role)
     return {"device_id": device_id, "login": "revoked"}

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from hub.api.deps import DronesDep, HubDep, MaybeDronesDep, Principal, Reader, require
 from hub.api.inputs import ApiModel
-from hub.api.models import Drone, DroneList
+from hub.api.models import CommandAccepted, Drone, DroneCommandList, DroneList, DroneSent
 from hub.api.routes.audit import audit
 from hub.api.routes.incidents import ID, IncidentId
 from hub.drones.ops import Waypoint
@@ -81,42 +81,42 @@ async def get_drone(drone_id: DroneId, who: Reader, drones: DronesDep) -> dict[s
     return drones.view(drones.record(drone_id))
 
 
-@router.get("/{drone_id}/commands")
+@router.get("/{drone_id}/commands", response_model=DroneCommandList)
 async def drone_commands(drone_id: DroneId, who: Reader, drones: DronesDep,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     drones.record(drone_id)  # an unknown drone is a 404
     return {"commands": await drones.audit.recent(drone_id, limit)}
 
 
-@router.post("/{drone_id}/goto", status_code=202)
+@router.post("/{drone_id}/goto", status_code=202, response_model=CommandAccepted)
 async def goto(drone_id: DroneId, body: GotoIn, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     return await _audited(hub, who, "drone.goto", drone_id, body.model_dump(),
                           drones.ops.goto(drone_id, body.lat, body.lon, body.alt, _who(who)))
 
 
-@router.post("/{drone_id}/rtl", status_code=202)
+@router.post("/{drone_id}/rtl", status_code=202, response_model=CommandAccepted)
 async def rtl(drone_id: DroneId, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     return await _audited(hub, who, "drone.rtl", drone_id, {}, drones.ops.rtl(drone_id, _who(who)))
 
 
-@router.post("/{drone_id}/land", status_code=202)
+@router.post("/{drone_id}/land", status_code=202, response_model=CommandAccepted)
 async def land(drone_id: DroneId, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     return await _audited(hub, who, "drone.land", drone_id, {}, drones.ops.land(drone_id, _who(who)))
 
 
-@router.post("/{drone_id}/return", status_code=202)
+@router.post("/{drone_id}/return", status_code=202, response_model=CommandAccepted)
 async def return_to_dock(drone_id: DroneId, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     """A drone landed away from its dock flies back to it (home set to the dock, take off, RTL)."""
     return await _audited(hub, who, "drone.return", drone_id, {}, drones.ops.return_to_dock(drone_id, _who(who)))
 
 
-@router.post("/{drone_id}/failsafe", status_code=202)
+@router.post("/{drone_id}/failsafe", status_code=202, response_model=CommandAccepted)
 async def enable_failsafe(drone_id: DroneId, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     """Set the autopilot's link failsafe: the hub as its ground station, FS_GCS_ENABLE on (RTL)."""
     return await _audited(hub, who, "drone.failsafe", drone_id, {}, drones.ops.enable_failsafe(drone_id, _who(who)))
 
 
-@router.post("/{drone_id}/mission", status_code=202)
+@router.post("/{drone_id}/mission", status_code=202, response_model=CommandAccepted)
 async def mission(drone_id: DroneId, body: MissionIn, hub: HubDep, who: Operator, drones: DronesDep) -> dict[str, Any]:
     """Upload a mission (waypoints, a hold at the last one, RTL) and fly it; progress comes on the live feed."""
     waypoints = [Waypoint(w.lat, w.lon, w.alt, w.hold_s) for w in body.waypoints]
@@ -124,7 +124,7 @@ async def mission(drone_id: DroneId, body: MissionIn, hub: HubDep, who: Operator
                           drones.ops.mission(drone_id, waypoints, _who(who), loiter_s=body.loiter_s, rtl=body.rtl))
 
 
-@incident_router.post("/{incident_id}/drone", status_code=201)
+@incident_router.post("/{incident_id}/drone", status_code=201, response_model=DroneSent)
 async def send_drone(incident_id: IncidentId, hub: HubDep, who: DroneDispatcher, drones: DronesDep,
                      body: SendIn | None = None) -> dict[str, Any]:
     asked = None if body is None else body.drone_id

@@ -9,12 +9,13 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from hub.api.deps import HubDep, Reader
+from hub.api.report_models import Health
 from hub.metrics import render
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz(hub: HubDep) -> dict[str, Any]:
     return {
         "status": "ok",

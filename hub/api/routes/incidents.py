@@ -13,7 +13,8 @@ from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, IncidentsDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
-from hub.api.models import Dispatched, Incident
+from hub.api.models import AlertList, Dispatched, Incident, IncidentList, Recommendations
+from hub.api.report_models import Handovers, Heatmap, ResponseTimes
 from hub.api.routes.audit import audit
 
 # The incidents themselves, and what is reported across them (alerts, hand-overs, reports).
@@ -92,7 +93,7 @@ async def create_incident(body: IncidentIn, who: Dispatcher, incidents: Incident
     return await incidents.create(body.model_dump())
 
 
-@router.get("")
+@router.get("", response_model=IncidentList)
 async def list_incidents(
     who: Reader, incidents: IncidentsDep,
     status: Annotated[Literal["open", "closed", "diverted"] | None, Query()] = None,
@@ -120,7 +121,7 @@ async def dispatch(incident_id: IncidentId, body: DispatchIn, hub: HubDep, who: 
     return result
 
 
-@router.get("/{incident_id}/recommendations")
+@router.get("/{incident_id}/recommendations", response_model=Recommendations)
 async def recommendations(incident_id: IncidentId, who: Reader, incidents: IncidentsDep,
                           count: Annotated[int, Query(ge=1, le=20)] = 3) -> dict[str, Any]:
     """The available units that would reach the incident first, with their ETA (nothing is dispatched)."""
@@ -190,14 +191,14 @@ async def close(incident_id: IncidentId, hub: HubDep, who: Dispatcher, incidents
     return view
 
 
-@reports_router.get("/alerts")
+@reports_router.get("/alerts", response_model=AlertList)
 async def alerts(who: Reader, incidents: IncidentsDep,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     """Recent alerts (SOS, unacknowledged dispatches), newest first."""
     return {"alerts": incidents.alerts.list(limit)}
 
 
-@reports_router.get("/reports/heatmap")
+@reports_router.get("/reports/heatmap", response_model=Heatmap)
 async def heatmap(
     who: Reader, incidents: IncidentsDep,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,
@@ -220,7 +221,7 @@ def _period(from_ms: int | None, to_ms: int | None) -> tuple[int, int]:
     return from_ms, to_ms
 
 
-@reports_router.get("/handovers")
+@reports_router.get("/handovers", response_model=Handovers)
 async def handovers(who: Reader, incidents: IncidentsDep) -> dict[str, Any]:
     """The 12345 hand-overs of diverted incidents not accepted yet, with their attempts and last error."""
     hotline = incidents.hotline
@@ -229,7 +230,7 @@ async def handovers(who: Reader, incidents: IncidentsDep) -> dict[str, Any]:
     return hotline.snapshot()
 
 
-@reports_router.get("/reports/response-times")
+@reports_router.get("/reports/response-times", response_model=ResponseTimes)
 async def response_times(
     who: Reader, incidents: IncidentsDep,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,

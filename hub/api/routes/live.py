@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from devices.clock import now_ms
 from hub.access.auth import READ_ROLES
+from hub.api.access_models import LiveTicket
 from hub.api.deps import Principal, Reader, authenticate, bearer, client_address
 from hub.api.errors import ApiError
 from hub.errors import StorageUnavailable
@@ -68,7 +69,7 @@ class LiveTickets:
             del self._tickets[ticket]
 
 
-@router.post("/api/v1/live/ticket")
+@router.post("/api/v1/live/ticket", response_model=LiveTicket)
 async def live_ticket(request: Request, who: Reader) -> dict[str, Any]:
     tickets: LiveTickets = request.app.state.live_tickets
     return {"ticket": tickets.issue(who), "expires_in_s": int(tickets.ttl_s)}

@@ -6,12 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from hub.api.access_models import Me
 from hub.api.deps import HubDep, Reader
+from hub.api.report_models import MapConfig
 
 router = APIRouter(tags=["map"])
 
 
-@router.get("/api/v1/me")
+@router.get("/api/v1/me", response_model=Me)
 async def me(who: Reader) -> dict[str, Any]:
     """The caller's token name and role: the page shows the dispatcher's actions only to those who may act."""
     return {"name": who.name, "role": who.role, "can_dispatch": who.role in ("dispatcher", "admin")}
@@ -29,7 +31,7 @@ async def overlays(hub: HubDep, who: Reader) -> dict[str, Any]:
     return hub.overlays()
 
 
-@router.get("/api/v1/map/config")
+@router.get("/api/v1/map/config", response_model=MapConfig)
 async def map_config(hub: HubDep) -> dict[str, Any]:
     """Tile URL (None: the vector base layer), the initial view."""
     s = hub.settings

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 
 from hub.api.deps import Reader, VideoDep, authenticate, get_video
 from hub.api.errors import ApiError
-from hub.api.models import StreamList
+from hub.api.models import Recordings, StreamList
 from hub.server import Hub
 from hub.video.desk import PublishGrant
 
@@ -63,7 +63,7 @@ async def list_streams(who: Reader, video: VideoDep) -> dict[str, Any]:
     return {"streams": video.list_streams()}
 
 
-@router.get("/api/v1/incidents/{incident_id}/recordings")
+@router.get("/api/v1/incidents/{incident_id}/recordings", response_model=Recordings)
 async def incident_recordings(incident_id: Annotated[str, Path(pattern=ID)], who: Reader,
                               video: VideoDep) -> dict[str, Any]:
     return await video.recordings(incident_id)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from devices.clock import now_ms
 from hub.access.tokens import MAX_LIFETIME_S, MAX_NAME, MIN_LIFETIME_S
+from hub.api.access_models import NewToken, Token, TokenList
 from hub.api.deps import Admin, HubDep
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
@@ -31,20 +32,18 @@ class TokenIn(ApiModel):
     device_id: str | None = Field(default=None, pattern=ID)
 
 
-@router.get("")
+@router.get("", response_model=TokenList)
 async def list_tokens(hub: HubDep, who: Admin) -> dict[str, Any]:
     """From the hub's registry: the same answer while the database is away."""
     now = now_ms()
     return {"tokens": [record.view(now) for record in hub.tokens.records()]}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=NewToken)
 async def create_token(body: TokenIn, hub: HubDep, who: Admin) -> dict[str, Any]:
-    try:
-        secret, record = await hub.tokens.create(body.name, body.role, expires_in_s=body.expires_in_s,
-                                                 device_id=body.device_id)
-    except ValueError as exc:  # what the model cannot say (a name of blanks, a format character)
-        raise ApiError(422, "invalid", str(exc)) from exc
+    # What the model cannot say (a name of blanks, a format character) is an InvalidToken: a 422 by ERRORS.
+    secret, record = await hub.tokens.create(body.name, body.role, expires_in_s=body.expires_in_s,
+                                             device_id=body.device_id)
     await audit(hub, who, "token.create", str(record.token_id),
                 {"name": record.name, "role": record.role, "expires_at": record.expires_at,
                  "device_id": record.device_id})
@@ -52,7 +51,7 @@ async def create_token(body: TokenIn, hub: HubDep, who: Admin) -> dict[str, Any]
     return {"token": secret, **record.view(now_ms())}
 
 
-@router.delete("/{token_id}")
+@router.delete("/{token_id}", response_model=Token)
 async def revoke_token(token_id: TokenId, hub: HubDep, who: Admin) -> dict[str, Any]:
     before = hub.tokens.by_id(token_id)
     record = await hub.tokens.revoke(token_id)

@@ -11,7 +11,7 @@ from devices.clock import now_ms
 from hub.api.deps import Dispatcher, HubDep, Reader
 from hub.api.errors import ApiError
 from hub.api.inputs import ApiModel, Line
-from hub.api.models import Unit, UnitDetail, UnitList
+from hub.api.models import Track, Unit, UnitDetail, UnitList
 from hub.api.routes.audit import audit
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
@@ -61,7 +61,7 @@ async def get_unit(unit_id: UnitId, hub: HubDep, who: Reader) -> dict[str, Any]:
 MAX_TS = 4_102_444_800_000
 
 
-@router.get("/{unit_id}/track")
+@router.get("/{unit_id}/track", response_model=Track)
 async def track(
     unit_id: UnitId, hub: HubDep, who: Reader,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, le=MAX_TS)] = None,

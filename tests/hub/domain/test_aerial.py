@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from devices.geo import offset
-from hub.domain.aerial import DroneCandidate, DroneEnergy, choose_drone, must_return
+from hub.domain.aerial import choose_drone, must_return
+from hub.domain.drone_candidate import DroneCandidate, DroneEnergy
 from hub.domain.drone_readiness import gcs_failsafe
 
 SCENE = (34.2610, 117.1859)

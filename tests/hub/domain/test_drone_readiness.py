@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.domain.aerial import DroneCandidate, DroneEnergy
-from hub.domain.drone_readiness import FAILSAFE_PARAMS, Failsafe, Readiness, gcs_failsafe, readiness
+from hub.domain.drone_candidate import DroneCandidate, DroneEnergy, Failsafe
+from hub.domain.drone_readiness import FAILSAFE_PARAMS, Readiness, gcs_failsafe, readiness
 
 HUB = 250
 ENERGY = DroneEnergy(dock_radius_m=30.0)
