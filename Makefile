@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Pure domain code, held to mypy --strict.
 DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors.py devices/broker.py devices/clock.py hub/ingest/live.py \
-          devices/geo.py geo sim/city.py sim/traffic.py hub/domain \
+          geo sim/city.py sim/traffic.py hub/domain \
           drone/modes.py drone/state.py drone/telemetry.py drone/signing.py drone/mission.py drone/errors.py drone/codec.py \
           drone/clock.py drone/params.py drone/streams.py \
           sim/copter.py sim/arducopter.py sim/manoeuvre.py sim/stations.py \

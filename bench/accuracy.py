@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bench.report import machine_facts, percentile
-from devices.geo import haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import haversine_m, offset
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from sim.city import City, build_city

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import psutil
 
 from bench.report import machine_facts, percentile
-from devices.geo import bearing_deg, haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import bearing_deg, haversine_m, offset
 from hub.domain.dispatch import Candidate, Recommender
 from hub.domain.spatial import DEFAULT_CELL_M
 from sim.city import City, build_city

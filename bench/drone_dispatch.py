@@ -40,8 +40,8 @@ from bench.drone_kinematics import AIRBORNE_M, RADIUS_M, TURN_SHARE, physical_mi
 from bench.drones import free_udp_port
 from bench.report import machine_facts, percentile
 from bench.stack import BenchError, BenchStack, add_database_url, run_bench
-from devices.geo import haversine_m, offset
 from devices.tasks import cancel_and_wait
+from geo.geodesy import haversine_m, offset
 from sim.arducopter import CopterConfig
 from sim.city import build_city
 from sim.drone_runner import FLEET_PARAMS, write_fleet, write_keys

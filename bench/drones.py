@@ -42,7 +42,7 @@ from bench.probes import cpu_seconds
 from bench.processes import python_env
 from bench.report import machine_facts
 from bench.stack import BenchError, BenchStack, add_database_url, run_bench
-from devices.geo import offset
+from geo.geodesy import offset
 from sim.city import build_city
 from sim.drone_runner import FLEET_PARAMS, write_keys
 from sim.drones import DroneFleetSim, new_keys

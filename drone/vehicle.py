@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
-from devices.geo import haversine_m
 from drone import mission_protocol
 from drone import params as param_protocol
 from drone.codec import mavlink
@@ -32,6 +31,7 @@ from drone.mission import MissionItem
 from drone.modes import MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, mode_number
 from drone.state import KINDS, VehicleState, apply_message
 from drone.state import check_link as mark_link_lost
+from geo.geodesy import haversine_m
 
 __all__ = ["Vehicle", "VehicleLink", "VehicleState"]
 

@@ -1,6 +1,6 @@
 """Simulators: a synthetic city, patrol units driving it, and their devices reporting to a hub.
 
-The pure parts (:mod:`sim.city`, :mod:`sim.traffic`; geodesy is :mod:`devices.geo`) import no I/O
+The pure parts (:mod:`sim.city`, :mod:`sim.traffic`; geodesy is :mod:`geo.geodesy`) import no I/O
 libraries, so the hub can serve the city map without loading MQTT or HTTP clients; nor do
 :mod:`sim.scenarios` (how a unit carries out a dispatch, the hard cases' geometry),
 :mod:`sim.response` (one dispatch carried out on a clock) and :mod:`sim.truth` (ground truth).

@@ -20,7 +20,7 @@ import math
 import random
 from typing import Final
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from sim.arducopter import (
     BOOT_TEXT,
     FORCE_MAGIC,

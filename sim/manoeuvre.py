@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from devices.geo import EARTH_RADIUS_M
+from geo.geodesy import EARTH_RADIUS_M
 from sim.arducopter import CopterConfig, LandedState, MissionItem, NavCmd
 
 __all__ = ["Body", "Flight", "Stage", "fly_to"]

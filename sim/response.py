@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from sim.scenarios import Plan
 from sim.traffic import SimVehicle
 from sim.truth import ResponseTruth

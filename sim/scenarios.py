@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from sim.city import City
 from sim.traffic import SimVehicle
 

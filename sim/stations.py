@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from devices.geo import bearing_deg, haversine_m, offset
+from geo.geodesy import bearing_deg, haversine_m, offset
 from sim.city import City
 
 __all__ = ["DOCK_AMSL_M", "DroneDock", "PoliceStation", "camera_id", "drone_docks", "fleet_entries",

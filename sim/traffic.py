@@ -12,8 +12,8 @@ import math
 import random
 from typing import Final, Literal
 
-from devices.geo import bearing_deg, offset
 from devices.payloads import Fix
+from geo.geodesy import bearing_deg, offset
 from sim.city import City
 
 __all__ = ["Battery", "GpsModel", "SimVehicle", "VehicleState"]

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 
 __all__ = ["EDGE_BAND_M", "ResponseTruth", "Sample", "Truth", "TruthLog", "arrival_truth", "departure_truth",
            "edge_span"]

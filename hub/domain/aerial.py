@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from hub.domain.drone_candidate import DroneCandidate, DroneEnergy
 from hub.domain.drone_readiness import readiness
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from devices.geo import haversine_m
 from devices.payloads import Fix
+from geo.geodesy import haversine_m
 from hub.domain.incident import Assignment, Incident
 
 __all__ = ["ACK_AHEAD_TOLERANCE_MS", "DEVICE_NOTE_CAP", "Coalescer", "SosPlace", "Verdict", "ack_verdict",

@@ -40,8 +40,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from devices.geo import haversine_m
 from devices.payloads import Fix
+from geo.geodesy import haversine_m
 from hub.domain.spatial import DEFAULT_CELL_M, Neighbour, SpatialIndex
 from hub.domain.unit_status import UnitStatus
 

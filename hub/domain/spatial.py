@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from devices.geo import EARTH_RADIUS_M, grid_ring, haversine_m
+from geo.geodesy import EARTH_RADIUS_M, grid_ring, haversine_m
 
 __all__ = ["DEFAULT_CELL_M", "Neighbour", "SpatialIndex"]
 

@@ -4,7 +4,7 @@ The arrival and departure detectors both work on the *set* of fixes received so
 far, never on the order they came in: a store-and-forward batch that lands after
 newer fixes is simply inserted where its device times put it. Positions are
 projected once, on insertion, to metres east/north of a reference point (an
-azimuthal-equidistant plane built from :mod:`devices.geo`), which is exact for
+azimuthal-equidistant plane built from :mod:`geo.geodesy`), which is exact for
 distances from the reference and good to centimetres between neighbouring fixes.
 
 Outliers are decided locally, so a late fix only re-decides its neighbours:
@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from devices.geo import bearing_deg, haversine_m
 from devices.payloads import Fix
+from geo.geodesy import bearing_deg, haversine_m
 
 __all__ = ["SIGMA_PER_ACC", "FixFilter", "Point", "Track", "median"]
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import msgspec
 
 from devices import topics
-from devices.geo import haversine_m
 from devices.payloads import Status
 from drone.state import VehicleState
 from drone.streams import StreamKeeper
 from drone.telemetry import fix_of
 from drone.vehicle import Vehicle
+from geo.geodesy import haversine_m
 from hub.config import read_json_file
 from hub.domain.drone_candidate import DroneCandidate, Failsafe
 from hub.domain.drone_readiness import gcs_failsafe

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from devices.geo import haversine_m
 from drone.errors import DroneError
 from drone.mission import MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_TAKEOFF, MissionItem
+from geo.geodesy import haversine_m
 from hub.config import Settings
 from hub.domain.drone_candidate import DroneEnergy
 from hub.drones.fleet import SYSTEM, DroneCommandFailed, DroneRecord, Flight

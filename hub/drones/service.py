@@ -33,12 +33,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from devices.geo import haversine_m
 from drone.errors import CommandRejected, CommandTimeout, DroneError, SigningError
 from drone.link import MavlinkLink
 from drone.signing import Admission, SigningKeys
 from drone.streams import WANTED, StreamKeeper
 from drone.vehicle import Vehicle
+from geo.geodesy import haversine_m
 from hub.config import Settings
 from hub.domain.aerial import choose_drone, must_return
 from hub.domain.drone_candidate import DroneEnergy

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from hub.domain.drone_candidate import DroneEnergy
 from hub.domain.drone_readiness import readiness
 from hub.drones.fleet import DroneRecord, prearm_text

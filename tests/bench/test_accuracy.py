@@ -9,8 +9,8 @@ import pytest
 
 from bench import accuracy
 from bench.accuracy import ARRIVAL_TARGET_S, CASES, DEPARTURE_TARGET_S, EDGE_INSIDE_M, RADIUS_M, Outcome, render, run
-from devices.geo import haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import haversine_m, offset
 
 CENTRE = (34.2610, 117.1859)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from bench import drone_dispatch as dd
 from bench.drone_dispatch import Dispatch, summarise, summary, verdict
 from bench.drone_kinematics import move_s, physical_minimum, reach_s
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from sim.arducopter import CopterConfig
 from sim.stations import DroneDock
 

@@ -13,7 +13,7 @@ import pytest
 
 from bench import e2e_accuracy
 from bench.e2e_drive import Outcome, expected_radius, plan_case
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from sim.runner import CitySim
 from sim.scenarios import CASES, trace
 from sim.truth import Truth

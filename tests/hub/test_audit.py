@@ -20,8 +20,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devices import topics
 from devices.clock import now_ms
-from devices.geo import offset
 from devices.payloads import Fix
+from geo.geodesy import offset
 from hub.config import Settings
 from hub.errors import StorageUnavailable
 from hub.storage import Database

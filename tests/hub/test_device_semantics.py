@@ -20,8 +20,8 @@ import pytest
 from devices import topics
 from devices.client import DeviceClient
 from devices.clock import now_ms
-from devices.geo import offset
 from devices.payloads import Fix, decode_command
+from geo.geodesy import offset
 from hub.config import Settings
 from hub.domain.device_claims import DEVICE_NOTE_CAP
 from hub.incidents.service import LIVE_LOG_ENTRIES, IncidentService

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from hub.config import Settings
 from tests.conftest import RunningHub, wait_for
 from tests.hub.test_drones import (

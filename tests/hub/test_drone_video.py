@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from devices.geo import haversine_m
 from devices.payloads import Status
+from geo.geodesy import haversine_m
 from hub.config import Settings
 from hub.drones.fleet import DroneConfig, FleetConfigError, load_fleet
 from hub.ingest.live import LiveState, camera_devices

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from hub.config import Settings
 from sim.copter import CopterConfig
 from sim.drone_runner import FLEET_PARAMS

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from devices.geo import offset
 from devices.payloads import Fix, Status
+from geo.geodesy import offset
 from hub.domain.dispatch import Recommender
 from hub.incidents.fleet import Fleet
 from hub.ingest.live import LiveState

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 
 from devices.client import DeviceClient
 from devices.clock import now_ms
-from devices.geo import offset
+from geo.geodesy import offset
 from hub.config import Settings
 from hub.infra.embedded import free_port
 from tests.conftest import RunningHub, running_hub, wait_for

@@ -9,8 +9,8 @@ import pytest
 from devices import topics
 from devices.client import DeviceClient
 from devices.clock import now_ms
-from devices.geo import offset
 from devices.payloads import decode_command
+from geo.geodesy import offset
 from hub.config import Settings
 from tests.conftest import RunningHub, wait_for
 from tests.hub.test_incidents_api import INCIDENT, LAT, LON, drive_in, incident, milestone, parked, send

@@ -9,8 +9,8 @@ import pytest
 
 from devices.client import DeviceClient
 from devices.clock import now_ms
-from devices.geo import haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import haversine_m, offset
 from hub.config import Settings
 from hub.infra.embedded import free_port
 from tests.conftest import RunningHub, running_hub, wait_for

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devices.geo import offset
+from geo.geodesy import offset
 from hub.config import Settings
 from hub.web.overlays import OverlayError, load_overlays
 from tests.conftest import RunningHub, running_hub

@@ -20,8 +20,8 @@ from aiortc import VideoStreamTrack
 
 from devices.client import DeviceClient
 from devices.clock import now_ms
-from devices.geo import offset
 from devices.payloads import Command
+from geo.geodesy import offset
 from hub.config import Settings
 from hub.domain.commands import video_start_command
 from hub.infra.embedded import free_port

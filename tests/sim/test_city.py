@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from devices.geo import bearing_deg, haversine_m, offset, segment_distance_m
+from geo.geodesy import bearing_deg, haversine_m, offset, segment_distance_m
 from sim.city import ARTERIAL_MPS, CENTRE, STREET_MPS, City, build_city
 
 

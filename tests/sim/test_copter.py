@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from sim.copter import FORCE_MAGIC, Copter, CopterConfig, CopterEvent, LandedState, MissionItem, Mode, NavCmd, Result
 
 T0 = 1_795_000_000_000

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from sim.arducopter import REBOOT_FORCE_MAGIC, CopterConfig, MissionItem, Mode, NavCmd
 from sim.copter import Copter
 from sim.drones import DroneFleetSim, SimDrone

@@ -28,7 +28,7 @@ import pytest
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink.dialects.v20 import ardupilotmega as M
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from sim.copter import CopterConfig, Mode
 from sim.drones import DroneFleetSim
 from sim.stations import DroneDock

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from devices.geo import haversine_m
 from devices.payloads import Command
+from geo.geodesy import haversine_m
 from hub.infra.embedded import free_port
 from sim.response import Timing
 from sim.runner import CitySim, SimError

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from sim.city import City, build_city
 from sim.response import Response, Timing
 from sim.scenarios import DeadZone, Plan, Stop, address_near, edge_scene, overshoot_stop, random_address, trace

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from sim.city import City, build_city
 from sim.stations import drone_docks, police_stations
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from devices.geo import bearing_deg, haversine_m, offset, segment_distance_m
 from devices.payloads import fix_from_obj, fix_to_obj
+from geo.geodesy import bearing_deg, haversine_m, offset, segment_distance_m
 from sim.city import City, build_city
 from sim.traffic import ACCEL_MPS2, HARD_BRAKE_MPS2, Battery, GpsModel, SimVehicle
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from devices.geo import offset
+from geo.geodesy import offset
 from sim.truth import ResponseTruth, Sample, TruthLog, arrival_truth, departure_truth, edge_span
 
 ZONE = (34.2610, 117.1859)

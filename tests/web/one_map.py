@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from tests.conftest import RunningHub, wait_for
 from tests.web.conftest import CityRun, WebPage
 

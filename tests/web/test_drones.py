@@ -26,7 +26,7 @@ import pytest_asyncio
 from playwright.async_api import Locator
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from hub.config import Settings
 from tests.conftest import TOKEN, wait_for
 from tests.web.conftest import CityRun, DroneCityRun, OpenPage, WebPage, drone_city_run
@@ -400,6 +400,8 @@ async def test_a_drone_failing_its_prearm_checks_says_why_and_shows_the_autopilo
     drone_city.drones.drone(drone_id).copter.set_fault(None)
     await drone_panel.and_(web.page.locator('[data-state="ready"]')).wait_for(timeout=20_000)
     assert await shown.is_hidden()
+    # The marker is redrawn by the map's frame loop, the panel at once: wait for the marker's own state.
+    await marker.and_(web.page.locator('[data-state="ready"]')).wait_for(timeout=5_000)
     assert await colour_of(marker) == READY_GREEN
     assert await drone_panel.locator(tid("drone-prearm")).get_attribute("data-ok") == "true"
 

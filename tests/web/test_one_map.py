@@ -15,7 +15,7 @@ import time
 import pytest
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from tests.conftest import TOKEN, wait_for
 from tests.web.conftest import UNITS, CityRun, OpenPage
 from tests.web.one_map import chip_states, click_map_at, incident_view, panel, positions, spot_near_a_unit, tid

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 from aiortc import VideoStreamTrack
 
-from devices.geo import haversine_m
+from geo.geodesy import haversine_m
 from tests.conftest import wait_for
 from tests.web.conftest import VIDEO_SIZE, CityRun, DroneCityRun, OpenPage, WebPage
 from tests.web.one_map import incident_view, spot_near_a_unit, tid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devices.geo import offset
+from geo.geodesy import offset
 from hub.domain.aerial import choose_drone, must_return
 from hub.domain.drone_candidate import DroneCandidate, DroneEnergy
 from hub.domain.drone_readiness import gcs_failsafe

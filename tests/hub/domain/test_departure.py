@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from devices.geo import offset
 from devices.payloads import Fix
+from geo.geodesy import offset
 from hub.domain.departure import DepartureDetector, DepartureParams, DepartureResult, detect_departure
 from tests.hub.domain.test_track import BASE, Route, fix_at, jump, ms, observe, seconds
 

@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.geo import offset
 from devices.payloads import Fix
+from geo.geodesy import offset
 from hub.domain.arrival import ArrivalDetector
 from hub.domain.departure import DepartureDetector
 from hub.domain.device_claims import (

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pytest
 
-from devices.geo import haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import haversine_m, offset
 from hub.domain.dispatch import Candidate, EtaModel, Recommendation, Recommender, RoadGraph
 from sim.city import City, build_city
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.geo import offset
 from devices.payloads import Fix
+from geo.geodesy import offset
 from hub.domain.arrival import ArrivalResult
 from hub.domain.hover import HoverArrivalDetector
 

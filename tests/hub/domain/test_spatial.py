@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from devices.geo import haversine_m, offset
+from geo.geodesy import haversine_m, offset
 from hub.domain.spatial import Neighbour, SpatialIndex
 
 CENTRE = (34.2610, 117.1859)

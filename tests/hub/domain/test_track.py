@@ -16,8 +16,8 @@ import random
 
 import pytest
 
-from devices.geo import haversine_m, offset
 from devices.payloads import Fix
+from geo.geodesy import haversine_m, offset
 from hub.domain.track import SIGMA_PER_ACC, FixFilter, Track
 
 BASE = (34.2610, 117.1859)  # the incident, and the origin of the generator's plane
