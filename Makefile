@@ -28,7 +28,7 @@ setup-test:
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
-	$(BIN)/mypy devices geo hub drone sim bench video fieldhub
+	$(BIN)/mypy devices geo hub drone sim bench video gb28181 fieldhub
 	$(BIN)/lint-imports  # the layer contracts of pyproject.toml [tool.importlinter]
 	$(BIN)/python scripts/house_rules.py  # no reads of other objects' private attributes; modules <= 400 lines
 
