@@ -13,7 +13,8 @@ DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors
           video/frames.py video/bitstream.py video/segments.py sim/framecode.py hub/signals.py \
           devices/fields.py hub/video/ports.py sim/gps.py sim/failsafes.py sim/auto_mission.py sim/mav_vehicle.py \
           bench/drone_kinematics.py bench/drones_report.py drone/listeners.py hub/incidents/claims.py hub/incidents/ports.py \
-          gb28181/manscdp.py gb28181/manscdp_fields.py gb28181/manscdp_build.py gb28181/manscdp_catalog.py
+          gb28181/manscdp.py gb28181/manscdp_fields.py gb28181/manscdp_build.py gb28181/manscdp_catalog.py \
+          gb28181/digest.py gb28181/presence.py gb28181/sip.py
 
 .PHONY: setup setup-test demo test lint bench-ingest
 

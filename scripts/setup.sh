@@ -49,6 +49,11 @@ if [ "${1:-}" = "test" ] && ! command -v janus >/dev/null; then
   echo "setup: installing the Janus media server from Debian (video proxy-mode tests)"
   apt_install janus
 fi
+if [ "${1:-}" = "test" ] && ! command -v sipp >/dev/null; then
+  # The GB/T 28181 registrar's tests drive it with SIPp, a third-party SIP agent (Debian: sip-tester).
+  echo "setup: installing SIPp from Debian (GB/T 28181 registrar tests)"
+  apt_install sip-tester
+fi
 
 if [ ! -x .venv/bin/python ]; then
   if ! "$PY" -m venv .venv 2>/dev/null; then
