@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +18,8 @@ from hypothesis import strategies as st
 from gb28181.presence import Presence
 from gb28181.registrar import Registrar, RegistrarConfig, RequestTimeout, format_date
 from gb28181.sip import Peer
+from tests.gb28181.sipp import run_sipp
 
-SCENARIOS = Path(__file__).parent / "scenarios"
 SERVER = "34020000002000000001"
 DOMAIN = SERVER[:10]
 DEV = "34020000001320000001"
@@ -72,22 +71,9 @@ async def registrar(events: Events) -> AsyncIterator[Registrar]:
 
 
 async def sipp(reg: Registrar, scenario: str, transport: str, tmp_path: Path, device: str, password: str) -> int:
-    """Run one SIPp call of ``scenario``; its exit code (0: every step as the scenario expects)."""
-    fields = tmp_path / "device.csv"
-    fields.write_text(f"SEQUENTIAL\n{device};{DOMAIN};{SERVER};\n")
     port = reg.udp_port if transport == "u1" else reg.tcp_port
-    args = ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIOS / scenario), "-inf", str(fields), "-m", "1"]
-    args += ["-t", transport, "-i", "127.0.0.1", "-p", "0", "-au", device, "-ap", password, "-nostdin"]
-    args += ["-timeout", "15s", "-timeout_error", "-trace_err"]
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    errors = b"".join(p.read_bytes() for p in tmp_path.glob("*_errors.log"))
-    assert proc.returncode is not None
-    if proc.returncode != 0:
-        print(err.decode(errors="replace"), errors.decode(errors="replace"))
-    return proc.returncode
+    return await run_sipp(port, scenario, tmp_path, [device, DOMAIN, SERVER], transport=transport, user=device,
+                          password=password)
 
 
 async def eventually(condition: object, timeout: float = 5.0) -> None:

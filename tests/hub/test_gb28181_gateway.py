@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,8 +18,8 @@ from devices.clock import now_ms
 from gb28181.registrar import RegistrarConfig
 from hub.gateways.gb28181 import Gb28181Gateway
 from tests.conftest import RunningHub, wait_for
+from tests.gb28181.sipp import run_sipp
 
-SCENARIOS = Path(__file__).parent.parent / "gb28181" / "scenarios"
 SERVER = "34020000002000000001"
 DOMAIN = SERVER[:10]
 DEV = "34020000001320000007"
@@ -49,21 +48,9 @@ def local(ts_ms: int) -> str:
 
 
 async def sipp(gw: Gb28181Gateway, scenario: str, tmp_path: Path, password: str, times: list[int]) -> int:
-    """Run one SIPp call of ``scenario`` over UDP; its exit code (0: every step as the scenario expects)."""
-    fields = tmp_path / "device.csv"
-    fields.write_text("SEQUENTIAL\n" + ";".join([DEV, DOMAIN, SERVER, *map(local, times)]) + ";\n")
-    args = ["sipp", f"127.0.0.1:{gw.udp_port}", "-sf", str(SCENARIOS / scenario), "-inf", str(fields), "-m", "1"]
-    args += ["-t", "u1", "-i", "127.0.0.1", "-p", "0", "-au", DEV, "-ap", password, "-nostdin"]
-    args += ["-timeout", "30s", "-timeout_error", "-trace_err"]
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    errors = b"".join(p.read_bytes() for p in tmp_path.glob("*_errors.log"))
-    assert proc.returncode is not None
-    if proc.returncode != 0:
-        print(err.decode(errors="replace"), errors.decode(errors="replace"))
-    return proc.returncode
+    """Run one SIPp call of ``scenario`` over UDP, the positions' and the alarm's ``times`` in its fields."""
+    return await run_sipp(gw.udp_port, scenario, tmp_path, [DEV, DOMAIN, SERVER, *map(local, times)], user=DEV,
+                          password=password, timeout_s=30)
 
 
 async def unit_view(hub: RunningHub) -> dict[str, Any]:
