@@ -160,3 +160,14 @@ async def test_hostile_bodies_are_counted_by_reason_and_reach_nothing(body: byte
     gw = offline_gateway(pipe)
     await gw.on_message(DEV, body, "Application/MANSCDP+xml")
     assert gw.rejects == {reason: 1} and pipe.topics == []
+
+
+async def test_a_body_naming_another_device_is_filed_under_the_sender_only() -> None:
+    """The SIP identity (registered with its own password) names the topic, never the body's DeviceID: a camera
+    that writes another device's id into its MobilePosition cannot move that device."""
+    other = "34020000001320009999"
+    pipe = Pipe()
+    gw = offline_gateway(pipe)
+    await gw.on_message(DEV, POSITION.replace(DEV.encode(), other.encode()), "Application/MANSCDP+xml")
+    assert pipe.topics == [f"fieldhub/v1/dev/{DEV}/telemetry"]
+    assert not any(other in topic for topic in pipe.topics)
