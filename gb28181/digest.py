@@ -3,6 +3,10 @@
 Pure: the registrar passes the time in and owns the I/O. Devices answer with ``qop=auth`` (nc and cnonce) or,
 older ones, without qop at all (RFC 2069 style), so both are accepted; ``auth-int`` and ``-sess`` are not
 offered and are refused.
+
+A registrar need not keep passwords: what it is given per device may be the password or its :class:`Ha1`
+(``MD5(username:realm:password)``, what SIP servers conventionally store), which answers the challenge of that
+one realm only.
 """
 
 from __future__ import annotations
@@ -18,16 +22,30 @@ from typing import Literal
 __all__ = [
     "Credentials",
     "DigestError",
+    "Ha1",
     "NonceTable",
     "Verdict",
     "challenge",
     "expected_response",
+    "ha1_of",
     "parse_authorization",
     "verify",
 ]
 
 Verdict = Literal["ok", "stale", "unknown_nonce", "wrong_response", "wrong_realm", "unsupported"]
 NonceState = Literal["fresh", "stale", "unknown"]
+
+
+class Ha1(str):
+    """A stored ``MD5(username:realm:password)`` (32 lower-case hex digits) given where a password is expected:
+    :func:`expected_response` uses it as it is instead of hashing it as a password."""
+
+    __slots__ = ()
+
+
+def ha1_of(username: str, realm: str, password: str) -> Ha1:
+    """The digest secret a registrar stores instead of the password (valid for this realm only)."""
+    return Ha1(_md5(f"{username}:{realm}:{password}"))
 
 
 class DigestError(ValueError):
@@ -116,8 +134,9 @@ def expected_response(
     nc: str | None = None,
     cnonce: str | None = None,
 ) -> str:
-    """The ``response`` a client holding ``password`` computes (RFC 2617 section 3.2.2.1)."""
-    ha1 = _md5(f"{username}:{realm}:{password}")
+    """The ``response`` a client holding ``password`` computes (RFC 2617 section 3.2.2.1); ``password`` may be
+    the stored :class:`Ha1` of the username and realm instead."""
+    ha1 = str(password) if isinstance(password, Ha1) else _md5(f"{username}:{realm}:{password}")
     ha2 = _md5(f"{method}:{uri}")
     if qop is None:
         return _md5(f"{ha1}:{nonce}:{ha2}")

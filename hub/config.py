@@ -106,6 +106,25 @@ class Settings(BaseSettings):
     video_media_server: str | None = None
     video_media_server_secret: str | None = None  # Janus's api_secret, if it is set
 
+    # GB/T 28181 devices (body cameras that speak SIP + MANSCDP instead of MQTT), provisioned with
+    # `fieldhub device add ID --protocol gb28181`. Off unless enabled. One port for SIP over UDP and TCP; the
+    # server id and domain (default: its first 10 digits) are what each camera is configured with; announce_host
+    # is the address cameras reach the hub at (default: host, or 127.0.0.1 for a wildcard host). Device times
+    # without a zone are read as UTC+utc_offset_min (China: +480). A device is offline after max_missed
+    # keepalives of keepalive_s; its positions are subscribed at position_interval_s; a message is answered
+    # (200 = stored) within store_timeout_s or refused 503 so the camera sends it again.
+    gb28181: bool = False
+    gb28181_server_id: Annotated[str, Field(pattern=r"^[0-9]{20}$")] = "34020000002000000001"
+    gb28181_realm: Annotated[str, Field(pattern=r"^([0-9A-Za-z.-]{1,64})?$")] = ""
+    gb28181_host: str = "0.0.0.0"
+    gb28181_port: Annotated[int, Field(ge=0, le=65535)] = 5060
+    gb28181_announce_host: str | None = None
+    gb28181_utc_offset_min: Annotated[int, Field(ge=-720, le=840)] = 480
+    gb28181_keepalive_s: Annotated[float, Field(gt=0)] = 60.0
+    gb28181_max_missed: Annotated[int, Field(ge=1)] = 3
+    gb28181_position_interval_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    gb28181_store_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incidents/config.py); unset: the built-in ones.
     incident_config: Path | None = None

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from drone.signing import REFUSAL_REASONS
 from hub.drones.service import DroneService
+from hub.gateways.gb28181 import Gb28181Gateway
 from hub.incidents.service import IncidentService
 from hub.ingest.bridge import MqttBridge
 from hub.ingest.feed import LiveFeed
@@ -48,6 +49,8 @@ class Parts(Protocol):
     def video(self) -> VideoDesk | None: ...
     @property
     def drones(self) -> DroneService | None: ...
+    @property
+    def gb28181(self) -> Gb28181Gateway | None: ...
 
 
 class RateMeter:
@@ -132,6 +135,8 @@ class HubCollector(Collector):
             yield from _video_metrics(hub)
         if hub.drones is not None:
             yield from _drone_metrics(hub)
+        if hub.gb28181 is not None:
+            yield from _gb28181_metrics(hub.gb28181)
 
 
 def _incident_metrics(hub: Parts) -> Iterator[Metric]:
@@ -213,3 +218,23 @@ def _drone_metrics(hub: Parts) -> Iterator[Metric]:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def _labelled(name: str, doc: str, label: str, counts: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
+
+
+def _gb28181_metrics(gw: Gb28181Gateway) -> Iterator[Metric]:
+    yield GaugeMetricFamily("fieldhub_gb28181_registered", "GB/T 28181 devices registered now",
+                            value=gw.registered_devices)
+    yield _labelled("fieldhub_gb28181_events", "GB/T 28181 gateway events (fixes, alarms, keepalives, ...)", "event",
+                    dict(gw.counters))
+    yield _labelled("fieldhub_gb28181_sip", "GB/T 28181 SIP registrar events (registered, challenged, "
+                    "auth_failed, offline, ...)", "event", dict(gw.registrar.counters))
+    yield _labelled("fieldhub_gb28181_rejected", "GB/T 28181 message bodies refused, by reason", "reason",
+                    dict(gw.rejects))
+    yield _labelled("fieldhub_gb28181_dropped", "SIP datagrams and connections refused by the transports, by reason",
+                    "reason", dict(gw.drops))

@@ -26,7 +26,7 @@ from devices.tasks import cancel_and_wait
 from geo.roads import RoadGraph
 from hub.access import auth
 from hub.access.device_sync import DeviceSync
-from hub.access.provisioning import Provisioner
+from hub.access.provisioning import Provisioner, sip_server
 from hub.access.tokens import TokenRefused, TokenRegistry
 from hub.config import Settings
 from hub.domain.dispatch import Recommender
@@ -34,6 +34,8 @@ from hub.domain.ratelimit import Limit
 from hub.drones.fleet import load_fleet
 from hub.drones.service import DroneService
 from hub.errors import HubStartError, StorageUnavailable, one_line
+from hub.gateways.gb28181 import Gb28181Gateway
+from hub.gateways.gb28181.compose import Revocations, SipSecrets, registrar_config
 from hub.incidents.config import ResponseOptions, load_incident_config
 from hub.incidents.hotline import HotlineHandOver
 from hub.incidents.service import IncidentService
@@ -51,6 +53,7 @@ from hub.storage.audit import AuditLog
 from hub.storage.device_logins import DeviceLoginStore
 from hub.storage.drones import DroneAudit
 from hub.storage.incidents import IncidentStore
+from hub.storage.sip_logins import SipLoginStore
 from hub.storage.tokens import TokenStore
 from hub.storage.video import VideoStore
 from hub.video.desk import VideoDesk
@@ -105,6 +108,8 @@ class Hub:
         self.incidents: IncidentService | None = None
         self.drones: DroneService | None = None
         self.video: VideoDesk | None = None
+        self.gb28181: Gb28181Gateway | None = None
+        self._sip_revocations: Revocations | None = None
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
         self.https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
 
@@ -158,7 +163,8 @@ class Hub:
         self.provisioner = Provisioner(logins, admin_url=self.broker_links.admin_url,
                                        device_url=self.broker_links.device_url, audit=self.audit,
                                        on_added=self._device_added, pki=self.broker_links.pki,
-                                       mtls_url=self.broker_links.mtls_url, reserved=_broker_logins(s))
+                                       mtls_url=self.broker_links.mtls_url, reserved=_broker_logins(s),
+                                       sip_store=SipLoginStore(self.db), sip_server=sip_server(s))
         if s.mqtt_url is not None:
             self._phase = "broker logins"
             await self.provisioner.reconcile()
@@ -209,6 +215,9 @@ class Hub:
         if s.mavlink_url:
             self.drones = await stack.enter_async_context(DroneService(
                 s, fleet, incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))
+        if s.gb28181:
+            self._phase = "gb28181"
+            await self._start_gb28181()
         self._wire(incidents, video, self.drones)
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
@@ -259,6 +268,21 @@ class Hub:
             feed.snapshot_parts.append(drones.snapshot_part)
             incidents.unit_released.connect(drones.unit_released)
 
+    async def _start_gb28181(self) -> None:
+        """The SIP registrar for GB/T 28181 devices, on its port (a port in use stops the start-up, named)."""
+        s = self.settings
+        store = SipLoginStore(self.db)
+        secrets = SipSecrets(store, registrar_config(s).domain)
+        gateway = self.gb28181 = await self._stack.enter_async_context(Gb28181Gateway(
+            registrar_config(s), submit=self.pipeline.submit, password_of=secrets,
+            utc_offset_min=s.gb28181_utc_offset_min, store_timeout_s=s.gb28181_store_timeout_s))
+        revocations = self._sip_revocations = Revocations(gateway, store)
+        if self.provisioner is not None:
+            self.provisioner.sip_server = sip_server(s, gateway.udp_port)
+            self.provisioner.on_revoked = revocations.revoked
+        log.info("gb28181: SIP server %s on %s port %d (udp %d, tcp %d)", s.gb28181_server_id, s.gb28181_host,
+                 s.gb28181_port, gateway.udp_port, gateway.tcp_port)
+
     async def _handed_over(self, incident_id: str, accepted_at: int, ref: str) -> None:
         if self.incidents is None:
             raise RuntimeError("the incident service is not running yet")
@@ -299,6 +323,8 @@ class Hub:
                                     list(row["capabilities"]))
 
     async def _device_notified(self, device_id: str) -> None:
+        if self._sip_revocations is not None:
+            await self._sip_revocations.changed(device_id)
         unit = await self.db.scalar("SELECT unit_id FROM devices WHERE device_id = %s", (device_id,))
         known = self.live.devices.get(device_id)
         if unit is not None and (known is None or known.unit_id != unit):

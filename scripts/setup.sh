@@ -54,6 +54,11 @@ if [ "${1:-}" = "test" ] && ! command -v sipp >/dev/null; then
   echo "setup: installing SIPp from Debian (GB/T 28181 registrar tests)"
   apt_install sip-tester
 fi
+if [ "${1:-}" = "test" ] && ! command -v ffmpeg >/dev/null; then
+  # GB/T 28181 video tests feed the gateway a real MPEG-PS H.264 stream made by FFmpeg (Debian).
+  echo "setup: installing FFmpeg from Debian (GB/T 28181 video tests)"
+  apt_install ffmpeg
+fi
 
 if [ ! -x .venv/bin/python ]; then
   if ! "$PY" -m venv .venv 2>/dev/null; then

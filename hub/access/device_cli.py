@@ -31,9 +31,15 @@ def add_parser(sub: Any) -> None:
     d.add_argument("device_id")
     d.add_argument("--unit", required=True, help="the unit it belongs to (must exist)")
     d.add_argument("--kind", help="bodycam, radio, vehicle, drone, camera, phone, tracker or gateway")
+    d.add_argument("--protocol", choices=("mqtt", "gb28181"), default="mqtt",
+                   help="mqtt (default: a broker login) or gb28181 (a SIP body camera: 20-digit id, digest password)")
+    d.add_argument("--password-stdin", action="store_true",
+                   help="gb28181 only: read the camera's password from stdin instead of generating one")
     d.add_argument("--json", action="store_true")
     d = dsub.add_parser("rotate", help="give a device a new secret (the old one stops working; shown once)")
     d.add_argument("device_id")
+    d.add_argument("--password-stdin", action="store_true",
+                   help="gb28181 only: read the camera's new password from stdin instead of generating one")
     d.add_argument("--json", action="store_true")
     d = dsub.add_parser("cert", help="issue a client certificate for a device with a login (embedded broker's CA): "
                                      "writes DEVICE.pem and DEVICE.key (0600) into --out")
@@ -100,11 +106,12 @@ async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.access.provisioning import Provisioner
+    from hub.access.provisioning import Provisioner, sip_server
     from hub.infra.broker import read_admin_file
     from hub.infra.tls import Pki
     from hub.storage.audit import AuditLog
     from hub.storage.device_logins import DeviceLoginStore
+    from hub.storage.sip_logins import SipLoginStore
 
     admin_url, device_url, note = await _broker(settings)
     actor = f"cli:{getpass.getuser()}"
@@ -114,7 +121,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as db:
         provisioner = Provisioner(DeviceLoginStore(db), admin_url=admin_url, device_url=device_url,
                                   audit=AuditLog(db), pki=pki, mtls_url=mtls_url,
-                                  reserved=frozenset({settings.mqtt_client_id}))
+                                  reserved=frozenset({settings.mqtt_client_id}), sip_store=SipLoginStore(db),
+                                  sip_server=sip_server(settings))
         command = args.device_command
         if command == "cert":
             issued = await provisioner.certificate(args.device_id, actor=actor)
@@ -134,22 +142,32 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
                                   for r in rows], indent=1))
             else:
-                print(f"{'device':<24} {'unit':<16} {'kind':<9} {'login':<8} created")
+                print(f"{'device':<24} {'unit':<16} {'kind':<9} {'login':<8} {'protocol':<8} created")
                 for r in rows:
                     created = r["created_at"].strftime("%Y-%m-%d %H:%M") if r["created_at"] else "-"
                     print(f"{r['device_id']:<24} {r['unit_id'] or '-':<16} {r['kind'] or '-':<9} {r['login']:<8} "
-                          f"{created}")
+                          f"{r['protocol'] or '-':<8} {created}")
             return 0
         if command == "revoke":
             await provisioner.revoke(args.device_id, actor=actor)
             print(f"device {args.device_id}: login revoked" + (f" ({note})" if note else ""))
             return 0
+        password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
         if command == "add":
-            creds = await provisioner.add(args.device_id, args.unit, args.kind, actor=actor)
+            creds = await provisioner.add(args.device_id, args.unit, args.kind, actor=actor,
+                                          protocol=args.protocol, password=password)
         else:
-            creds = await provisioner.rotate(args.device_id, actor=actor)
+            creds = await provisioner.rotate(args.device_id, actor=actor, password=password)
     if args.json:
         print(json.dumps(creds.as_dict()), flush=True)
+    elif creds.sip is not None:
+        sip = creds.sip
+        print(f"device {creds.device_id}: new GB/T 28181 login (shown once; only its digest is kept)\n"
+              f"  configure the camera's platform (平台) settings:\n"
+              f"  device id / SIP user: {creds.device_id}\n  password: {creds.password}\n"
+              f"  SIP server id: {sip.server_id}\n  SIP domain: {sip.realm}\n"
+              f"  SIP server address: {sip.host or '(FIELDHUB_GB28181 is off: enable it)'}\n"
+              f"  SIP server port: {sip.port} (UDP or TCP)", flush=True)
     else:
         print(f"device {creds.device_id}: new login (shown once; only its digest is kept)\n"
               f"  username = client id: {creds.username}\n  password: {creds.password}\n"

@@ -70,10 +70,22 @@ class DeviceLoginState(View):
     rotated_at: int | None
     revoked_at: int | None
     login: str
+    protocol: str | None  # of the login: mqtt or gb28181; None without one
 
 
 class DeviceLoginList(View):
     devices: list[DeviceLoginState]
+
+
+class SipPlatform(View):
+    """The hub's SIP server as a GB/T 28181 camera is configured with it (its platform settings)."""
+
+    server_id: str
+    domain: str
+    host: str | None  # None while the hub's GB/T 28181 gateway is off
+    port: int
+    transport: str
+    enabled: bool
 
 
 class DeviceLogin(View):
@@ -85,6 +97,8 @@ class DeviceLogin(View):
     client_id: str
     mqtt_url: str | None
     ca_file: str | None
+    protocol: str  # mqtt or gb28181
+    sip: SipPlatform | None = None  # gb28181: what the camera is configured with
 
 
 class DeviceCertificate(View):

@@ -1,4 +1,5 @@
-"""Devices' MQTT logins (admin only): add, list, rotate, revoke. A secret is in the answer once and nowhere else."""
+"""Devices' logins, MQTT or GB/T 28181 SIP (admin only): add, list, rotate, revoke. A secret is in the answer once
+and nowhere else."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ class DeviceIn(ApiModel):
     device_id: str = Field(pattern=ID)
     unit_id: str = Field(pattern=ID)
     kind: str | None = Field(default=None, pattern=KINDS)
+    protocol: str = Field(default="mqtt", pattern=r"^(mqtt|gb28181)$")
+    # gb28181 only: the camera's password (else one is generated); never stored, only its digest HA1
+    password: str | None = Field(default=None, min_length=8, max_length=32)
+
+
+class RotateIn(ApiModel):
+    password: str | None = Field(default=None, min_length=8, max_length=32)  # gb28181 only, as in DeviceIn
 
 
 def _issued(answer: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -41,13 +49,16 @@ async def list_devices(who: Admin, provisioner: ProvisionerDep) -> dict[str, Any
 
 @router.post("", status_code=201, response_model=DeviceLogin)
 async def add_device(body: DeviceIn, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
-    creds = await provisioner.add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role)
+    creds = await provisioner.add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role,
+                                  protocol=body.protocol, password=body.password)
     return _issued(creds.as_dict(), 201)
 
 
 @router.post("/{device_id}/rotate", response_model=DeviceLogin)
-async def rotate_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
-    creds = await provisioner.rotate(device_id, actor=who.name, role=who.role)
+async def rotate_device(device_id: DeviceId, who: Admin, provisioner: ProvisionerDep,
+                        body: RotateIn | None = None) -> JSONResponse:
+    creds = await provisioner.rotate(device_id, actor=who.name, role=who.role,
+                                     password=body.password if body is not None else None)
     return _issued(creds.as_dict())
 
 

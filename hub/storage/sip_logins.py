@@ -1,0 +1,63 @@
+"""SQL of GB/T 28181 devices' SIP logins: the digest HA1 of each device's password (migration 010)."""
+
+from __future__ import annotations
+
+from hub.storage.database import Database
+from hub.storage.device_logins import LoginProblem
+
+__all__ = ["SipLoginStore"]
+
+
+class SipLoginStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, device_id: str, unit_id: str, kind: str | None, realm: str, ha1: str) -> None:
+        """Register the device on its unit with a SIP login; refused when it has a live login of either kind."""
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
+            if await cur.fetchone() is None:
+                raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
+                                                   f"(PUT /api/v1/units/{unit_id})")
+            cur = await conn.execute(
+                "SELECT 'SIP' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
+                "SELECT 'MQTT' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL", (device_id, device_id))
+            row = await cur.fetchone()
+            if row is not None:
+                raise LoginProblem("exists", f"device {device_id} already has a {row[0]} login: rotate or revoke it")
+            await conn.execute(
+                "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
+                "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
+                (device_id, unit_id, kind))
+            await conn.execute(
+                "INSERT INTO sip_logins (device_id, realm, ha1) VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE "
+                "SET realm = EXCLUDED.realm, ha1 = EXCLUDED.ha1, created_at = now(), rotated_at = NULL, "
+                "revoked_at = NULL", (device_id, realm, ha1))
+
+    async def has_live(self, device_id: str) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL",
+                                     (device_id,))
+            return await cur.fetchone() is not None
+
+    async def rotate(self, device_id: str, realm: str, ha1: str) -> None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("UPDATE sip_logins SET realm = %s, ha1 = %s, rotated_at = now() "
+                                     "WHERE device_id = %s AND revoked_at IS NULL", (realm, ha1, device_id))
+            if cur.rowcount == 0:
+                raise LoginProblem("unknown_device", f"device {device_id} has no live SIP login")
+
+    async def revoke(self, device_id: str) -> None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("UPDATE sip_logins SET revoked_at = now() WHERE device_id = %s "
+                                     "AND revoked_at IS NULL", (device_id,))
+            if cur.rowcount == 0:
+                raise LoginProblem("unknown_device", f"device {device_id} has no live SIP login")
+
+    async def secret(self, device_id: str) -> tuple[str, str] | None:
+        """(realm, HA1) of the device's live SIP login, or None."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT realm, ha1 FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL",
+                                     (device_id,))
+            row = await cur.fetchone()
+            return (str(row[0]), str(row[1])) if row is not None else None
