@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     gb28181_max_missed: Annotated[int, Field(ge=1)] = 3
     gb28181_position_interval_s: Annotated[int, Field(ge=1, le=3600)] = 5
     gb28181_store_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # Live video from the cameras: the hub INVITEs them to send MPEG-PS over RTP to a port it opens for each stream
+    # (udp, or tcp: the camera connects to the hub, for cameras behind NAT); a stream with no media for
+    # gb28181_no_media_s ends; one a viewer opened ends gb28181_idle_s after its last viewer left.
+    gb28181_media_transport: Literal["udp", "tcp"] = "udp"
+    gb28181_no_media_s: Annotated[float, Field(gt=0)] = 10.0
+    gb28181_idle_s: Annotated[float, Field(gt=0)] = 15.0
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incidents/config.py); unset: the built-in ones.

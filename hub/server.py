@@ -34,8 +34,10 @@ from hub.domain.ratelimit import Limit
 from hub.drones.fleet import load_fleet
 from hub.drones.service import DroneService
 from hub.errors import HubStartError, StorageUnavailable, one_line
+from hub.gateways.commands import CommandRouter
 from hub.gateways.gb28181 import Gb28181Gateway
-from hub.gateways.gb28181.compose import Revocations, SipSecrets, registrar_config
+from hub.gateways.gb28181.compose import Revocations, start_gb28181
+from hub.gateways.gb28181.video import CameraVideo
 from hub.incidents.config import ResponseOptions, load_incident_config
 from hub.incidents.hotline import HotlineHandOver
 from hub.incidents.service import IncidentService
@@ -110,6 +112,7 @@ class Hub:
         self.video: VideoDesk | None = None
         self.gb28181: Gb28181Gateway | None = None
         self._sip_revocations: Revocations | None = None
+        self.camera_video: CameraVideo | None = None
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
         self.https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
 
@@ -200,8 +203,10 @@ class Hub:
             milestone_max_shift_s=s.milestone_max_shift_s, sos_max_distance_m=s.sos_max_distance_m,
             # A drone has arrived over a scene only at its working altitude (hub.domain.hover).
             aerial_min_alt_m=0.7 * s.drone_cruise_alt_m)
+        # Device commands: to the broker, or to the gateway that owns the device (a GB/T 28181 camera).
+        self.commands = CommandRouter(lambda topic, payload: bridge.publish(topic, payload, qos=1))
         incidents = self.incidents = IncidentService(
-            IncidentStore(self.db), self.live, self.feed, lambda topic, payload: bridge.publish(topic, payload, qos=1),
+            IncidentStore(self.db), self.live, self.feed, self.commands.publish,
             now_ms, config=config, options=options, hotline=hotline,
             recommender=Recommender(self.city() if s.road_graph == "city" else None))
         # Audit rows that meet a database outage wait in the incident outbox, in order with the incident writes.
@@ -217,7 +222,7 @@ class Hub:
                 s, fleet, incidents, self.feed, DroneAudit(self.db), self.pipeline.submit, now_ms, self.put_unit))
         if s.gb28181:
             self._phase = "gb28181"
-            await self._start_gb28181()
+            await self._start_gb28181(video)
         self._wire(incidents, video, self.drones)
         self.registry.register(HubCollector(self))
         self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
@@ -268,20 +273,14 @@ class Hub:
             feed.snapshot_parts.append(drones.snapshot_part)
             incidents.unit_released.connect(drones.unit_released)
 
-    async def _start_gb28181(self) -> None:
-        """The SIP registrar for GB/T 28181 devices, on its port (a port in use stops the start-up, named)."""
-        s = self.settings
-        store = SipLoginStore(self.db)
-        secrets = SipSecrets(store, registrar_config(s).domain)
-        gateway = self.gb28181 = await self._stack.enter_async_context(Gb28181Gateway(
-            registrar_config(s), submit=self.pipeline.submit, password_of=secrets,
-            utc_offset_min=s.gb28181_utc_offset_min, store_timeout_s=s.gb28181_store_timeout_s))
-        revocations = self._sip_revocations = Revocations(gateway, store)
+    async def _start_gb28181(self, desk: VideoDesk) -> None:
+        """The SIP server for GB/T 28181 devices and their cameras' video (see hub.gateways.gb28181.compose)."""
+        parts = await start_gb28181(self._stack, self.settings, self.db, self.pipeline.submit, desk, now_ms)
+        self.gb28181, self.camera_video, self._sip_revocations = parts.gateway, parts.video, parts.revocations
+        self.commands.gateways.append(parts.video)
         if self.provisioner is not None:
-            self.provisioner.sip_server = sip_server(s, gateway.udp_port)
-            self.provisioner.on_revoked = revocations.revoked
-        log.info("gb28181: SIP server %s on %s port %d (udp %d, tcp %d)", s.gb28181_server_id, s.gb28181_host,
-                 s.gb28181_port, gateway.udp_port, gateway.tcp_port)
+            self.provisioner.sip_server = sip_server(self.settings, parts.gateway.udp_port)
+            self.provisioner.on_revoked = parts.revocations.revoked
 
     async def _handed_over(self, incident_id: str, accepted_at: int, ref: str) -> None:
         if self.incidents is None:
@@ -314,6 +313,8 @@ class Hub:
     async def _device_added(self, device_id: str, unit_id: str) -> None:
         """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown)."""
         await self._reload_units(unit_id)
+        if self._sip_revocations is not None:
+            await self._sip_revocations.devices.refresh(device_id)
 
     async def _reload_units(self, unit_id: str | None = None) -> None:
         """Re-read ``unit_id`` (every unit: None, after notifications may have been missed) into the live picture."""

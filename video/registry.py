@@ -56,8 +56,10 @@ def now_ms() -> int:
 class _StreamLike(Protocol):
     session_id: str
     device_id: str
-    offer: Offer
     ended: bool
+
+    @property
+    def offer(self) -> Offer | None: ...  # None: a publisher that is not a WebRTC peer (frames pushed in)
 
     @property
     def viewers(self) -> dict[str, Any]: ...
@@ -67,7 +69,9 @@ class _StreamLike(Protocol):
 
 class _ViewerLike(Protocol):
     session_id: str
-    offer: Offer
+
+    @property
+    def offer(self) -> Offer | None: ...
 
     @property
     def stream(self) -> Any: ...
@@ -113,6 +117,8 @@ class SessionRegistry(Generic[S, V]):
     def _trickle_fragment(self, session_id: str, sdpfrag: str) -> tuple[S | V, SdpFragment]:
         """A PATCH's session and its candidates (RFC 8840 fragment); an ICE restart is refused."""
         session = self._session(session_id)
+        if session.offer is None:
+            raise UnknownSession(f"session {session_id!r} is not a WebRTC session: it has no ICE to trickle")
         fragment = parse_sdpfrag(sdpfrag)
         if fragment.ice_ufrag is not None and fragment.ice_ufrag != session.offer.ice_ufrag:
             raise IceRestartUnsupported("new ICE credentials mean an ICE restart, which this hub does not do; "

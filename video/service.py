@@ -9,6 +9,9 @@ viewers, stopped when the last leaves), or refused with :class:`~video.errors.Un
 ``transcode=False``.
 
 Audio a publisher or viewer offers is answered ``inactive``: the hub relays video only.
+
+A publisher need not be a WebRTC peer: :meth:`VideoService.publish_encoded` opens a stream whose encoded frames
+the caller pushes (a GB/T 28181 camera's H.264, demuxed from MPEG-PS), viewed and recorded like any other.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from video.relay import Relay, RelayCounters, ViewerFeed
 from video.sdp import Offer, codec_preferences, parse_offer
 from video.transcode import Transcoder
 
-__all__ = ["Answer", "SessionRef", "StreamInfo", "VideoService"]  # the first three from video.registry
+# Answer, SessionRef and StreamInfo are video.registry's, re-exported.
+__all__ = ["Answer", "EncodedPublisher", "SessionRef", "StreamInfo", "VideoService"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class _Session:
     session_id: str
-    pc: RTCPeerConnection
-    offer: Offer
+    pc: RTCPeerConnection | None  # None: a pushed (non-WebRTC) publisher
+    offer: Offer | None
 
 
 @dataclass(eq=False)
@@ -64,6 +68,7 @@ class _Stream(_Session):
     transcoders: dict[str, Transcoder] = field(default_factory=dict)  # by the codec they encode to
     tap: ReceiverTap | None = None
     ended: bool = False
+    pushed: EncodedPublisher | None = None  # the stream's pusher when it is not a WebRTC publisher
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.session_id, self.device_id, self.started_ms, self.codec, len(self.viewers))
@@ -72,7 +77,63 @@ class _Stream(_Session):
         self.relay.push(EncodedFrame(codec, data, timestamp, is_keyframe(codec, data), now_ms()))
 
     def request_keyframe(self) -> bool:
+        if self.pushed is not None:
+            return self.pushed.keyframe_wanted()
         return self.tap is not None and self.tap.request_keyframe()
+
+
+class EncodedPublisher:
+    """The caller's end of a pushed stream: :meth:`push` whole encoded pictures, :meth:`end` when the source stops.
+
+    Timestamps are the source's 90 kHz clock (e.g. MPEG-PS PTS); they are re-based so the stream starts at 0, as
+    aiortc does for WebRTC publishers. ``on_keyframe_request`` is called when a viewer needs a key frame (the
+    source may ignore it: a camera's GOP brings one soon); ``on_viewers`` with the stream's viewer count whenever
+    a viewer joins or leaves (an on-demand source stops when it falls to 0).
+    """
+
+    def __init__(self, service: VideoService, stream_id: str, device_id: str, codec: str,
+                 on_keyframe_request: Callable[[], None] | None, on_viewers: Callable[[int], None] | None) -> None:
+        self._service = service
+        self.stream_id = stream_id
+        self.device_id = device_id
+        self.codec = codec
+        self.on_keyframe_request = on_keyframe_request
+        self.on_viewers = on_viewers
+        self._base: int | None = None
+        self.pushed = 0
+
+    def push(self, data: bytes, timestamp_90k: int, keyframe: bool | None = None) -> bool:
+        """Hand one picture to the relay; False once the stream has ended."""
+        stream = self._service.pushed_stream(self.stream_id)
+        if stream is None:
+            return False
+        if self._base is None:
+            self._base = timestamp_90k
+        timestamp = (timestamp_90k - self._base) % (1 << 32)
+        key = is_keyframe(self.codec, data) if keyframe is None else keyframe
+        stream.relay.push(EncodedFrame(self.codec, data, timestamp, key, now_ms()))
+        self.pushed += 1
+        return True
+
+    def keyframe_wanted(self) -> bool:
+        if self.on_keyframe_request is None:
+            return False
+        try:
+            self.on_keyframe_request()
+        except Exception:
+            log.exception("keyframe request to the pushed stream %s failed", self.stream_id)
+        return True
+
+    def viewers_changed(self, count: int) -> None:
+        if self.on_viewers is not None:
+            try:
+                self.on_viewers(count)
+            except Exception:
+                log.exception("viewer callback of the pushed stream %s failed", self.stream_id)
+
+    async def end(self) -> None:
+        """End the stream (its viewers and recording with it); idempotent."""
+        await self._service.end_pushed(self.stream_id)
 
 
 class VideoService(SessionRegistry[_Stream, _Viewer]):
@@ -119,6 +180,30 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         self._notify("started", stream.info())
         return Answer(stream.session_id, stream.session_id, sdp)
 
+    async def publish_encoded(self, device_id: str, codec: str = "H264", *,
+                              on_keyframe_request: Callable[[], None] | None = None,
+                              on_viewers: Callable[[int], None] | None = None) -> EncodedPublisher:
+        """A stream fed by the caller instead of a WebRTC peer; replaces the device's old stream, like publish."""
+        if codec not in ("H264", "VP8"):
+            raise Unsupported(f"a pushed stream carries H264 or VP8, not {codec}", code="codec_unsupported")
+        stream_id = uuid.uuid4().hex
+        relay = Relay(lambda: stream.request_keyframe(), **self._relay_options)
+        stream = _Stream(stream_id, None, None, device_id, codec, now_ms(), relay)
+        stream.pushed = EncodedPublisher(self, stream_id, device_id, codec, on_keyframe_request, on_viewers)
+        await self._register_stream(stream)
+        self._add_sink(stream)
+        self._notify("started", stream.info())
+        return stream.pushed
+
+    def pushed_stream(self, stream_id: str) -> _Stream | None:
+        stream = self._streams.get(stream_id)
+        return stream if stream is not None and stream.pushed is not None else None
+
+    async def end_pushed(self, stream_id: str) -> None:
+        stream = self.pushed_stream(stream_id)
+        if stream is not None:
+            await self._end_stream(stream)
+
     def _add_sink(self, stream: _Stream) -> None:
         try:
             sink = self._sink_factory(stream.info()) if self._sink_factory else None
@@ -154,6 +239,8 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         viewer = _Viewer(uuid.uuid4().hex, pc, offer, stream, relay, feed)
         sdp = await self._admit_viewer(stream, viewer, lambda: self._negotiate(pc, offer, video))  # ICE gathers
         self._watch(viewer)
+        if stream.pushed is not None:
+            stream.pushed.viewers_changed(len(stream.viewers))
         return Answer(viewer.session_id, stream_id, sdp)
 
     def _transcoder(self, stream: _Stream, codec: str) -> Transcoder:
@@ -177,6 +264,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
     async def patch(self, session_id: str, sdpfrag: str) -> None:
         """Add trickled remote ICE candidates (RFC 8840 fragment); an ICE restart is refused."""
         session, fragment = self._trickle_fragment(session_id, sdpfrag)
+        assert session.pc is not None and session.offer is not None  # _trickle_fragment refuses pushed streams
         for candidate in fragment.candidates:
             # Everything is bundled on one transport: hand every candidate to the bundle's first m-line.
             candidate.sdpMid, candidate.sdpMLineIndex = session.offer.primary_mid, None
@@ -223,6 +311,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
     def _watch(self, session: _Stream | _Viewer) -> None:
         """End a session whose connection fails or closes, or never comes up."""
         pc = session.pc
+        assert pc is not None  # only WebRTC sessions are watched
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -241,7 +330,8 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         stream.relay.close()  # viewers' senders end, sinks close
         self._add_counters(stream.relay.counters)
         await asyncio.gather(*(self._end_viewer(v) for v in list(stream.viewers.values())))
-        await stream.pc.close()
+        if stream.pc is not None:
+            await stream.pc.close()
         self._notify("ended", stream.info())
 
     async def _end_viewer(self, viewer: _Viewer) -> None:
@@ -253,4 +343,7 @@ class VideoService(SessionRegistry[_Stream, _Viewer]):
         transcoder = next((t for t in viewer.stream.transcoders.values() if t.output is viewer.relay), None)
         if transcoder is not None and transcoder.output.viewers == 0:
             self._stop_transcoder(viewer.stream, transcoder)  # its last viewer left: stop the codec work
-        await viewer.pc.close()
+        if viewer.pc is not None:
+            await viewer.pc.close()
+        if viewer.stream.pushed is not None and not viewer.stream.ended:
+            viewer.stream.pushed.viewers_changed(len(viewer.stream.viewers))

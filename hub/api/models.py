@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AlertList", "Assignment", "CommandAccepted", "Dispatched", "Drone", "DroneCommand", "DroneCommandList",
-           "DroneList", "DroneSent", "Fix", "Incident", "IncidentList", "IncidentSummary", "Number", "Position",
-           "Recommendations", "Recording", "Recordings", "Stream", "StreamList", "Track", "Unit", "UnitDetail",
-           "UnitList", "View"]
+__all__ = ["AlertList", "Assignment", "CommandAccepted", "DeviceDetail", "Dispatched", "Drone", "DroneCommand",
+           "DroneCommandList", "DroneList", "DroneSent", "Fix", "Incident", "IncidentList", "IncidentSummary",
+           "Number", "Position", "Recommendations", "Recording", "Recordings", "Stream", "StreamList", "Track",
+           "Unit", "UnitDetail", "UnitList", "View"]
 
 Number = int | float  # smart union: an int stays an int, a float a float
 
@@ -83,7 +83,15 @@ class Unit(View):
     devices: list[DeviceState]
 
 
+class DeviceDetail(DeviceState):
+    """A device as one unit's detail shows it: ``video_on_demand`` when a viewer may open its camera
+    (``POST /api/v1/cameras/{device_id}/live``; a GB/T 28181 camera the hub INVITEs)."""
+
+    video_on_demand: bool
+
+
 class UnitDetail(Unit):
+    devices: list[DeviceDetail]  # type: ignore[assignment]  # a narrower entry than the list's
     incident_id: str | None  # the incident the unit is assigned to
 
 
@@ -256,6 +264,13 @@ class Stream(View):
 
 class StreamList(View):
     streams: list[Stream]
+
+
+class CameraLive(View):
+    """A camera opened on demand: its live stream, to watch over WHEP (``/whep/{stream_id}``)."""
+
+    device_id: str
+    stream_id: str
 
 
 class Recording(View):

@@ -61,3 +61,8 @@ class SipLoginStore:
                                      (device_id,))
             row = await cur.fetchone()
             return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def live_ids(self) -> list[str]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT device_id FROM sip_logins WHERE revoked_at IS NULL")
+            return [str(row[0]) for row in await cur.fetchall()]

@@ -41,7 +41,7 @@ from hub.storage.video import StreamRecord, VideoStore, VideoToken
 from hub.video.ports import Incidents
 from hub.video.recordings import Recordings
 from video.proxy import ProxyService
-from video.service import StreamInfo, VideoService
+from video.service import EncodedPublisher, StreamInfo, VideoService
 
 __all__ = ["PublishGrant", "PublishRefused", "VideoDesk"]
 
@@ -187,6 +187,19 @@ class VideoDesk:
                 del self._granted[device_id]
                 raise PublishRefused(409, "token_used", "this video_start token has opened its session already")
         return grant
+
+    async def publish_encoded(self, device_id: str, codec: str = "H264", *,
+                              on_keyframe_request: Callable[[], None] | None = None,
+                              on_viewers: Callable[[int], None] | None = None) -> EncodedPublisher:
+        """A stream whose frames the hub pushes itself (a GB/T 28181 camera's, demuxed by its gateway); it takes
+        the device's grant, if one is pending, like a WHIP publish. Only the built-in relay can take one."""
+        if not self.accepting:
+            raise PublishRefused(503, "shutting_down", "the hub is shutting down")
+        if not isinstance(self.service, VideoService):
+            raise PublishRefused(501, "unsupported", "video pushed by the hub (GB/T 28181 cameras) needs the "
+                                                     "built-in relay, not FIELDHUB_VIDEO_MEDIA_SERVER")
+        return await self.service.publish_encoded(device_id, codec, on_keyframe_request=on_keyframe_request,
+                                                  on_viewers=on_viewers)
 
     async def publish_settled(self, grant: PublishGrant, session_id: str | None) -> None:
         """The router's word on a grant: the session it opened, or None (it failed, no session exists)."""

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
-from hub.api.deps import Reader, VideoDep, authenticate, get_video
+from hub.api.deps import HubDep, Reader, VideoDep, authenticate, get_video
 from hub.api.errors import ApiError
-from hub.api.models import Recordings, StreamList
+from hub.api.models import CameraLive, Recordings, StreamList
 from hub.server import Hub
+from hub.gateways.gb28181.video import VideoRefused
 from hub.video.desk import PublishGrant
 
 __all__ = ["publish_authorizer", "router", "session_authorizer", "view_authorizer"]
@@ -61,6 +62,26 @@ def view_authorizer(hub: Hub) -> Callable[[str | None], Awaitable[None]]:
 @router.get("/api/v1/streams", response_model=StreamList)
 async def list_streams(who: Reader, video: VideoDep) -> dict[str, Any]:
     return {"streams": video.list_streams()}
+
+
+# A camera that did not answer is the gateway's upstream failing (502/504); one that is not registered, a conflict.
+_CAMERA_STATUS = {"offline": 409, "refused": 502, "bad_answer": 502, "no_answer": 504}
+
+
+@router.post("/api/v1/cameras/{device_id}/live", response_model=CameraLive)
+async def open_camera(device_id: Annotated[str, Path(pattern=ID)], who: Reader, hub: HubDep) -> dict[str, Any]:
+    """A viewer opens a camera that streams on demand (a GB/T 28181 camera: the hub INVITEs it): the live stream's
+    id to watch over WHEP. The stream ends when its last viewer has left for a while (FIELDHUB_GB28181_IDLE_S).
+    Other cameras stream when the hub sends them `video_start` (arrival, SOS): their live streams are listed."""
+    video = hub.camera_video
+    if video is None or not video.owns(device_id):
+        raise ApiError(404, "not_on_demand", f"{device_id} is not a camera this hub can open on demand "
+                                             "(GB/T 28181 cameras can, with FIELDHUB_GB28181 on)")
+    try:
+        stream_id = await video.open(device_id)
+    except VideoRefused as exc:
+        raise ApiError(_CAMERA_STATUS.get(exc.code, 502), f"camera_{exc.code}", str(exc)) from exc
+    return {"device_id": device_id, "stream_id": stream_id}
 
 
 @router.get("/api/v1/incidents/{incident_id}/recordings", response_model=Recordings)
