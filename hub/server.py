@@ -322,6 +322,8 @@ class Hub:
             home = {"lat": row["home_lat"], "lon": row["home_lon"]} if row["home_lat"] is not None else None
             self.live.register_unit(row["unit_id"], row["name"], row["kind"], list(row["devices"]), home,
                                     list(row["capabilities"]))
+            for device_id, kind in row["device_kinds"].items():
+                self.live.registered_kind(device_id, kind)
 
     async def _device_notified(self, device_id: str) -> None:
         if self._sip_revocations is not None:

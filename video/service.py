@@ -100,7 +100,9 @@ class EncodedPublisher:
         self.on_keyframe_request = on_keyframe_request
         self.on_viewers = on_viewers
         self._base: int | None = None
+        self._last: int | None = None
         self.pushed = 0
+        self.timestamps_moved = 0  # pictures whose timestamp was not after the previous one's
 
     def push(self, data: bytes, timestamp_90k: int, keyframe: bool | None = None) -> bool:
         """Hand one picture to the relay; False once the stream has ended."""
@@ -110,6 +112,13 @@ class EncodedPublisher:
         if self._base is None:
             self._base = timestamp_90k
         timestamp = (timestamp_90k - self._base) % (1 << 32)
+        if self._last is not None and (timestamp - self._last) % (1 << 32) >= 1 << 31 or timestamp == self._last:
+            # Not after the previous picture (a source repeating a PTS): viewers' jitter buffers would merge the
+            # two pictures into one and show garbage until the next key frame, so it goes just after it.
+            assert self._last is not None
+            timestamp = (self._last + 1) % (1 << 32)
+            self.timestamps_moved += 1
+        self._last = timestamp
         key = is_keyframe(self.codec, data) if keyframe is None else keyframe
         stream.relay.push(EncodedFrame(self.codec, data, timestamp, key, now_ms()))
         self.pushed += 1

@@ -60,6 +60,13 @@ class LiveState:
         self._dirty: set[str] = set()
 
     # ------------------------------------------------------------ registry
+    def registered_kind(self, device_id: str, kind: str) -> None:
+        """The kind a device was provisioned with: its kind until its own status says one (a device behind a
+        gateway may never send one)."""
+        dev = self.devices.get(device_id)
+        if dev is not None and dev.kind is None:
+            dev.kind = kind
+
     def register_unit(self, unit_id: str, name: str, kind: str, devices: list[str],
                       home: dict[str, float] | None = None, capabilities: list[str] | None = None) -> None:
         """Create or replace a unit; devices it no longer owns are detached."""

@@ -229,13 +229,14 @@ class Database:
                     [(d, unit["unit_id"]) for d in unit["devices"]])
 
     async def load_units(self, unit_id: str | None = None) -> list[dict[str, Any]]:
-        """Every unit with its devices, or only ``unit_id``."""
+        """Every unit with its devices (and the kinds they were registered with), or only ``unit_id``."""
         async with self.connection(timeout=30.0) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT u.unit_id, u.name, u.kind, u.home_lat, u.home_lon, u.capabilities, "
                 "coalesce(array_agg(d.device_id ORDER BY d.device_id) FILTER (WHERE d.device_id IS NOT NULL), "
-                "'{}') AS devices FROM units u LEFT JOIN devices d ON d.unit_id = u.unit_id "
+                "'{}') AS devices, coalesce(jsonb_object_agg(d.device_id, d.kind) FILTER (WHERE d.kind IS NOT NULL), "
+                "'{}') AS device_kinds FROM units u LEFT JOIN devices d ON d.unit_id = u.unit_id "
                 "WHERE %(unit)s::text IS NULL OR u.unit_id = %(unit)s GROUP BY u.unit_id", {"unit": unit_id})
             return await cur.fetchall()
 

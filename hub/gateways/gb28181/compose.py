@@ -112,12 +112,12 @@ async def start_gb28181(stack: AsyncExitStack, s: Settings, db: Database, submit
     config = registrar_config(s)
     gateway = await stack.enter_async_context(Gb28181Gateway(
         config, submit=submit, password_of=SipSecrets(store, config.domain), utc_offset_min=s.gb28181_utc_offset_min,
-        store_timeout_s=s.gb28181_store_timeout_s))
+        store_timeout_s=s.gb28181_store_timeout_s, position_interval_s=s.gb28181_position_interval_s))
     devices = SipDevices(store)
     await devices.load()
     video = await stack.enter_async_context(CameraVideo(
         gateway.registrar, submit=submit, publishing=desk, owns=devices.__contains__,
-        channel_of=lambda device_id: device_id, media_host=s.gb28181_host, announce_host=config.announce_host,
+        channel_of=gateway.video_channel, media_host=s.gb28181_host, announce_host=config.announce_host,
         transport=s.gb28181_media_transport, wall_ms=wall_ms, no_media_timeout_s=s.gb28181_no_media_s,
         idle_s=s.gb28181_idle_s))
     log.info("gb28181: SIP server %s (domain %s) on %s, udp %d, tcp %d; video over %s", s.gb28181_server_id,
