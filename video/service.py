@@ -112,7 +112,7 @@ class EncodedPublisher:
         if self._base is None:
             self._base = timestamp_90k
         timestamp = (timestamp_90k - self._base) % (1 << 32)
-        if self._last is not None and (timestamp - self._last) % (1 << 32) >= 1 << 31 or timestamp == self._last:
+        if (self._last is not None and (timestamp - self._last) % (1 << 32) >= 1 << 31) or timestamp == self._last:
             # Not after the previous picture (a source repeating a PTS): viewers' jitter buffers would merge the
             # two pictures into one and show garbage until the next key frame, so it goes just after it.
             assert self._last is not None

@@ -133,6 +133,10 @@ async def test_an_alarm_starts_the_sos_video_by_invite_and_closing_the_incident_
         assert gbhub.hub.camera_video is not None and gbhub.hub.camera_video.counters["ended_video_stop"] == 1
 
 
+def void(_: object) -> None:
+    """A callback's result dropped (the receiver's frame callback returns nothing)."""
+
+
 def ffmpeg_ps(seconds: int) -> bytes:
     """A real MPEG-PS with H.264 from FFmpeg (Debian), 640x360 at 25 fps, a key frame every second."""
     return subprocess.run(
@@ -146,13 +150,13 @@ async def test_ffmpeg_mpeg_ps_over_rtp_reaches_a_whep_viewer(gbhub: RunningHub) 
     ps = ffmpeg_ps(4)
     # Split at pack headers: each pack goes out as one RTP "frame" (marker on its last packet), as cameras do.
     starts = [i for i in range(len(ps) - 3) if ps[i:i + 4] == b"\x00\x00\x01\xba"]
-    packs = [ps[a:b] for a, b in zip(starts, [*starts[1:], len(ps)])]
+    packs = [ps[a:b] for a, b in zip(starts, [*starts[1:], len(ps)], strict=True)]
     assert len(packs) > 50
     service = gbhub.hub.video.service  # type: ignore[union-attr]
     await gbhub.put_unit("FF", ["ffmpeg-cam"])
     publisher = await service.publish_encoded("ffmpeg-cam", "H264")  # type: ignore[union-attr]
     receiver = MediaReceiver(host="127.0.0.1", transport="udp", ssrc=123456,
-                             on_frame=lambda data, pts, key: publisher.push(data, pts, key))
+                             on_frame=lambda data, pts, key: void(publisher.push(data, pts, key)))
     port = await receiver.start()
     loop = asyncio.get_running_loop()
     sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port))
