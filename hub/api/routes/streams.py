@@ -15,8 +15,8 @@ from fastapi.responses import FileResponse
 from hub.api.deps import HubDep, Reader, VideoDep, authenticate, get_video
 from hub.api.errors import ApiError
 from hub.api.models import CameraLive, Recordings, StreamList
-from hub.server import Hub
 from hub.gateways.gb28181.video import VideoRefused
+from hub.server import Hub
 from hub.video.desk import PublishGrant
 
 __all__ = ["publish_authorizer", "router", "session_authorizer", "view_authorizer"]
