@@ -1,7 +1,10 @@
 """The GB/T 28181 SIP server side: device registration with digest, messages in, requests out, presence.
 
 Knows nothing of the hub: credentials come from ``password_of``, message bodies (MANSCDP) and presence changes
-go to the callbacks it is given; the hub decides what they mean.
+go to the callbacks it is given; the hub decides what they mean, and the message handler's answer (None, or a
+status and reason) is the final response the device gets. Requests to devices and the matching of their responses
+are :mod:`gb28181.transactions`; a device's BYE and the loss of a device go to the dialog owner attached with
+:meth:`Registrar.attach` (:class:`gb28181.calls.Calls`); ACKs are taken silently.
 """
 
 from __future__ import annotations
@@ -12,65 +15,50 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiosipua.headers import parse_address, parse_via
-from aiosipua.utils import generate_branch, generate_call_id, generate_tag
 
 from devices.tasks import cancel_and_wait
 
 from . import digest
+from .config import RegistrarConfig, format_date
 from .presence import Presence, Registration
 from .sip import DEVICE_ID, Peer, SipError, SipRequest, SipResponse, response_to, uri_user
+from .transactions import Dialog, NotReachable, RequestTimeout, Transactions, Via
 from .transport import SipTransports
 
-__all__ = ["NotRegistered", "Registrar", "RegistrarConfig", "RequestTimeout", "format_date"]
+__all__ = [
+    "Answer", "DialogRequests", "NotReachable", "NotRegistered", "Registrar", "RegistrarConfig", "RequestTimeout",
+    "format_date",
+]
 
 log = logging.getLogger(__name__)
 
 PasswordOf = Callable[[str], Awaitable[str | None]]
-MessageHandler = Callable[[str, bytes, str], Awaitable[None] | None]
+# What the message handler says of a body: None for 200 OK, else the final status and reason phrase to answer.
+Answer = tuple[int, str] | None
+MessageHandler = Callable[[str, bytes, str], Awaitable[Answer] | Answer]
 OnlineHandler = Callable[[str], None]
 OfflineHandler = Callable[[str, str], None]
 
-_ALLOW = "REGISTER, MESSAGE, NOTIFY, OPTIONS"
+MANSCDP = "Application/MANSCDP+xml"
+_ALLOW = "REGISTER, MESSAGE, NOTIFY, OPTIONS, BYE, ACK"
 
 
 class NotRegistered(SipError):
     """A request for a device that has no live registration."""
 
 
-class RequestTimeout(SipError):
-    """No final response from the device in time."""
+class DialogRequests(Protocol):
+    """The dialogs' side of the registrar (:class:`gb28181.calls.Calls`): in-dialog requests and lost devices."""
 
+    def in_dialog(self, request: SipRequest, peer: Peer) -> SipResponse:
+        """Answer a request of a dialog (a device's BYE)."""
 
-@dataclass(frozen=True, slots=True)
-class RegistrarConfig:
-    server_id: str
-    host: str = "0.0.0.0"
-    udp_port: int = 5060
-    tcp_port: int = 5060
-    realm: str = ""  # default: the first 10 digits of server_id (the SIP domain, GB/T 28181 appendix D)
-    announce_host: str = ""  # the address devices reach us at, for Via/From in our requests; default: host
-    keepalive_interval_s: float = 60.0
-    max_missed: int = 3
-    default_expires_s: int = 3600
-    max_expires_s: int = 86400
-    nonce_lifetime_s: float = 300.0
-    request_timeout_s: float = 5.0
-    check_interval_s: float = 1.0
-    max_in_flight: int = 1024
-
-    @property
-    def domain(self) -> str:
-        return self.realm or self.server_id[:10]
-
-
-def format_date(moment: datetime) -> str:
-    """The 200's Date in GB/T 28181 form (``2024-01-02T03:04:05.123``), from which devices set their clocks."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    def device_gone(self, device_id: str, reason: str) -> None:
+        """The device unregistered or went offline: its dialogs are over."""
 
 
 class Registrar:
@@ -104,13 +92,20 @@ class Registrar:
         self.transports = SipTransports(
             self._deliver, host=config.host, udp_port=config.udp_port, tcp_port=config.tcp_port
         )
+        self.transactions = Transactions(self.transports, self.via, self.counters)
+        self.dialogs: DialogRequests | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         # Answers to recent requests, so a device's UDP retransmission gets the same answer and is not handled
-        # (or handed to on_message) twice.
+        # (or handed to on_message) twice; requests still being handled absorb their retransmissions.
         self._answered: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._handling: set[tuple[str, str, str]] = set()
         self._checker: asyncio.Task[None] | None = None
-        self._cseq = 0
+
+    def attach(self, dialogs: DialogRequests) -> None:
+        """Route in-dialog requests (BYE) and lost devices to ``dialogs``; one dialog owner per registrar."""
+        if self.dialogs is not None and self.dialogs is not dialogs:
+            raise ValueError("this registrar already has a dialog owner")
+        self.dialogs = dialogs
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -130,8 +125,7 @@ class Registrar:
         await cancel_and_wait(self._checker)
         self._checker = None
         await cancel_and_wait(*self._handlers)
-        for future in self._pending.values():
-            future.cancel()
+        self.transactions.close()
         await self.transports.stop()
 
     @property
@@ -149,13 +143,25 @@ class Registrar:
     def registration(self, device_id: str) -> Registration | None:
         return self.presence.get(device_id)
 
+    def unregister(self, device_id: str, reason: str) -> bool:
+        """Drop a device's binding (its login was revoked); offline callbacks and its calls end as on expiry."""
+        if not self.presence.unregister(device_id):
+            return False
+        self._gone(device_id, reason)
+        return True
+
     # --- presence ----------------------------------------------------------------------------------------------
 
     def check(self) -> None:
         """Send ``offline`` for devices silent too long or whose registration ran out."""
         for device_id, reason in self.presence.sweep(self.clock()):
-            self.counters["offline"] += 1
-            self._notify(self.on_offline, device_id, reason)
+            self._gone(device_id, reason)
+
+    def _gone(self, device_id: str, reason: str) -> None:
+        self.counters["offline"] += 1
+        self._notify(self.on_offline, device_id, reason)
+        if self.dialogs is not None:
+            self._notify(self.dialogs.device_gone, device_id, reason)
 
     async def _check_loop(self) -> None:
         while True:
@@ -175,7 +181,7 @@ class Registrar:
 
     def _deliver(self, message: SipRequest | SipResponse, peer: Peer) -> None:
         if isinstance(message, SipResponse):
-            self._response(message)
+            self.transactions.deliver(message)
             return
         if message.method == "ACK":
             self.counters["ack"] += 1  # a 2xx-less exchange: nothing to answer
@@ -189,13 +195,18 @@ class Registrar:
             self.counters["retransmission"] += 1
             self.transports.send(peer, self._answered[key])
             return
+        if key in self._handling:
+            self.counters["retransmission"] += 1  # answered once its handler is done
+            return
         if len(self._handlers) >= self.config.max_in_flight:
             self.transports.drop("overloaded", peer)
             return
         self.counters["request"] += 1
+        self._handling.add(key)
         task = asyncio.get_running_loop().create_task(self._handle(message, peer, key))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        task.add_done_callback(lambda _: self._handling.discard(key))
 
     async def _handle(self, request: SipRequest, peer: Peer, key: tuple[str, str, str]) -> None:
         try:
@@ -203,6 +214,8 @@ class Registrar:
                 response = await self._register(request, peer)
             elif request.method in ("MESSAGE", "NOTIFY"):
                 response = await self._message(request, peer)
+            elif request.method == "BYE":
+                response = self._bye(request, peer)
             elif request.method == "OPTIONS":
                 response = response_to(request, 200, "OK")
                 response.headers.set_single("Allow", _ALLOW)
@@ -267,8 +280,7 @@ class Registrar:
         if expires == 0:
             self.counters["unregistered"] += 1
             if self.presence.unregister(device_id):
-                self.counters["offline"] += 1
-                self._notify(self.on_offline, device_id, "unregistered")
+                self._gone(device_id, "unregistered")
             return response
         contact = request.headers.get_first("contact") or f"<sip:{device_id}@{peer.host}:{peer.port}>"
         response.headers.set_single("Contact", contact)
@@ -311,86 +323,70 @@ class Registrar:
         if came_online:
             self.counters["online"] += 1
             self._notify(self.on_online, device_id)
-        if self.on_message is not None:
-            # Answered after the consumer has taken the body, so a 200 means the hub has it.
-            content_type = request.headers.get_first("content-type") or ""
-            try:
-                result = self.on_message(device_id, request.body, content_type)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                self.counters["callback_error"] += 1
-                log.exception("gb28181: the message handler failed for %s", device_id)
-        return response_to(request, 200, "OK")
+        if self.on_message is None:
+            return response_to(request, 200, "OK")
+        # Answered after the consumer has taken the body, so a 200 means the hub has it, and a 4xx/5xx says why not
+        # (a 503 makes a device send it again).
+        content_type = request.headers.get_first("content-type") or ""
+        try:
+            result = self.on_message(device_id, request.body, content_type)
+            answer = await result if inspect.isawaitable(result) else result
+        except Exception:
+            self.counters["message_handler_error"] += 1
+            log.exception("gb28181: the message handler failed for %s", device_id)
+            return response_to(request, 500, "Server Internal Error")
+        if answer is None:
+            return response_to(request, 200, "OK")
+        status, reason = answer
+        self.counters[f"message_answered_{status}"] += 1
+        return response_to(request, status, reason)
 
-    def _response(self, response: SipResponse) -> None:
-        branch = parse_via(response.headers.get_first("via") or "").branch or ""
-        future = self._pending.get(branch)
-        if future is None:
-            self.counters["stray_response"] += 1
-            return
-        if response.status_code >= 200 and not future.done():
-            future.set_result(response)
+    def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
+        if self.dialogs is None:
+            self.counters["bye_unknown_call"] += 1
+            return response_to(request, 481, "Call/Transaction Does Not Exist")
+        return self.dialogs.in_dialog(request, peer)
 
     # --- outgoing ----------------------------------------------------------------------------------------------
+
+    def via(self) -> Via:
+        """Where devices reach the hub, for the Via and Contact of its requests."""
+        return Via(self.config.announce_host or self.config.host, self.udp_port, self.tcp_port)
+
+    def request_for(self, device_id: str, method: str, *, target_user: str | None = None, body: bytes = b"",
+                    content_type: str = MANSCDP, extra_headers: dict[str, str] | None = None,
+                    dialog: Dialog | None = None, cseq: int | None = None) -> tuple[SipRequest, Peer]:
+        """A request to a registered device (``target_user``: the channel it is for) and where to send it."""
+        binding = self.presence.get(device_id)
+        if binding is None:
+            raise NotRegistered(f"{device_id} is not registered")
+        cfg, peer = self.config, binding.peer
+        user = target_user or device_id
+        request = self.transactions.request(
+            peer, method, uri=f"sip:{user}@{peer.host}:{peer.port}", from_uri=f"<sip:{cfg.server_id}@{cfg.domain}>",
+            to_uri=f"<sip:{user}@{cfg.domain}>", body=body, content_type=content_type, extra=extra_headers,
+            dialog=dialog, cseq=cseq,
+        )
+        return request, peer
 
     async def send_request(
         self,
         device_id: str,
         method: str,
         body: bytes,
-        content_type: str = "Application/MANSCDP+xml",
+        content_type: str = MANSCDP,
         *,
         timeout_s: float | None = None,
         extra_headers: dict[str, str] | None = None,
+        dialog: Dialog | None = None,
+        cseq: int | None = None,
     ) -> SipResponse:
         """Send MESSAGE/SUBSCRIBE/... to a registered device and return its final response.
 
-        Over UDP the request is retransmitted (RFC 3261 timer A: 0.5 s, doubling) until answered or timed out.
+        Over UDP the request is retransmitted (RFC 3261 timer E: 0.5 s, doubling to 4 s) until answered or timed
+        out (RequestTimeout); NotRegistered / NotReachable when the device cannot be addressed.
         """
-        binding = self.presence.get(device_id)
-        if binding is None:
-            raise NotRegistered(f"{device_id} is not registered")
-        request, branch = self._build(binding, method, body, content_type, extra_headers or {})
-        wire = bytes(request)
-        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
-        self._pending[branch] = future
-        deadline = self.clock() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
-        interval = 0.5
-        try:
-            while True:
-                left = deadline - self.clock()
-                if left <= 0:
-                    raise RequestTimeout(f"{method} to {device_id}: no final response")
-                if not self.transports.send(binding.peer, wire):
-                    raise NotRegistered(f"{device_id} cannot be reached over {binding.peer.transport}")
-                wait = min(left, interval) if binding.peer.transport == "udp" else left
-                done, _ = await asyncio.wait({future}, timeout=wait)
-                if done:
-                    return future.result()
-                interval = min(interval * 2, 4.0)
-        finally:
-            self._pending.pop(branch, None)
-
-    def _build(
-        self, binding: Registration, method: str, body: bytes, content_type: str, extra: dict[str, str]
-    ) -> tuple[SipRequest, str]:
-        cfg = self.config
-        peer = binding.peer
-        host = cfg.announce_host or cfg.host
-        port = self.udp_port if peer.transport == "udp" else self.tcp_port
-        branch = generate_branch()
-        self._cseq += 1
-        request = SipRequest(method=method, uri=f"sip:{binding.device_id}@{peer.host}:{peer.port}")
-        request.headers.append("Via", f"SIP/2.0/{peer.transport.upper()} {host}:{port};rport;branch={branch}")
-        request.headers.append("From", f"<sip:{cfg.server_id}@{cfg.domain}>;tag={generate_tag()}")
-        request.headers.append("To", f"<sip:{binding.device_id}@{cfg.domain}>")
-        request.headers.append("Call-ID", generate_call_id(host))
-        request.headers.append("CSeq", f"{self._cseq} {method}")
-        request.headers.append("Max-Forwards", "70")
-        for name, value in extra.items():
-            request.headers.set_single(name, value)
-        if body:
-            request.headers.append("Content-Type", content_type)
-        request.body = body
-        return request, branch
+        request, peer = self.request_for(device_id, method, body=body, content_type=content_type,
+                                         extra_headers=extra_headers, dialog=dialog, cseq=cseq)
+        timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
+        return await self.transactions.exchange(peer, request, timeout)

@@ -369,3 +369,51 @@ async def test_a_retransmitted_message_is_answered_again_but_handed_on_once(
     again = await device.response()
     assert (first.status_code, again.status_code) == (200, 200)
     assert registrar.counters["retransmission"] == 1 and len(events.messages) == 1
+
+
+# --- what the message handler says is what the device is answered ---------------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "status", "reason"), [
+    (None, 200, "OK"),
+    ((400, "Bad Request (bad_xml)"), 400, "Bad Request (bad_xml)"),
+    ((503, "Service Unavailable (store_timeout)"), 503, "Service Unavailable (store_timeout)"),
+    (RuntimeError("defect"), 500, "Server Internal Error"),
+])
+async def test_the_handlers_answer_is_the_final_response(
+    events: Events, answer: object, status: int, reason: str
+) -> None:
+    async def handler(device_id: str, body: bytes, content_type: str) -> tuple[int, str] | None:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    reg = start(events)
+    reg.on_message = handler
+    async with reg:
+        device = await UdpDevice.open(reg)
+        await device.register("s3cret")
+        device.request("MESSAGE", body=KEEPALIVE)
+        response = await device.response()
+        assert (response.status_code, response.reason_phrase) == (status, reason)
+        assert reg.counters["message_handler_error"] == (1 if status == 500 else 0)
+
+
+async def test_a_retransmission_while_the_handler_works_is_absorbed(events: Events) -> None:
+    calls: list[bytes] = []
+
+    async def slow(device_id: str, body: bytes, content_type: str) -> None:
+        calls.append(body)
+        await asyncio.sleep(0.6)
+
+    reg = start(events)
+    reg.on_message = slow
+    async with reg:
+        device = await UdpDevice.open(reg)
+        await device.register("s3cret")
+        device.request("MESSAGE", body=KEEPALIVE)
+        device.cseq -= 1  # the same transaction again, as a device's timer E resends it
+        device.request("MESSAGE", body=KEEPALIVE)
+        assert (await device.response()).status_code == 200
+        await asyncio.sleep(0.3)
+        assert device.inbox.empty() and len(calls) == 1 and reg.counters["retransmission"] == 1

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from devices.clock import now_ms
 from gb28181.media import MediaReceiver
 from gb28181.rtp import packetize
 from hub.config import Settings
@@ -81,6 +82,8 @@ async def test_a_camera_opened_on_demand_plays_over_whep_and_is_hung_up_when_nob
         gbhub: RunningHub) -> None:
     password = await provision(gbhub)
     async with camera(gbhub, password) as cam:
+        # The camera set its clock from the hub's Date, which is in the cameras' zone (UTC+8): it is right.
+        assert abs(cam.clock_offset_s) < 5, cam.clock_offset_s
         r = await gbhub.api.post(f"/api/v1/cameras/{CAM}/live")
         assert r.status_code == 200, r.text
         stream_id = r.json()["stream_id"]
@@ -108,6 +111,8 @@ async def test_an_alarm_starts_the_sos_video_by_invite_and_closing_the_incident_
     password = await provision(gbhub)
     async with camera(gbhub, password, position_interval_s=1.0) as cam:
         await wait_for(lambda: gbhub.hub.live.units[UNIT].fix is not None, timeout=15)
+        fix = gbhub.hub.live.units[UNIT].fix
+        assert fix is not None and abs(fix.ts - now_ms()) < 10_000  # the camera's local time read as its zone
         await cam.raise_alarm(description="officer down")
         # The SOS opens a priority-1 incident and starts the unit's cameras: the hub INVITEs this one.
         streams: list[dict[str, Any]] = []

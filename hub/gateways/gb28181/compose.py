@@ -66,8 +66,7 @@ class Revocations:
 
     async def revoked(self, device_id: str) -> None:
         self.devices.ids.discard(device_id)
-        if self.gateway.registrar.presence.unregister(device_id):
-            self.gateway.on_offline(device_id, "revoked")
+        self.gateway.registrar.unregister(device_id, "revoked")  # its calls end too
 
     async def changed(self, device_id: str) -> None:
         """A device's login changed somewhere: drop its registration if it no longer has a live SIP login."""
