@@ -24,6 +24,7 @@ class Registration:
     expires_at: float
     last_seen: float
     online: bool = False
+    call_id: str = ""  # of the REGISTERs: a device keeps it across refreshes, a restarted one comes with a new one
 
 
 class Presence:
@@ -40,14 +41,21 @@ class Presence:
     def registered(self) -> list[Registration]:
         return list(self._bindings.values())
 
-    def register(self, device_id: str, peer: Peer, contact: str, expires_s: float, now: float) -> bool:
+    def register(self, device_id: str, peer: Peer, contact: str, expires_s: float, now: float,
+                 call_id: str = "") -> bool:
         """Bind or refresh; True when the device thereby came online."""
         binding = self._bindings.get(device_id)
         if binding is None:
             binding = self._bindings[device_id] = Registration(device_id, peer, contact, now + expires_s, now)
-        binding.peer, binding.contact = peer, contact
+        binding.peer, binding.contact, binding.call_id = peer, contact, call_id
         binding.expires_at, binding.last_seen = now + expires_s, now
         return self._mark_online(binding)
+
+    def restarted(self, device_id: str, call_id: str) -> bool:
+        """A REGISTER of a new registration session (another Call-ID) from a device that is online: it restarted
+        without unregistering, and what it had agreed to (calls, subscriptions) is gone with its old session."""
+        binding = self._bindings.get(device_id)
+        return binding is not None and binding.online and bool(binding.call_id) and binding.call_id != call_id
 
     def unregister(self, device_id: str) -> bool:
         """Remove the binding; True when the device was online (it is now offline)."""

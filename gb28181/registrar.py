@@ -285,9 +285,13 @@ class Registrar:
         contact = request.headers.get_first("contact") or f"<sip:{device_id}@{peer.host}:{peer.port}>"
         response.headers.set_single("Contact", contact)
         self.counters["registered"] += 1
-        if self.presence.register(device_id, peer, contact, expires, now):
-            self.counters["online"] += 1
-            self._notify(self.on_online, device_id)
+        call_id = request.headers.get_first("call-id") or ""
+        restarted = self.presence.restarted(device_id, call_id)
+        if self.presence.register(device_id, peer, contact, expires, now, call_id) or restarted:
+            self.counters["restarted" if restarted else "online"] += 1
+            if restarted and self.dialogs is not None:
+                self._notify(self.dialogs.device_gone, device_id, "restarted")
+            self._notify(self.on_online, device_id)  # (again:) the hub subscribes and queries anew
         return response
 
     def _challenge(self, request: SipRequest, *, stale: bool) -> SipResponse:

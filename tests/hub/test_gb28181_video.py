@@ -189,3 +189,22 @@ async def test_ffmpeg_mpeg_ps_over_rtp_reaches_a_whep_viewer(gbhub: RunningHub) 
         sender.close()
         await receiver.stop()
         await publisher.end()
+
+
+async def test_a_camera_that_restarts_is_subscribed_and_queried_anew_and_its_stream_ends(gbhub: RunningHub) -> None:
+    """A camera that reboots registers again with a new Call-ID without having unregistered: its calls and its
+    position subscription died with it, so the hub ends the stream and subscribes and queries again."""
+    password = await provision(gbhub)
+    async with camera(gbhub, password) as before:
+        r = await gbhub.api.post(f"/api/v1/cameras/{CAM}/live")
+        assert r.status_code == 200, r.text
+        await wait_for(lambda: before.media.calls, timeout=10)
+        gateway = gbhub.hub.gb28181
+        assert gateway is not None
+        async with camera(gbhub, password) as after:  # the same camera, rebooted: a new registration session
+            assert gateway.registrar.counters["restarted"] == 1
+            await wait_for(lambda: after.counters.queries_answered >= 2 and after.subscription.dialog is not None,
+                           timeout=15)
+            await wait_for(lambda: not gbhub.hub.video.service.streams(), timeout=10)  # type: ignore[union-attr]
+            assert gbhub.hub.camera_video is not None and gbhub.hub.camera_video.counters["ended_offline"] == 1
+            await after.stop()
