@@ -1,10 +1,9 @@
 """The hub's lifecycle: compose the adapters, run, shut down in order.
 
-Start-up: embedded services (when no URL is configured) -> database (migrations,
-partitions) -> live picture loaded from the database -> writer -> pipeline ->
-live feed -> MQTT session. Shutdown runs the same list backwards: stop taking
-MQTT messages, drain the pipeline, flush the writer, close the database, stop
-the embedded services.
+Start-up: embedded services (when no URL is configured) -> database (migrations, partitions) -> live picture
+loaded from the database -> writer -> pipeline -> live feed -> MQTT session -> services (incidents, video, drones,
+gateways). Shutdown runs the same list backwards: stop taking MQTT messages, drain the pipeline, flush the writer,
+close the database, stop the embedded services.
 """
 
 from __future__ import annotations
@@ -113,6 +112,8 @@ class Hub:
         self.gb28181: Gb28181Gateway | None = None
         self._sip_revocations: Revocations | None = None
         self.camera_video: CameraVideo | None = None
+        # Device commands: to the broker, or to the gateway that owns the device (a GB/T 28181 camera).
+        self.commands = CommandRouter(self._publish_mqtt)
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
         self.https: ssl.SSLContext | None = None  # HTTPS when the settings name a certificate and key
 
@@ -192,7 +193,6 @@ class Hub:
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol,
             connect_timeout_s=s.mqtt_connect_timeout_s))
-        bridge = self.bridge
         self._phase = "services"
         # Without a URL the hand-overs of diverted incidents wait, visible as `not_configured`.
         hotline = await stack.enter_async_context(HotlineHandOver(
@@ -203,8 +203,6 @@ class Hub:
             milestone_max_shift_s=s.milestone_max_shift_s, sos_max_distance_m=s.sos_max_distance_m,
             # A drone has arrived over a scene only at its working altitude (hub.domain.hover).
             aerial_min_alt_m=0.7 * s.drone_cruise_alt_m)
-        # Device commands: to the broker, or to the gateway that owns the device (a GB/T 28181 camera).
-        self.commands = CommandRouter(lambda topic, payload: bridge.publish(topic, payload, qos=1))
         incidents = self.incidents = IncidentService(
             IncidentStore(self.db), self.live, self.feed, self.commands.publish,
             now_ms, config=config, options=options, hotline=hotline,
@@ -269,6 +267,8 @@ class Hub:
         incidents.alerts.sos_raised.connect(video.on_sos)
         # Not a notification: a video_start goes out only after the desk stored its token (a refusal skips it).
         incidents.follow_up.video_tokens = video.register_token
+        # Not a notification: whether a unit's devices can sign for a dispatch (a GB/T 28181 camera cannot).
+        incidents.follow_up.can_sign = self.commands.can_sign
         if drones is not None:
             feed.snapshot_parts.append(drones.snapshot_part)
             incidents.unit_released.connect(drones.unit_released)
@@ -281,6 +281,11 @@ class Hub:
         if self.provisioner is not None:
             self.provisioner.sip_server = sip_server(self.settings, parts.gateway.udp_port)
             self.provisioner.on_revoked = parts.revocations.revoked
+
+    def _publish_mqtt(self, topic: str, payload: bytes) -> None:
+        if self.bridge is None:
+            raise HubStartError("a device command before the MQTT session started")
+        self.bridge.publish(topic, payload, qos=1)
 
     async def _handed_over(self, incident_id: str, accepted_at: int, ref: str) -> None:
         if self.incidents is None:

@@ -21,6 +21,8 @@ class DeviceCommands(Protocol):
 
     def owns(self, device_id: str) -> bool: ...
 
+    def can_sign(self, device_id: str) -> bool: ...  # its protocol has a way to acknowledge a dispatch order
+
     def command(self, device_id: str, raw: bytes) -> None: ...
 
 
@@ -30,6 +32,10 @@ class CommandRouter:
         self.mqtt = mqtt
         self.gateways: list[DeviceCommands] = []
         self.routed = 0
+
+    def can_sign(self, device_id: str) -> bool:
+        """Whether the device can acknowledge a dispatch: every MQTT device can; a gateway's says."""
+        return next((g.can_sign(device_id) for g in self.gateways if g.owns(device_id)), True)
 
     def publish(self, topic: str, payload: bytes) -> None:
         parsed = parse_device_topic(topic)

@@ -113,6 +113,9 @@ class AckFollowUp:
         self._task: asyncio.Task[None] | None = None
         # Without a registrar (no video desk) the token is sent but nothing would accept it.
         self.video_tokens: VideoTokenRegistrar | None = None
+        # Whether a device can sign for a dispatch (the composition root's answer: a device behind a gateway whose
+        # protocol has no such message, e.g. a GB/T 28181 camera, cannot).
+        self.can_sign: Callable[[str], bool] = lambda device_id: True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(self.interval_s), name="incident-ack-check")
@@ -126,8 +129,17 @@ class AckFollowUp:
                         raw: bytes | None = None, now_ms: int = 0) -> None:
         """A dispatch waits for its ack; with `raw` (a ground unit's command) it is also watched for re-sends."""
         self._pending[cmd_id] = (incident_id, unit_id)
-        if raw is not None:
-            self.watch.add(cmd_id, "dispatch", incident_id, unit_id, devices or [], raw, now_ms)
+        if raw is None:
+            return
+        if devices and not any(self.can_sign(d) for d in devices):
+            # Waiting for an ack that cannot come would take the unit off the incident: the dispatcher confirms by
+            # radio instead, and the unit's acknowledgment stays unrecorded (never invented).
+            self.alerts.raise_alert("unacknowledged", now_ms or self.clock(),
+                                    f"unit {unit_id} has no device that can sign for incident {incident_id} "
+                                    f"({', '.join(devices)}): confirm by radio", unit_id=unit_id,
+                                    incident_id=incident_id, cannot_sign=True)
+            return
+        self.watch.add(cmd_id, "dispatch", incident_id, unit_id, devices or [], raw, now_ms)
 
     def settled(self, cmd_id: str) -> None:
         """The dispatch was acknowledged or its assignment ended: nothing is waited for any more."""

@@ -54,6 +54,10 @@ async def get_unit(unit_id: UnitId, hub: HubDep, who: Reader) -> dict[str, Any]:
     if unit_id not in hub.live.units:
         raise ApiError(404, "not_found", f"unit {unit_id} does not exist")
     view = hub.live.unit_view(unit_id, now_ms(), full=True)
+    # A camera the hub can INVITE (GB/T 28181) is opened on demand: the one-map offers it a "Live" button.
+    on_demand = hub.camera_video.owns if hub.camera_video is not None else None
+    for device in view["devices"]:
+        device["video_on_demand"] = on_demand is not None and on_demand(device["device_id"])
     view["incident_id"] = hub.incidents.assigned_to(unit_id) if hub.incidents is not None else None
     return view
 

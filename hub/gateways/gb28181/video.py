@@ -144,6 +144,9 @@ class CameraVideo:
 
     # --- commands (CommandRouter) -------------------------------------------------------------------------
 
+    def can_sign(self, device_id: str) -> bool:
+        return False  # GB/T 28181 has no message that shows a dispatch order or signs for it
+
     def command(self, device_id: str, raw: bytes) -> None:
         """A contract command addressed to a GB/T 28181 camera; handled in the background, never raising."""
         task = asyncio.get_running_loop().create_task(self._command(device_id, raw))

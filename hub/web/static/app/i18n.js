@@ -101,7 +101,9 @@ const zh = {
   "video.connFailed": "连接失败", "video.connClosed": "连接已关闭", "video.noMedia": "未收到视频画面",
   "video.ended": "视频已结束", "video.age": "已回传 {d}", "video.gone": "视频 {id} 已结束",
   "video.tooMany": "最多同时播放 {n} 路视频，请先关闭一路", "video.started": "视频回传：{u}（警情 {inc}）",
-  "video.badge": "实时视频", "video.live": "视频",
+  "video.badge": "实时视频", "video.live": "视频", "video.notStarted": "视频 {id} 未能开始",
+  "camera.live": "调看", "camera.liveTitle": "呼叫该摄像机，打开其实时视频", "camera.opening": "呼叫中…",
+  "camera.refused": "无法调看 {d}：{m}",
   "lang.switch": "EN",
 };
 
@@ -212,6 +214,9 @@ const en = {
   "video.noMedia": "No picture received", "video.ended": "Stream ended", "video.age": "live {d}",
   "video.gone": "Stream {id} has ended", "video.tooMany": "At most {n} videos at once: close one first",
   "video.started": "Live video: {u} (incident {inc})", "video.badge": "Live video", "video.live": "LIVE",
+  "video.notStarted": "Stream {id} did not start",
+  "camera.live": "Live", "camera.liveTitle": "Call this camera and open its live video", "camera.opening": "Calling…",
+  "camera.refused": "Cannot open {d}: {m}",
   "lang.switch": "中文",
 };
 

@@ -1,13 +1,15 @@
 // One unit: status, how fresh its position is, its devices (battery, last fix), what it is assigned to,
-// and today's track on demand (drawn on the map from the stored fixes).
+// today's track on demand (drawn on the map from the stored fixes), and a "Live" button for each camera the
+// hub opens on demand (a GB/T 28181 camera: the hub INVITEs it, and the stream opens in a floating tile).
 
 import { api, query } from "./api.js";
 import { formatDuration, serverNow, startOfToday } from "./clock.js";
 import { el, fill } from "./dom.js";
 import { categoryName, t, term } from "./i18n.js";
 import * as store from "./store.js";
+import { toast } from "./toast.js";
 import { isStale, statusColour, swatch } from "./unit-style.js";
-import { videoSlot } from "./video-wall.js";
+import { openWhenListed, videoSlot } from "./video-wall.js";
 
 const DEVICE_REFRESH_MS = 5000;
 const TRACK_PAGE = 100000;     // the API's largest page
@@ -95,6 +97,7 @@ export class UnitPanel {
       facts: el("dl", { class: "facts" }), devices: el("div"),
       trackBtn: el("button", { class: "btn", type: "button", dataset: { testid: "unit-track-btn" }, onclick: () => this.toggleTrack() }),
       trackInfo: el("span", { class: "muted" }),
+      live: new Map(),  // device_id -> its "Live" button, kept across renders (the row is rebuilt each second)
     };
     this.parts = p;
     fill(this.host, el("section", { class: "unit-panel", dataset: { testid: "unit-panel", unitId: id } },
@@ -112,13 +115,48 @@ export class UnitPanel {
     const list = this.full && this.full.devices;
     if (!list) return el("div", { class: "empty" }, "…");
     return el("table", { class: "devices" }, el("tbody", null, list.map((d) => el("tr", null,
-      el("td", null, d.device_id),
+      // A camera's "Live" sits under its id: a 20-digit GB/T 28181 id leaves no room for a column of its own.
+      el("td", { class: "device-id" }, el("span", null, d.device_id),
+        d.video_on_demand ? this.liveButton(d.device_id) : null),
       el("td", null, term("kind", d.kind)),
       el("td", { class: d.online ? "ok" : "warn" }, d.online ? t("unit.online") : t("unit.offlineDev")),
       el("td", null, d.battery != null ? el("span", { class: `battery${d.battery < 20 ? " warn" : ""}` },
         el("span", { class: "bar" }, el("i", { style: `width:${Math.max(0, Math.min(100, d.battery))}%` })),
         `${Math.round(d.battery)}%`) : "—"),
       el("td", { class: "muted" }, d.last_fix_ts ? formatDuration(now - d.last_fix_ts) : "—")))));
+  }
+
+  /** The device's "Live" button: the same node on every render, so a click never lands on a replaced one. */
+  liveButton(deviceId) {
+    const known = this.parts.live.get(deviceId);
+    if (known) return known;
+    const button = el("button", { class: "btn btn-video btn-live", type: "button", title: t("camera.liveTitle"),
+      dataset: { testid: "camera-live-btn", deviceId, state: "idle" }, onclick: () => this.openLive(deviceId, button) },
+    el("i", { class: "live-dot" }), t("camera.live"));
+    this.parts.live.set(deviceId, button);
+    return button;
+  }
+
+  /**
+   * Ask the hub to start the camera's stream (it INVITEs the camera: seconds, or a refusal with a reason),
+   * then open its tile once the live feed lists it. A refusal is a toast with the hub's own message.
+   */
+  async openLive(deviceId, button) {
+    if (button.dataset.state === "opening") return;
+    const label = button.lastChild;
+    button.dataset.state = "opening";
+    button.disabled = true;
+    label.textContent = t("camera.opening");
+    try {
+      const answer = await api(`/api/v1/cameras/${encodeURIComponent(deviceId)}/live`, { method: "POST", quiet: true });
+      await openWhenListed(answer.stream_id);
+    } catch (err) {
+      if (err.status !== 401) toast(t("camera.refused", { d: deviceId, m: err.message }));  // 401: signed out
+    } finally {
+      button.dataset.state = "idle";
+      button.disabled = false;
+      label.textContent = t("camera.live");
+    }
   }
 
   focus() {

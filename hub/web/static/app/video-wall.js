@@ -18,6 +18,11 @@ let maxTiles = MAX_TILES;    // a weaker screen (or a test) may set fewer: hooks
 
 let views = null;            // the VideoViews of the page, once wired
 const slots = new Set();     // panel sections listing streams; dropped once out of the document
+// Streams a viewer asked for (a camera opened on demand) that the store does not list yet: stream_id ->
+// {promise, resolve, timer}. The hub announces a stream on the live feed around the time it answers the request, in
+// either order, so the tile opens at whichever comes second.
+const awaited = new Map();
+const LISTED_WAIT_MS = 10000;
 
 /** Live streams of a unit (or drone: its unit id), oldest first. */
 export function streamsOfUnit(unitId) {
@@ -61,6 +66,38 @@ function renderSlot(slot) {
     el("div", { class: "actions" }, buttons,
       el("button", { class: "btn", type: "button", dataset: { testid: "video-wall-btn" },
         onclick: () => views && views.openWall(slot.id) }, t("video.wall"))));
+}
+
+/**
+ * Open `streamId`'s floating tile as soon as the store lists it (at once when it does already): resolves to
+ * the tile, or null when the stream was not announced within `timeoutMs` (said in a toast) or no room.
+ */
+export function openWhenListed(streamId, timeoutMs = LISTED_WAIT_MS) {
+  if (!views) return Promise.resolve(null);
+  if (store.streams.has(streamId)) return Promise.resolve(views.open(streamId));
+  const known = awaited.get(streamId);
+  if (known) return known.promise;
+  const entry = {};
+  entry.promise = new Promise((resolve) => {
+    entry.resolve = resolve;
+    entry.timer = setTimeout(() => {
+      awaited.delete(streamId);
+      toast(t("video.notStarted", { id: streamId }));
+      resolve(null);
+    }, timeoutMs);
+  });
+  awaited.set(streamId, entry);
+  return entry.promise;
+}
+
+/** The store's streams changed: open the awaited ones it lists now. */
+function openAwaited() {
+  for (const [streamId, entry] of awaited) {
+    if (!store.streams.has(streamId)) continue;
+    awaited.delete(streamId);
+    clearTimeout(entry.timer);
+    entry.resolve(views.open(streamId));
+  }
 }
 
 function refreshSlots() {
@@ -158,6 +195,7 @@ class VideoViews {
     for (const tile of this.allTiles()) {
       if (!store.streams.has(tile.streamId)) tile.ended(); else tile.render();
     }
+    openAwaited();
     this.syncWall();
     this.badges.sync();
     refreshSlots();
