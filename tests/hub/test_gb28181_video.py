@@ -208,3 +208,18 @@ async def test_a_camera_that_restarts_is_subscribed_and_queried_anew_and_its_str
             await wait_for(lambda: not gbhub.hub.video.service.streams(), timeout=10)  # type: ignore[union-attr]
             assert gbhub.hub.camera_video is not None and gbhub.hub.camera_video.counters["ended_offline"] == 1
             await after.stop()
+
+
+async def test_video_over_tcp_the_camera_connects_to_the_hubs_passive_port(settings: Settings) -> None:
+    """FIELDHUB_GB28181_MEDIA_TRANSPORT=tcp (cameras behind NAT): the offer is TCP/RTP/AVP passive, the camera
+    connects and sends RFC 4571-framed RTP, the viewer decodes it."""
+    tcp = settings.model_copy(update={"gb28181": True, "gb28181_host": "127.0.0.1", "gb28181_port": 0,
+                                      "gb28181_media_transport": "tcp"})
+    async with running_hub(tcp) as hub:
+        password = await provision(hub)
+        async with camera(hub, password) as cam:
+            r = await hub.api.post(f"/api/v1/cameras/{CAM}/live")
+            assert r.status_code == 200, r.text
+            assert len(await watch(hub, r.json()["stream_id"], 15)) >= 10
+            [call] = cam.media.calls.values()
+            assert call.offer.transport == "tcp" and call.offer.setup == "passive"
