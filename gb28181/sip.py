@@ -24,6 +24,7 @@ __all__ = [
     "SipRequest",
     "SipResponse",
     "Transport",
+    "finish_request",
     "parse",
     "response_to",
     "uri_user",
@@ -125,3 +126,16 @@ def response_to(request: SipRequest, status: int, reason: str, *, to_tag: str | 
     response.headers.set_single("CSeq", request.headers.get_first("cseq") or "")
     response.headers.set_single("User-Agent", "fieldhub")
     return response
+
+
+def finish_request(request: SipRequest, method: str, cseq: int, *, body: bytes, content_type: str,
+                   headers: dict[str, str] | None = None) -> SipRequest:
+    """The headers every request ends with (CSeq, Max-Forwards, the caller's own, Content-Type) and its body."""
+    request.headers.append("CSeq", f"{cseq} {method}")
+    request.headers.append("Max-Forwards", "70")
+    for name, value in (headers or {}).items():
+        request.headers.set_single(name, value)
+    if body:
+        request.headers.append("Content-Type", content_type)
+    request.body = body
+    return request

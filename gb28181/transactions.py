@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiosipua.headers import parse_cseq, parse_via
 from aiosipua.utils import generate_branch, generate_call_id, generate_tag
 
-from .sip import Peer, SipError, SipRequest, SipResponse
+from .sip import Peer, SipError, SipRequest, SipResponse, finish_request
 from .transport import SipTransports
 
 __all__ = [
@@ -129,14 +129,8 @@ class Transactions:
             request.headers.append("From", f"{from_uri};tag={generate_tag()}")
             request.headers.append("To", to_uri)
             request.headers.append("Call-ID", generate_call_id(via.host))
-        request.headers.append("CSeq", f"{cseq if cseq is not None else self.next_cseq()} {method}")
-        request.headers.append("Max-Forwards", "70")
-        for name, value in (extra or {}).items():
-            request.headers.set_single(name, value)
-        if body:
-            request.headers.append("Content-Type", content_type)
-        request.body = body
-        return request
+        return finish_request(request, method, cseq if cseq is not None else self.next_cseq(), body=body,
+                              content_type=content_type, headers=extra)
 
     # --- matching ---------------------------------------------------------------------------------------------
 

@@ -24,7 +24,16 @@ from aiosipua.utils import generate_branch, generate_call_id, generate_tag
 
 from devices.tasks import cancel_and_wait
 from gb28181 import digest
-from gb28181.sip import MAX_MESSAGE_BYTES, MalformedMessage, SipRequest, SipResponse, Transport, parse, response_to
+from gb28181.sip import (
+    MAX_MESSAGE_BYTES,
+    MalformedMessage,
+    SipRequest,
+    SipResponse,
+    Transport,
+    finish_request,
+    parse,
+    response_to,
+)
 
 __all__ = ["DeviceUa", "RequestHandler", "UaClosed", "UaConfig", "UaError", "UaTimeout", "authorization"]
 
@@ -322,15 +331,8 @@ class DeviceUa:
         request.headers.append("From", from_ or f"<sip:{cfg.device_id}@{cfg.realm}>;tag={generate_tag()}")
         request.headers.append("To", to or f"<sip:{cfg.server_id}@{cfg.realm}>")
         request.headers.append("Call-ID", call_id or generate_call_id(cfg.local_host))
-        request.headers.append("CSeq", f"{cseq if cseq is not None else self.next_cseq()} {method}")
-        request.headers.append("Max-Forwards", "70")
-        request.headers.append("User-Agent", "fieldhub-sim")
-        for name, value in (headers or {}).items():
-            request.headers.set_single(name, value)
-        if body:
-            request.headers.append("Content-Type", content_type)
-        request.body = body
-        return request
+        return finish_request(request, method, cseq if cseq is not None else self.next_cseq(), body=body,
+                              content_type=content_type, headers={"User-Agent": "fieldhub-sim", **(headers or {})})
 
     async def request(self, request: SipRequest) -> SipResponse:
         """Send ``request`` and wait for its final response; UaTimeout or UaClosed otherwise."""

@@ -6,6 +6,7 @@ The page is driven only through web/CONTRACT.md's test ids and ``window.fieldhub
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Protocol
 
 import httpx
@@ -190,3 +191,27 @@ async def route_ends(web: WebPage, drone_id: str, kind: str = "mission") -> dict
 def px_apart(a: list[float] | None, b: list[float] | None) -> float:
     assert a is not None and b is not None, (a, b)
     return float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5)
+
+
+PLAY_WAIT_S = 20.0  # WHEP offer/answer, ICE, DTLS, the first key frame (and for a GB/T 28181 camera its INVITE)
+
+
+async def tile_stats(web: WebPage) -> dict[tuple[str, str], dict[str, Any]]:
+    """`window.fieldhub.video.stats()` by (stream id, place)."""
+    listed = await web.js("() => window.fieldhub.video.stats()")
+    return {(s["stream_id"], s["place"]): s for s in listed}
+
+
+async def decoding(web: WebPage, stream_id: str, place: str, timeout_s: float = PLAY_WAIT_S) -> dict[str, Any]:
+    """Wait until the tile plays and its decoded-frame count rises by 5; its last statistics."""
+    await web.page.locator(tid("video-tile", stream_id=stream_id, place=place, state="playing")).wait_for(
+        timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    first = (await tile_stats(web))[(stream_id, place)]
+    while True:
+        await asyncio.sleep(0.5)
+        now = (await tile_stats(web))[(stream_id, place)]
+        if now["framesDecoded"] >= first["framesDecoded"] + 5 and now["frameWidth"]:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{place} tile of {stream_id} is not decoding: {first} -> {now}")

@@ -38,14 +38,13 @@ from sim.gb28181_camera import GbCamera, GbCameraConfig
 from sim.gb28181_stream import StreamSettings
 from tests.conftest import ADMIN_TOKEN, RunningHub, running_hub, wait_for
 from tests.web.conftest import OpenPage, WebPage
-from tests.web.one_map import incident_view, road_nodes, tid
+from tests.web.one_map import PLAY_WAIT_S, decoding, incident_view, road_nodes, tid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 WIDTH, HEIGHT = 320, 240
 STREAM = StreamSettings(width=WIDTH, height=HEIGHT, fps=10.0, bitrate=300_000)
 IDLE_S = 2.0            # an on-demand stream ends this long after its last viewer left
-PLAY_WAIT_S = 20.0      # INVITE, the first key frame, WHEP offer/answer, ICE, DTLS
 # Body cameras (type 132 in the 20-digit id, as a real one registers; its video channel is its own 131 id).
 CAM_ON_DEMAND = "34020000001320000101"
 CAM_OFFLINE = "34020000001320000102"
@@ -128,26 +127,6 @@ async def located(gb: GbHub, unit_id: str, near: tuple[float, float]) -> dict[st
 
     found: dict[str, Any] = await wait_for(there, timeout=15, interval=0.25)
     return found
-
-
-async def tile_stats(web: WebPage) -> dict[tuple[str, str], dict[str, Any]]:
-    listed = await web.js("() => window.fieldhub.video.stats()")
-    return {(s["stream_id"], s["place"]): s for s in listed}
-
-
-async def decoding(web: WebPage, stream_id: str, place: str, timeout_s: float = PLAY_WAIT_S) -> dict[str, Any]:
-    """Wait until the tile plays and its decoded-frame count rises by 5; its last statistics."""
-    await web.page.locator(tid("video-tile", stream_id=stream_id, place=place, state="playing")).wait_for(
-        timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    first = (await tile_stats(web))[(stream_id, place)]
-    while True:
-        await asyncio.sleep(0.5)
-        now = (await tile_stats(web))[(stream_id, place)]
-        if now["framesDecoded"] >= first["framesDecoded"] + 5 and now["frameWidth"]:
-            return now
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{place} tile of {stream_id} is not decoding: {first} -> {now}")
 
 
 async def select_unit(web: WebPage, unit_id: str) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from aiortc import VideoStreamTrack
 from geo.geodesy import haversine_m
 from tests.conftest import wait_for
 from tests.web.conftest import VIDEO_SIZE, CityRun, DroneCityRun, OpenPage, WebPage
-from tests.web.one_map import incident_view, spot_near_a_unit, tid
+from tests.web.one_map import decoding, incident_view, spot_near_a_unit, tid
 from tests.web.test_screenshots import target
 from video.client import WhipPublisher
 
@@ -39,7 +38,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 WIDTH, HEIGHT = VIDEO_SIZE
 STREAM_WAIT_S = 180.0  # dispatch -> acknowledged -> departed -> arrived -> video_start -> WHIP publish
-PLAY_WAIT_S = 20.0     # WHEP offer/answer, ICE, DTLS, the first keyframe
 
 
 # ------------------------------------------------------------------------ helpers
@@ -79,27 +77,6 @@ async def stream_of_unit(city: CityRun, unit_id: str, incident_id: str,
                              f" {city.sim.cameras.counters}; incident milestones {view['milestones']},"
                              f" log {[(e['type'], e.get('text')) for e in view['log']]}") from None
     return found
-
-
-async def tile_stats(web: WebPage) -> dict[tuple[str, str], dict[str, Any]]:
-    """`window.fieldhub.video.stats()` by (stream id, place)."""
-    listed = await web.js("() => window.fieldhub.video.stats()")
-    return {(s["stream_id"], s["place"]): s for s in listed}
-
-
-async def decoding(web: WebPage, stream_id: str, place: str, timeout_s: float = PLAY_WAIT_S) -> dict[str, Any]:
-    """Wait until the tile plays and its decoded-frame count grows; its last statistics."""
-    await web.page.locator(tid("video-tile", stream_id=stream_id, place=place, state="playing")).wait_for(
-        timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    first = (await tile_stats(web))[(stream_id, place)]
-    while True:
-        await asyncio.sleep(1.0)
-        now = (await tile_stats(web))[(stream_id, place)]
-        if now["framesDecoded"] >= first["framesDecoded"] + 5 and now["frameWidth"]:
-            return now
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{place} tile of {stream_id} is not decoding: {first} -> {now}")
 
 
 def whep_deletes(web: WebPage) -> list[tuple[str, int]]:
