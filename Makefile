@@ -14,7 +14,7 @@ DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors
           devices/fields.py hub/video/ports.py sim/gps.py sim/failsafes.py sim/auto_mission.py sim/mav_vehicle.py \
           bench/drone_kinematics.py bench/drones_report.py drone/listeners.py hub/incidents/claims.py hub/incidents/ports.py \
           gb28181 sim/gb28181_bodies.py sim/gb28181_camera.py sim/gb28181_fleet.py sim/gb28181_media.py \
-          sim/gb28181_stream.py sim/gb28181_subscription.py sim/gb28181_ua.py \
+          sim/gb28181_stream.py sim/gb28181_subscription.py sim/gb28181_ua.py sim/gb28181_demo.py sim/gb28181_officer.py \
           hub/gateways/commands.py hub/gateways/gb28181/gateway.py hub/gateways/gb28181/queries.py
 
 .PHONY: setup setup-test demo test lint bench-ingest

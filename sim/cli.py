@@ -14,11 +14,14 @@ import secrets
 from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.tasks import cancel_and_wait
 from hub.cli import cannot_start, listening, load_settings, until_signal
 from hub.errors import HubStartError
+
+if TYPE_CHECKING:
+    from hub.config import Settings
 
 __all__ = ["add_demo", "add_sim"]
 
@@ -33,7 +36,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from sim.runner import run_sim
 
     token = os.environ.get("FIELDHUB_BOOTSTRAP_TOKEN") or "fh_demo_" + secrets.token_urlsafe(16)
-    # The simulated installer: provisions every simulated device's own MQTT login through the API (never printed).
+    # The simulated installer: provisions every simulated device's own login (MQTT, or GB/T 28181 password) through
+    # the API (never printed).
     installer = "fh_demo_admin_" + secrets.token_urlsafe(24)
     try:
         settings = load_settings(bootstrap_token=token, bootstrap_admin_token=installer, city_seed=args.seed)
@@ -47,6 +51,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={
             "mavlink_url": "udpin:127.0.0.1:0", "drones": write_fleet(docks, settings.data_dir / "demo-drones.json"),
             "drone_keys": write_keys(docks, drone_keys, settings.data_dir / "demo-drone-keys.json")})
+    if args.gb_cameras > 0 and not settings.gb28181:  # the demo's own SIP server on a loopback port the hub picks
+        settings = settings.model_copy(update={"gb28181": True, "gb28181_host": "127.0.0.1", "gb28181_port": 0})
     host, port = args.host or settings.host, args.port or settings.port
     try:
         async with Hub(settings, city=partial(build_city, seed=settings.city_seed)) as hub:
@@ -66,6 +72,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                                        login=rest_login(url, installer)))
                 print(f"  drones: {len(docks)} simulated (MAVLink 2 on udp {hub.drones.link.local_address[1]})\n",
                       flush=True)
+            if args.gb_cameras > 0 and hub.gb28181 is not None:
+                jobs.append(_gb_cameras(args, settings, hub.gb28181.udp_port, url, installer))
             try:
                 await until_signal(*jobs)
             finally:
@@ -73,6 +81,20 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     except HubStartError as exc:  # raised only while starting
         return cannot_start(str(exc))
     return 0
+
+
+def _gb_cameras(args: argparse.Namespace, settings: Settings, sip_port: int, url: str,
+                installer: str) -> Coroutine[Any, Any, None]:
+    """The demo's GB/T 28181 body cameras (SIP to the hub's own server), announced on the console."""
+    from sim.gb28181_demo import GbDemoConfig, run_gb_cameras
+
+    sip_host = settings.gb28181_announce_host or settings.gb28181_host
+    if sip_host in ("0.0.0.0", "::", ""):
+        sip_host = "127.0.0.1"
+    print(f"  GB/T 28181 body cameras: {args.gb_cameras} simulated, SIP server {settings.gb28181_server_id} at "
+          f"udp {sip_host}:{sip_port}\n", flush=True)
+    return run_gb_cameras(GbDemoConfig(url, installer, settings.gb28181_server_id, sip_host, sip_port,
+                                       count=args.gb_cameras, seed=args.seed))
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:
@@ -134,6 +156,9 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--units", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--drones", type=int, default=4, help="simulated drones, one per police station (default 4)")
+    p.add_argument("--gb-cameras", type=int, default=3, metavar="N",
+                   help="patrol units whose only device is a simulated GB/T 28181 body camera (SIP), run beside "
+                        "the MQTT units; turns the hub's GB/T 28181 server on (default 3; 0: none)")
     _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
     p.set_defaults(func=cmd_demo)
 
