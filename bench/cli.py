@@ -34,6 +34,8 @@ MODULE_BENCHES = {
     "drone-dispatch": ("bench.drone_dispatch", "drone dispatch: incident -> airborne -> over a scene 300 m away,"
                                                " p50/p95 next to the physical minimum"),
     "video": ("bench.video", "live video: N 720p30 streams x M viewers via the hub: fps, CPU, latency, first frame"),
+    "gb28181": ("bench.gb28181", "GB/T 28181 cameras: N registered (CPU, RSS, loss) and M PS/RTP streams x viewers"
+                                 " next to WHIP"),
 }
 
 
