@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -74,3 +75,19 @@ async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> N
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+class FastClock:
+    """A device's wall clock (epoch seconds) that runs ``speed`` times faster from the moment it is set, never
+    backwards: a camera's minute standing on scene passes in a fraction of it."""
+
+    def __init__(self) -> None:
+        self.base_real = self.base = time.time()
+        self.speed = 1.0
+
+    def __call__(self) -> float:
+        return self.base + (time.time() - self.base_real) * self.speed
+
+    def set_speed(self, speed: float) -> None:
+        self.base, self.base_real = self(), time.time()
+        self.speed = speed

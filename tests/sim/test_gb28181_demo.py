@@ -35,24 +35,10 @@ from sim.gb28181_demo import CameraUnit, GbDemo, GbDemoConfig
 from sim.gb28181_officer import INCIDENT_ID, Officer, assignment, location
 from tests.conftest import ADMIN_TOKEN, RunningHub, running_hub, wait_for
 from tests.hostile import JSON_VALUE, NUMBER, TEXT
+from tests.sim.gb28181_support import FastClock
 
 ON_ROAD_M = 35.0  # a body camera's GPS error (4-10 m accuracy, no outliers here) stays well within this
 CITY = build_city(7)  # for the tests without a hub
-
-
-class FastClock:
-    """Wall-clock epoch seconds that run ``speed`` times faster from the moment it is set; never backwards."""
-
-    def __init__(self) -> None:
-        self.base_real = self.base = time.time()
-        self.speed = 1.0
-
-    def __call__(self) -> float:
-        return self.base + (time.time() - self.base_real) * self.speed
-
-    def set_speed(self, speed: float) -> None:
-        self.base, self.base_real = self(), time.time()
-        self.speed = speed
 
 
 @pytest.fixture

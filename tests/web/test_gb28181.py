@@ -37,6 +37,7 @@ from hub.config import Settings
 from sim.gb28181_camera import GbCamera, GbCameraConfig
 from sim.gb28181_stream import StreamSettings
 from tests.conftest import ADMIN_TOKEN, RunningHub, running_hub, wait_for
+from tests.sim.gb28181_support import FastClock
 from tests.web.conftest import OpenPage, WebPage
 from tests.web.one_map import PLAY_WAIT_S, decoding, incident_view, road_nodes, tid
 
@@ -231,22 +232,6 @@ async def test_a_dispatcher_opens_a_gb28181_camera_live_and_it_hangs_up_when_nob
 
 
 # ------------------------------------------------------------- the issue's end to end
-class FastClock:
-    """A camera's wall clock that can run faster than real time from a chosen moment (``speed``), never backwards."""
-
-    def __init__(self) -> None:
-        self.base_real = time.time()
-        self.base = self.base_real
-        self.speed = 1.0
-
-    def __call__(self) -> float:
-        return self.base + (time.time() - self.base_real) * self.speed
-
-    def set_speed(self, speed: float) -> None:
-        self.base, self.base_real = self(), time.time()
-        self.speed = speed
-
-
 class Walk:
     """An officer standing at ``start`` until ``go``, then walking straight to ``end`` at ``speed_mps`` and standing
     there: the camera's position callable, in the camera's own time."""
