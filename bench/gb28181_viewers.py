@@ -1,0 +1,143 @@
+"""A process of WHEP viewers of GB/T 28181 camera streams (H.264), for :mod:`bench.gb28181_video`.
+
+:mod:`bench.video_viewers` watches the video benchmark's VP8 publishers and matches frame numbers with the
+publishers' send times; a GB/T 28181 camera encodes live in another process, so here the latency is read from
+the frame code itself: the camera burns the wall-clock ms at which it started drawing the picture
+(:mod:`sim.framecode`), the decoding viewer subtracts it from the wall clock when the picture is decoded (one
+machine, one clock). That includes the camera's own draw + encode + mux, which the benchmark times apart.
+Same three-line protocol as :mod:`bench.video_viewers` (and the same parent handle, :class:`GbViewerProcess`);
+each decoding viewer reports ``pictures`` as flattened ``(monotonic s, latency ms)`` pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from array import array
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+
+from bench.processes import die_with_parent, python_env
+from bench.stack import BenchError
+from bench.video_viewers import READY_S, ViewerProcess
+from sim.framecode import elapsed_ms, read_code
+from video.client import WhepViewer
+from video.forward import ReceiverTap
+
+__all__ = ["GbViewerProcess", "main"]
+
+MIN_FRAMES = 25  # a second of frames at 25 fps before the child says it is ready
+
+
+class _Counting:
+    """Counts whole encoded frames (no decode), whatever codec the hub answered with."""
+
+    def __init__(self, url: str, token: str, http: httpx.AsyncClient) -> None:
+        self.whep = WhepViewer(url, token, http=http)
+        self.arrivals: array[float] = array("d")
+        self.pictures: array[float] = array("d")
+        self.unreadable = 0
+
+    async def start(self) -> None:
+        await self.whep.start()
+        ReceiverTap(self.whep.pc.getTransceivers()[0].receiver, self._frame, lambda: None)
+
+    def _frame(self, codec: str, data: bytes, timestamp: int) -> None:
+        self.arrivals.append(time.monotonic())
+
+    async def stop(self) -> None:
+        await self.whep.stop()
+
+
+class _Decoding(_Counting):
+    """Decodes every picture and reads the send time burned into it."""
+
+    _task: asyncio.Task[None]
+
+    async def start(self) -> None:
+        await self.whep.start()
+        self._task = asyncio.create_task(self._decode())
+
+    async def _decode(self) -> None:
+        while True:
+            frame = await self.whep.recv()
+            now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+            self.arrivals.append(now)
+            code = read_code(_luma(frame))
+            if code is None:
+                self.unreadable += 1
+            else:
+                self.pictures.extend((now, float(elapsed_ms(code[1], wall_ms))))
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.whep.stop()
+
+
+def _luma(frame: av.VideoFrame) -> Any:
+    plane = frame.planes[0]
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+
+
+async def serve() -> None:
+    config = json.loads(await asyncio.to_thread(sys.stdin.readline))
+    viewers: list[_Counting] = []
+    result: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        try:
+            try:
+                for stream_id, decode in config["viewers"]:
+                    url = f"{config['hub_url']}/whep/{stream_id}"
+                    viewer = (_Decoding if decode else _Counting)(url, config["token"], http)
+                    viewers.append(viewer)
+                    await viewer.start()
+                deadline = time.monotonic() + READY_S
+                while not all(len(v.arrivals) > MIN_FRAMES for v in viewers):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"not every viewer had frames within {READY_S:g} s")
+                    await asyncio.sleep(0.2)
+            except Exception as exc:  # the parent reports it; the child still ends its sessions
+                print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+                return
+            print(json.dumps({"ready": True}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # "stop", or EOF if the parent went away
+            result = [{"stream_id": sid, "decode": bool(decode), "arrivals": list(v.arrivals),
+                       "pictures": list(v.pictures), "unreadable": v.unreadable}
+                      for v, (sid, decode) in zip(viewers, config["viewers"], strict=False)]
+        finally:
+            for v in viewers:
+                with contextlib.suppress(Exception):
+                    await v.stop()
+    print(json.dumps({"viewers": result}), flush=True)
+
+
+class GbViewerProcess(ViewerProcess):
+    """:class:`bench.video_viewers.ViewerProcess` running this module instead."""
+
+    async def start(self, hub_url: str, token: str, viewers: list[tuple[str, bool]]) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.gb28181_viewers", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=log, env=python_env(), limit=1 << 28,
+                preexec_fn=die_with_parent)
+        answer = await self._say(json.dumps({"hub_url": hub_url, "token": token, "viewers": viewers}),
+                                 READY_S + 30)
+        if not answer.get("ready"):
+            raise BenchError(f"viewer process: {answer.get('error', answer)}")
+
+
+def main() -> int:
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
