@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from drone.signing import REFUSAL_REASONS
 from hub.drones.service import DroneService
 from hub.gateways.gb28181 import Gb28181Gateway
+from hub.gateways.gb28181.video import CameraVideo
 from hub.incidents.service import IncidentService
 from hub.ingest.bridge import MqttBridge
 from hub.ingest.feed import LiveFeed
@@ -51,6 +52,8 @@ class Parts(Protocol):
     def drones(self) -> DroneService | None: ...
     @property
     def gb28181(self) -> Gb28181Gateway | None: ...
+    @property
+    def camera_video(self) -> CameraVideo | None: ...
 
 
 class RateMeter:
@@ -137,6 +140,14 @@ class HubCollector(Collector):
             yield from _drone_metrics(hub)
         if hub.gb28181 is not None:
             yield from _gb28181_metrics(hub.gb28181)
+        if hub.camera_video is not None:
+            video = hub.camera_video
+            yield GaugeMetricFamily("fieldhub_gb28181_streams", "GB/T 28181 camera streams live now",
+                                    value=video.live)
+            yield _labelled("fieldhub_gb28181_video", "GB/T 28181 video sessions: INVITEs, streams, ends by reason",
+                            "event", dict(video.counters))
+            yield _labelled("fieldhub_gb28181_media", "RTP/PS of the live camera streams: packets, frames, drops by "
+                            "reason", "event", dict(video.media_counters()))
 
 
 def _incident_metrics(hub: Parts) -> Iterator[Metric]:
@@ -238,3 +249,5 @@ def _gb28181_metrics(gw: Gb28181Gateway) -> Iterator[Metric]:
                     dict(gw.rejects))
     yield _labelled("fieldhub_gb28181_dropped", "SIP datagrams and connections refused by the transports, by reason",
                     "reason", dict(gw.drops))
+    yield _labelled("fieldhub_gb28181_queries", "What the hub asked of devices: subscriptions, catalogs, device "
+                    "info, and their failures", "event", dict(gw.queries.counters))

@@ -94,6 +94,10 @@ async def test_a_camera_opened_on_demand_plays_over_whep_and_is_hung_up_when_nob
         assert [(s["stream_id"], s["device_id"], s["unit_id"]) for s in listed] == [(stream_id, CAM, UNIT)]
         codes = await watch(gbhub, stream_id, 20)
         assert len(codes) >= 15, codes
+        metrics = (await gbhub.api.get("/metrics")).text
+        assert "fieldhub_gb28181_streams 1.0" in metrics
+        assert 'fieldhub_gb28181_video_total{event="invites"} 1.0' in metrics
+        assert 'fieldhub_gb28181_queries_total{event="catalogs"} 1.0' in metrics
         numbers = [n for n, _ in codes]
         assert numbers == sorted(numbers) and numbers[-1] > numbers[0]  # frame codes rising: live, in order
         # The viewer left: after the idle time the hub hangs up and the stream ends.
