@@ -8,8 +8,10 @@ The cameras are :class:`sim.gb28181_camera.GbCamera` as the simulator makes them
 came back) beside the simulator's ``positions_sent`` (a NOTIFY the hub answered 200). Protocol, JSON lines:
 
 - stdin: ``{"server_id", "host", "port", "password", "device_ids", "keepalive_s", "stream": {...} | null,
-  "calibrate": n, "register_timeout_s"}``; the child first times ``calibrate`` frames of its stream settings
-  (draw + encode + mux, the camera's own share of the latency), then starts every camera at once;
+  "calibrate": n, "register_timeout_s", "replay": {"path", "start", "phase_s"} | null}``; the child first times
+  ``calibrate`` frames of its stream settings (draw + encode + mux, the camera's own share of the latency), then
+  starts every camera at once. With ``replay`` the cameras' calls replay the pre-muxed loop in ``path``
+  (:mod:`bench.gb28181_replay`, no encoding here) and the final counters carry each stream's ``sends``;
 - stdout: ``{"registered": n, "seconds": s, "calibration_ms": {...}}`` when all are registered (or the time-out);
 - stdin: ``status`` -> stdout: the counters so far; ``stop`` (or EOF) -> the cameras unregister, then the counters.
 """
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.gb28181_replay import PsReplayStream, load_loop, replay_factory
 from bench.processes import die_with_parent, python_env
 from bench.stack import BenchError
 from sim.city import CENTRE
@@ -110,9 +113,13 @@ async def serve() -> None:
     stream = StreamSettings(**config["stream"]) if config.get("stream") else StreamSettings()
     calibration = await asyncio.to_thread(calibrate, stream, config.get("calibrate", 0)) \
         if config.get("calibrate") else {}
+    replay = config.get("replay")
+    made: list[PsReplayStream] = []
+    factory = replay_factory(await asyncio.to_thread(load_loop, Path(replay["path"])), replay["start"],
+                             replay["phase_s"], made) if replay else None
     cameras = [CountingCamera(GbCameraConfig(device_id, config["password"], config["server_id"], config["host"],
                                              config["port"], keepalive_s=config.get("keepalive_s", 60.0),
-                                             stream=stream),
+                                             stream=stream, stream_factory=factory),
                               position=walker(config.get("first", 0) + k))
                for k, device_id in enumerate(config["device_ids"])]
     t0 = time.monotonic()
@@ -130,7 +137,11 @@ async def serve() -> None:
             say(totals(cameras))
     finally:
         await asyncio.gather(*(c.stop() for c in cameras), return_exceptions=True)
-    say(totals(cameras))
+    final = totals(cameras)
+    if replay:
+        final["sends"] = [list(s.sends) for s in made]
+        final["late_max_ms"] = round(1000 * max((s.late_max_s for s in made), default=0.0), 1)
+    say(final)
 
 
 class CameraProcess:

@@ -59,6 +59,13 @@ def fleet_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _fps(f: dict[str, Any]) -> str:
+    if not f.get("viewers"):
+        return "no viewers"
+    return (f"min {f['min']:.1f}  p50 {f['p50']:.1f}  max {f['max']:.1f} over {f['viewers']} viewers; worst second"
+            f" {f['worst_1s']:g}")
+
+
 def video_rows(v: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for side in ("gb28181", "whip"):
@@ -70,8 +77,9 @@ def video_rows(v: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         f = s["fps"]
         out += [(f"{side}: {s['label']}", ""),
-                ("  viewer fps", f"min {f['min']:.1f}  p50 {f['p50']:.1f}  max {f['max']:.1f} over {f['viewers']}"
-                                 f" viewers; worst second {f['worst_1s']:g}" if f.get("viewers") else "no viewers"),
+                ("  viewer fps", _fps(f)),
+                *((f"  viewer fps, {group} only", _fps(f[group])) for group in ("decoders", "counters") if group in f),
+                ("  viewers disconnected by the window's end", str(f.get("viewers_lost_by_end", "n/a"))),
                 ("  sender fps", str(s.get("sender_fps"))),
                 ("  latency sender -> decoding viewer", _ms(s["latency_ms"]) + f"; {s['latency_note']}"),
                 ("  hub CPU with viewers / streams only", f"{_cores(s['cpu'].get('hub'))} /"

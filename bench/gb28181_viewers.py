@@ -1,12 +1,11 @@
-"""A process of WHEP viewers of GB/T 28181 camera streams (H.264), for :mod:`bench.gb28181_video`.
+"""A process of WHEP viewers of H.264 streams (GB/T 28181 cameras' and WHIP's), for :mod:`bench.gb28181_video`.
 
-:mod:`bench.video_viewers` watches the video benchmark's VP8 publishers and matches frame numbers with the
-publishers' send times; a GB/T 28181 camera encodes live in another process, so here the latency is read from
-the frame code itself: the camera burns the wall-clock ms at which it started drawing the picture
-(:mod:`sim.framecode`), the decoding viewer subtracts it from the wall clock when the picture is decoded (one
-machine, one clock). That includes the camera's own draw + encode + mux, which the benchmark times apart.
-Same three-line protocol as :mod:`bench.video_viewers` (and the same parent handle, :class:`GbViewerProcess`);
-each decoding viewer reports ``pictures`` as flattened ``(monotonic s, latency ms)`` pairs.
+:mod:`bench.video_viewers` offers VP8 only (the video benchmark's codec); these viewers offer aiortc's codecs,
+so an H.264 stream reaches them as it is, with no transcoding in the hub. The decoding viewer reads the frame
+code of each picture (:mod:`sim.framecode`: the loop index of :func:`bench.video_load.encode_loop`) and reports
+``pictures`` as flattened ``(monotonic s, loop index)`` pairs, which the parent matches with the senders' send
+times (:func:`bench.video_stats.latencies_ms`); counting viewers report only ``arrivals``. Same three-line
+protocol and parent handle as :mod:`bench.video_viewers` (:class:`GbViewerProcess`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 from bench.processes import die_with_parent, python_env
 from bench.stack import BenchError
 from bench.video_viewers import READY_S, ViewerProcess
-from sim.framecode import elapsed_ms, read_code
+from sim.framecode import read_code
 from video.client import WhepViewer
 from video.forward import ReceiverTap
 
@@ -43,10 +42,22 @@ class _Counting:
         self.arrivals: array[float] = array("d")
         self.pictures: array[float] = array("d")
         self.unreadable = 0
+        self.lost_at: float | None = None  # monotonic s when the connection failed or closed before stop()
 
     async def start(self) -> None:
         await self.whep.start()
         ReceiverTap(self.whep.pc.getTransceivers()[0].receiver, self._frame, lambda: None)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Note when the session dies under us (e.g. ICE consent expired): a viewer that stops counting because
+        it was disconnected must not read as a slow one."""
+        pc = self.whep.pc
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and self.lost_at is None:
+                self.lost_at = time.monotonic()
 
     def _frame(self, codec: str, data: bytes, timestamp: int) -> None:
         self.arrivals.append(time.monotonic())
@@ -56,24 +67,25 @@ class _Counting:
 
 
 class _Decoding(_Counting):
-    """Decodes every picture and reads the send time burned into it."""
+    """Decodes every picture and reads the loop index burned into it."""
 
     _task: asyncio.Task[None]
 
     async def start(self) -> None:
         await self.whep.start()
         self._task = asyncio.create_task(self._decode())
+        self._watch()
 
     async def _decode(self) -> None:
         while True:
             frame = await self.whep.recv()
-            now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+            now = time.monotonic()
             self.arrivals.append(now)
             code = read_code(_luma(frame))
             if code is None:
                 self.unreadable += 1
             else:
-                self.pictures.extend((now, float(elapsed_ms(code[1], wall_ms))))
+                self.pictures.extend((now, float(code[0])))
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -109,7 +121,7 @@ async def serve() -> None:
             print(json.dumps({"ready": True}), flush=True)
             await asyncio.to_thread(sys.stdin.readline)  # "stop", or EOF if the parent went away
             result = [{"stream_id": sid, "decode": bool(decode), "arrivals": list(v.arrivals),
-                       "pictures": list(v.pictures), "unreadable": v.unreadable}
+                       "pictures": list(v.pictures), "unreadable": v.unreadable, "lost_at": v.lost_at}
                       for v, (sid, decode) in zip(viewers, config["viewers"], strict=False)]
         finally:
             for v in viewers:

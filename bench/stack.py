@@ -331,7 +331,8 @@ def cancel_on_sigterm() -> asyncio.Event:
         if task is not None:
             task.cancel()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
+    # ValueError: uvloop in a worker thread (``fieldhub bench`` runs benchmarks so) refuses signal handlers.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
     return terminated
 

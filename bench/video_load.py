@@ -47,6 +47,7 @@ class EncodedLoop:
     width: int
     height: int
     encode_s: float
+    codec: str = "VP8"  # or "H264": Annex B access units, SPS and PPS before every key frame
 
     @property
     def kbit_per_s(self) -> float:
@@ -57,17 +58,31 @@ class EncodedLoop:
         return next((k for k in self.keyframes if k >= index), self.keyframes[0])
 
 
-def encode_loop(frames: int = 300, gop: int = 60, kbit_per_s: int = 2000, width: int = 1280,
-                height: int = 720) -> EncodedLoop:
-    """Render and VP8-encode the loop once (a few seconds of one core)."""
-    scene = SceneTrack("BENCH-CAM", width=width, height=height, fps=FPS, render_in_thread=False)
-    ctx = av.CodecContext.create("libvpx", "w")
+def _encoder(codec: str, gop: int, kbit_per_s: int, width: int, height: int) -> av.VideoCodecContext:
+    """A camera's real-time encoder: no look-ahead (one packet out per picture in), no B or alt-ref frames."""
+    if codec not in ("VP8", "H264"):
+        raise ValueError(f"the loop is VP8 or H264, not {codec}")
+    ctx = av.CodecContext.create("libvpx" if codec == "VP8" else "libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base, ctx.framerate = fractions.Fraction(1, FPS), fractions.Fraction(FPS)
     ctx.bit_rate, ctx.gop_size = kbit_per_s * 1000, gop
-    # A camera's real-time encoder: no look-ahead (one packet out per picture in), no alt-ref frames.
-    ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0",
-                   "maxrate": f"{kbit_per_s * 3 // 2}k", "minrate": f"{kbit_per_s // 2}k"}
+    if codec == "VP8":
+        ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0",
+                       "maxrate": f"{kbit_per_s * 3 // 2}k", "minrate": f"{kbit_per_s // 2}k"}
+    else:
+        # As sim.gb28181_stream's device encoder: constrained baseline in effect (ultrafast: no CABAC, no
+        # B-frames), SPS and PPS repeated so a viewer can start at any key frame.
+        ctx.max_b_frames = 0
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1",
+                       "maxrate": f"{kbit_per_s * 3 // 2}k", "bufsize": f"{kbit_per_s}k"}
+    return ctx
+
+
+def encode_loop(frames: int = 300, gop: int = 60, kbit_per_s: int = 2000, width: int = 1280,
+                height: int = 720, codec: str = "VP8") -> EncodedLoop:
+    """Render and encode the loop once (VP8 with libvpx or H264 with libx264; a few seconds of one core)."""
+    scene = SceneTrack("BENCH-CAM", width=width, height=height, fps=FPS, render_in_thread=False)
+    ctx = _encoder(codec, gop, kbit_per_s, width, height)
     t0 = time.perf_counter()
     out: list[bytes] = []
     keys: list[int] = []
@@ -86,7 +101,7 @@ def encode_loop(frames: int = 300, gop: int = 60, kbit_per_s: int = 2000, width:
         out.append(bytes(packet))
     if len(out) != frames or not keys or keys[0] != 0:
         raise RuntimeError(f"the encoder gave {len(out)} packets for {frames} pictures, key frames {keys[:5]}")
-    return EncodedLoop(out, keys, width, height, round(time.perf_counter() - t0, 2))
+    return EncodedLoop(out, keys, width, height, round(time.perf_counter() - t0, 2), codec)
 
 
 class LoopPublisher:
@@ -127,14 +142,14 @@ class LoopPublisher:
         self.index = (i + 1) % len(self.loop.frames)
         self.sends.extend((now, float(i)))
         self.sent += 1
-        return EncodedFrame("VP8", self.loop.frames[i], self.sent * TICKS, i in self.loop.keyframes, 0)
+        return EncodedFrame(self.loop.codec, self.loop.frames[i], self.sent * TICKS, i in self.loop.keyframes, 0)
 
     def route_pli(self, sender: RTCRtpSender) -> None:
         route_keyframe_requests(sender, self.request_keyframe)
 
     async def publish(self, url: str, token: str, http: httpx.AsyncClient) -> WhipPublisher:
         """Start a WHIP session (the caller stops it); its stream id is ``.stream_id``."""
-        pub = WhipPublisher(url, token, self.track, http=http, codecs=["VP8"])
+        pub = WhipPublisher(url, token, self.track, http=http, codecs=[self.loop.codec])
         await pub.start()
         self.route_pli(pub.pc.getSenders()[0])
         return pub

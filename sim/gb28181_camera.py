@@ -28,7 +28,7 @@ from gb28181.manscdp import Ack, ManscdpError, QueryRequest, parse_body
 from gb28181.sip import SipRequest, SipResponse, Transport, uri_user
 from sim import gb28181_bodies as bodies
 from sim.gb28181_media import MediaSessions
-from sim.gb28181_stream import StreamSettings
+from sim.gb28181_stream import StreamFactory, StreamSettings
 from sim.gb28181_subscription import PositionSubscription
 from sim.gb28181_ua import DeviceUa, UaConfig, UaError
 
@@ -68,6 +68,9 @@ class GbCameraConfig:
     request_timeout_s: float = 32.0
     sip_t1_s: float = 0.5  # RFC 3261 T1: retransmission start, and 64*T1 for an INVITE's ACK
     stream: StreamSettings = field(default_factory=StreamSettings)
+    # Builds each call's stream; None: a live PsRtpStream (draw + libx264 + PS per frame). A benchmark passes a
+    # replay of pre-encoded pictures here so that its cameras do not eat the CPU it measures.
+    stream_factory: StreamFactory | None = None
 
     @property
     def realm(self) -> str:

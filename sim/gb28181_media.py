@@ -22,7 +22,7 @@ from aiosipua.utils import generate_tag
 from devices.tasks import cancel_and_wait
 from gb28181.sdp import MediaOffer, SdpError, build_answer, parse_offer, ssrc_number
 from gb28181.sip import SipRequest, uri_user
-from sim.gb28181_stream import PsRtpStream, StreamError, StreamSettings, StreamTarget
+from sim.gb28181_stream import MediaStream, PsRtpStream, StreamError, StreamFactory, StreamSettings, StreamTarget
 from sim.gb28181_ua import DeviceUa, UaError
 
 __all__ = ["MediaOwner", "MediaSessions"]
@@ -50,6 +50,9 @@ class _Config(Protocol):
     @property
     def stream(self) -> StreamSettings: ...
 
+    @property
+    def stream_factory(self) -> StreamFactory | None: ...
+
 
 class MediaOwner(Protocol):
     """What the calls need of their camera."""
@@ -76,7 +79,7 @@ class _Call:
     remote: str  # the platform's side: the INVITE's From with its tag
     target: str  # the platform's Contact: where our BYE goes
     offer: MediaOffer
-    stream: PsRtpStream
+    stream: MediaStream
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -113,7 +116,8 @@ class MediaSessions:
             owner.reject(request, 488, f"Not Acceptable Here ({exc.reason})", f"sdp_{exc.reason}")
             return
         target = StreamTarget(offer.host, offer.port, offer.transport, ssrc_number(offer.ssrc), offer.payload_type)
-        stream = PsRtpStream(target, owner.config.stream, label=channel, local_host=owner.config.local_host)
+        factory = owner.config.stream_factory or PsRtpStream
+        stream = factory(target, owner.config.stream, label=channel, local_host=owner.config.local_host)
         tag = generate_tag()
         to = request.headers.get_first("to") or ""
         contact = request.headers.get_first("contact")

@@ -6,6 +6,10 @@ muxed into PS (:class:`gb28181.ps.PsMuxer`) and cut into RTP packets (:func:`gb2
 SSRC of the INVITE's ``y=`` line. Sent by UDP to the offer's address, or over TCP (RFC 4571 framing) on a
 connection the camera opens to the platform's passive port. Drawing, encoding and muxing of one frame run in
 a worker thread (``asyncio.to_thread``), so the event loop stays free for signalling and other cameras.
+
+A call's stream need not be this one: :class:`StreamFactory` is the hook (``GbCameraConfig.stream_factory``) by
+which a caller supplies any :class:`MediaStream`, e.g. a benchmark replaying pre-encoded pictures so that many
+cameras cost little CPU. The default is :class:`PsRtpStream`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import av
 import numpy as np
@@ -26,7 +30,8 @@ from gb28181.rtp import frame_tcp, packetize
 from gb28181.sdp import Transport
 from sim.camera import SceneTrack
 
-__all__ = ["H264Encoder", "PsRtpStream", "StreamError", "StreamSettings", "StreamTarget"]
+__all__ = ["H264Encoder", "MediaStream", "PsRtpStream", "StreamError", "StreamFactory", "StreamSettings",
+           "StreamTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,28 @@ class StreamTarget:
     transport: Transport
     ssrc: int
     payload_type: int = 96
+
+
+class MediaStream(Protocol):
+    """What a call needs of its stream: :meth:`open` before the 200 (UDP: ``local_port`` goes in the answer),
+    :meth:`run` after the ACK until cancelled (raising :class:`StreamError` if the path fails), ``frames_sent``
+    read as it runs, :meth:`close` idempotent."""
+
+    local_port: int
+    frames_sent: int
+
+    async def open(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamFactory(Protocol):
+    """Builds the stream of one call (:class:`PsRtpStream` itself is one)."""
+
+    def __call__(self, target: StreamTarget, settings: StreamSettings, *, label: str,
+                 local_host: str) -> MediaStream: ...
 
 
 class H264Encoder:
