@@ -13,7 +13,7 @@ DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors
           video/frames.py video/bitstream.py video/segments.py sim/framecode.py hub/signals.py \
           devices/fields.py hub/video/ports.py sim/gps.py sim/failsafes.py sim/auto_mission.py sim/mav_vehicle.py \
           bench/drone_kinematics.py bench/drones_report.py drone/listeners.py hub/incidents/claims.py hub/incidents/ports.py \
-          gb28181 sim/gb28181_bodies.py sim/gb28181_camera.py sim/gb28181_fleet.py sim/gb28181_media.py \
+          gb28181 jt808 sim/gb28181_bodies.py sim/gb28181_camera.py sim/gb28181_fleet.py sim/gb28181_media.py \
           sim/gb28181_stream.py sim/gb28181_subscription.py sim/gb28181_ua.py sim/gb28181_demo.py sim/gb28181_officer.py \
           hub/gateways/commands.py hub/gateways/gb28181/gateway.py hub/gateways/gb28181/queries.py
 
@@ -31,7 +31,7 @@ setup-test:
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(DOMAIN)
-	$(BIN)/mypy devices geo hub drone sim bench video gb28181 fieldhub
+	$(BIN)/mypy devices geo hub drone sim bench video gb28181 jt808 fieldhub
 	$(BIN)/lint-imports  # the layer contracts of pyproject.toml [tool.importlinter]
 	$(BIN)/python scripts/house_rules.py  # no reads of other objects' private attributes; modules <= 400 lines
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 MAX_LINES = 400
-PACKAGES = ("fieldhub", "bench", "sim", "hub", "drone", "video", "gb28181", "devices", "geo")
+PACKAGES = ("fieldhub", "bench", "sim", "hub", "drone", "video", "gb28181", "jt808", "devices", "geo")
 # Library APIs whose public names start with one underscore.
 PUBLIC_UNDERSCORE = {"_asdict", "_replace", "_fields", "_make", "_field_defaults", "_exit", "_getframe"}
 # (file, attribute): why a library's private name is read there.
