@@ -19,7 +19,6 @@ came back) beside the simulator's ``positions_sent`` (a NOTIFY the hub answered 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import sys
@@ -27,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.children import LineChild
 from bench.gb28181_replay import PsReplayStream, load_loop, replay_factory
-from bench.processes import die_with_parent, python_env
-from bench.stack import BenchError
 from sim.city import CENTRE
 from sim.gb28181_camera import GbCamera, GbCameraConfig
 from sim.gb28181_stream import H264Encoder, StreamSettings
@@ -144,57 +142,21 @@ async def serve() -> None:
     say(final)
 
 
-class CameraProcess:
+class CameraProcess(LineChild):
     """The parent's handle on one child of cameras."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
+    module = "bench.gb28181_cameras"
+    what = "camera process"
 
     async def start(self, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Start the child and its cameras; its answer once they are registered. Raises :class:`BenchError`."""
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.gb28181_cameras", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=log, env=python_env(), limit=1 << 24,
-                preexec_fn=die_with_parent)
-        return await self._say(json.dumps(config), timeout_s)
+        return await self.spawn(json.dumps(config), timeout_s)
 
     async def status(self) -> dict[str, Any]:
-        return await self._say("status", 30.0)
+        return await self.say("status", 30.0)
 
     async def stop(self) -> dict[str, Any]:
-        answer = await self._say("stop", 60.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 10)  # type: ignore[union-attr]
-        return answer
-
-    async def _say(self, line: str, timeout_s: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-        try:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
-        except TimeoutError as exc:
-            raise BenchError(f"camera process silent for {timeout_s:g} s; see {self.log_path}") from exc
-        if not raw:
-            raise BenchError(f"camera process exited; see {self.log_path}")
-        answer: dict[str, Any] = json.loads(raw)
-        return answer
-
-    async def close(self) -> None:
-        """After a failure: EOF makes the child unregister its cameras and exit; killed if it does not."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        return await self.finish()
 
 
 def main() -> int:

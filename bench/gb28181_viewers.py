@@ -22,8 +22,6 @@ import av
 import httpx
 import numpy as np
 
-from bench.processes import die_with_parent, python_env
-from bench.stack import BenchError
 from bench.video_viewers import READY_S, ViewerProcess
 from sim.framecode import read_code
 from video.client import WhepViewer
@@ -133,16 +131,7 @@ async def serve() -> None:
 class GbViewerProcess(ViewerProcess):
     """:class:`bench.video_viewers.ViewerProcess` running this module instead."""
 
-    async def start(self, hub_url: str, token: str, viewers: list[tuple[str, bool]]) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.gb28181_viewers", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=log, env=python_env(), limit=1 << 28,
-                preexec_fn=die_with_parent)
-        answer = await self._say(json.dumps({"hub_url": hub_url, "token": token, "viewers": viewers}),
-                                 READY_S + 30)
-        if not answer.get("ready"):
-            raise BenchError(f"viewer process: {answer.get('error', answer)}")
+    module = "bench.gb28181_viewers"
 
 
 def main() -> int:

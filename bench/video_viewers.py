@@ -20,12 +20,11 @@ import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.processes import die_with_parent, python_env
+from bench.children import LineChild
 from bench.stack import BenchError
 from bench.video_load import FPS, CountingViewer, DecodingViewer
 
@@ -67,58 +66,23 @@ async def serve() -> None:
     print(json.dumps({"viewers": result}), flush=True)
 
 
-class ViewerProcess:
+class ViewerProcess(LineChild):
     """The parent's handle on one child of viewers."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
+    module = "bench.video_viewers"
+    what = "viewer process"
+    close_timeout_s = 20.0
 
     async def start(self, hub_url: str, token: str, viewers: list[tuple[str, bool]]) -> None:
         """Start the child and its viewers; returns once they all receive. Raises :class:`BenchError`."""
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.video_viewers", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=log, env=python_env(), limit=1 << 28,
-                preexec_fn=die_with_parent)
-        answer = await self._say(json.dumps({"hub_url": hub_url, "token": token, "viewers": viewers}),
-                                 READY_S + 30)
+        answer = await self.spawn(json.dumps({"hub_url": hub_url, "token": token, "viewers": viewers}),
+                                  READY_S + 30, limit=1 << 28)
         if not answer.get("ready"):
             raise BenchError(f"viewer process: {answer.get('error', answer)}")
 
     async def stop(self) -> list[dict[str, Any]]:
         """End the viewers; what each one saw."""
-        answer = await self._say("stop", 60.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 10)  # type: ignore[union-attr]
-        return list(answer.get("viewers", []))
-
-    async def _say(self, line: str, timeout_s: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-        try:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
-        except TimeoutError as exc:
-            raise BenchError(f"viewer process silent for {timeout_s:g} s; see {self.log_path}") from exc
-        if not raw:
-            raise BenchError(f"viewer process exited; see {self.log_path}")
-        answer: dict[str, Any] = json.loads(raw)
-        return answer
-
-    async def close(self) -> None:
-        """After a failure: EOF makes the child end its sessions and exit; killed if it does not."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        return list((await self.finish()).get("viewers", []))
 
 
 def main() -> int:
