@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from devices import payloads
 from devices.clock import now_ms
@@ -54,6 +54,7 @@ from gb28181.manscdp import (
 from gb28181.manscdp_build import build_alarm_ack
 from gb28181.registrar import Answer, Registrar, RegistrarConfig
 from gb28181.sip import SipError
+from hub.gateways.submit import Submit, consume, store
 
 from .queries import DeviceQueries, video_channel
 
@@ -69,13 +70,6 @@ _OUR_FAULT: Final = frozenset({"internal"})
 _NOT_AN_ERROR: Final = frozenset({"no_fix"})
 # Roots of the bodies that ask the hub to do something; the hub serves none of them.
 _REQUESTS: Final = frozenset({"Query", "Control"})
-
-
-class Submit(Protocol):
-    """``Pipeline.submit``: hand over one raw message; for QoS 1 the future of its commit, None when refused."""
-
-    def __call__(self, topic: str, payload: bytes, qos: int, retained: bool = False) -> asyncio.Future[None] | None:
-        ...
 
 
 class Gb28181Gateway:
@@ -199,7 +193,7 @@ class Gb28181Gateway:
             log.warning("gb28181: the pipeline refused the %s status of %s (full)", state, device_id)
             return
         self.counters["status"] += 1
-        future.add_done_callback(_consume)
+        future.add_done_callback(consume)
 
     # --- messages ---------------------------------------------------------------------------------------------
 
@@ -263,26 +257,8 @@ class Gb28181Gateway:
         return None
 
     async def _store(self, device_id: str, channel: Channel, payload: bytes) -> str | None:
-        """Submit with QoS 1 and wait (bounded) for the commit; None once committed, else why not (a counter)."""
-        future = self.submit(device_topic(device_id, channel), payload, 1)
-        if future is None:
-            self.counters["store_refused"] += 1
-            log.warning("gb28181: the pipeline refused a %s message of %s (full)", channel, device_id)
-            return "store_refused"
-        try:
-            # Shielded: the future is shared by every message of the cut, a time-out here must not cancel it.
-            await asyncio.wait_for(asyncio.shield(future), self.store_timeout_s)
-        except TimeoutError:
-            self.counters["store_timeout"] += 1
-            log.warning("gb28181: a %s message of %s not committed within %.1f s", channel, device_id,
-                        self.store_timeout_s)
-            future.add_done_callback(_consume)
-            return "store_timeout"
-        except Exception:  # contained: a failed commit is counted, the device's request is still answered
-            self.counters["store_failed"] += 1
-            log.exception("gb28181: storing a %s message of %s failed", channel, device_id)
-            return "store_failed"
-        return None
+        return await store(self.submit, device_id, channel, payload, timeout_s=self.store_timeout_s,
+                           counters=self.counters, gateway="gb28181")
 
     async def _ack(self, device_id: str, alarm: Alarm) -> None:
         try:
@@ -306,9 +282,3 @@ def alarm_data(alarm: Alarm) -> dict[str, Any]:
     if alarm.description:
         data["description"] = alarm.description[:MAX_DESCRIPTION]
     return data
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    # Nobody awaits this commit: read its outcome so a failure is not reported as "never retrieved".
-    if not future.cancelled():
-        future.exception()
