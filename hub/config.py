@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # overlays (duty posts, patrol lines) from a GeoJSON file, else laid out on the simulated city.
     map_tile_url: str | None = None
     map_tile_attribution: str = ""
+    # The datum of that tile set: "gcj02" for Chinese tile sets (AMap style), whose streets lie 100-700 m off
+    # WGS-84; the one-map then converts every position for display only (positions stay WGS-84 everywhere else).
+    map_tile_datum: Literal["wgs84", "gcj02"] = "wgs84"
     map_center: tuple[float, float] | None = None
     map_zoom: int = 14
     map_overlays: Path | None = None
@@ -130,6 +133,31 @@ class Settings(BaseSettings):
     gb28181_media_transport: Literal["udp", "tcp"] = "udp"
     gb28181_no_media_s: Annotated[float, Field(gt=0)] = 10.0
     gb28181_idle_s: Annotated[float, Field(gt=0)] = 15.0
+
+    # JT/T 808 vehicle terminals (TCP), provisioned with `fieldhub device add ID --protocol jt808 --phone N`.
+    # Off unless enabled. A terminal that sends nothing for jt808_idle_s is disconnected (offline); a location is
+    # answered success once stored, or failure after jt808_store_timeout_s so the terminal sends it again. The
+    # datum is what the fleet's terminals report in (the standard says WGS-84; some Chinese terminals send GCJ-02).
+    jt808: bool = False
+    jt808_host: str = "0.0.0.0"
+    jt808_port: Annotated[int, Field(ge=0, le=65535)] = 6808
+    jt808_datum: Literal["wgs84", "gcj02"] = "wgs84"
+    jt808_idle_s: Annotated[float, Field(gt=0)] = 180.0
+    jt808_store_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    jt808_max_connections: Annotated[int, Field(ge=1)] = 20000
+    # Phones: OwnTracks (MQTT on owntracks/{device_id}/{name}, or HTTP POST /gateway/owntracks) and OsmAnd /
+    # Traccar Client (HTTP /gateway/osmand, and Traccar server's forwarding on /gateway/traccar). Off unless
+    # enabled; each states the datum its phones report in (an app fed by a Chinese map SDK may send GCJ-02).
+    owntracks: bool = False
+    owntracks_datum: Literal["wgs84", "gcj02"] = "wgs84"
+    osmand: bool = False
+    osmand_datum: Literal["wgs84", "gcj02"] = "wgs84"
+    phone_store_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # Cursor-on-Target: units, incidents and SOS out to a TAK server (tcp://host:8087, tls://host:8089) or the LAN
+    # multicast group (udp+wo://239.2.3.1:6969), TAK users' positions in as units of kind "tak". Off unless enabled.
+    tak: bool = False
+    tak_url: str = "udp+wo://239.2.3.1:6969"
+    tak_interval_s: Annotated[float, Field(gt=0)] = 10.0
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incidents/config.py); unset: the built-in ones.

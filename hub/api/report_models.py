@@ -7,7 +7,7 @@ order the keys are written, every field required, any other key passed through (
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -33,6 +33,7 @@ class MapConfig(View):
     tile_attribution: str
     center: list[Number]  # [lat, lon]
     zoom: Number
+    tile_datum: Literal["wgs84", "gcj02"]  # the tiles' datum: "gcj02" makes the page convert positions for display
 
 
 class HeatCell(View):

@@ -37,6 +37,7 @@ async def test_base_map_overlays_and_config(hub: RunningHub) -> None:
     config = (await hub.api.get("/api/v1/map/config")).json()
     min_lon, min_lat, max_lon, max_lat = base["bbox"]
     assert config["tile_url"] is None and config["zoom"] == 14
+    assert config["tile_datum"] == "wgs84"  # positions are drawn as they are stored unless the tiles say otherwise
     assert min_lat < config["center"][0] < max_lat and min_lon < config["center"][1] < max_lon
 
 
@@ -47,11 +48,13 @@ async def test_configured_overlays_and_tiles(settings: Settings, tmp_path: Path)
          "properties": {"kind": "duty_post", "name": "东站"}}]}), encoding="utf-8")
     tiles = "https://tiles.example/{z}/{x}/{y}.png"
     async with running_hub(settings.model_copy(update={"map_overlays": path, "map_tile_url": tiles,
-                                                       "map_center": (LAT, LON)})) as hub:
+                                                       "map_center": (LAT, LON), "map_tile_datum": "gcj02"})) as hub:
         overlays = (await hub.api.get("/api/v1/map/overlays")).json()
         assert [f["properties"]["name"] for f in overlays["features"]] == ["东站"]
         config = (await hub.api.get("/api/v1/map/config")).json()
         assert config["tile_url"] == tiles and config["center"] == [LAT, LON]
+        # The tiles' datum reaches the page; the centre (like every position in the API) stays WGS-84.
+        assert config["tile_datum"] == "gcj02"
 
 
 @pytest.mark.parametrize(("content", "words"), [

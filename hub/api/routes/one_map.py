@@ -33,9 +33,13 @@ async def overlays(hub: HubDep, who: Reader) -> dict[str, Any]:
 
 @router.get("/api/v1/map/config", response_model=MapConfig)
 async def map_config(hub: HubDep) -> dict[str, Any]:
-    """Tile URL (None: the vector base layer), the initial view."""
+    """Tile URL (None: the vector base layer), the datum its tiles are drawn in, the initial view.
+
+    ``tile_datum`` "gcj02" (AMap/Gaode-style tiles) makes the page draw every WGS-84 position where those tiles
+    put it, and take clicks back to WGS-84; positions in the API stay WGS-84 either way.
+    """
     s = hub.settings
     min_lat, min_lon, max_lat, max_lon = hub.city().bounds()
     centre = s.map_center or ((min_lat + max_lat) / 2, (min_lon + max_lon) / 2)
     return {"tile_url": s.map_tile_url, "tile_attribution": s.map_tile_attribution, "center": list(centre),
-            "zoom": s.map_zoom}
+            "zoom": s.map_zoom, "tile_datum": s.map_tile_datum}

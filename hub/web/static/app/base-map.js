@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { escapeHtml } from "./dom.js";
+import { gcj02ToWgs84, wgs84ToGcj02 } from "./gcj02.js";
 import { t } from "./i18n.js";
 
 const ROAD_STYLE = {
@@ -30,6 +31,34 @@ export function createMap(container) {
 }
 
 /**
+ * Leaflet's Web Mercator for tiles drawn in `datum` ("wgs84" | "gcj02", the hub's map_tile_datum). LatLngs stay
+ * WGS-84 all through the page (units, trails, incidents, heatmap, drones, alerts, pins, clicks, views): only
+ * this projection, which every layer and event goes through between a LatLng and a pixel, converts. WGS-84 ->
+ * GCJ-02 on the way to the screen, GCJ-02 -> WGS-84 (the iterative inverse) on the way back, so a click's
+ * `e.latlng` is already the WGS-84 point the hub takes. The canvas of units projects on its own and reads
+ * `crs.datum` (unit-layer.js).
+ */
+export function datumCrs(datum) {
+  if (datum !== "gcj02") return L.extend({}, L.CRS.EPSG3857, { datum: "wgs84" });
+  const mercator = L.Projection.SphericalMercator;
+  return L.extend({}, L.CRS.EPSG3857, {
+    datum: "gcj02",
+    projection: {
+      bounds: mercator.bounds,
+      project(latlng) {
+        const [lat, lon] = wgs84ToGcj02(latlng.lat, latlng.lng);
+        return mercator.project(L.latLng(lat, lon));
+      },
+      unproject(point) {
+        const shown = mercator.unproject(point);
+        const [lat, lon] = gcj02ToWgs84(shown.lat, shown.lng);
+        return L.latLng(lat, lon);
+      },
+    },
+  });
+}
+
+/**
  * Lay the base under `map` and set the first view: the configured centre and zoom, else the extent of
  * the roads. Resolves once the map has a view (the unit layer needs one to draw), even if the roads fail.
  */
@@ -38,6 +67,10 @@ export async function loadBase(map) {
     (window.fieldhubEarly && window.fieldhubEarly.mapConfig) || api("/api/v1/map/config", { optional: true }).catch(() => null),
     (window.fieldhubEarly && window.fieldhubEarly.map) || api("/api/v1/map").catch(() => null),
   ]);
+  // The datum of the tiles is known only now: the projection is chosen before the first view is set, so nothing
+  // has been projected with another (`reset`: a view someone set meanwhile is projected again from scratch).
+  map.options.crs = datumCrs(config && config.tile_datum);
+  const fresh = { reset: true };
   if (config && config.tile_url) {
     L.tileLayer(config.tile_url, { maxZoom: 19, attribution: config.tile_attribution || "" }).addTo(map);
   } else if (roads && roads.features) {
@@ -48,12 +81,12 @@ export async function loadBase(map) {
     }).addTo(map);
   }
   if (config && Array.isArray(config.center)) {
-    map.setView(config.center, config.zoom || FALLBACK_VIEW.zoom);
+    map.setView(config.center, config.zoom || FALLBACK_VIEW.zoom, fresh);
   } else if (roads && Array.isArray(roads.bbox)) {
     const [w, s, e, n] = roads.bbox;
-    map.fitBounds([[s, w], [n, e]], { padding: [10, 10] });
+    map.fitBounds([[s, w], [n, e]], { padding: [10, 10], ...fresh });
   } else {
-    map.setView(FALLBACK_VIEW.center, FALLBACK_VIEW.zoom);
+    map.setView(FALLBACK_VIEW.center, FALLBACK_VIEW.zoom, fresh);
   }
   return { config, roads };
 }

@@ -1,10 +1,12 @@
 // Thousands of units on one <canvas> (never one DOM marker per unit), plus their short trails on a
 // second canvas underneath. Each unit is projected once per fix (Web Mercator at zoom 0); a frame
 // only scales and offsets. Redrawn on animation frames only when something changed: new fixes, the
-// view, a filter, or the clock turning a fix stale. When few units are on screen (zoomed in, where a
+// view, a filter, or the clock turning a fix stale. On tiles in GCJ-02 (the map's `crs.datum`, see
+// base-map.js) a fix is projected where those tiles draw it, like every Leaflet layer. When few units are on screen (zoomed in, where a
 // jump shows) a new fix glides from where the unit is drawn to the fix over the time between fixes.
 
 import { serverNow } from "./clock.js";
+import { fromWgs84 } from "./gcj02.js";
 import { MarkerStamp } from "./marker-stamp.js";
 import { UnitHits } from "./unit-hits.js";
 import { STATUSES, dimColour, isStale, shapeIndex, statusColour, worldX, worldY } from "./unit-style.js";
@@ -55,12 +57,13 @@ class UnitMark {
     this.dy = this.fy + (this.y - this.fy) * p;
   }
 
-  /** Take a new view; true when the unit moved (its trail grew). */
-  update(view, now, glide) {
+  /** Take a new view, drawn on tiles of `datum`; true when the unit moved (its trail grew). */
+  update(view, now, glide, datum) {
     this.view = view;
     const pos = view.position;
     if (!pos || pos.lat == null || pos.lon == null) { this.has = false; this.trail.length = 0; return false; }
-    const nx = worldX(pos.lon), ny = worldY(pos.lat);
+    const [lat, lon] = fromWgs84(pos.lat, pos.lon, datum);
+    const nx = worldX(lon), ny = worldY(lat);
     if (!this.has || (nx === this.x && ny === this.y)) {
       if (!this.has) { this.fx = this.dx = nx; this.fy = this.dy = ny; this.dur = 0; this.p = 1; }
       this.has = true; this.x = nx; this.y = ny; this.ts = pos.ts;
@@ -100,6 +103,7 @@ export const UnitLayer = L.Layer.extend({
     this.spriteCache = { key: "", list: [] };
     this.hits = new UnitHits();
     this.stats = options.stats;
+    this.datum = "wgs84";  // of the map's tiles, as the marks were projected
   },
 
   onAdd(map) {
@@ -113,6 +117,7 @@ export const UnitLayer = L.Layer.extend({
     map.on("moveend resize viewreset", this.viewChanged, this);
     map.on("zoomanim", this.zoomAnim, this);
     map.on("zoomend", this.zoomEnd, this);
+    this.followDatum();
   },
 
   onRemove(map) {
@@ -122,7 +127,19 @@ export const UnitLayer = L.Layer.extend({
     map.off("zoomend", this.zoomEnd, this);
   },
 
-  viewChanged() { this.dirty = true; this.trailsDirty = true; this.trailsDrawn = -Infinity; },
+  viewChanged() { this.followDatum(); this.dirty = true; this.trailsDirty = true; this.trailsDrawn = -Infinity; },
+
+  /** Fixes may arrive before the map knows its tiles' datum: once it does, every mark is projected again. */
+  followDatum() {
+    const datum = (this._map && this._map.options.crs.datum) || "wgs84";
+    if (datum === this.datum) return;
+    this.datum = datum;
+    const now = performance.now();
+    for (const m of this.marks.values()) {
+      m.has = false; m.trail.length = 0;
+      if (m.view) m.update(m.view, now, false, datum);
+    }
+  },
   markDirty() { this.dirty = true; },
   setVisible(which, on) { this.visible[which] = on; this.viewChanged(); },
   setFilter(fn) { this.filter = fn; this.viewChanged(); },
@@ -139,7 +156,7 @@ export const UnitLayer = L.Layer.extend({
     for (const view of views) {
       let m = this.marks.get(view.unit_id);
       if (!m) { m = new UnitMark(view.unit_id); this.marks.set(view.unit_id, m); }
-      if (m.update(view, now, this.glide)) this.trailsDirty = true;  // drawn within TRAIL_REDRAW_MS
+      if (m.update(view, now, this.glide, this.datum)) this.trailsDirty = true;  // drawn within TRAIL_REDRAW_MS
     }
     this.dirty = true;
   },
