@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     tak: bool = False
     tak_url: str = "udp+wo://239.2.3.1:6969"
     tak_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    # A tls:// TAK server's client certificate (PEM, or .p12 with its password) and the CA of its own certificate.
+    tak_tls_cert: Path | None = None
+    tak_tls_key: Path | None = None
+    tak_tls_ca: Path | None = None
+    tak_tls_password: str | None = None
+    tak_tls_server_name: str | None = None
 
     # SLA policies, policy rules, arrival-zone radii and 12345 diversion categories (JSON file, see
     # hub/incidents/config.py); unset: the built-in ones.

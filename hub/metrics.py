@@ -19,6 +19,7 @@ from drone.signing import REFUSAL_REASONS
 from hub.drones.service import DroneService
 from hub.gateways.gb28181 import Gb28181Gateway
 from hub.gateways.gb28181.video import CameraVideo
+from hub.gateways.jt808.gateway import Jt808Gateway
 from hub.incidents.service import IncidentService
 from hub.ingest.bridge import MqttBridge
 from hub.ingest.feed import LiveFeed
@@ -54,6 +55,8 @@ class Parts(Protocol):
     def gb28181(self) -> Gb28181Gateway | None: ...
     @property
     def camera_video(self) -> CameraVideo | None: ...
+    @property
+    def jt808(self) -> Jt808Gateway | None: ...
 
 
 class RateMeter:
@@ -140,6 +143,8 @@ class HubCollector(Collector):
             yield from _drone_metrics(hub)
         if hub.gb28181 is not None:
             yield from _gb28181_metrics(hub.gb28181)
+        if hub.jt808 is not None:
+            yield from _jt808_metrics(hub.jt808)
         if hub.camera_video is not None:
             video = hub.camera_video
             yield GaugeMetricFamily("fieldhub_gb28181_streams", "GB/T 28181 camera streams live now",
@@ -236,6 +241,18 @@ def _labelled(name: str, doc: str, label: str, counts: dict[str, int]) -> Metric
     for key, count in sorted(counts.items()):
         family.add_metric([key], count)
     return family
+
+
+def _jt808_metrics(gw: Jt808Gateway) -> Iterator[Metric]:
+    yield GaugeMetricFamily("fieldhub_jt808_connections", "JT/T 808 TCP connections open now", value=gw.connected)
+    yield GaugeMetricFamily("fieldhub_jt808_authenticated", "JT/T 808 terminals authenticated now",
+                            value=gw.authenticated)
+    yield _labelled("fieldhub_jt808_events", "JT/T 808 gateway events (registrations, fixes, sos, acks, commands, "
+                    "...)", "event", dict(gw.counters))
+    yield _labelled("fieldhub_jt808_rejected", "JT/T 808 messages and location items refused, by reason", "reason",
+                    dict(gw.rejects))
+    yield _labelled("fieldhub_jt808_dropped", "JT/T 808 frames and connections refused by the server, by reason",
+                    "reason", dict(gw.drops))
 
 
 def _gb28181_metrics(gw: Gb28181Gateway) -> Iterator[Metric]:

@@ -12,9 +12,8 @@ import asyncio
 import gc
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,23 +24,29 @@ from devices.tasks import cancel_and_wait
 from geo.roads import RoadGraph
 from hub.access import auth
 from hub.access.device_sync import DeviceSync
-from hub.access.provisioning import Provisioner, sip_server
+from hub.access.provisioning import Provisioner, gateway_endpoints, sip_server
 from hub.access.tokens import TokenRefused, TokenRegistry
 from hub.config import Settings
 from hub.domain.dispatch import Recommender
 from hub.domain.ratelimit import Limit
 from hub.drones.fleet import load_fleet
 from hub.drones.service import DroneService
-from hub.errors import HubStartError, StorageUnavailable, one_line
+from hub.errors import HubStartError, one_line
 from hub.gateways.commands import CommandRouter
+from hub.gateways.compose import Gateways
 from hub.gateways.gb28181 import Gb28181Gateway
 from hub.gateways.gb28181.compose import Revocations, start_gb28181
 from hub.gateways.gb28181.video import CameraVideo
+from hub.gateways.jt808.gateway import Jt808Gateway
+from hub.gateways.osmand.gateway import OsmAndGateway
+from hub.gateways.owntracks.gateway import OwnTracksGateway
+from hub.gateways.tak.compose import TakLink
 from hub.incidents.config import ResponseOptions, load_incident_config
 from hub.incidents.hotline import HotlineHandOver
 from hub.incidents.service import IncidentService
 from hub.infra.broker import BrokerLinks, external_links, start_embedded_broker
 from hub.infra.embedded import EmbeddedPostgres, MosquittoBroker
+from hub.infra.tls import https_context
 from hub.ingest.bridge import MqttBridge
 from hub.ingest.feed import LiveFeed
 from hub.ingest.live import LiveState
@@ -53,6 +58,7 @@ from hub.storage import Database
 from hub.storage.audit import AuditLog
 from hub.storage.device_logins import DeviceLoginStore
 from hub.storage.drones import DroneAudit
+from hub.storage.gateway_logins import GatewayLoginStore
 from hub.storage.incidents import IncidentStore
 from hub.storage.sip_logins import SipLoginStore
 from hub.storage.tokens import TokenStore
@@ -112,6 +118,11 @@ class Hub:
         self.gb28181: Gb28181Gateway | None = None
         self._sip_revocations: Revocations | None = None
         self.camera_video: CameraVideo | None = None
+        # Gateways of devices that speak their own protocol (issue 17): JT/T 808 terminals, ...
+        self.gateways = Gateways()
+        self.jt808: Jt808Gateway | None = None
+        self.owntracks: OwnTracksGateway | None = None
+        self.osmand: OsmAndGateway | None = None
         # Device commands: to the broker, or to the gateway that owns the device (a GB/T 28181 camera).
         self.commands = CommandRouter(self._publish_mqtt)
         self._phase = "configuration"  # what _start is doing: names the part that failed in HubStartError
@@ -189,10 +200,13 @@ class Hub:
             catch_up_ms=int(s.device_limits_catch_up_s * 1000)))
         await stack.enter_async_context(self.feed)
         self._phase = "mqtt"
-        self.bridge = await stack.enter_async_context(MqttBridge(
+        bridge = MqttBridge(
             self.mqtt_url, self.pipeline, client_id=s.mqtt_client_id, session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=s.mqtt_receive_maximum, protocol=self.mqtt_protocol,
-            connect_timeout_s=s.mqtt_connect_timeout_s))
+            connect_timeout_s=s.mqtt_connect_timeout_s)
+        if s.owntracks:  # OwnTracks phones publish on the same broker; their gateway starts with the others
+            bridge.routes["owntracks/#"] = self.gateways.owntracks_message
+        self.bridge = await stack.enter_async_context(bridge)
         self._phase = "services"
         # Without a URL the hand-overs of diverted incidents wait, visible as `not_configured`.
         hotline = await stack.enter_async_context(HotlineHandOver(
@@ -221,22 +235,15 @@ class Hub:
         if s.gb28181:
             self._phase = "gb28181"
             await self._start_gb28181(video)
+        await self._start_gateways(incidents)
         self._wire(incidents, video, self.drones)
         self.registry.register(HubCollector(self))
-        self._tasks.append(asyncio.create_task(self._maintain(), name="partition-maintenance"))
+        self._tasks.append(asyncio.create_task(self.db.maintain_hourly(), name="partition-maintenance"))
         stack.push_async_callback(self._cancel_tasks)
         if s.bootstrap_token:
             self.bootstrap_secret = s.bootstrap_token
-        for secret, name, role, variable in ((s.bootstrap_token, "bootstrap", "dispatcher", "BOOTSTRAP_TOKEN"),
-                                             (s.bootstrap_admin_token, "bootstrap-admin", "admin",
-                                              "BOOTSTRAP_ADMIN_TOKEN")):
-            if not secret:
-                continue
-            known = self.tokens.known(secret)
-            if known is None:
-                await self.tokens.create(name, role, secret=secret)
-            elif known.state(now_ms()) != "valid":  # revoked or expired on purpose: it stays so
-                log.warning("the %s token (FIELDHUB_%s) is %s", name, variable, known.state(now_ms()))
+        await self.tokens.bootstrap(s.bootstrap_token, "bootstrap", "dispatcher", "BOOTSTRAP_TOKEN")
+        await self.tokens.bootstrap(s.bootstrap_admin_token, "bootstrap-admin", "admin", "BOOTSTRAP_ADMIN_TOKEN")
         # Long-lived start-up objects leave the collector's view; young ones are collected less often.
         gc.collect()
         gc.freeze()
@@ -269,6 +276,9 @@ class Hub:
         incidents.follow_up.video_tokens = video.register_token
         # Not a notification: whether a unit's devices can sign for a dispatch (a GB/T 28181 camera cannot).
         incidents.follow_up.can_sign = self.commands.can_sign
+        if self.gateways.tak is not None:  # SOS beacons to TAK: raised with the alert, cancelled at its close
+            incidents.alerts.sos_raised.connect(self.tak_link.sos_raised)
+            incidents.closing.connect(self.tak_link.incident_closing)
         if drones is not None:
             feed.snapshot_parts.append(drones.snapshot_part)
             incidents.unit_released.connect(drones.unit_released)
@@ -280,7 +290,24 @@ class Hub:
         self.commands.gateways.append(parts.video)
         if self.provisioner is not None:
             self.provisioner.sip_server = sip_server(self.settings, parts.gateway.udp_port)
-            self.provisioner.on_revoked = parts.revocations.revoked
+
+    async def _start_gateways(self, incidents: IncidentService) -> None:
+        """JT/T 808 terminals and phone apps (see hub.gateways.compose); each off unless enabled."""
+        self._phase = "gateways"
+        g = self.gateways
+        tak = self.tak_link = TakLink(self.live, incidents, self.put_unit)
+        self.commands.gateways.extend(await g.start(self._stack, self.settings, GatewayLoginStore(self.db),
+                                                    self.pipeline.submit, self._publish_mqtt, self.auth_failures, tak))
+        self.jt808, self.owntracks, self.osmand = g.jt808, g.owntracks, g.osmand
+        if self.provisioner is not None:
+            self.provisioner.on_revoked = self.provisioner.on_rotated = self._login_revoked
+            self.provisioner.gateways = gateway_endpoints(self.settings, g.jt808.port if g.jt808 else None)
+
+    async def _login_revoked(self, device_id: str) -> None:
+        """A device's login was revoked or rotated through this hub: its gateway drops what it held at once."""
+        if self._sip_revocations is not None and device_id in self._sip_revocations.devices:
+            await self._sip_revocations.revoked(device_id)
+        await self.gateways.changed(device_id)
 
     def _publish_mqtt(self, topic: str, payload: bytes) -> None:
         if self.bridge is None:
@@ -299,27 +326,13 @@ class Hub:
     async def _cancel_tasks(self) -> None:
         await cancel_and_wait(*self._tasks)
 
-    async def _maintain(self) -> None:
-        """Partitions and retention, hourly. The fixes were maintained when the database opened; the start's run
-        here deletes only the device logs' backlog (in batches) while the hub already serves, so a large backlog
-        does not delay the start."""
-        run: Callable[[], Awaitable[object]] = self.db.prune_logs
-        while True:
-            try:
-                await run()
-            except StorageUnavailable as exc:
-                log.warning("storage maintenance failed (%s); next try in an hour", one_line(exc))
-            except Exception:
-                log.exception("storage maintenance failed; next try in an hour")
-            await asyncio.sleep(3600)
-            run = self.db.maintain
-
     # ------------------------------------------------------------ operations
     async def _device_added(self, device_id: str, unit_id: str) -> None:
         """A device provisioned onto a unit joins that unit's live picture (its fixes are no longer unknown)."""
         await self._reload_units(unit_id)
         if self._sip_revocations is not None:
             await self._sip_revocations.devices.refresh(device_id)
+        await self.gateways.changed(device_id)
 
     async def _reload_units(self, unit_id: str | None = None) -> None:
         """Re-read ``unit_id`` (every unit: None, after notifications may have been missed) into the live picture."""
@@ -333,6 +346,7 @@ class Hub:
     async def _device_notified(self, device_id: str) -> None:
         if self._sip_revocations is not None:
             await self._sip_revocations.changed(device_id)
+        await self.gateways.changed(device_id)
         unit = await self.db.scalar("SELECT unit_id FROM devices WHERE device_id = %s", (device_id,))
         known = self.live.devices.get(device_id)
         if unit is not None and (known is None or known.unit_id != unit):
@@ -377,23 +391,3 @@ class Hub:
             self._base_map = self.city().to_geojson()
         return self._base_map
 
-
-def https_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-    """The HTTPS server context of ``cert`` and its ``key`` (PEM files); None for plain HTTP. HubStartError names
-    the file when either cannot be read or they do not make a pair, so a bad file stops the start at once."""
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise HubStartError("tls: FIELDHUB_TLS_CERT and FIELDHUB_TLS_KEY (--tls-cert, --tls-key) go together")
-    for what, path in (("certificate", cert), ("key", key)):
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise HubStartError(f"tls: {what} {path}: cannot read: {exc.strerror or one_line(exc)}") from exc
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as exc:
-        raise HubStartError(f"tls: certificate {cert} with key {key} unusable: {one_line(exc)}") from exc
-    return ctx

@@ -25,14 +25,17 @@ __all__ = ["add_parser", "cmd_device"]
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("device", help="provision devices: their MQTT logins")
+    p = sub.add_parser("device", help="provision devices: their MQTT, SIP or gateway logins")
     dsub = p.add_subparsers(dest="device_command", required=True)
     d = dsub.add_parser("add", help="register a device on a unit and print its new login (shown once)")
     d.add_argument("device_id")
     d.add_argument("--unit", required=True, help="the unit it belongs to (must exist)")
     d.add_argument("--kind", help="bodycam, radio, vehicle, drone, camera, phone, tracker or gateway")
-    d.add_argument("--protocol", choices=("mqtt", "gb28181"), default="mqtt",
-                   help="mqtt (default: a broker login) or gb28181 (a SIP body camera: 20-digit id, digest password)")
+    d.add_argument("--protocol", choices=("mqtt", "gb28181", "jt808", "owntracks", "osmand"), default="mqtt",
+                   help="mqtt (default: a broker login), gb28181 (a SIP body camera: 20-digit id, digest password), "
+                        "jt808 (a vehicle terminal, by --phone), owntracks or osmand (a phone app: Traccar Client)")
+    d.add_argument("--phone", help="jt808 only: the terminal's phone number (digits, as configured in it)")
+    d.add_argument("--terminal-id", help="jt808 only: the terminal id its registration must carry (optional)")
     d.add_argument("--password-stdin", action="store_true",
                    help="gb28181 only: read the camera's password from stdin instead of generating one")
     d.add_argument("--json", action="store_true")
@@ -106,7 +109,7 @@ async def _broker(settings: Settings) -> tuple[str | None, str | None, str]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.access.provisioning import Provisioner, sip_server
+    from hub.access.provisioning import Provisioner, gateway_endpoints, sip_server
     from hub.infra.broker import read_admin_file
     from hub.infra.tls import Pki
     from hub.storage.audit import AuditLog
@@ -122,7 +125,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         provisioner = Provisioner(DeviceLoginStore(db), admin_url=admin_url, device_url=device_url,
                                   audit=AuditLog(db), pki=pki, mtls_url=mtls_url,
                                   reserved=frozenset({settings.mqtt_client_id}), sip_store=SipLoginStore(db),
-                                  sip_server=sip_server(settings))
+                                  sip_server=sip_server(settings), gateways=gateway_endpoints(settings))
         command = args.device_command
         if command == "cert":
             issued = await provisioner.certificate(args.device_id, actor=actor)
@@ -142,11 +145,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
                                   for r in rows], indent=1))
             else:
-                print(f"{'device':<24} {'unit':<16} {'kind':<9} {'login':<8} {'protocol':<8} created")
+                print(f"{'device':<24} {'unit':<16} {'kind':<9} {'login':<8} {'protocol':<9} {'ident':<24} created")
                 for r in rows:
                     created = r["created_at"].strftime("%Y-%m-%d %H:%M") if r["created_at"] else "-"
                     print(f"{r['device_id']:<24} {r['unit_id'] or '-':<16} {r['kind'] or '-':<9} {r['login']:<8} "
-                          f"{r['protocol'] or '-':<8} {created}")
+                          f"{r['protocol'] or '-':<9} {r['ident'] or '-':<24} {created}")
             return 0
         if command == "revoke":
             await provisioner.revoke(args.device_id, actor=actor)
@@ -155,11 +158,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
         if command == "add":
             creds = await provisioner.add(args.device_id, args.unit, args.kind, actor=actor,
-                                          protocol=args.protocol, password=password)
+                                          protocol=args.protocol, password=password, phone=args.phone,
+                                          terminal_id=args.terminal_id)
         else:
             creds = await provisioner.rotate(args.device_id, actor=actor, password=password)
     if args.json:
         print(json.dumps(creds.as_dict()), flush=True)
+    elif creds.gateway is not None:
+        print(_gateway_text(creds.device_id, creds.password, creds.gateway, note), flush=True)
     elif creds.sip is not None:
         sip = creds.sip
         print(f"device {creds.device_id}: new GB/T 28181 login (shown once; only its digest is kept)\n"
@@ -175,3 +181,24 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
               + (f"\n  CA certificate: {creds.ca_file}" if creds.ca_file else "")
               + (f"\n  note: {note}" if note else ""), flush=True)
     return 0
+
+
+def _gateway_text(device_id: str, secret: str | None, gw: dict[str, Any], note: str) -> str:
+    """What an installer configures a gateway device with (the secret shown this once)."""
+    off = "" if gw["enabled"] else f"\n  note: the hub's {gw['protocol']} gateway is off: enable it"
+    if gw["protocol"] == "jt808":
+        state = "open: the terminal's next registration gets its code" if gw["registration_open"] else "closed"
+        return (f"device {device_id}: JT/T 808 terminal (no secret: it gets an authentication code when it "
+                f"registers)\n  configure the terminal's platform: server {gw['host'] or '(FIELDHUB_JT808 is off)'}, "
+                f"TCP port {gw['port']}\n  phone number: {gw['phone']}"
+                + (f"\n  terminal id: {gw['terminal_id']}" if gw["terminal_id"] else "")
+                + f"\n  registration: {state}" + off)
+    if gw["protocol"] == "owntracks":
+        mqtt, http = gw["mqtt"], gw["http"]
+        return (f"device {device_id}: OwnTracks phone (shown once; only its digest is kept)\n"
+                f"  MQTT mode: broker {mqtt['url'] or '(FIELDHUB_DEVICE_MQTT_URL not set)'}, username = client id: "
+                f"{device_id}, password: {secret}\n  topic: {mqtt['topic']}\n"
+                f"  HTTP mode: URL {http['url'] or http['path']}, username {device_id}, password: {secret}"
+                + (f"\n  note: {note}" if note else "") + off)
+    return (f"device {device_id}: Traccar Client / OsmAnd phone (shown once; only its digest is kept)\n"
+            f"  device identifier: {gw['identifier']}\n  server URL: {gw['server_url']}" + off)

@@ -153,6 +153,16 @@ class TokenRegistry:
         self._put(record)
         return secret, record
 
+    async def bootstrap(self, secret: str | None, name: str, role: str, variable: str) -> None:
+        """A token given in the settings (``FIELDHUB_<variable>``) exists; one revoked or expired on purpose stays."""
+        if not secret:
+            return
+        known = self.known(secret)
+        if known is None:
+            await self.create(name, role, secret=secret)
+        elif known.state(self.clock()) != "valid":
+            log.warning("the %s token (FIELDHUB_%s) is %s", name, variable, known.state(self.clock()))
+
     async def revoke(self, token_id: int) -> TokenRecord | None:
         """Revoke in the database, then here at once (not when the NOTIFY comes back); None: no such token."""
         record = await self.store.revoke(token_id)

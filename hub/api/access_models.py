@@ -11,7 +11,7 @@ from typing import Any
 from hub.api.models import View
 
 __all__ = ["AuditEntry", "AuditPage", "DeviceCertificate", "DeviceLogin", "DeviceLoginList", "DeviceLoginState",
-           "DeviceRevoked", "LiveTicket", "Me", "NewToken", "Token", "TokenList"]
+           "DeviceRevoked", "GatewaySettings", "LiveTicket", "Me", "NewToken", "Token", "TokenList"]
 
 
 class Me(View):
@@ -61,7 +61,7 @@ class TokenList(View):
 
 
 class DeviceLoginState(View):
-    """A device and the state of its MQTT login (``none``, ``active``, ``revoked``); times in epoch ms."""
+    """A device and the state of its login (``none``, ``active``, ``revoked``); times in epoch ms."""
 
     device_id: str
     unit_id: str | None
@@ -70,7 +70,8 @@ class DeviceLoginState(View):
     rotated_at: int | None
     revoked_at: int | None
     login: str
-    protocol: str | None  # of the login: mqtt or gb28181; None without one
+    protocol: str | None  # of the login: mqtt, gb28181, jt808, owntracks or osmand; None without one
+    ident: str | None  # what it logs in as: the device id, or a JT/T 808 terminal's phone number
 
 
 class DeviceLoginList(View):
@@ -88,17 +89,28 @@ class SipPlatform(View):
     enabled: bool
 
 
+class GatewaySettings(View):
+    """What a gateway device is configured with; the other keys by protocol: jt808 ``host``, ``port``,
+    ``transport``, ``phone``, ``terminal_id``, ``registration_open``; owntracks ``user``, ``mqtt`` {url, username,
+    client_id, topic}, ``http`` {path, url, username}; osmand ``identifier``, ``path``, ``server_url`` (the secret
+    in it as ``key``)."""
+
+    protocol: str  # jt808, owntracks or osmand
+    enabled: bool  # whether the hub's gateway for it is on
+
+
 class DeviceLogin(View):
-    """A device's new MQTT login, its password shown this once."""
+    """A device's new login, its password shown this once."""
 
     device_id: str
     username: str
-    password: str
+    password: str | None  # None for a JT/T 808 terminal: its code comes at its registration
     client_id: str
     mqtt_url: str | None
     ca_file: str | None
-    protocol: str  # mqtt or gb28181
+    protocol: str  # mqtt, gb28181, jt808, owntracks or osmand
     sip: SipPlatform | None = None  # gb28181: what the camera is configured with
+    gateway: GatewaySettings | None = None  # jt808, owntracks, osmand: what the device is configured with
 
 
 class DeviceCertificate(View):

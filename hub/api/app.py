@@ -18,7 +18,7 @@ from hub.api import errors
 from hub.api.body_limit import BodyLimit
 from hub.api.deps import Reader
 from hub.api.inputs import refuse_unstorable_params
-from hub.api.routes import audit, devices, drones, health, incidents, live, one_map, streams, tokens, units
+from hub.api.routes import audit, devices, drones, gateways, health, incidents, live, one_map, streams, tokens, units
 from hub.api.security_headers import SecurityHeaders, content_security_policy
 from hub.server import Hub
 from video.http import video_router
@@ -60,6 +60,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(audit.router)
     app.include_router(tokens.router)
+    app.include_router(gateways.router)
     if hub.video is not None:  # WHIP/WHEP: the relay runs inside the hub
         app.include_router(video_router(hub.video.service, streams.publish_authorizer(hub),
                                         streams.view_authorizer(hub), streams.session_authorizer(hub)))

@@ -8,6 +8,9 @@ The hub stores only a PBKDF2-SHA512 digest of it, in a form two brokers can chec
 - EMQX's PostgreSQL authenticator (``pbkdf2``, ``mac_fun = sha512``) takes the salt column as text and the hash as
   hex, so the salt is generated as text (its UTF-8 bytes are the PBKDF2 salt) and the digest is stored as hex.
 
+OwnTracks phones (a gateway login, :mod:`hub.domain.gateway_login`) connect to the same broker with the same kind
+of login; their role grants the OwnTracks topics of their own device id instead (:func:`owntracks_acls`).
+
 The secrets are 256-bit random values, not passwords a person chose: key stretching adds nothing against guessing
 them, while every iteration is paid by the broker on every CONNECT. 1,000 iterations keep a fleet's reconnect storm
 cheap (Mosquitto's own default is 101).
@@ -20,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from devices.topics import device_topic
 
@@ -35,9 +38,11 @@ __all__ = [
     "dynsec_config",
     "dynsec_create_device",
     "dynsec_delete_device",
-        "hash_secret",
+    "hash_secret",
+    "login_acls",
     "new_login",
     "new_secret",
+    "owntracks_acls",
     "verify_secret",
 ]
 
@@ -48,6 +53,7 @@ ADMIN_ROLE: Final = "fieldhub-admin"
 ROLE_PREFIX: Final = "fieldhub-device-"
 CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
 DEVICE_WRITES: Final = ("telemetry", "status", "event")
+OWNTRACKS_ROOT: Final = "owntracks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,8 @@ class StoredLogin:
     salt: str
     secret_hash: str  # hex
     iterations: int = ITERATIONS
+    # The topics the broker grants the login: the contract's device topics, or an OwnTracks phone's own topics.
+    topics: Literal["fieldhub", "owntracks"] = "fieldhub"
 
 
 def new_secret() -> str:
@@ -93,6 +101,19 @@ def device_acls(device_id: str) -> list[dict[str, Any]]:
     return acls
 
 
+def owntracks_acls(device_id: str) -> list[dict[str, Any]]:
+    """An OwnTracks phone (user = device id) publishes below ``owntracks/{its id}/{any device name}`` (the location
+    topic and its sub-topics: event, lwt, waypoints, ...) and subscribes to its own command topics; it may not read
+    other phones' positions (the app's "friends" subscription is refused)."""
+    mine = f"{OWNTRACKS_ROOT}/{device_id}"
+    return [_allow("publishClientSend", mine + "/+"), _allow("publishClientSend", mine + "/+/+"),
+            _allow("subscribePattern", mine + "/+/cmd")]
+
+
+def login_acls(login: StoredLogin) -> list[dict[str, Any]]:
+    return owntracks_acls(login.username) if login.topics == "owntracks" else device_acls(login.username)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -115,6 +136,10 @@ def _allow(acltype: str, topic: str) -> dict[str, Any]:
 def _hub_role() -> dict[str, Any]:
     acls = [_allow(kind, "fieldhub/#") for kind in ("publishClientSend", "publishClientReceive",
                                                      "subscribePattern", "unsubscribePattern")]
+    # The OwnTracks gateway: every phone's messages in, commands (reportLocation) out on their cmd topics.
+    acls += [_allow("subscribePattern", OWNTRACKS_ROOT + "/#"), _allow("unsubscribePattern", OWNTRACKS_ROOT + "/#"),
+             _allow("publishClientReceive", OWNTRACKS_ROOT + "/#"),
+             _allow("publishClientSend", OWNTRACKS_ROOT + "/+/+/cmd")]
     return {"rolename": HUB_ROLE, "acls": acls}
 
 
@@ -127,23 +152,26 @@ def _admin_role() -> dict[str, Any]:
 def dynsec_config(hub: StoredLogin, admin: StoredLogin, devices: list[StoredLogin],
                   services: tuple[StoredLogin, ...] = ()) -> dict[str, Any]:
     """The whole configuration of the embedded broker's plugin: the hub's login (pinned to its client id), the
-    administrator the hub provisions devices with, and one login and role per device. ``services``: further logins
+    administrator the hub provisions devices with, and one login and role per device (an OwnTracks phone's role
+    grants its OwnTracks topics: ``StoredLogin.topics``). ``services``: further logins
     with the hub's rights, not pinned to a client id (the test suite's, whose hubs each take their own session id)."""
     clients = [dynsec_client(hub, [HUB_ROLE]), dynsec_client(admin, [ADMIN_ROLE], pin_client_id=False)]
     clients += [dynsec_client(login, [HUB_ROLE], pin_client_id=False) for login in services]
     roles = [_hub_role(), _admin_role()]
     for login in devices:
         clients.append(dynsec_client(login, [device_role(login.username)]))
-        roles.append({"rolename": device_role(login.username), "acls": device_acls(login.username)})
+        roles.append({"rolename": device_role(login.username), "acls": login_acls(login)})
     return {"clients": clients, "roles": roles, "groups": [],
             "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": True,
                                  "subscribe": False, "unsubscribe": True}}
 
 
-def dynsec_create_device(device_id: str, secret: str) -> list[dict[str, Any]]:
-    """Control commands that give a running broker this device's login and role."""
+def dynsec_create_device(device_id: str, secret: str, *, owntracks: bool = False) -> list[dict[str, Any]]:
+    """Control commands that give a running broker this device's login and role (``owntracks``: an OwnTracks
+    phone's, see :func:`owntracks_acls`)."""
     role = device_role(device_id)
-    return [{"command": "createRole", "rolename": role, "acls": device_acls(device_id)},
+    acls = owntracks_acls(device_id) if owntracks else device_acls(device_id)
+    return [{"command": "createRole", "rolename": role, "acls": acls},
             {"command": "createClient", "username": device_id, "password": secret, "clientid": device_id,
              "roles": [{"rolename": role}]}]
 

@@ -16,10 +16,12 @@ __all__ = ["REASONS", "CodecError", "GatewayError"]
 # bad_topic / bad_id: an MQTT topic or a device id the gateway does not accept. unknown_type: a message kind the
 # codec does not know at all (known kinds it does not use are ignored, not refused). encrypted: OwnTracks
 # payload encryption, not supported. invalid_fix: the app itself marked the position invalid. bad_secret: the
-# device's credentials did not match. internal: a defect of the codec, never the sender's fault.
+# device's credentials did not match. internal: a defect of the codec, never the sender's fault. unknown_device /
+# forbidden (the receivers): no live login of that protocol / a token bound to another device.
 REASONS: Final = frozenset({
     "too_large", "bad_json", "not_object", "missing_field", "wrong_type", "bad_value", "out_of_range", "bad_time",
     "bad_text", "bad_topic", "bad_id", "unknown_type", "encrypted", "invalid_fix", "bad_secret", "internal",
+    "unknown_device", "forbidden",
 })
 
 

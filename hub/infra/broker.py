@@ -1,6 +1,7 @@
 """Which broker the hub uses and with which logins: the embedded Mosquitto (built from the device-login table at
 every start) or an external broker named by the configuration.
 
+The embedded broker's logins are the devices' MQTT logins and the OwnTracks phones' (:func:`broker_logins`).
 For the embedded broker the hub makes fresh random secrets for its own login and the administrator login at each
 start; nothing but the broker's plugin file (0600, in the broker's directory) and ``broker-admin.json`` (0600, for
 ``fieldhub device ...`` on the same machine while the hub runs) hold them.
@@ -14,7 +15,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from hub.domain import device_login
 from hub.infra.embedded import BrokerSecurity, MosquittoBroker
 from hub.infra.tls import Pki, ensure_ca
 from hub.storage.device_logins import DeviceLoginStore
+from hub.storage.gateway_logins import GatewayLoginStore
 
-__all__ = ["ADMIN_USER", "BrokerLinks", "admin_file", "read_admin_file", "start_embedded_broker"]
+__all__ = ["ADMIN_USER", "BrokerLinks", "admin_file", "broker_logins", "read_admin_file", "start_embedded_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,12 @@ def read_admin_file(data_dir: Path) -> dict[str, str] | None:
     return data if isinstance(data, dict) else None
 
 
+async def broker_logins(store: DeviceLoginStore) -> list[device_login.StoredLogin]:
+    """Every live login the broker checks: the devices' MQTT logins and the OwnTracks phones' (with their topics)."""
+    phones = await GatewayLoginStore(store.db).live("owntracks")
+    return await store.active() + [replace(p.secret, topics="owntracks") for p in phones if p.secret is not None]
+
+
 async def start_embedded_broker(settings: Settings, store: DeviceLoginStore,
                                 stack: contextlib.AsyncExitStack) -> BrokerLinks:
     hub_secret, admin_secret = device_login.new_secret(), device_login.new_secret()
@@ -87,7 +95,7 @@ async def start_embedded_broker(settings: Settings, store: DeviceLoginStore,
     security = BrokerSecurity(
         hub=device_login.new_login(settings.mqtt_client_id, hub_secret),
         admin=device_login.new_login(ADMIN_USER, admin_secret),
-        devices=await store.active(), pki=pki, tls_host=settings.broker_tls_host,
+        devices=await broker_logins(store), pki=pki, tls_host=settings.broker_tls_host,
         tls_port=_port(settings.broker_tls_port, settings.broker_tls_host),
         mtls_port=_port(settings.broker_mtls_port, settings.broker_tls_host))
     broker = MosquittoBroker(settings.data_dir / "mosquitto")

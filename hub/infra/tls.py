@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Pki", "client_cert_pem", "ensure_ca", "issue_client_cert", "issue_server_cert", "spki_sha256_b64"]
+from hub.errors import HubStartError, one_line
+
+__all__ = [
+    "Pki", "client_cert_pem", "ensure_ca", "https_context", "issue_client_cert", "issue_server_cert", "spki_sha256_b64",
+]
 
 CA_DAYS = 3650
 LEAF_DAYS = 397
@@ -158,3 +163,24 @@ def spki_sha256_b64(cert_path: Path) -> str:
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def https_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS server context of ``cert`` and its ``key`` (PEM files); None for plain HTTP. HubStartError names
+    the file when either cannot be read or they do not make a pair, so a bad file stops the start at once."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise HubStartError("tls: FIELDHUB_TLS_CERT and FIELDHUB_TLS_KEY (--tls-cert, --tls-key) go together")
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise HubStartError(f"tls: {what} {path}: cannot read: {exc.strerror or one_line(exc)}") from exc
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise HubStartError(f"tls: certificate {cert} with key {key} unusable: {one_line(exc)}") from exc
+    return ctx

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gmqtt import Client as MqttClient
@@ -44,6 +45,10 @@ def _check_internals() -> None:
 
 
 _check_internals()
+
+# (topic, payload, qos, retained) -> for QoS 1 the future of its commit (PUBACK once it resolves), None: refused
+# for now (never acknowledged, so the broker sends it again). The pipeline's submit has this shape.
+Submit = Callable[[str, bytes, int, bool], "asyncio.Future[None] | None"]
 
 
 class MqttBridge:
@@ -73,6 +78,9 @@ class MqttBridge:
         self._send_puback = handler._send_puback
         self._cut_future: asyncio.Future[None] | None = None
         self._cut_mids: list[int] = []
+        # Gateways that speak over this broker in their own topics (OwnTracks: ``owntracks/#``): topic filter ->
+        # a submit of the same shape as the pipeline's, which translates and submits. Set before entering.
+        self.routes: dict[str, Submit] = {}
 
     async def __aenter__(self) -> MqttBridge:
         # Bounded as a whole: a hub whose broker is not there says so within `connect_timeout_s`, not never.
@@ -108,7 +116,7 @@ class MqttBridge:
         self.connects += 1
         if flags:  # session present: what the broker held for it arrives now, all at once
             self.pipeline.catch_up()
-        for topic in HUB_SUBSCRIPTIONS:
+        for topic in (*HUB_SUBSCRIPTIONS, *self.routes):
             # Retain-as-published (MQTT 5): the hub sees a device's retain flag on live messages and can refuse it.
             client.subscribe(topic, qos=1, retain_as_published=self.version == MQTTv50)
         self.connected.set()
@@ -128,12 +136,29 @@ class MqttBridge:
             self.retained_cleared += 1
         return True
 
+    def _route(self, topic: str) -> Submit | None:
+        for prefix, submit in self._prefixes:
+            if topic.startswith(prefix):
+                return submit
+        return None
+
+    @functools.cached_property
+    def _prefixes(self) -> tuple[tuple[str, Submit], ...]:
+        # "owntracks/#" -> "owntracks/": the routes' filters are a root and a multi-level wildcard.
+        return tuple((f.removesuffix("#"), submit) for f, submit in self.routes.items())
+
+    def _submit(self, topic: str, payload: bytes, qos: int, properties: Any) -> asyncio.Future[None] | None:
+        route = self._route(topic) if self.routes else None
+        if route is not None:  # a gateway's own topic: its retained messages are its protocol's, left alone
+            return route(topic, payload, qos, bool(properties.get("retain")))
+        return self.pipeline.submit(topic, payload, qos, self._retained(topic, properties))
+
     def _on_message(self, client: MqttClient, topic: str, payload: bytes, qos: int, properties: Any) -> int:
-        self.pipeline.submit(topic, payload, 0, self._retained(topic, properties))
+        self._submit(topic, payload, 0, properties)
         return 0
 
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
-        future = self.pipeline.submit(topic, payload, 1, self._retained(topic, properties))
+        future = self._submit(topic, payload, 1, properties)
         if future is None:
             # Refused at the pipeline's hard cap (a broker ignoring our receive maximum): never acknowledged,
             # so the broker keeps it and sends it again when the session resumes.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,6 +159,21 @@ class Database:
             log.info("log retention (%d days) deleted %s", self.log_retention_days,
                      ", ".join(f"{n} {table}" for table, n in deleted.items()))
         return deleted
+
+    async def maintain_hourly(self) -> None:
+        """Partitions and retention, hourly, until cancelled. The fixes were maintained when the database opened;
+        the first run deletes only the device logs' backlog (in batches) while the hub already serves, so a large
+        backlog does not delay the start."""
+        run: Callable[[], Awaitable[object]] = self.prune_logs
+        while True:
+            try:
+                await run()
+            except StorageUnavailable as exc:
+                log.warning("storage maintenance failed (%s); next try in an hour", one_line(exc))
+            except Exception:
+                log.exception("storage maintenance failed; next try in an hour")
+            await asyncio.sleep(3600)
+            run = self.maintain
 
     async def _ensure_partition(self, conn: AsyncConnection, ts_ms: int) -> None:
         start = partitions.partition_start(ts_ms, self.partition_days)

@@ -39,10 +39,13 @@ class DeviceLoginStore:
             row = await cur.fetchone()
             if row is not None and row[0] is None:
                 raise LoginProblem("exists", f"device {device_id} already has a login: rotate or revoke it")
-            cur = await conn.execute("SELECT 1 FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL",
-                                     (device_id,))
-            if await cur.fetchone() is not None:
-                raise LoginProblem("exists", f"device {device_id} already has a SIP login: rotate or revoke it")
+            cur = await conn.execute(
+                "SELECT 'a SIP login' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
+                "SELECT 'a ' || protocol || ' login' FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL",
+                (device_id, device_id))
+            other = await cur.fetchone()
+            if other is not None:
+                raise LoginProblem("exists", f"device {device_id} already has {other[0]}: rotate or revoke it")
             await conn.execute(
                 "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
                 "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
@@ -71,19 +74,22 @@ class DeviceLoginStore:
                 raise LoginProblem("unknown_device", f"device {device_id} has no live login")
 
     async def list(self) -> list[dict[str, Any]]:
-        """Every device with its login state (``none``, ``active``, ``revoked``) and the protocol of that login
-        (``mqtt``, ``gb28181``; None without one); never a secret or digest. A device that had both kinds (one
-        revoked) shows its live one."""
+        """Every device with its login state (``none``, ``active``, ``revoked``), the protocol of that login
+        (``mqtt``, ``gb28181``, ``jt808``, ``owntracks``, ``osmand``; None without one) and the identifier it logs in
+        with (``ident``: the device id, a JT/T 808 terminal's phone number); never a secret or digest. A device that
+        had several kinds (all but one revoked) shows its live one."""
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT d.device_id, d.unit_id, d.kind, l.created_at, l.rotated_at, l.revoked_at, "
                 "CASE WHEN l.device_id IS NULL THEN 'none' WHEN l.revoked_at IS NULL THEN 'active' "
-                "ELSE 'revoked' END AS login, l.protocol FROM devices d LEFT JOIN LATERAL ("
-                " SELECT device_id, created_at, rotated_at, revoked_at, 'mqtt' AS protocol FROM device_logins m"
-                " WHERE m.device_id = d.device_id UNION ALL"
-                " SELECT device_id, created_at, rotated_at, revoked_at, 'gb28181' FROM sip_logins s"
-                " WHERE s.device_id = d.device_id ORDER BY revoked_at DESC NULLS FIRST LIMIT 1) l ON true "
+                "ELSE 'revoked' END AS login, l.protocol, l.ident FROM devices d LEFT JOIN LATERAL ("
+                " SELECT device_id, created_at, rotated_at, revoked_at, 'mqtt' AS protocol, device_id AS ident"
+                " FROM device_logins m WHERE m.device_id = d.device_id UNION ALL"
+                " SELECT device_id, created_at, rotated_at, revoked_at, 'gb28181', device_id FROM sip_logins s"
+                " WHERE s.device_id = d.device_id UNION ALL"
+                " SELECT device_id, created_at, rotated_at, revoked_at, protocol, ident FROM gateway_logins g"
+                " WHERE g.device_id = d.device_id ORDER BY revoked_at DESC NULLS FIRST LIMIT 1) l ON true "
                 "ORDER BY d.device_id")
             return await cur.fetchall()
 

@@ -13,7 +13,7 @@ class SipLoginStore:
         self.db = db
 
     async def add(self, device_id: str, unit_id: str, kind: str | None, realm: str, ha1: str) -> None:
-        """Register the device on its unit with a SIP login; refused when it has a live login of either kind."""
+        """Register the device on its unit with a SIP login; refused when it has a live login of any kind."""
         async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
             if await cur.fetchone() is None:
@@ -21,7 +21,9 @@ class SipLoginStore:
                                                    f"(PUT /api/v1/units/{unit_id})")
             cur = await conn.execute(
                 "SELECT 'SIP' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
-                "SELECT 'MQTT' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL", (device_id, device_id))
+                "SELECT 'MQTT' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
+                "SELECT protocol FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL",
+                (device_id, device_id, device_id))
             row = await cur.fetchone()
             if row is not None:
                 raise LoginProblem("exists", f"device {device_id} already has a {row[0]} login: rotate or revoke it")

@@ -216,7 +216,8 @@ async def _stored(hub: RunningHub, n: int) -> bool:
 
 def test_every_json_route_of_the_api_has_a_response_model() -> None:
     """Those left without one: a file, the metrics text, GeoJSON (the base map, overlays read from a configured
-    file as they are). WHIP/WHEP (SDP) are only mounted with live video."""
+    file as they are), and the phone apps' receivers (/gateway/...: each answers as its app expects, not as the
+    API does). WHIP/WHEP (SDP) are only mounted with live video."""
     spec = create_app(Hub(Settings())).openapi()
     untyped = set()
     for path, operations in spec["paths"].items():
@@ -226,5 +227,6 @@ def test_every_json_route_of_the_api_has_a_response_model() -> None:
             if "$ref" not in schema:
                 untyped.add(f"{method.upper()} {path}")
     assert untyped == {"GET /metrics", "GET /api/v1/map", "GET /api/v1/map/overlays",
-                       "GET /api/v1/recordings/{stream_id}/{name}"}, sorted(untyped)
+                       "GET /api/v1/recordings/{stream_id}/{name}", "POST /gateway/owntracks", "GET /gateway/osmand",
+                       "POST /gateway/osmand", "POST /gateway/traccar"}, sorted(untyped)
     assert json.dumps(spec)

@@ -142,4 +142,13 @@ async def test_emqx_reads_the_same_logins(hub: RunningHub) -> None:
         await hub.hub.provisioner.revoke("u3-phone", actor="tests")  # type: ignore[union-attr]
         assert await (await conn.execute(authn, ("u3-phone",))).fetchone() is None
         assert await (await conn.execute(authz, ("u3-phone",))).fetchall() == []
+        # An OwnTracks phone (issue 17) logs in the same way, with its own OwnTracks topics only.
+        creds = await hub.hub.provisioner.add("u3-ot", "U3", None, actor="tests",  # type: ignore[union-attr]
+                                              protocol="owntracks")
+        password_hash, salt, _ = await (await conn.execute(authn, ("u3-ot",))).fetchone()  # type: ignore[misc]
+        assert hashlib.pbkdf2_hmac("sha512", (creds.password or "").encode(), salt.encode(), 1000, 64).hex() == \
+            password_hash
+        assert sorted(await (await conn.execute(authz, ("u3-ot",))).fetchall()) == [
+            ("allow", "publish", "owntracks/u3-ot/+"), ("allow", "publish", "owntracks/u3-ot/+/+"),
+            ("allow", "subscribe", "owntracks/u3-ot/+/cmd")]
     assert os.environ.get("FIELDHUB_DEVICE_SECRET") is None  # nothing leaks into the environment

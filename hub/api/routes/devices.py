@@ -1,5 +1,5 @@
-"""Devices' logins, MQTT or GB/T 28181 SIP (admin only): add, list, rotate, revoke. A secret is in the answer once
-and nowhere else."""
+"""Devices' logins, MQTT, GB/T 28181 SIP or a gateway's (JT/T 808, OwnTracks, OsmAnd; admin only): add, list, rotate,
+revoke. A secret is in the answer once and nowhere else."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ class DeviceIn(ApiModel):
     device_id: str = Field(pattern=ID)
     unit_id: str = Field(pattern=ID)
     kind: str | None = Field(default=None, pattern=KINDS)
-    protocol: str = Field(default="mqtt", pattern=r"^(mqtt|gb28181)$")
+    protocol: str = Field(default="mqtt", pattern=r"^(mqtt|gb28181|jt808|owntracks|osmand)$")
     # gb28181 only: the camera's password (else one is generated); never stored, only its digest HA1
     password: str | None = Field(default=None, min_length=8, max_length=32)
+    # jt808 only: the terminal's phone number (digits, checked by the provisioning) and, optionally, its terminal id
+    phone: str | None = Field(default=None, max_length=64)
+    terminal_id: str | None = Field(default=None, max_length=64)
 
 
 class RotateIn(ApiModel):
@@ -50,7 +53,8 @@ async def list_devices(who: Admin, provisioner: ProvisionerDep) -> dict[str, Any
 @router.post("", status_code=201, response_model=DeviceLogin)
 async def add_device(body: DeviceIn, who: Admin, provisioner: ProvisionerDep) -> JSONResponse:
     creds = await provisioner.add(body.device_id, body.unit_id, body.kind, actor=who.name, role=who.role,
-                                  protocol=body.protocol, password=body.password)
+                                  protocol=body.protocol, password=body.password, phone=body.phone,
+                                  terminal_id=body.terminal_id)
     return _issued(creds.as_dict(), 201)
 
 

@@ -142,6 +142,11 @@ class Jt808Gateway:
         """Frames and connections the server refused, by reason."""
         return self.server.drops
 
+    @property
+    def authenticated(self) -> int:
+        """Terminals authenticated on a connection now."""
+        return len(self._bound)
+
     def online(self, device_id: str) -> bool:
         return device_id in self._bound
 
