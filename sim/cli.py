@@ -53,6 +53,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             "drone_keys": write_keys(docks, drone_keys, settings.data_dir / "demo-drone-keys.json")})
     if args.gb_cameras > 0 and not settings.gb28181:  # the demo's own SIP server on a loopback port the hub picks
         settings = settings.model_copy(update={"gb28181": True, "gb28181_host": "127.0.0.1", "gb28181_port": 0})
+    if args.jt808_terminals > 0 and not settings.jt808:  # the demo's own JT/T 808 server on a loopback port
+        settings = settings.model_copy(update={"jt808": True, "jt808_host": "127.0.0.1", "jt808_port": 0})
     host, port = args.host or settings.host, args.port or settings.port
     try:
         async with Hub(settings, city=partial(build_city, seed=settings.city_seed)) as hub:
@@ -74,6 +76,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                       flush=True)
             if args.gb_cameras > 0 and hub.gb28181 is not None:
                 jobs.append(_gb_cameras(args, settings, hub.gb28181.udp_port, url, installer))
+            if args.jt808_terminals > 0 and hub.jt808 is not None:
+                jobs.append(_jt808_terminals(args, settings, hub.jt808.port, url, installer))
             try:
                 await until_signal(*jobs)
             finally:
@@ -95,6 +99,17 @@ def _gb_cameras(args: argparse.Namespace, settings: Settings, sip_port: int, url
           f"udp {sip_host}:{sip_port}\n", flush=True)
     return run_gb_cameras(GbDemoConfig(url, installer, settings.gb28181_server_id, sip_host, sip_port,
                                        count=args.gb_cameras, seed=args.seed))
+
+
+def _jt808_terminals(args: argparse.Namespace, settings: Settings, port: int, url: str,
+                     installer: str) -> Coroutine[Any, Any, None]:
+    """The demo's JT/T 808 vehicle terminals (TCP to the hub's own server), announced on the console."""
+    from sim.jt808_demo import Jt808DemoConfig, run_jt808_terminals
+
+    host = "127.0.0.1" if settings.jt808_host in ("0.0.0.0", "::", "") else settings.jt808_host
+    print(f"  JT/T 808 vehicle terminals: {args.jt808_terminals} simulated, server at tcp {host}:{port}\n", flush=True)
+    return run_jt808_terminals(Jt808DemoConfig(url, installer, host, port, count=args.jt808_terminals, seed=args.seed,
+                                               datum=settings.jt808_datum))
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:
@@ -159,6 +174,9 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--gb-cameras", type=int, default=3, metavar="N",
                    help="patrol units whose only device is a simulated GB/T 28181 body camera (SIP), run beside "
                         "the MQTT units; turns the hub's GB/T 28181 server on (default 3; 0: none)")
+    p.add_argument("--jt808-terminals", type=int, default=3, metavar="N",
+                   help="patrol units whose only device is a simulated JT/T 808 vehicle terminal (TCP), which "
+                        "receives the dispatch as a text; turns the hub's JT/T 808 server on (default 3; 0: none)")
     _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
     p.set_defaults(func=cmd_demo)
 
