@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from hub.domain.device_login import StoredLogin
@@ -30,26 +31,7 @@ class DeviceLoginStore:
         """Register the device on its unit and give it a login; a device with a live login is refused (rotate it
         instead). A revoked device may be added again: it gets a new secret."""
         async with self.db.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
-            if await cur.fetchone() is None:
-                raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
-                                                   f"(PUT /api/v1/units/{unit_id})")
-            cur = await conn.execute("SELECT revoked_at FROM device_logins WHERE device_id = %s FOR UPDATE",
-                                     (device_id,))
-            row = await cur.fetchone()
-            if row is not None and row[0] is None:
-                raise LoginProblem("exists", f"device {device_id} already has a login: rotate or revoke it")
-            cur = await conn.execute(
-                "SELECT 'a SIP login' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
-                "SELECT 'a ' || protocol || ' login' FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL",
-                (device_id, device_id))
-            other = await cur.fetchone()
-            if other is not None:
-                raise LoginProblem("exists", f"device {device_id} already has {other[0]}: rotate or revoke it")
-            await conn.execute(
-                "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
-                "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
-                (device_id, unit_id, kind))
+            await claim_device(conn, device_id, unit_id, kind)
             await conn.execute(
                 "INSERT INTO device_logins (device_id, salt, secret_hash, iterations) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (device_id) DO UPDATE SET salt = EXCLUDED.salt, secret_hash = EXCLUDED.secret_hash, "
@@ -109,3 +91,26 @@ class DeviceLoginStore:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT device_id FROM device_logins WHERE revoked_at IS NOT NULL")
             return [row[0] for row in await cur.fetchall()]
+
+
+async def claim_device(conn: AsyncConnection[Any], device_id: str, unit_id: str, kind: str | None) -> None:
+    """In the caller's transaction: the unit exists and the device has no live login of any kind (MQTT, SIP or a
+    gateway's: a device has one), then the device is put on the unit. :class:`LoginProblem` otherwise. The device's
+    MQTT login row, if any, is locked, so two adds of one device do not both pass."""
+    cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
+    if await cur.fetchone() is None:
+        raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
+                                           f"(PUT /api/v1/units/{unit_id})")
+    await conn.execute("SELECT 1 FROM device_logins WHERE device_id = %s FOR UPDATE", (device_id,))
+    cur = await conn.execute(
+        "SELECT 'a login' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
+        "SELECT 'a SIP login' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
+        "SELECT 'a ' || protocol || ' login' FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL",
+        (device_id, device_id, device_id))
+    row = await cur.fetchone()
+    if row is not None:
+        raise LoginProblem("exists", f"device {device_id} already has {row[0]}: rotate or revoke it")
+    await conn.execute(
+        "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
+        "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
+        (device_id, unit_id, kind))

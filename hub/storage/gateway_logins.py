@@ -16,7 +16,7 @@ import psycopg
 from hub.domain.device_login import StoredLogin
 from hub.domain.gateway_login import GATEWAY_PROTOCOLS
 from hub.storage.database import Database
-from hub.storage.device_logins import LoginProblem
+from hub.storage.device_logins import LoginProblem, claim_device
 
 __all__ = ["GatewayLogin", "GatewayLoginStore"]
 
@@ -58,27 +58,12 @@ class GatewayLoginStore:
             raise LoginProblem("invalid", "a JT/T 808 terminal gets its code at registration; a phone app gets a "
                                           "secret now (and only a JT/T 808 terminal has a terminal id)")
         async with self.db.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
-            if await cur.fetchone() is None:
-                raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
-                                                   f"(PUT /api/v1/units/{unit_id})")
-            cur = await conn.execute(
-                "SELECT 'a ' || protocol || ' login' FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL "
-                "UNION ALL SELECT 'an MQTT login' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL "
-                "UNION ALL SELECT 'a SIP login' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL",
-                (device_id, device_id, device_id))
-            row = await cur.fetchone()
-            if row is not None:
-                raise LoginProblem("exists", f"device {device_id} already has {row[0]}: rotate or revoke it")
+            await claim_device(conn, device_id, unit_id, kind)
             cur = await conn.execute("SELECT device_id FROM gateway_logins WHERE protocol = %s AND ident = %s "
                                      "AND revoked_at IS NULL", (protocol, ident))
             row = await cur.fetchone()
             if row is not None:
                 raise LoginProblem("exists", f"{protocol} identifier {ident} is already device {row[0]}'s login")
-            await conn.execute(
-                "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
-                "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
-                (device_id, unit_id, kind))
             salt, digest, iterations = ((secret.salt, secret.secret_hash, secret.iterations) if secret is not None
                                         else (None, None, 1000))
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.storage.database import Database
-from hub.storage.device_logins import LoginProblem
+from hub.storage.device_logins import LoginProblem, claim_device
 
 __all__ = ["SipLoginStore"]
 
@@ -15,22 +15,7 @@ class SipLoginStore:
     async def add(self, device_id: str, unit_id: str, kind: str | None, realm: str, ha1: str) -> None:
         """Register the device on its unit with a SIP login; refused when it has a live login of any kind."""
         async with self.db.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT 1 FROM units WHERE unit_id = %s", (unit_id,))
-            if await cur.fetchone() is None:
-                raise LoginProblem("unknown_unit", f"unit {unit_id} does not exist: create it first "
-                                                   f"(PUT /api/v1/units/{unit_id})")
-            cur = await conn.execute(
-                "SELECT 'SIP' FROM sip_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
-                "SELECT 'MQTT' FROM device_logins WHERE device_id = %s AND revoked_at IS NULL UNION ALL "
-                "SELECT protocol FROM gateway_logins WHERE device_id = %s AND revoked_at IS NULL",
-                (device_id, device_id, device_id))
-            row = await cur.fetchone()
-            if row is not None:
-                raise LoginProblem("exists", f"device {device_id} already has a {row[0]} login: rotate or revoke it")
-            await conn.execute(
-                "INSERT INTO devices (device_id, unit_id, kind) VALUES (%s, %s, %s) ON CONFLICT (device_id) "
-                "DO UPDATE SET unit_id = EXCLUDED.unit_id, kind = coalesce(EXCLUDED.kind, devices.kind)",
-                (device_id, unit_id, kind))
+            await claim_device(conn, device_id, unit_id, kind)
             await conn.execute(
                 "INSERT INTO sip_logins (device_id, realm, ha1) VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE "
                 "SET realm = EXCLUDED.realm, ha1 = EXCLUDED.ha1, created_at = now(), rotated_at = NULL, "
