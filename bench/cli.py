@@ -36,6 +36,8 @@ MODULE_BENCHES = {
     "video": ("bench.video", "live video: N 720p30 streams x M viewers via the hub: fps, CPU, latency, first frame"),
     "gb28181": ("bench.gb28181", "GB/T 28181 cameras: N registered (CPU, RSS, loss) and M PS/RTP streams x viewers"
                                  " next to WHIP"),
+    "gateways": ("bench.gateways", "device gateways: N JT/T 808 terminals (CPU, RSS, loss) and hub CPU per fix by path"
+                                   " vs MQTT"),
 }
 
 

@@ -38,7 +38,7 @@ import psutil
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from bench.drones_report import CUT_S, cpu_summary, link_verdict, markdown, ratio, summary, table
-from bench.probes import cpu_seconds
+from bench.probes import cpu_seconds, machine_busy_seconds
 from bench.processes import python_env
 from bench.report import machine_facts
 from bench.stack import BenchError, BenchStack, add_database_url, run_bench
@@ -150,6 +150,16 @@ async def sampled(procs: dict[str, psutil.Process | None], work: Awaitable[T]) -
     finally:
         stop.set()
     return await sampler, result
+
+
+async def sampled_window(procs: dict[str, psutil.Process | None], seconds: float
+                         ) -> tuple[dict[str, list[float]], float, float]:
+    """``seconds`` of CPU samples of ``procs``: the samples, the window's wall time, and how many of the machine's
+    cores were busy meanwhile (everything on it, the bench's own processes included)."""
+    busy0, t0 = machine_busy_seconds(), time.monotonic()
+    cpu, _ = await sampled(procs, asyncio.sleep(seconds))
+    wall = time.monotonic() - t0
+    return cpu, wall, round((machine_busy_seconds() - busy0) / wall, 2)
 
 
 async def create_operator_token(stack: BenchStack) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.drones import sampled, until
+from bench.drones import sampled, sampled_window, until
 from bench.gb28181_cameras import CameraProcess
 from bench.probes import machine_busy_seconds, scrape
 from bench.stack import BenchError, BenchStack
@@ -123,11 +123,9 @@ async def run_fleet(stack: BenchStack, workdir: Path, *, cameras: int, seconds: 
             out["provision_s"] = await provision(api, ids)
             hub = {"hub": stack.hub_process(), "postgres": stack.postgres_process()}
             await asyncio.sleep(SETTLE_S)
-            busy0, t0 = machine_busy_seconds(), time.monotonic()
-            idle_cpu, _ = await sampled(hub, asyncio.sleep(idle))
+            idle_cpu, _, idle_busy = await sampled_window(hub, idle)
             out["idle"] = {"seconds": idle, "cpu": _cpu(idle_cpu), "hub_rss_mib": _rss_mib(idle_cpu),
-                           "machine_busy_cores": round((machine_busy_seconds() - busy0) / (time.monotonic() - t0),
-                                                       2)}
+                           "machine_busy_cores": idle_busy}
 
             async def register() -> dict[str, Any]:
                 t_start = time.monotonic()
@@ -183,10 +181,7 @@ async def _steady(api: httpx.AsyncClient, hub: dict[str, Any], children: list[Ca
     """``seconds`` of keepalives and positions: CPU, RSS, positions sent and fixes counted in the window."""
     procs = {**hub, **{f"cameras{k}": _child(c) for k, c in enumerate(children)}}
     s0, m0 = await _sum_status(children), await gb_metrics(api)
-    busy0, t0 = machine_busy_seconds(), time.monotonic()
-    cpu, _ = await sampled(procs, asyncio.sleep(seconds))
-    wall = time.monotonic() - t0
-    busy = round((machine_busy_seconds() - busy0) / wall, 2)
+    cpu, wall, busy = await sampled_window(procs, seconds)
     s1, m1 = await _sum_status(children), await gb_metrics(api)
     hub_cpu = cores_summary(cpu["hub"])
     cameras = s1["registered_now"]

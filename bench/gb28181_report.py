@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report import rows_markdown, rows_table
+
 __all__ = ["markdown", "rows", "table"]
 
 
@@ -106,16 +108,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _header(r: dict[str, Any]) -> str:
-    m = r["machine"]
-    return (f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['kernel']}, Python"
-            f" {m['python']}; load average at start {m['load_average_at_start']}; `{r['command']}`")
-
-
 def table(r: dict[str, Any]) -> str:
-    return "\n".join(["fieldhub bench gb28181", _header(r), "", *(f"  {k:<62} {v}" for k, v in rows(r))])
+    return rows_table("gb28181", r, rows(r), 62)
 
 
 def markdown(r: dict[str, Any]) -> str:
-    return "\n".join(["### GB/T 28181 cameras through the hub", "", _header(r), "", "| measure | value |", "|---|---|",
-                      *(f"| {k.strip()} | {v} |" for k, v in rows(r))])
+    return rows_markdown("GB/T 28181 cameras through the hub", r, rows(r))

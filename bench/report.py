@@ -91,6 +91,24 @@ def machine_facts() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- table
+def run_header(r: dict[str, Any]) -> str:
+    """One line saying where and how a bench run ran: date, machine, load at start, the command."""
+    m = r["machine"]
+    return (f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['kernel']}, Python"
+            f" {m['python']}; load average at start {m['load_average_at_start']}; `{r['command']}`")
+
+
+def rows_table(name: str, r: dict[str, Any], rows: Sequence[tuple[str, str]], width: int) -> str:
+    """The printed table of a bench whose results are (measure, value) rows."""
+    return "\n".join([f"fieldhub bench {name}", run_header(r), "", *(f"  {k:<{width}} {v}" for k, v in rows)])
+
+
+def rows_markdown(title: str, r: dict[str, Any], rows: Sequence[tuple[str, str]]) -> str:
+    """The same rows as a BENCHMARKS.md section."""
+    return "\n".join([f"### {title}", "", run_header(r), "", "| measure | value |", "|---|---|",
+                      *(f"| {k.strip()} | {v} |" for k, v in rows)])
+
+
 def fmt_number(value: Any, digits: int = 0) -> str:
     """A count or rate for a table: thousands separated, '-' for none."""
     if value is None:

@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from devices.clock import now_ms
 from hub.config import Settings
 from hub.gateways.submit import Submit
 from hub.gateways.tak.gateway import TakGateway, TakTls
-from hub.incidents.service import IncidentService
 from hub.ingest.live import LiveState
 
 __all__ = ["TakCommands", "TakLink", "start_tak"]
@@ -31,6 +30,14 @@ __all__ = ["TakCommands", "TakLink", "start_tak"]
 log = logging.getLogger(__name__)
 
 PutUnit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class OpenIncidents(Protocol):
+    """The incident service as the feed reads it (a gateway does not depend on the incident package)."""
+
+    def open_incidents(self) -> Iterable[Any]: ...
+
+    def view(self, incident: Any) -> dict[str, Any]: ...
 
 
 class TakCommands:
@@ -54,7 +61,7 @@ class TakCommands:
 class TakLink:
     """Sources, new users and SOS beacons between the hub and its :class:`TakGateway`."""
 
-    def __init__(self, live: LiveState, incidents: IncidentService, put_unit: PutUnit, *, hold_s: float = 600.0,
+    def __init__(self, live: LiveState, incidents: OpenIncidents, put_unit: PutUnit, *, hold_s: float = 600.0,
                  wall_ms: Callable[[], int] = now_ms) -> None:
         self.live, self.incidents, self.put_unit, self.hold_s, self.wall_ms = live, incidents, put_unit, hold_s, wall_ms
         self.gateway: TakGateway | None = None
