@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     jt808: bool = False
     jt808_host: str = "0.0.0.0"
     jt808_port: Annotated[int, Field(ge=0, le=65535)] = 6808
+    jt808_announce_host: str | None = None  # the address terminals are told (default: host, 127.0.0.1 for 0.0.0.0)
     jt808_datum: Literal["wgs84", "gcj02"] = "wgs84"
     jt808_idle_s: Annotated[float, Field(gt=0)] = 180.0
     jt808_store_timeout_s: Annotated[float, Field(gt=0)] = 5.0

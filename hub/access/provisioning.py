@@ -108,7 +108,7 @@ def sip_server(s: Settings, port: int | None = None) -> SipServer:
 
 def gateway_endpoints(s: Settings, jt808_port: int | None = None) -> GatewayEndpoints:
     """Where gateway devices are told to reach the hub; ``jt808_port``: the bound one (when the setting is 0)."""
-    host = "127.0.0.1" if s.jt808_host in ("", "0.0.0.0", "::") else s.jt808_host
+    host = s.jt808_announce_host or ("127.0.0.1" if s.jt808_host in ("", "0.0.0.0", "::") else s.jt808_host)
     return GatewayEndpoints(host if s.jt808 else None, jt808_port or s.jt808_port, s.base_url(), s.owntracks,
                             s.osmand)
 

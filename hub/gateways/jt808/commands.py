@@ -35,10 +35,12 @@ def _field(value: Any) -> str:
 
 
 def _incident_text(incident: Mapping[str, Any]) -> str:
+    """Priority, category, address and summary, cut so that the incident id in brackets always ends the text."""
     parts = [f"P{_field(incident.get('priority'))}", _field(incident.get("category")),
              _field(incident.get("address")), _field(incident.get("summary"))]
     text = " ".join(part for part in parts if part and part != "P") or "dispatch"
-    return f"{text} [{_field(incident.get('id'))}]"
+    tag = fit_text(f" [{_field(incident.get('id'))}]", 200)
+    return fit_text(text, MAX_TEXT_BYTES - len(tag.encode("gbk"))) + tag
 
 
 def command_text(command: Command) -> TextMessage | None:
@@ -49,7 +51,7 @@ def command_text(command: Command) -> TextMessage | None:
         flags = TEXT_DISPLAY | TEXT_TTS
         if incident.get("priority") == 1:
             flags |= TEXT_EMERGENCY
-        return TextMessage(flags, fit_text(_incident_text(incident)))
+        return TextMessage(flags, _incident_text(incident))
     if command.type == "cancel":
         return TextMessage(TEXT_DISPLAY | TEXT_TTS, fit_text(f"cancelled: {_field(command.body.get('incident_id'))}"))
     return None

@@ -327,3 +327,16 @@ def test_text_fits_gbk() -> None:
     assert cut == "汉" * 510 and len(cut.encode("gbk")) == 1020
     empty = command_text(Command("d", 0, "dispatch", {"incident": "not a dict"}))
     assert empty is not None and empty.flags == TEXT_DISPLAY | TEXT_TTS and empty.text == "dispatch []"
+
+
+def test_a_long_dispatch_text_still_ends_with_the_incident_id() -> None:
+    """Address and summary in Chinese (two GBK bytes a character) fill the 0x8300 body: the text is cut, never the id
+    the officer and the demo read off its end."""
+    from devices.payloads import Command
+    from hub.gateways.jt808.commands import MAX_TEXT_BYTES, command_text
+
+    incident = {"id": "INC-20261206-0042", "priority": 1, "category": "robbery", "address": "解放路" * 100,
+                "summary": "商店被抢" * 75}
+    text = command_text(Command("c1", 1, "dispatch", {"incident": incident}))
+    assert text is not None and text.text.endswith(" [INC-20261206-0042]")
+    assert len(text.text.encode("gbk")) <= MAX_TEXT_BYTES and text.flags & 0x01
