@@ -6,9 +6,8 @@ reports its position (0x0200) every ``report_s`` and sends a heartbeat (0x0002) 
 ``heartbeat_s``. Every message the platform must answer is tracked by serial and resent as the standard says
 (timeout T(n+1) = T(n) * (n + 1), ``resends`` times); a message still unanswered means the link is dead, so the
 terminal reconnects with back-off. Reports made while offline are kept (bounded) and uploaded after the next
-authentication as 0x0704 batches of type 1 (blind area). A text (0x8300) is shown to the officer (``on_text``) and
-acknowledged with 0x0001. Whatever the platform sends that a terminal cannot use is counted in
-``counters.rejected`` by reason, never raised. Only the :mod:`jt808` codec speaks the protocol.
+authentication as 0x0704 batches of type 1 (blind area). A text (0x8300) is shown (``on_text``) and acknowledged
+with 0x0001. What the platform sends that a terminal cannot use is counted by reason in ``counters.rejected``.
 """
 
 from __future__ import annotations
@@ -179,8 +178,9 @@ class Jt808Terminal:
         self._writer = None
         self.authenticated.clear()
         for _, answer in self._pending.values():
-            if not answer.done():
+            if not answer.done():  # read at once: its waiter may be cancelled with the link
                 answer.set_exception(ConnectionResetError("the link dropped"))
+                answer.exception()
         self._pending.clear()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:

@@ -190,7 +190,7 @@ class Jt808Gateway:
     def kick(self, device_id: str) -> None:
         """The device's login was revoked (or rotated): close its connection; its status becomes offline."""
         connection = self._bound.get(device_id)
-        if connection is not None:
+        if connection is not None and not connection.closed:  # told twice (this hub's call, then its NOTIFY)
             self.counters["kicked"] += 1
             connection.close("revoked")
 
