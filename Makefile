@@ -18,7 +18,8 @@ DOMAIN := devices/payloads.py devices/bounds.py devices/topics.py devices/errors
           hub/gateways/commands.py hub/gateways/gb28181/gateway.py hub/gateways/gb28181/queries.py \
           hub/gateways/errors.py hub/gateways/readings.py hub/gateways/credentials.py hub/gateways/owntracks hub/gateways/osmand \
           hub/gateways/submit.py hub/gateways/jt808 hub/gateways/tak/cot.py hub/gateways/phones.py \
-          sim/jt808_terminal.py sim/jt808_demo.py sim/officer_demo.py
+          sim/jt808_terminal.py sim/jt808_demo.py sim/officer_demo.py sim/phone_demo.py sim/owntracks_phone.py \
+          sim/traccar_phone.py sim/tak_client.py
 
 .PHONY: setup setup-test demo test lint bench-ingest
 

@@ -23,7 +23,9 @@ from hub.errors import HubStartError
 if TYPE_CHECKING:
     from hub.config import Settings
 
-__all__ = ["add_demo", "add_sim"]
+__all__ = ["DEMO_TAK_URL", "add_demo", "add_sim"]
+
+DEMO_TAK_URL = "udp://239.2.3.1:6969"  # ATAK's default SA multicast group: the hub sends and receives there
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
@@ -55,6 +57,10 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"gb28181": True, "gb28181_host": "127.0.0.1", "gb28181_port": 0})
     if args.jt808_terminals > 0 and not settings.jt808:  # the demo's own JT/T 808 server on a loopback port
         settings = settings.model_copy(update={"jt808": True, "jt808_host": "127.0.0.1", "jt808_port": 0})
+    if args.phones > 0:  # the phone apps' gateways: OwnTracks over the devices' broker, Traccar Client over HTTP
+        settings = settings.model_copy(update={"owntracks": True, "osmand": True})
+    if args.tak_clients > 0 and not settings.tak:  # the LAN's SA multicast group (TTL 1: it stays on the link)
+        settings = settings.model_copy(update={"tak": True, "tak_url": DEMO_TAK_URL})
     host, port = args.host or settings.host, args.port or settings.port
     try:
         async with Hub(settings, city=partial(build_city, seed=settings.city_seed)) as hub:
@@ -78,6 +84,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 jobs.append(_gb_cameras(args, settings, hub.gb28181.udp_port, url, installer))
             if args.jt808_terminals > 0 and hub.jt808 is not None:
                 jobs.append(_jt808_terminals(args, settings, hub.jt808.port, url, installer))
+            if args.phones > 0 or args.tak_clients > 0:
+                jobs.append(_phones(args, settings, url, installer))
             try:
                 await until_signal(*jobs)
             finally:
@@ -110,6 +118,27 @@ def _jt808_terminals(args: argparse.Namespace, settings: Settings, port: int, ur
     print(f"  JT/T 808 vehicle terminals: {args.jt808_terminals} simulated, server at tcp {host}:{port}\n", flush=True)
     return run_jt808_terminals(Jt808DemoConfig(url, installer, host, port, count=args.jt808_terminals, seed=args.seed,
                                                datum=settings.jt808_datum))
+
+
+def _phones(args: argparse.Namespace, settings: Settings, url: str, installer: str) -> Coroutine[Any, Any, None]:
+    """The demo's officers on foot with phones (OwnTracks over MQTT, Traccar Client over HTTP) and its TAK users
+    (Cursor-on-Target on the hub's TAK link), announced on the console."""
+    from sim.phone_demo import PhoneDemoConfig, run_phones
+
+    tak_url = settings.tak_url.replace("udp+wo://", "udp://", 1) if settings.tak else None
+    if tak_url is not None and not tak_url.startswith(("udp://", "tcp://")):
+        print(f"  TAK users: not simulated (the hub's TAK link {tak_url} is not a multicast group or a plain "
+              "TAK server)", flush=True)
+        tak_url = None
+    elif tak_url is not None and settings.tak_url.startswith("udp+wo://"):
+        print("  TAK users: the hub only sends to its multicast group (udp+wo://): they see the hub's picture, "
+              "the hub does not see them", flush=True)
+    tak_clients = args.tak_clients if tak_url is not None else 0
+    print(f"  phones: {args.phones} officers on foot ({(args.phones + 1) // 2} OwnTracks over MQTT, "
+          f"{args.phones // 2} Traccar Client over HTTP); TAK users: {tak_clients}"
+          + (f" on {tak_url}" if tak_clients else "") + "\n", flush=True)
+    return run_phones(PhoneDemoConfig(url, installer, count=args.phones, seed=args.seed, tak_clients=tak_clients,
+                                      tak_url=tak_url, tak_interval_s=settings.tak_interval_s))
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:
@@ -177,6 +206,13 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jt808-terminals", type=int, default=3, metavar="N",
                    help="patrol units whose only device is a simulated JT/T 808 vehicle terminal (TCP), which "
                         "receives the dispatch as a text; turns the hub's JT/T 808 server on (default 3; 0: none)")
+    p.add_argument("--phones", type=int, default=2, metavar="N",
+                   help="officers on foot whose only device is a simulated phone: half OwnTracks (MQTT), half "
+                        "Traccar Client (HTTP); turns the hub's OwnTracks and OsmAnd gateways on (default 2; 0: none)")
+    p.add_argument("--tak-clients", type=int, default=1, metavar="N",
+                   help="simulated TAK users (ATAK) walking near the centre, on the LAN's SA multicast group "
+                        f"{DEMO_TAK_URL.removeprefix('udp://')}; turns the hub's TAK link on there unless "
+                        "FIELDHUB_TAK is set (default 1; 0: none)")
     _add_sim_options(p, rate=2.0, hard="outliers=0.03,dead_zone=0.03,drive_by=0.03")
     p.set_defaults(func=cmd_demo)
 

@@ -23,7 +23,7 @@ from sim.city import City
 from sim.fleet import SimError
 from sim.gb28181_camera import GbCamera, GbCameraConfig
 from sim.gb28181_fleet import device_ids
-from sim.gb28181_officer import Officer, assignment, location
+from sim.gb28181_officer import Officer
 from sim.gb28181_stream import StreamSettings
 from sim.officer_demo import OfficerDemo, OfficerUnit
 from sim.traffic import GpsModel, SimVehicle
@@ -102,18 +102,7 @@ class GbDemo(OfficerDemo[CameraUnit, GbDemoConfig]):
 
     async def follow(self, unit: CameraUnit) -> None:
         """One poll of ``unit``'s assignment, and what its officer does about it."""
-        r = await self.http.get(f"/api/v1/units/{unit.unit_id}")
-        r.raise_for_status()
-        incident_id = assignment(r.json())
-        where: tuple[float, float] | None = None
-        if incident_id is not None and incident_id != unit.officer.incident_id:
-            # Where to go, before the officer takes the order: a failed look-up is heard again at the next poll.
-            incident = (await self.http.get(f"/api/v1/incidents/{incident_id}")).raise_for_status().json()
-            where = location(incident)
-        now = unit.now_ms()
-        unit.vehicle.advance(now)
-        self._hear(unit, incident_id, where)
-        await self._radio_due(unit, now)
+        await self._follow_by_polling(unit)
 
     def status(self) -> str:
         return f"gb28181 demo: {self.registered}/{len(self.units)} cameras registered"

@@ -28,7 +28,7 @@ import httpx
 from devices.tasks import cancel_and_wait
 from sim.city import City, build_city
 from sim.fleet import SimError
-from sim.gb28181_officer import Officer, Report
+from sim.gb28181_officer import Officer, Report, assignment, location
 from sim.traffic import GpsModel, SimVehicle
 
 __all__ = ["Clock", "DemoConfig", "Device", "OfficerDemo", "OfficerUnit"]
@@ -104,6 +104,7 @@ class OfficerDemo(ABC, Generic[U, C]):
     heard: ClassVar[str]  # how the officer learns an order ("heard by radio"), for the log
     turn: ClassVar[str]  # what a failed turn was ("radio poll"), for the log
     more_counts: ClassVar[tuple[str, ...]] = ()  # the subclass's own counters, beside the orders and reports
+    unit_kind: ClassVar[str] = "patrol"  # the kind its units are provisioned as
 
     def __init__(self, config: C, *, city: City | None = None, clock: Clock = time.time,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -195,7 +196,7 @@ class OfficerDemo(ABC, Generic[U, C]):
         """The unit (home: where its car starts) and its ``device``; the hub's answer about the device. A device
         provisioned by an earlier run on the same database has its secret rotated (registration opened again)."""
         lat, lon = unit.vehicle.position
-        body = {"name": name, "kind": "patrol", "devices": [unit.device_id],
+        body = {"name": name, "kind": self.unit_kind, "devices": [unit.device_id],
                 "home": {"lat": round(lat, 6), "lon": round(lon, 6)}, "capabilities": []}
         await self._call("PUT", f"/api/v1/units/{unit.unit_id}", body, f"unit {unit.unit_id}")
         r = await self._call("POST", "/api/v1/devices", device, what, ok=(201, 409))
@@ -250,6 +251,22 @@ class OfficerDemo(ABC, Generic[U, C]):
             self.counts["released"] += 1
             self.log.info("%s released: back on patrol", unit.unit_id)
         return order is not None
+
+    async def _follow_by_polling(self, unit: U) -> None:
+        """An officer who hears orders by radio (the device shows none): one poll of ``unit``'s assignment, and
+        what the officer does about it. Where to go is looked up before the order is taken, so a failed look-up
+        is heard again at the next poll."""
+        r = await self.http.get(f"/api/v1/units/{unit.unit_id}")
+        r.raise_for_status()
+        incident_id = assignment(r.json())
+        where: tuple[float, float] | None = None
+        if incident_id is not None and incident_id != unit.officer.incident_id:
+            incident = (await self.http.get(f"/api/v1/incidents/{incident_id}")).raise_for_status().json()
+            where = location(incident)
+        now = unit.now_ms()
+        unit.vehicle.advance(now)
+        self._hear(unit, incident_id, where)
+        await self._radio_due(unit, now)
 
     async def _radio_due(self, unit: U, now_ms: int) -> None:
         """Tell the officer the car is on scene if it is, and make the radio calls due by ``now_ms``."""

@@ -18,6 +18,8 @@ from hub.ingest.live import LiveState, UnitLive
 __all__ = ["DRONE_KIND", "Fleet"]
 
 DRONE_KIND = "drone"  # drones are sent by the drone endpoint, never as an incident's ground unit
+TAK_KIND = "tak"  # allied TAK users (hub.gateways.tak): shown on the map, never the hub's to dispatch
+NOT_RECOMMENDED = frozenset({DRONE_KIND, TAK_KIND})
 MAX_FIX_AGE_MS = 60_000
 
 
@@ -47,9 +49,10 @@ class Fleet:
 
     def recommend(self, lat: float, lon: float, now_ms: int, count: int, *,
                   exclude: Collection[str] = (), kinds: Collection[str] | None = None) -> list[Recommendation]:
-        """The best `count` available ground units (drones only when `kinds` asks for them), minus `exclude`."""
+        """The best `count` available ground units (drones only when `kinds` asks for them), minus `exclude`.
+        Allied TAK users (kind "tak") are on the map but not the hub's to send: never recommended unless asked."""
         self.sync(now_ms)
-        wanted = kinds if kinds is not None else [k for k in self._kinds if k != DRONE_KIND]
+        wanted = kinds if kinds is not None else [k for k in self._kinds if k not in NOT_RECOMMENDED]
         if not wanted:
             return []
         found = self.recommender.recommend(lat, lon, now_ms, count=count + len(exclude), kinds=wanted,

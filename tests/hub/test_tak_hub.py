@@ -81,7 +81,11 @@ async def test_units_incidents_and_an_sos_reach_tak_and_a_tak_user_joins(
     await asyncio.sleep(2.5)
     assert not client.find(cot.unit_uid(device_id))
 
-    # Dispatched to the incident: the hub sends it nothing and does not wait for a signature it cannot give.
+    # Not the hub's to send: never recommended (nor auto-dispatched), though next to the incident.
+    r = await hub.api.get(f"/api/v1/incidents/{iid}/recommendations", params={"count": 5})
+    assert r.status_code == 200, r.text
+    assert device_id not in [c["unit_id"] for c in r.json()["recommendations"]]
+    # Dispatched to the incident by hand: the hub sends it nothing and does not wait for a signature it cannot give.
     r = await hub.api.post(f"/api/v1/incidents/{iid}/dispatch", json={"unit_ids": [device_id]})
     assert r.status_code == 200, r.text
 
