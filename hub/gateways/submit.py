@@ -12,9 +12,11 @@ import logging
 from collections import Counter
 from typing import Protocol
 
+from devices import payloads
+from devices.payloads import Status
 from devices.topics import Channel, device_topic
 
-__all__ = ["Submit", "consume", "store"]
+__all__ = ["Submit", "consume", "post_status", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,18 @@ async def store(submit: Submit, device_id: str, channel: Channel, payload: bytes
         log.exception("%s: storing a %s message of %s failed", gateway, channel, device_id)
         return "store_failed"
     return None
+
+
+def post_status(submit: Submit, device_id: str, state: str, ts: int, *, counters: Counter[str], gateway: str) -> None:
+    """The device's ``online``/``offline`` status, retained and QoS 1 as a native device's status and Last Will
+    (the latest state is what the hub keeps); not awaited. Counted ``status``, or ``status_refused`` when full."""
+    future = submit(device_topic(device_id, "status"), payloads.encode_status(Status(ts=ts, state=state)), 1, True)
+    if future is None:
+        counters["status_refused"] += 1
+        log.warning("%s: the pipeline refused the %s status of %s (full)", gateway, state, device_id)
+        return
+    counters["status"] += 1
+    future.add_done_callback(consume)
 
 
 def consume(future: asyncio.Future[None]) -> None:

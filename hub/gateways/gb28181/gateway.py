@@ -35,8 +35,8 @@ from typing import Any, Final
 
 from devices import payloads
 from devices.clock import now_ms
-from devices.payloads import Event, Status
-from devices.topics import Channel, device_topic
+from devices.payloads import Event
+from devices.topics import Channel
 from gb28181.manscdp import (
     DEFAULT_UTC_OFFSET_MIN,
     Alarm,
@@ -54,7 +54,7 @@ from gb28181.manscdp import (
 from gb28181.manscdp_build import build_alarm_ack
 from gb28181.registrar import Answer, Registrar, RegistrarConfig
 from gb28181.sip import SipError
-from hub.gateways.submit import Submit, consume, store
+from hub.gateways.submit import Submit, post_status, store
 
 from .queries import DeviceQueries, video_channel
 
@@ -185,15 +185,7 @@ class Gb28181Gateway:
         self._status(device_id, "offline")
 
     def _status(self, device_id: str, state: str) -> None:
-        # Retained, QoS 1, as a native device's status and Last Will: the latest state is what the hub keeps.
-        payload = payloads.encode_status(Status(ts=self.wall_ms(), state=state))
-        future = self.submit(device_topic(device_id, "status"), payload, 1, True)
-        if future is None:
-            self.counters["status_refused"] += 1
-            log.warning("gb28181: the pipeline refused the %s status of %s (full)", state, device_id)
-            return
-        self.counters["status"] += 1
-        future.add_done_callback(consume)
+        post_status(self.submit, device_id, state, self.wall_ms(), counters=self.counters, gateway="gb28181")
 
     # --- messages ---------------------------------------------------------------------------------------------
 

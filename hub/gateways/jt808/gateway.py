@@ -27,12 +27,12 @@ import msgspec
 from devices import payloads
 from devices.clock import now_ms
 from devices.errors import PayloadError
-from devices.payloads import Event, Fix, Status
-from devices.topics import Channel, device_topic
+from devices.payloads import Event, Fix
+from devices.topics import Channel
 from geo.gcj02 import DATUMS, Datum, to_wgs84
 from hub.domain import device_login
 from hub.domain.device_login import StoredLogin
-from hub.gateways.submit import Submit, consume, store
+from hub.gateways.submit import Submit, post_status, store
 from jt808.codec import Message
 from jt808.errors import Jt808Error
 from jt808.location import BatchLocation, Location, to_fix
@@ -207,14 +207,7 @@ class Jt808Gateway:
             self._status(device_id, "offline")
 
     def _status(self, device_id: str, state: str) -> None:
-        payload = payloads.encode_status(Status(ts=self.wall_ms(), state=state))
-        future = self.submit(device_topic(device_id, "status"), payload, 1, True)
-        if future is None:
-            self.counters["status_refused"] += 1
-            log.warning("jt808: the pipeline refused the %s status of %s (full)", state, device_id)
-            return
-        self.counters["status"] += 1
-        future.add_done_callback(consume)
+        post_status(self.submit, device_id, state, self.wall_ms(), counters=self.counters, gateway="jt808")
 
     # --- messages --------------------------------------------------------------------------------------------
 
